@@ -1,0 +1,1 @@
+//! Batch analytics with Polars: see issue 5.

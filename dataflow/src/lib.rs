@@ -1,0 +1,1 @@
+//! The dataflow job (timely + differential dataflow): see issue 3.

@@ -1,0 +1,151 @@
+//! The reproducible price models. Prices are exact decimals (cents).
+
+use crate::reference::Stock;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use rust_decimal::{Decimal, RoundingStrategy};
+
+/// The smallest price a stock can have.
+pub const MIN_PRICE: Decimal = Decimal::from_parts(1, 0, 0, false, 2);
+
+/// How `r` is drawn: a uniform integer in `[-R_SPAN, R_SPAN)` divided by `R_SCALE`,
+/// i.e. r uniform on a 1e-6 grid of `[-5 %, +5 %)`, exact as a decimal.
+const R_SCALE: u32 = 6;
+const R_SPAN: i64 = 50_000;
+
+/// Which price model the exchanges use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PriceModel {
+    /// Each close is the previous close × (1 + r), r uniform in [−5 %, +5 %), rounded to cents
+    /// (half away from zero), never below 0.01; the first trading day's close is the initial price.
+    #[default]
+    RandomWalk,
+    /// The course starter's model: initial price × (1 + r) every day, not carried forward.
+    Course,
+}
+
+fn round_cents(p: Decimal) -> Decimal {
+    p.round_dp_with_strategy(2, RoundingStrategy::MidpointAwayFromZero)
+        .max(MIN_PRICE)
+}
+
+/// A stock's price path: yields the close of the n-th trading day of the market (n = 0 is
+/// the first trading day, 2000-01-03). The path depends only on the seed and the ticker,
+/// so any range of days can be produced alone and gives the same prices.
+#[derive(Debug, Clone)]
+pub struct PricePath {
+    model: PriceModel,
+    initial: Decimal,
+    rng: ChaCha8Rng,
+    last: Option<Decimal>,
+}
+
+/// A stable 64-bit FNV-1a hash of a ticker, to derive a per-stock seed.
+fn fnv1a(s: &str) -> u64 {
+    s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+impl PricePath {
+    pub fn new(model: PriceModel, seed: u64, stock: &Stock) -> Self {
+        let rng = ChaCha8Rng::seed_from_u64(seed ^ fnv1a(stock.ticker).rotate_left(17));
+        PricePath {
+            model,
+            initial: stock.initial_price(),
+            rng,
+            last: None,
+        }
+    }
+
+    fn draw_r(&mut self) -> Decimal {
+        Decimal::new(self.rng.random_range(-R_SPAN..R_SPAN), R_SCALE)
+    }
+
+    /// The close of the next trading day.
+    pub fn next_close(&mut self) -> Decimal {
+        let close = match (self.model, self.last) {
+            (PriceModel::RandomWalk, None) => self.initial,
+            (PriceModel::RandomWalk, Some(prev)) => {
+                let r = self.draw_r();
+                round_cents(prev * (Decimal::ONE + r))
+            }
+            (PriceModel::Course, _) => {
+                let r = self.draw_r();
+                round_cents(self.initial * (Decimal::ONE + r))
+            }
+        };
+        self.last = Some(close);
+        close
+    }
+}
+
+impl Iterator for PricePath {
+    type Item = Decimal;
+    fn next(&mut self) -> Option<Decimal> {
+        Some(self.next_close())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::reference::STOCKS;
+
+    #[test]
+    fn first_close_is_the_initial_price() {
+        for s in &STOCKS {
+            let mut p = PricePath::new(PriceModel::RandomWalk, 7, s);
+            assert_eq!(p.next_close(), s.initial_price());
+        }
+    }
+
+    #[test]
+    fn same_seed_same_prices_other_seed_other_prices() {
+        let s = &STOCKS[0];
+        let a: Vec<_> = PricePath::new(PriceModel::RandomWalk, 1, s)
+            .take(500)
+            .collect();
+        let b: Vec<_> = PricePath::new(PriceModel::RandomWalk, 1, s)
+            .take(500)
+            .collect();
+        let c: Vec<_> = PricePath::new(PriceModel::RandomWalk, 2, s)
+            .take(500)
+            .collect();
+        assert_eq!(a, b);
+        assert_ne!(a, c);
+    }
+
+    #[test]
+    fn walk_stays_on_cents_above_floor_within_five_percent() {
+        for s in &STOCKS {
+            let closes: Vec<_> = PricePath::new(PriceModel::RandomWalk, 42, s)
+                .take(7000)
+                .collect();
+            for w in closes.windows(2) {
+                let (prev, next) = (w[0], w[1]);
+                assert!(next >= MIN_PRICE);
+                assert_eq!(next, next.round_dp(2), "{next} has more than two decimals");
+                // |next - prev| ≤ 5 % of prev, plus at most half a cent of rounding, and the
+                // floor lifts anything below a cent back to 0.01.
+                let bound = prev * Decimal::new(5, 2) + Decimal::new(5, 3);
+                assert!(
+                    (next - prev).abs() <= bound || next == MIN_PRICE,
+                    "{}: {prev} -> {next}",
+                    s.ticker
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn course_model_is_not_carried_forward() {
+        for s in &STOCKS {
+            let init = s.initial_price();
+            for p in PricePath::new(PriceModel::Course, 3, s).take(300) {
+                let bound = init * Decimal::new(5, 2) + Decimal::new(5, 3);
+                assert!((p - init).abs() <= bound, "{}: {p}", s.ticker);
+            }
+        }
+    }
+}

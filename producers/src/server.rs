@@ -1,0 +1,165 @@
+//! An exchange server: sends a schedule's ticks to the log, day by day.
+
+use crate::plan::{DayTicks, Schedule};
+use crate::Result;
+use chrono::NaiveDate;
+use futures::stream::{FuturesOrdered, StreamExt};
+use indicatif::ProgressBar;
+use std::time::{Duration, Instant};
+use stockflow_market::Tick;
+use stockflow_transport::LogSink;
+use tokio::sync::watch;
+
+/// How fast days go out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pacing {
+    /// Wait this long between two trading days (the course rule: at least 2 s).
+    Live(Duration),
+    /// As fast as the broker takes it, with up to this many days in flight.
+    Backfill { days_in_flight: usize },
+}
+
+impl Pacing {
+    pub const DEFAULT_LIVE: Duration = Duration::from_secs(2);
+    pub const DEFAULT_BACKFILL: Pacing = Pacing::Backfill {
+        days_in_flight: 512,
+    };
+}
+
+/// A clean-stop signal shared by every task of a command (Ctrl-C sets it).
+#[derive(Debug, Clone)]
+pub struct Shutdown(watch::Receiver<bool>);
+
+impl Shutdown {
+    /// A signal and the handle that triggers it.
+    pub fn new() -> (watch::Sender<bool>, Shutdown) {
+        let (tx, rx) = watch::channel(false);
+        (tx, Shutdown(rx))
+    }
+
+    pub fn is_triggered(&self) -> bool {
+        *self.0.borrow()
+    }
+
+    /// Resolves once the signal is triggered (or its sender is gone).
+    pub async fn triggered(&mut self) {
+        let _ = self.0.wait_for(|stop| *stop).await;
+    }
+}
+
+/// What an exchange server did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExchangeReport {
+    pub exchange: stockflow_market::Exchange,
+    pub days: usize,
+    pub messages: usize,
+    pub first_day: Option<chrono::NaiveDate>,
+    pub last_day: Option<chrono::NaiveDate>,
+    pub elapsed: Duration,
+    /// True when a shutdown signal ended the run before the schedule did.
+    pub interrupted: bool,
+}
+
+impl ExchangeReport {
+    pub fn messages_per_second(&self) -> f64 {
+        let secs = self.elapsed.as_secs_f64();
+        if secs > 0.0 {
+            self.messages as f64 / secs
+        } else {
+            0.0
+        }
+    }
+}
+
+/// Sends one whole day and resolves when every tick of it is acknowledged.
+async fn send_day<S: LogSink>(sink: &S, topic: &str, day: &DayTicks) -> Result<(NaiveDate, usize)> {
+    let payloads: Vec<Vec<u8>> = day.ticks.iter().map(Tick::to_json).collect();
+    let mut sends = Vec::with_capacity(payloads.len());
+    for (t, p) in day.ticks.iter().zip(&payloads) {
+        sends.push(sink.send(topic, t.ticker.as_bytes(), p));
+    }
+    let acked = futures::future::try_join_all(sends).await?;
+    Ok((day.date, acked.len()))
+}
+
+/// Runs one exchange server over its schedule. On shutdown no new day is started; days
+/// already started are sent completely and acknowledged, so no day is half-written.
+pub async fn run_exchange<S: LogSink>(
+    sink: &S,
+    topic: &str,
+    schedule: &Schedule,
+    pacing: Pacing,
+    mut shutdown: Shutdown,
+    progress: Option<ProgressBar>,
+) -> Result<ExchangeReport> {
+    let plan = schedule.plan()?;
+    let started = Instant::now();
+    let mut report = ExchangeReport {
+        exchange: schedule.exchange,
+        days: 0,
+        messages: 0,
+        first_day: None,
+        last_day: None,
+        elapsed: Duration::ZERO,
+        interrupted: false,
+    };
+    if let Some(pb) = &progress {
+        pb.set_length(plan.len() as u64);
+    }
+    match pacing {
+        Pacing::Backfill { days_in_flight } => {
+            // Days go out in order with up to `days_in_flight` awaiting acknowledgement; once
+            // the signal comes no new day is started and the started ones complete.
+            let mut in_flight = FuturesOrdered::new();
+            let mut days = plan.iter();
+            loop {
+                while in_flight.len() < days_in_flight.max(1) && !shutdown.is_triggered() {
+                    match days.next() {
+                        Some(day) => in_flight.push_back(send_day(sink, topic, day)),
+                        None => break,
+                    }
+                }
+                let Some(done) = in_flight.next().await else {
+                    break;
+                };
+                let (date, n) = done?;
+                report.days += 1;
+                report.messages += n;
+                report.first_day.get_or_insert(date);
+                report.last_day = Some(date);
+                if let Some(pb) = &progress {
+                    pb.inc(1);
+                }
+            }
+        }
+        Pacing::Live(pause) => {
+            for (i, day) in plan.iter().enumerate() {
+                if shutdown.is_triggered() {
+                    break;
+                }
+                if i > 0 {
+                    tokio::select! {
+                        _ = tokio::time::sleep(pause) => {}
+                        _ = shutdown.triggered() => break,
+                    }
+                }
+                let (_, n) = send_day(sink, topic, day).await?;
+                report.days += 1;
+                report.messages += n;
+                report.first_day.get_or_insert(day.date);
+                report.last_day = Some(day.date);
+                tracing::info!(exchange = %schedule.exchange, day = %day.date, ticks = n, "day published");
+                if let Some(pb) = &progress {
+                    pb.inc(1);
+                }
+            }
+        }
+    }
+    sink.flush(Duration::from_secs(60))?;
+    report.interrupted = report.days < plan.len();
+    report.elapsed = started.elapsed();
+    if let Some(pb) = &progress {
+        pb.finish();
+    }
+    Ok(report)
+}

@@ -1,0 +1,1 @@
+//! Sinks for evaluation diffs (MySQL): see issue 4.

@@ -1,0 +1,169 @@
+//! Command-line definitions.
+
+use chrono::NaiveDate;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "stockflow",
+    version,
+    about = "Evaluates investor portfolios from live stock prices: exchanges -> Kafka -> dataflow -> MySQL -> reports"
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args)]
+pub struct Global {
+    /// Kafka bootstrap servers (host:port, comma-separated).
+    #[arg(
+        long,
+        global = true,
+        env = "STOCKFLOW_BROKERS",
+        default_value = "127.0.0.1:9092"
+    )]
+    pub brokers: String,
+    /// Extra librdkafka property for every client, as KEY=VALUE (repeatable).
+    #[arg(long = "kafka-property", global = true, value_name = "KEY=VALUE", value_parser = parse_key_value)]
+    pub kafka_properties: Vec<(String, String)>,
+    /// Log format on stderr.
+    #[arg(long, global = true, env = "STOCKFLOW_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// Output of results on stdout: text for people, json for scripts.
+    #[arg(long, global = true, env = "STOCKFLOW_OUTPUT", value_enum, default_value_t = Output::Text)]
+    pub output: Output,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the stock exchange servers, or publish recorded prices.
+    Exchange {
+        #[command(subcommand)]
+        command: ExchangeCommand,
+    },
+    /// Print the trading days of a date range, one ISO date a line.
+    Calendar {
+        #[arg(long)]
+        from: NaiveDate,
+        #[arg(long)]
+        to: NaiveDate,
+    },
+    /// Create and inspect the topics.
+    Topics {
+        #[command(subcommand)]
+        command: TopicsCommand,
+    },
+    /// Benchmarks that print figures.
+    Bench {
+        #[command(subcommand)]
+        command: BenchCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ExchangeCommand {
+    /// Stock exchange 1 (IBM … ORCL).
+    Se1(ServerArgs),
+    /// Stock exchange 2 (HPQ … EBAY).
+    Se2(ServerArgs),
+    /// Both exchanges, as independent asynchronous tasks.
+    All(ServerArgs),
+    /// Publish ticks from a JSON Lines file (one tick a line; '-' reads stdin).
+    Publish {
+        file: PathBuf,
+        #[arg(long, env = "STOCKFLOW_PRICES_TOPIC", default_value = "StockExchange")]
+        topic: String,
+    },
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServerArgs {
+    /// First calendar day to emit.
+    #[arg(long, default_value = "2000-01-01")]
+    pub from: NaiveDate,
+    /// Last calendar day to emit (default: today).
+    #[arg(long, conflicts_with = "days")]
+    pub until: Option<NaiveDate>,
+    /// Emit this many trading days from --from, instead of an end date.
+    #[arg(long)]
+    pub days: Option<usize>,
+    /// Seed of the price model: the same seed gives the same prices.
+    #[arg(long, env = "STOCKFLOW_SEED", default_value_t = 6107)]
+    pub seed: u64,
+    /// Price model.
+    #[arg(long, value_enum, default_value_t = Model::RandomWalk)]
+    pub model: Model,
+    /// Emit as fast as the broker takes it, instead of live pacing.
+    #[arg(long)]
+    pub backfill: bool,
+    /// Seconds between two trading days in live mode (the course rule is at least 2).
+    #[arg(long, default_value_t = 2.0)]
+    pub pace: f64,
+    /// Topic of the prices.
+    #[arg(long, env = "STOCKFLOW_PRICES_TOPIC", default_value = "StockExchange")]
+    pub topic: String,
+    /// Partitions to give the topic if it has to be created.
+    #[arg(long, default_value_t = 4)]
+    pub partitions: i32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Model {
+    /// previous close × (1 + r), r uniform in [-5 %, +5 %)
+    RandomWalk,
+    /// the course starter's: initial price × (1 + r), not carried forward
+    Course,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TopicsCommand {
+    /// Create the topics stockflow uses, if missing (StockExchange, holdings, portfolios).
+    Create {
+        #[arg(long, default_value_t = 4)]
+        partitions: i32,
+        /// Topics to create (default: the three of the pipeline).
+        #[arg(long = "topic")]
+        topics: Vec<String>,
+    },
+    /// Summarise what the prices topic holds: per exchange, per partition, first and last day.
+    Summary {
+        #[arg(long, env = "STOCKFLOW_PRICES_TOPIC", default_value = "StockExchange")]
+        topic: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Both exchanges backfilling vs raw produce of as many messages, on fresh topics.
+    Producers {
+        #[arg(long, default_value = "2000-01-01")]
+        from: NaiveDate,
+        #[arg(long)]
+        until: Option<NaiveDate>,
+        #[arg(long, default_value_t = 4)]
+        partitions: i32,
+    },
+}
+
+fn parse_key_value(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .filter(|(k, _)| !k.is_empty())
+        .ok_or_else(|| format!("expected KEY=VALUE, got {s:?}"))
+}

@@ -1,0 +1,101 @@
+use super::exchange::{ensure_topic, serve_exchanges};
+use super::kafka_config;
+use crate::cli::{BenchCommand, Global, Model, Output, ServerArgs};
+use anyhow::Result;
+use futures::stream::{self, StreamExt};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+use stockflow_transport::kafka::KafkaSink;
+use stockflow_transport::LogSink;
+
+pub async fn run(g: &Global, command: BenchCommand) -> Result<ExitCode> {
+    match command {
+        BenchCommand::Producers {
+            from,
+            until,
+            partitions,
+        } => producers(g, from, until, partitions).await,
+    }
+}
+
+/// Raw producer throughput: `n` messages of the exchanges' size and shape, same client and
+/// settings, no schedule, no per-day grouping.
+async fn raw_produce(
+    config: &stockflow_transport::kafka::KafkaConfig,
+    topic: &str,
+    n: usize,
+) -> Result<f64> {
+    let sink = KafkaSink::new(config)?;
+    let payload = br#"{"TICK":"AAPL","PRICE":"227.48","TS":"2000-01-03","EXCHANGE":"SE1"}"#;
+    let keys: Vec<String> = (0..24).map(|i| format!("T{i:02}")).collect();
+    let started = Instant::now();
+    let results: Vec<_> = stream::iter(0..n)
+        .map(|i| {
+            let key = keys[i % keys.len()].as_bytes();
+            let sink = &sink;
+            async move { sink.send(topic, key, payload).await }
+        })
+        .buffered(6144)
+        .collect()
+        .await;
+    for r in results {
+        r?;
+    }
+    sink.flush(Duration::from_secs(60))?;
+    Ok(n as f64 / started.elapsed().as_secs_f64())
+}
+
+async fn producers(
+    g: &Global,
+    from: chrono::NaiveDate,
+    until: Option<chrono::NaiveDate>,
+    partitions: i32,
+) -> Result<ExitCode> {
+    let config = kafka_config(g);
+    let run_id = std::process::id();
+    let exchange_topic = format!("bench-exchange-{run_id}");
+    let raw_topic = format!("bench-raw-{run_id}");
+    let args = ServerArgs {
+        from,
+        until,
+        days: None,
+        seed: 6107,
+        model: Model::RandomWalk,
+        backfill: true,
+        pace: 0.0,
+        topic: exchange_topic.clone(),
+        partitions,
+    };
+    let started = Instant::now();
+    let reports = serve_exchanges(&config, &stockflow_market::Exchange::ALL, &args, false).await?;
+    let exchange_secs = started.elapsed().as_secs_f64();
+    let messages: usize = reports.iter().map(|r| r.messages).sum();
+    let exchange_rate = messages as f64 / exchange_secs;
+
+    ensure_topic(&config, &raw_topic, partitions).await?;
+    let raw_rate = raw_produce(&config, &raw_topic, messages).await?;
+    let ratio = exchange_rate / raw_rate;
+    match g.output {
+        Output::Json => println!(
+            "{}",
+            serde_json::json!({
+                "messages": messages,
+                "exchange_all_backfill_msgs_per_s": exchange_rate,
+                "raw_produce_msgs_per_s": raw_rate,
+                "ratio": ratio,
+                "topics": [exchange_topic, raw_topic],
+            })
+        ),
+        Output::Text => {
+            println!("| measure | messages | msg/s |");
+            println!("|---|---:|---:|");
+            println!(
+                "| exchange all --backfill ({from} .. {}) | {messages} | {exchange_rate:.0} |",
+                until.map_or("today".into(), |d| d.to_string())
+            );
+            println!("| raw produce, same client and broker | {messages} | {raw_rate:.0} |");
+            println!("ratio exchange/raw = {ratio:.2}  (topics {exchange_topic}, {raw_topic})");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,197 @@
+use super::{kafka_config, shutdown_on_signal};
+use crate::cli::{ExchangeCommand, Global, Model, Output, ServerArgs};
+use anyhow::{Context, Result};
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+use std::process::ExitCode;
+use std::time::Duration;
+use stockflow_market::{Exchange, PriceModel, TickDecoder};
+use stockflow_producers::{run_exchange, ExchangeReport, Pacing, Schedule};
+use stockflow_transport::kafka::{KafkaAdmin, KafkaConfig, KafkaSink};
+use stockflow_transport::LogAdmin;
+
+pub async fn run(g: &Global, command: ExchangeCommand) -> Result<ExitCode> {
+    let config = kafka_config(g);
+    match command {
+        ExchangeCommand::Se1(a) => serve(g, &config, &[Exchange::Se1], a).await,
+        ExchangeCommand::Se2(a) => serve(g, &config, &[Exchange::Se2], a).await,
+        ExchangeCommand::All(a) => serve(g, &config, &Exchange::ALL, a).await,
+        ExchangeCommand::Publish { file, topic } => publish(g, &config, &file, &topic).await,
+    }
+}
+
+pub fn schedule(exchange: Exchange, a: &ServerArgs) -> Schedule {
+    Schedule {
+        exchange,
+        seed: a.seed,
+        model: match a.model {
+            Model::RandomWalk => PriceModel::RandomWalk,
+            Model::Course => PriceModel::Course,
+        },
+        from: a.from,
+        until: a.until.unwrap_or_else(|| chrono::Local::now().date_naive()),
+        max_days: a.days,
+    }
+}
+
+pub async fn ensure_topic(config: &KafkaConfig, topic: &str, partitions: i32) -> Result<()> {
+    let admin = KafkaAdmin::new(config)?;
+    admin
+        .wait_ready(Duration::from_secs(30))
+        .with_context(|| format!("no Kafka broker answers at {}", config.brokers))?;
+    admin
+        .ensure_topic(topic, partitions)
+        .await
+        .with_context(|| format!("ensuring topic {topic}"))?;
+    Ok(())
+}
+
+fn progress_bar(multi: &MultiProgress, exchange: Exchange) -> ProgressBar {
+    let style = ProgressStyle::with_template(
+        "{prefix} [{elapsed_precise}] {wide_bar} {pos}/{len} days ({per_sec}, eta {eta})",
+    )
+    .unwrap_or_else(|_| ProgressStyle::default_bar());
+    let pb = multi.add(ProgressBar::new(0));
+    pb.set_style(style);
+    pb.set_prefix(exchange.code());
+    pb
+}
+
+/// Runs the given exchanges as independent tasks, each with its own producer.
+pub async fn serve_exchanges(
+    config: &KafkaConfig,
+    exchanges: &[Exchange],
+    a: &ServerArgs,
+    show_progress: bool,
+) -> Result<Vec<ExchangeReport>> {
+    if !a.backfill && a.pace < 2.0 {
+        tracing::warn!(
+            pace = a.pace,
+            "pace below the course rule of 2 s between days"
+        );
+    }
+    anyhow::ensure!(
+        a.pace.is_finite() && a.pace >= 0.0,
+        "--pace must be a number of seconds ≥ 0"
+    );
+    ensure_topic(config, &a.topic, a.partitions).await?;
+    let pacing = if a.backfill {
+        Pacing::DEFAULT_BACKFILL
+    } else {
+        Pacing::Live(Duration::from_secs_f64(a.pace))
+    };
+    let shutdown = shutdown_on_signal();
+    let multi = MultiProgress::new();
+    let mut tasks = Vec::new();
+    for &exchange in exchanges {
+        let sink = KafkaSink::new(config)?;
+        let schedule = schedule(exchange, a);
+        let topic = a.topic.clone();
+        let shutdown = shutdown.clone();
+        let pb = show_progress.then(|| progress_bar(&multi, exchange));
+        tasks.push(tokio::spawn(async move {
+            run_exchange(&sink, &topic, &schedule, pacing, shutdown, pb).await
+        }));
+    }
+    let mut reports = Vec::new();
+    for t in tasks {
+        let report = t.await.context("exchange task panicked")??;
+        reports.push(report);
+    }
+    Ok(reports)
+}
+
+async fn serve(
+    g: &Global,
+    config: &KafkaConfig,
+    exchanges: &[Exchange],
+    a: ServerArgs,
+) -> Result<ExitCode> {
+    tracing::info!(brokers = %config.brokers, topic = %a.topic, backfill = a.backfill, "starting exchange servers");
+    let reports = serve_exchanges(config, exchanges, &a, a.backfill).await?;
+    print_reports(g.output, &reports)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn print_reports(output: Output, reports: &[ExchangeReport]) -> Result<()> {
+    match output {
+        Output::Json => {
+            let v: Vec<_> = reports
+                .iter()
+                .map(|r| {
+                    serde_json::json!({
+                        "exchange": r.exchange.code(),
+                        "days": r.days,
+                        "messages": r.messages,
+                        "first_day": r.first_day.map(|d| d.to_string()),
+                        "last_day": r.last_day.map(|d| d.to_string()),
+                        "seconds": r.elapsed.as_secs_f64(),
+                        "messages_per_second": r.messages_per_second(),
+                        "interrupted": r.interrupted,
+                    })
+                })
+                .collect();
+            println!("{}", serde_json::to_string(&v)?);
+        }
+        Output::Text => {
+            for r in reports {
+                println!(
+                    "{}: {} days, {} messages ({} .. {}) in {:.2} s = {:.0} msg/s{}",
+                    r.exchange,
+                    r.days,
+                    r.messages,
+                    r.first_day.map_or("-".into(), |d| d.to_string()),
+                    r.last_day.map_or("-".into(), |d| d.to_string()),
+                    r.elapsed.as_secs_f64(),
+                    r.messages_per_second(),
+                    if r.interrupted { " (interrupted)" } else { "" }
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn publish(
+    g: &Global,
+    config: &KafkaConfig,
+    file: &std::path::Path,
+    topic: &str,
+) -> Result<ExitCode> {
+    ensure_topic(config, topic, 4).await?;
+    let sink = KafkaSink::new(config)?;
+    let name = file.display().to_string();
+    let decoder = TickDecoder::spec();
+    let report = if name == "-" {
+        let stdin = std::io::stdin();
+        stockflow_producers::publish::publish_lines(stdin.lock(), "stdin", &decoder, &sink, topic)
+            .await?
+    } else {
+        let f = std::fs::File::open(file).with_context(|| format!("opening {name}"))?;
+        let reader = std::io::BufReader::new(f);
+        stockflow_producers::publish::publish_lines(reader, &name, &decoder, &sink, topic).await?
+    };
+    for b in &report.bad {
+        eprintln!("{name}:{}: {}", b.line, b.reason);
+    }
+    match g.output {
+        Output::Json => println!(
+            "{}",
+            serde_json::json!({
+                "published": report.published,
+                "bad": report.bad.iter().map(|b| serde_json::json!({"line": b.line, "reason": b.reason})).collect::<Vec<_>>(),
+                "blank": report.blank,
+            })
+        ),
+        Output::Text => println!(
+            "{name}: {} published to {topic}, {} bad, {} blank",
+            report.published,
+            report.bad.len(),
+            report.blank
+        ),
+    }
+    Ok(if report.bad.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(2)
+    })
+}

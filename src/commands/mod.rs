@@ -1,0 +1,73 @@
+mod bench;
+mod exchange;
+mod topics;
+
+use crate::cli::{Cli, Command, Global, Output};
+use anyhow::Result;
+use std::process::ExitCode;
+use stockflow_transport::kafka::KafkaConfig;
+
+pub async fn dispatch(cli: Cli) -> Result<ExitCode> {
+    let g = &cli.global;
+    match cli.command {
+        Command::Exchange { command } => exchange::run(g, command).await,
+        Command::Calendar { from, to } => calendar(g, from, to),
+        Command::Topics { command } => topics::run(g, command).await,
+        Command::Bench { command } => bench::run(g, command).await,
+    }
+}
+
+pub fn kafka_config(g: &Global) -> KafkaConfig {
+    KafkaConfig {
+        brokers: g.brokers.clone(),
+        properties: g.kafka_properties.clone(),
+    }
+}
+
+/// A Ctrl-C (or SIGTERM) handler that triggers a clean shutdown once, and exits at the second.
+pub fn shutdown_on_signal() -> stockflow_producers::Shutdown {
+    let (tx, rx) = stockflow_producers::Shutdown::new();
+    tokio::spawn(async move {
+        #[cfg(unix)]
+        let term = async {
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(mut s) => {
+                    s.recv().await;
+                }
+                Err(_) => std::future::pending::<()>().await,
+            }
+        };
+        #[cfg(not(unix))]
+        let term = std::future::pending::<()>();
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term => {}
+        }
+        tracing::warn!("stopping cleanly: finishing the days in flight (Ctrl-C again to abort)");
+        let _ = tx.send(true);
+        if tokio::signal::ctrl_c().await.is_ok() {
+            std::process::exit(130);
+        }
+    });
+    rx
+}
+
+fn calendar(g: &Global, from: chrono::NaiveDate, to: chrono::NaiveDate) -> Result<ExitCode> {
+    anyhow::ensure!(from <= to, "--from {from} is after --to {to}");
+    let days = stockflow_market::Calendar::new().trading_days(from, to);
+    let mut out = String::with_capacity(days.len() * 11);
+    match g.output {
+        Output::Text => {
+            for d in days {
+                out.push_str(&d.format("%Y-%m-%d\n").to_string());
+            }
+        }
+        Output::Json => {
+            let v: Vec<String> = days.iter().map(|d| d.to_string()).collect();
+            out = serde_json::to_string(&v)? + "\n";
+        }
+    }
+    use std::io::Write;
+    std::io::stdout().lock().write_all(out.as_bytes())?;
+    Ok(ExitCode::SUCCESS)
+}
