@@ -177,9 +177,12 @@ fn parse_price(v: &Value) -> Result<Decimal, Error> {
     if price <= Decimal::ZERO {
         return Err(Error::NonPositivePrice(text));
     }
-    let price = price.normalize();
+    let mut price = price.normalize();
     if price.scale() > MAX_PRICE_SCALE {
         return Err(Error::TooPrecisePrice(text));
+    }
+    if price.scale() < 2 {
+        price.rescale(2); // money: "256.9" reads as 256.90
     }
     Ok(price)
 }

@@ -161,22 +161,17 @@ impl LogAdmin for KafkaAdmin {
             .create_topics([&new], &opts)
             .await
             .map_err(kafka(format!("creating topic {topic}")))?;
-        for r in results {
-            match r {
-                Ok(_) => {
-                    tracing::info!(topic, partitions, "created topic");
-                    return Ok(TopicState::Created);
-                }
-                Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => return Ok(TopicState::Existed),
-                Err((name, code)) => {
-                    return Err(Error::Kafka {
-                        context: format!("creating topic {name}"),
-                        source: KafkaError::AdminOp(code),
-                    })
-                }
+        match results.into_iter().next() {
+            Some(Ok(_)) => {
+                tracing::info!(topic, partitions, "created topic");
+                Ok(TopicState::Created)
             }
+            Some(Err((_, RDKafkaErrorCode::TopicAlreadyExists))) | None => Ok(TopicState::Existed),
+            Some(Err((name, code))) => Err(Error::Kafka {
+                context: format!("creating topic {name}"),
+                source: KafkaError::AdminOp(code),
+            }),
         }
-        Ok(TopicState::Existed)
     }
 
     fn watermarks(&self, topic: &str, timeout: Duration) -> Result<Vec<Watermarks>> {

@@ -1,0 +1,57 @@
+//! Helpers for the integration tests: they run the real `stockflow` binary against the real
+//! broker on 127.0.0.1 (started by `compose/stack up`, which `scripts/test` runs first).
+#![allow(dead_code)]
+
+use std::process::{Command, Output};
+use std::time::Duration;
+use stockflow_transport::kafka::{read_to_end, KafkaAdmin, KafkaConfig};
+use stockflow_transport::{LogAdmin, Record};
+
+pub fn brokers() -> String {
+    std::env::var("STOCKFLOW_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into())
+}
+
+pub fn kafka() -> KafkaConfig {
+    KafkaConfig::new(brokers())
+}
+
+/// A fresh topic with a unique name, so tests never see each other's records.
+pub fn fresh_topic(prefix: &str, partitions: i32) -> String {
+    let name = format!("test-{prefix}-{}", uuid::Uuid::new_v4().simple());
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap_or_else(|e| panic!("runtime: {e}"));
+    let admin = KafkaAdmin::new(&kafka()).unwrap_or_else(|e| panic!("admin client: {e}"));
+    admin
+        .wait_ready(Duration::from_secs(30))
+        .unwrap_or_else(|e| panic!("no broker at {} (run compose/stack up): {e}", brokers()));
+    rt.block_on(admin.ensure_topic(&name, partitions))
+        .unwrap_or_else(|e| panic!("creating {name}: {e}"));
+    name
+}
+
+pub fn read_topic(topic: &str) -> Vec<Record> {
+    read_to_end(&kafka(), topic, Duration::from_secs(60))
+        .unwrap_or_else(|e| panic!("reading {topic}: {e}"))
+}
+
+pub fn stockflow() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_stockflow"));
+    c.env("STOCKFLOW_BROKERS", brokers())
+        .env("STOCKFLOW_LOG", "warn");
+    c
+}
+
+pub fn run_ok(cmd: &mut Command) -> Output {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
