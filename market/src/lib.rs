@@ -2,17 +2,21 @@
 //! the price models; and the `StockExchange` message codec. Pure logic: no I/O here.
 
 pub mod calendar;
+pub mod holding;
 pub mod price;
 pub mod reference;
 pub mod tick;
+pub mod universe;
 
 pub use calendar::{first_trading_day, Calendar, MARKET_EPOCH};
+pub use holding::{decode_holding, Holding, HoldingIds};
 pub use price::{PriceModel, PricePath};
 pub use reference::{
     lookup_investor, lookup_portfolio, lookup_stock, Exchange, Investor, Portfolio, Stock,
     INVESTORS, PORTFOLIOS, STOCKS,
 };
 pub use tick::{Tick, TickDecoder};
+pub use universe::{PortfolioId, StockId, SyntheticSpec, Universe};
 
 use chrono::NaiveDate;
 
@@ -43,6 +47,12 @@ pub enum Error {
     BadDate(String),
     #[error("date {0} is before the market opened (2000-01-01)")]
     BeforeMarket(NaiveDate),
+    #[error("unknown portfolio {0:?}")]
+    UnknownPortfolio(String),
+    #[error("quantity {0} is not a whole number of shares ≥ 0")]
+    BadQuantity(String),
+    #[error("{0} is not a trading day")]
+    NotATradingDay(NaiveDate),
     #[error("unknown exchange {0:?}: expected SE1 or SE2")]
     UnknownExchange(String),
     #[error("{ticker} is listed on {listed}, not {claimed}")]
@@ -68,6 +78,9 @@ impl Error {
             Error::BadDate(_) => "bad_date",
             Error::BeforeMarket(_) => "before_market",
             Error::UnknownExchange(_) => "unknown_exchange",
+            Error::UnknownPortfolio(_) => "unknown_portfolio",
+            Error::BadQuantity(_) => "bad_quantity",
+            Error::NotATradingDay(_) => "not_a_trading_day",
             Error::WrongExchange { .. } => "wrong_exchange",
         }
     }

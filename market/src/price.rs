@@ -49,10 +49,15 @@ fn fnv1a(s: &str) -> u64 {
 
 impl PricePath {
     pub fn new(model: PriceModel, seed: u64, stock: &Stock) -> Self {
-        let rng = ChaCha8Rng::seed_from_u64(seed ^ fnv1a(stock.ticker).rotate_left(17));
+        Self::from_parts(model, seed, stock.ticker, stock.initial_price())
+    }
+
+    /// A path for any ticker and initial price (synthetic markets).
+    pub fn from_parts(model: PriceModel, seed: u64, ticker: &str, initial: Decimal) -> Self {
+        let rng = ChaCha8Rng::seed_from_u64(seed ^ fnv1a(ticker).rotate_left(17));
         PricePath {
             model,
-            initial: stock.initial_price(),
+            initial,
             rng,
             last: None,
         }

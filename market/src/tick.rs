@@ -104,6 +104,16 @@ impl TickDecoder {
         TickDecoder { tickers }
     }
 
+    /// A decoder for the stocks of a universe (with its aliases).
+    pub fn for_universe(u: &crate::universe::Universe) -> Self {
+        let tickers = u
+            .ticker_table()
+            .into_iter()
+            .map(|(alias, ticker, exchange)| (alias, (ticker, exchange)))
+            .collect();
+        TickDecoder { tickers }
+    }
+
     /// Decodes one message payload.
     pub fn decode(&self, payload: &[u8]) -> Result<Tick, Error> {
         let v: Value =
