@@ -11,7 +11,7 @@ use std::time::Duration;
 pub mod kafka;
 
 /// Where a record sits in the log.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 pub struct Position {
     pub topic: String,
     pub partition: i32,

@@ -1,0 +1,230 @@
+//! The dataflow against a plain, obviously-correct reference evaluator written here.
+
+use chrono::NaiveDate;
+use proptest::prelude::*;
+use rust_decimal::{Decimal, RoundingStrategy};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+use stockflow_dataflow::memory::{run, InputBatch};
+use stockflow_dataflow::{CollectSink, Evaluation, HoldingInput, PriceInput};
+
+fn d(y: i32, m: u32, day: u32) -> NaiveDate {
+    NaiveDate::from_ymd_opt(y, m, day).unwrap_or_else(|| panic!("bad date"))
+}
+
+/// Days across month and year boundaries, with a gap of months.
+fn days() -> Vec<NaiveDate> {
+    vec![
+        d(2000, 12, 27),
+        d(2000, 12, 28),
+        d(2000, 12, 29),
+        d(2001, 1, 2),
+        d(2001, 1, 3),
+        d(2001, 2, 1),
+        d(2001, 2, 2),
+        d(2002, 3, 1),
+        d(2002, 3, 4),
+    ]
+}
+
+#[derive(Debug, Clone)]
+enum Event {
+    Price(PriceInput),
+    Holding(HoldingInput),
+}
+
+/// The reference: latest versions, then every portfolio-day by brute force.
+fn reference(events: &[Event]) -> BTreeSet<Evaluation> {
+    let mut closes: BTreeMap<(u32, NaiveDate), ((i64, i32, i64), Decimal)> = BTreeMap::new();
+    let mut records: BTreeMap<(u32, u32, NaiveDate), ((i64, i32, i64), i64)> = BTreeMap::new();
+    for e in events {
+        match e {
+            Event::Price(p) => {
+                let slot = closes.entry((p.stock, p.date)).or_insert((p.version, p.price));
+                if p.version >= slot.0 {
+                    *slot = (p.version, p.price);
+                }
+            }
+            Event::Holding(h) => {
+                let slot = records
+                    .entry((h.portfolio, h.stock, h.from))
+                    .or_insert((h.version, h.quantity));
+                if h.version >= slot.0 {
+                    *slot = (h.version, h.quantity);
+                }
+            }
+        }
+    }
+    let quantity = |p: u32, s: u32, day: NaiveDate| -> i64 {
+        // The record with the greatest `from` on or before `day`.
+        records
+            .iter()
+            .filter(|((rp, rs, from), _)| *rp == p && *rs == s && *from <= day)
+            .max_by_key(|((_, _, from), _)| *from)
+            .map_or(0, |(_, (_, q))| *q)
+    };
+    let portfolios: BTreeSet<u32> = records.keys().map(|k| k.0).collect();
+    let stocks: BTreeSet<u32> = records.keys().map(|k| k.1).collect();
+    let all_days: BTreeSet<NaiveDate> = closes.keys().map(|k| k.1).collect();
+    let mut out = BTreeSet::new();
+    for &p in &portfolios {
+        let mut previous: Option<Decimal> = None;
+        for &day in &all_days {
+            let held: Vec<(u32, i64)> = stocks
+                .iter()
+                .map(|&s| (s, quantity(p, s, day)))
+                .filter(|(_, q)| *q != 0)
+                .collect();
+            if held.is_empty() || !held.iter().all(|(s, _)| closes.contains_key(&(*s, day))) {
+                continue;
+            }
+            let value: Decimal = held
+                .iter()
+                .map(|(s, q)| closes[&(*s, day)].1 * Decimal::from(*q))
+                .sum();
+            let change = previous.map(|prev| value - prev);
+            let change_pct = previous.and_then(|prev| {
+                (!prev.is_zero()).then(|| {
+                    (value - prev) / prev * Decimal::from(100)
+                })
+            })
+            .map(|x| x.round_dp_with_strategy(6, RoundingStrategy::MidpointAwayFromZero));
+            out.insert(Evaluation {
+                portfolio: p,
+                date: day,
+                value,
+                change,
+                change_pct,
+            });
+            previous = Some(value);
+        }
+    }
+    out
+}
+
+fn run_dataflow(workers: usize, batches: Vec<InputBatch>) -> BTreeSet<Evaluation> {
+    let sink = Arc::new(Mutex::new(CollectSink::default()));
+    run(workers, Arc::new(batches), Arc::clone(&sink), false)
+        .unwrap_or_else(|e| panic!("dataflow failed: {e}"));
+    let sink = sink.lock().unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        sink.state.values().all(|&c| c == 1),
+        "every row is present once: {:?}",
+        sink.state
+    );
+    sink.state.keys().cloned().collect()
+}
+
+fn to_batches(events: &[Event], cuts: &[usize]) -> Vec<InputBatch> {
+    let mut batches = vec![InputBatch::default()];
+    for (i, e) in events.iter().enumerate() {
+        if cuts.contains(&i) {
+            batches.push(InputBatch::default());
+        }
+        let b = batches.last_mut().unwrap_or_else(|| unreachable!());
+        match e {
+            Event::Price(p) => b.prices.push(p.clone()),
+            Event::Holding(h) => b.holdings.push(h.clone()),
+        }
+    }
+    batches
+}
+
+fn event_strategy() -> impl Strategy<Value = Vec<Event>> {
+    let n_days = days().len();
+    let price = (0u32..4, 0..n_days, 1i64..20_000).prop_map(move |(s, di, cents)| {
+        (s, di, Decimal::new(cents, 2))
+    });
+    let holding = (0u32..3, 0u32..4, 0..n_days, prop::sample::select(vec![0i64, 10, 20, 35]));
+    (
+        prop::collection::vec(price, 1..40),
+        prop::collection::vec(holding, 1..14),
+        any::<u64>(),
+    )
+        .prop_map(|(prices, holdings, shuffle_seed)| {
+            let all_days = days();
+            let mut events: Vec<Event> = Vec::new();
+            // Versions follow generation order (the log's order); arrival is shuffled below.
+            let mut seq = 0i64;
+            for (s, di, price) in prices {
+                seq += 1;
+                events.push(Event::Price(PriceInput {
+                    stock: s,
+                    date: all_days[di],
+                    price,
+                    version: (seq, 0, seq),
+                }));
+            }
+            for (p, s, di, q) in holdings {
+                seq += 1;
+                events.push(Event::Holding(HoldingInput {
+                    portfolio: p,
+                    stock: s,
+                    from: all_days[di],
+                    quantity: q,
+                    version: (seq, 0, seq),
+                }));
+            }
+            // A deterministic shuffle from the seed (Fisher–Yates with an LCG).
+            let mut x = shuffle_seed | 1;
+            for i in (1..events.len()).rev() {
+                x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                let j = (x >> 33) as usize % (i + 1);
+                events.swap(i, j);
+            }
+            events
+        })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, .. ProptestConfig::default() })]
+
+    #[test]
+    fn dataflow_equals_reference(events in event_strategy(), cut_a in 0usize..60, cut_b in 0usize..60) {
+        let expected = reference(&events);
+        let batches = to_batches(&events, &[cut_a, cut_b]);
+        for workers in [1, 3] {
+            let got = run_dataflow(workers, batches.clone());
+            prop_assert_eq!(&got, &expected, "workers = {}", workers);
+        }
+    }
+}
+
+#[test]
+fn restated_price_retracts_and_reinserts_the_next_days_change() {
+    let h = |s: u32, q: i64| HoldingInput {
+        portfolio: 0,
+        stock: s,
+        from: d(2001, 1, 2),
+        quantity: q,
+        version: (0, 0, 0),
+    };
+    let p = |s: u32, day: NaiveDate, cents: i64, v: i64| PriceInput {
+        stock: s,
+        date: day,
+        price: Decimal::new(cents, 2),
+        version: (v, 0, v),
+    };
+    let batches = vec![
+        InputBatch {
+            prices: vec![p(0, d(2001, 1, 2), 1000, 1), p(0, d(2001, 1, 3), 1100, 2)],
+            holdings: vec![h(0, 10)],
+        },
+        // A correction of the first day's close.
+        InputBatch {
+            prices: vec![p(0, d(2001, 1, 2), 1200, 3)],
+            holdings: vec![],
+        },
+    ];
+    let sink = Arc::new(Mutex::new(CollectSink::default()));
+    run(2, Arc::new(batches), Arc::clone(&sink), true).unwrap_or_else(|e| panic!("{e}"));
+    let sink = sink.lock().unwrap_or_else(|e| panic!("{e}"));
+    // First timestamp: 2 rows in; second: both restated (2 out, 2 in).
+    assert_eq!(sink.timestamps, 2);
+    assert_eq!((sink.inserted, sink.retracted), (4, 2));
+    let rows: Vec<_> = sink.state.keys().cloned().collect();
+    assert_eq!(rows[0].value, Decimal::new(12000, 2));
+    assert_eq!(rows[0].change, None);
+    assert_eq!(rows[1].change, Some(Decimal::new(-1000, 2)));
+    assert_eq!(rows[1].change_pct.map(|x| x.to_string()), Some("-8.333333".into()));
+}

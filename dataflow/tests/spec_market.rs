@@ -1,0 +1,52 @@
+//! The spec's own numbers through the dataflow.
+
+use rust_decimal::Decimal;
+use std::sync::{Arc, Mutex};
+use stockflow_dataflow::memory::{run, InputBatch};
+use stockflow_dataflow::{CollectSink, HoldingInput, PriceInput};
+use stockflow_market::{first_trading_day, Universe};
+
+#[test]
+fn portfolios_at_initial_prices() {
+    let u = Universe::spec();
+    let day = first_trading_day();
+    let prices = u
+        .stocks
+        .iter()
+        .enumerate()
+        .map(|(i, s)| PriceInput {
+            stock: i as u32,
+            date: day,
+            price: s.initial,
+            version: (0, 0, i as i64),
+        })
+        .collect();
+    let holdings = u
+        .portfolios
+        .iter()
+        .enumerate()
+        .flat_map(|(p, def)| {
+            def.holdings.iter().map(move |(s, q)| HoldingInput {
+                portfolio: p as u32,
+                stock: *s,
+                from: day,
+                quantity: *q,
+                version: (0, 0, 0),
+            })
+        })
+        .collect();
+    let sink = Arc::new(Mutex::new(CollectSink::default()));
+    run(2, Arc::new(vec![InputBatch { prices, holdings }]), Arc::clone(&sink), false)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let sink = sink.lock().unwrap_or_else(|e| panic!("{e}"));
+    let value = |id: &str| {
+        let p = u.portfolio_id(id).unwrap_or_else(|| panic!("{id}"));
+        sink.state
+            .keys()
+            .find(|e| e.portfolio == p && e.date == day)
+            .map(|e| (e.value, e.change))
+    };
+    assert_eq!(sink.state.len(), 6);
+    assert_eq!(value("P11"), Some((Decimal::new(3_218_476_00, 2), None)));
+    assert_eq!(value("P12"), Some((Decimal::new(1_268_220_00, 2), None)));
+}
