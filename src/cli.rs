@@ -69,10 +69,111 @@ pub enum Command {
         #[command(subcommand)]
         command: TopicsCommand,
     },
+    /// Run the dataflow job: evaluate every portfolio for every trading day, emitting diffs.
+    Run(RunArgs),
+    /// Publish holdings (the portfolios' positions) to the holdings topic.
+    Holdings {
+        #[command(subcommand)]
+        command: HoldingsCommand,
+    },
     /// Benchmarks that print figures.
     Bench {
         #[command(subcommand)]
         command: BenchCommand,
+    },
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct RunArgs {
+    /// Worker threads (per process).
+    #[arg(short = 'w', long, env = "STOCKFLOW_WORKERS", default_value_t = 1)]
+    pub workers: usize,
+    /// Processes in a timely cluster (each runs --workers threads).
+    #[arg(long, default_value_t = 1)]
+    pub processes: usize,
+    /// This process's index in the cluster (0-based).
+    #[arg(long, default_value_t = 0)]
+    pub process: usize,
+    /// File with one host:port per process, in process order.
+    #[arg(long)]
+    pub hostfile: Option<PathBuf>,
+    /// Where the price source starts: earliest | latest | offsets=P:O,... | time=RFC3339.
+    #[arg(long, default_value = "earliest")]
+    pub from: String,
+    /// Stop once the end offsets seen at start are processed (run as a batch job).
+    #[arg(long)]
+    pub until_caught_up: bool,
+    /// Where the evaluation diffs go.
+    #[arg(long, value_enum, default_value_t = SinkKind::Jsonl)]
+    pub sink: SinkKind,
+    /// File for the JSON Lines sink ('-' is stdout).
+    #[arg(long, default_value = "-")]
+    pub sink_path: PathBuf,
+    #[command(flatten)]
+    pub topics: TopicArgs,
+    #[command(flatten)]
+    pub market: MarketArgs,
+    /// Most records a worker reads into one timestamp.
+    #[arg(long, default_value_t = 50_000)]
+    pub max_batch: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SinkKind {
+    /// JSON Lines, one diff a line, consolidated per timestamp.
+    Jsonl,
+    /// Count only (benchmarks).
+    Null,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct TopicArgs {
+    /// Topic of the prices.
+    #[arg(
+        long = "prices-topic",
+        env = "STOCKFLOW_PRICES_TOPIC",
+        default_value = "StockExchange"
+    )]
+    pub prices: String,
+    /// Topic of the holdings.
+    #[arg(
+        long = "holdings-topic",
+        env = "STOCKFLOW_HOLDINGS_TOPIC",
+        default_value = "holdings"
+    )]
+    pub holdings: String,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct MarketArgs {
+    /// The market: `spec` (the course's 24 stocks and 6 portfolios) or
+    /// `synthetic:STOCKS:PORTFOLIOS:MIN_HOLDINGS:MAX_HOLDINGS:SEED`.
+    #[arg(long, env = "STOCKFLOW_MARKET", default_value = "spec")]
+    pub market: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum HoldingsCommand {
+    /// Publish the market's initial holdings, from the first trading day (or --from).
+    Load {
+        #[arg(long)]
+        from: Option<NaiveDate>,
+        #[arg(long, env = "STOCKFLOW_HOLDINGS_TOPIC", default_value = "holdings")]
+        topic: String,
+        #[command(flatten)]
+        market: MarketArgs,
+    },
+    /// Publish one change: PORTFOLIO holds QTY shares of TICKER from DATE on (0 closes).
+    Set {
+        portfolio: String,
+        ticker: String,
+        quantity: i64,
+        #[arg(long)]
+        from: NaiveDate,
+        #[arg(long, env = "STOCKFLOW_HOLDINGS_TOPIC", default_value = "holdings")]
+        topic: String,
+        #[command(flatten)]
+        market: MarketArgs,
     },
 }
 
@@ -121,6 +222,8 @@ pub struct ServerArgs {
     /// Partitions to give the topic if it has to be created.
     #[arg(long, default_value_t = 4)]
     pub partitions: i32,
+    #[command(flatten)]
+    pub market: MarketArgs,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -58,6 +58,7 @@ fn backfill_lands_every_tick_with_the_models_prices() {
             from: d(2003, 12, 15),
             until: d(2004, 2, 20),
             max_days: None,
+            universe: std::sync::Arc::new(stockflow_market::Universe::spec()),
         }
         .plan()
         .unwrap_or_else(|e| panic!("plan: {e}"));

@@ -72,11 +72,24 @@ mod tests {
 
     #[test]
     fn change_and_percent() {
-        let e = evaluation(0, d(2000, 1, 4), Decimal::new(10150, 2), Some(Decimal::new(100, 0)));
+        let e = evaluation(
+            0,
+            d(2000, 1, 4),
+            Decimal::new(10150, 2),
+            Some(Decimal::new(100, 0)),
+        );
         assert_eq!(e.change, Some(Decimal::new(150, 2)));
         assert_eq!(e.change_pct, Some(Decimal::new(1_500_000, 6)));
-        let e = evaluation(0, d(2000, 1, 4), Decimal::new(2, 0), Some(Decimal::new(3, 0)));
-        assert_eq!(e.change_pct.map(|p| p.to_string()), Some("-33.333333".into()));
+        let e = evaluation(
+            0,
+            d(2000, 1, 4),
+            Decimal::new(2, 0),
+            Some(Decimal::new(3, 0)),
+        );
+        assert_eq!(
+            e.change_pct.map(|p| p.to_string()),
+            Some("-33.333333".into())
+        );
     }
 
     #[test]
@@ -85,7 +98,10 @@ mod tests {
         let iv = intervals(&recs);
         assert_eq!(
             iv,
-            vec![(d(2000, 1, 3), Some(d(2000, 2, 1)), 10), (d(2000, 3, 1), None, 5)]
+            vec![
+                (d(2000, 1, 3), Some(d(2000, 2, 1)), 10),
+                (d(2000, 3, 1), None, 5)
+            ]
         );
         assert!(covers(iv[0].0, iv[0].1, d(2000, 1, 31)));
         assert!(!covers(iv[0].0, iv[0].1, d(2000, 2, 1)));

@@ -13,8 +13,8 @@ use std::rc::Rc;
 use stockflow_transport::Position;
 use timely::communication::Allocate;
 use timely::dataflow::channels::pact::Exchange;
-use timely::dataflow::InputHandle;
 use timely::dataflow::operators::{Concat, Input as TimelyInput, Map, Operator, Probe};
+use timely::dataflow::InputHandle;
 use timely::dataflow::ProbeHandle;
 use timely::worker::Worker;
 
@@ -62,6 +62,8 @@ pub struct SinkStatus {
     pub dead_letters: u64,
     /// The last timestamp handed to the sink.
     pub last_time: Option<u64>,
+    /// The offsets of the last batch.
+    pub offsets: Vec<Position>,
 }
 
 pub struct WorkerInputs {
@@ -104,8 +106,10 @@ pub fn build<A: Allocate>(
         let mut sink = sink;
         let mut pending: BTreeMap<u64, Vec<SinkItem>> = BTreeMap::new();
         let mut offsets: BTreeMap<(String, i32), i64> = BTreeMap::new();
-        items
-            .sink(Exchange::new(|_: &(SinkItem, u64)| 0u64), "DiffSink", move |input| {
+        items.sink(
+            Exchange::new(|_: &(SinkItem, u64)| 0u64),
+            "DiffSink",
+            move |input| {
                 input.for_each(|_cap, data| {
                     for (item, t) in data.drain(..) {
                         pending.entry(t).or_default().push(item);
@@ -127,10 +131,13 @@ pub fn build<A: Allocate>(
                         match item {
                             SinkItem::Diff(e, d) => batch.diffs.push((e, d)),
                             SinkItem::Control(Control::Offset(p)) => {
-                                let next = offsets.entry((p.topic, p.partition)).or_insert(p.offset);
+                                let next =
+                                    offsets.entry((p.topic, p.partition)).or_insert(p.offset);
                                 *next = (*next).max(p.offset);
                             }
-                            SinkItem::Control(Control::DeadLetter(dl)) => batch.dead_letters.push(dl),
+                            SinkItem::Control(Control::DeadLetter(dl)) => {
+                                batch.dead_letters.push(dl)
+                            }
                         }
                     }
                     differential_dataflow::consolidation::consolidate(&mut batch.diffs);
@@ -144,6 +151,7 @@ pub fn build<A: Allocate>(
                         })
                         .collect();
                     status.batches += 1;
+                    status.offsets.clone_from(&batch.offsets);
                     status.last_time = Some(t);
                     status.dead_letters += batch.dead_letters.len() as u64;
                     for (_, d) in &batch.diffs {
@@ -159,7 +167,8 @@ pub fn build<A: Allocate>(
                         }
                     }
                 }
-            });
+            },
+        );
         evaluations.inner.probe_with(&mut probe);
         control.probe_with(&mut probe);
         WorkerInputs {

@@ -1,12 +1,12 @@
 //! Where evaluation diffs go: a small sink interface, and the JSON Lines sink.
 
+use crate::runtime::Batch;
 use crate::types::Evaluation;
 use crate::{Error, Result};
 use serde::Serialize;
 use std::io::Write;
 use std::sync::Arc;
 use stockflow_market::Universe;
-use crate::runtime::Batch;
 
 /// Receives the job's output one completed timestamp at a time, consolidated: a row retracted
 /// and inserted again in the same timestamp does not appear. A batch also carries the records

@@ -40,7 +40,9 @@ fn reference(events: &[Event]) -> BTreeSet<Evaluation> {
     for e in events {
         match e {
             Event::Price(p) => {
-                let slot = closes.entry((p.stock, p.date)).or_insert((p.version, p.price));
+                let slot = closes
+                    .entry((p.stock, p.date))
+                    .or_insert((p.version, p.price));
                 if p.version >= slot.0 {
                     *slot = (p.version, p.price);
                 }
@@ -83,12 +85,11 @@ fn reference(events: &[Event]) -> BTreeSet<Evaluation> {
                 .map(|(s, q)| closes[&(*s, day)].1 * Decimal::from(*q))
                 .sum();
             let change = previous.map(|prev| value - prev);
-            let change_pct = previous.and_then(|prev| {
-                (!prev.is_zero()).then(|| {
-                    (value - prev) / prev * Decimal::from(100)
+            let change_pct = previous
+                .and_then(|prev| {
+                    (!prev.is_zero()).then(|| (value - prev) / prev * Decimal::from(100))
                 })
-            })
-            .map(|x| x.round_dp_with_strategy(6, RoundingStrategy::MidpointAwayFromZero));
+                .map(|x| x.round_dp_with_strategy(6, RoundingStrategy::MidpointAwayFromZero));
             out.insert(Evaluation {
                 portfolio: p,
                 date: day,
@@ -132,10 +133,14 @@ fn to_batches(events: &[Event], cuts: &[usize]) -> Vec<InputBatch> {
 
 fn event_strategy() -> impl Strategy<Value = Vec<Event>> {
     let n_days = days().len();
-    let price = (0u32..4, 0..n_days, 1i64..20_000).prop_map(move |(s, di, cents)| {
-        (s, di, Decimal::new(cents, 2))
-    });
-    let holding = (0u32..3, 0u32..4, 0..n_days, prop::sample::select(vec![0i64, 10, 20, 35]));
+    let price = (0u32..4, 0..n_days, 1i64..20_000)
+        .prop_map(move |(s, di, cents)| (s, di, Decimal::new(cents, 2)));
+    let holding = (
+        0u32..3,
+        0u32..4,
+        0..n_days,
+        prop::sample::select(vec![0i64, 10, 20, 35]),
+    );
     (
         prop::collection::vec(price, 1..40),
         prop::collection::vec(holding, 1..14),
@@ -168,7 +173,9 @@ fn event_strategy() -> impl Strategy<Value = Vec<Event>> {
             // A deterministic shuffle from the seed (Fisher–Yates with an LCG).
             let mut x = shuffle_seed | 1;
             for i in (1..events.len()).rev() {
-                x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                x = x
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
                 let j = (x >> 33) as usize % (i + 1);
                 events.swap(i, j);
             }
@@ -226,5 +233,8 @@ fn restated_price_retracts_and_reinserts_the_next_days_change() {
     assert_eq!(rows[0].value, Decimal::new(12000, 2));
     assert_eq!(rows[0].change, None);
     assert_eq!(rows[1].change, Some(Decimal::new(-1000, 2)));
-    assert_eq!(rows[1].change_pct.map(|x| x.to_string()), Some("-8.333333".into()));
+    assert_eq!(
+        rows[1].change_pct.map(|x| x.to_string()),
+        Some("-8.333333".into())
+    );
 }

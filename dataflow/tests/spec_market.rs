@@ -36,8 +36,13 @@ fn portfolios_at_initial_prices() {
         })
         .collect();
     let sink = Arc::new(Mutex::new(CollectSink::default()));
-    run(2, Arc::new(vec![InputBatch { prices, holdings }]), Arc::clone(&sink), false)
-        .unwrap_or_else(|e| panic!("{e}"));
+    run(
+        2,
+        Arc::new(vec![InputBatch { prices, holdings }]),
+        Arc::clone(&sink),
+        false,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
     let sink = sink.lock().unwrap_or_else(|e| panic!("{e}"));
     let value = |id: &str| {
         let p = u.portfolio_id(id).unwrap_or_else(|| panic!("{id}"));

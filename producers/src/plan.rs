@@ -2,7 +2,10 @@
 
 use crate::{Error, Result};
 use chrono::NaiveDate;
-use stockflow_market::{first_trading_day, Calendar, Exchange, PriceModel, PricePath, Tick};
+use std::sync::Arc;
+use stockflow_market::{
+    first_trading_day, Calendar, Exchange, PriceModel, PricePath, Tick, Universe,
+};
 
 /// Which days an exchange emits and how its prices move.
 #[derive(Debug, Clone)]
@@ -16,6 +19,8 @@ pub struct Schedule {
     pub until: NaiveDate,
     /// At most this many trading days (counted from `from`).
     pub max_days: Option<usize>,
+    /// The market whose stocks the exchange lists.
+    pub universe: Arc<Universe>,
 }
 
 /// The 12 closes of one exchange on one trading day.
@@ -50,9 +55,14 @@ impl Schedule {
         };
         let all_days = Calendar::new().trading_days(first_trading_day(), last);
         let mut paths: Vec<(&str, PricePath)> = self
-            .exchange
-            .stocks()
-            .map(|s| (s.ticker, PricePath::new(self.model, self.seed, s)))
+            .universe
+            .stocks
+            .iter()
+            .filter(|s| s.exchange == self.exchange)
+            .map(|s| {
+                let path = PricePath::from_parts(self.model, self.seed, &s.ticker, s.initial);
+                (s.ticker.as_str(), path)
+            })
             .collect();
         let first = days[0];
         let mut out = Vec::with_capacity(days.len());
@@ -93,6 +103,7 @@ mod tests {
             from,
             until,
             max_days: None,
+            universe: Arc::new(Universe::spec()),
         }
     }
 

@@ -65,6 +65,9 @@ async fn producers(
         pace: 0.0,
         topic: exchange_topic.clone(),
         partitions,
+        market: crate::cli::MarketArgs {
+            market: "spec".into(),
+        },
     };
     let started = Instant::now();
     let reports = serve_exchanges(&config, &stockflow_market::Exchange::ALL, &args, false).await?;

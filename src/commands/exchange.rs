@@ -3,8 +3,9 @@ use crate::cli::{ExchangeCommand, Global, Model, Output, ServerArgs};
 use anyhow::{Context, Result};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
-use stockflow_market::{Exchange, PriceModel, TickDecoder};
+use stockflow_market::{Exchange, PriceModel, TickDecoder, Universe};
 use stockflow_producers::{run_exchange, ExchangeReport, Pacing, Schedule};
 use stockflow_transport::kafka::{KafkaAdmin, KafkaConfig, KafkaSink};
 use stockflow_transport::LogAdmin;
@@ -19,8 +20,9 @@ pub async fn run(g: &Global, command: ExchangeCommand) -> Result<ExitCode> {
     }
 }
 
-pub fn schedule(exchange: Exchange, a: &ServerArgs) -> Schedule {
+pub fn schedule(exchange: Exchange, a: &ServerArgs, universe: Arc<Universe>) -> Schedule {
     Schedule {
+        universe,
         exchange,
         seed: a.seed,
         model: match a.model {
@@ -79,12 +81,13 @@ pub async fn serve_exchanges(
     } else {
         Pacing::Live(Duration::from_secs_f64(a.pace))
     };
+    let universe = Arc::new(super::universe(&a.market)?);
     let shutdown = shutdown_on_signal();
     let multi = MultiProgress::new();
     let mut tasks = Vec::new();
     for &exchange in exchanges {
         let sink = KafkaSink::new(config)?;
-        let schedule = schedule(exchange, a);
+        let schedule = schedule(exchange, a, Arc::clone(&universe));
         let topic = a.topic.clone();
         let shutdown = shutdown.clone();
         let pb = show_progress.then(|| progress_bar(&multi, exchange));

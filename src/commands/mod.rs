@@ -1,5 +1,7 @@
 mod bench;
 mod exchange;
+mod holdings;
+mod run;
 mod topics;
 
 use crate::cli::{Cli, Command, Global, Output};
@@ -14,6 +16,8 @@ pub async fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Calendar { from, to } => calendar(g, from, to),
         Command::Topics { command } => topics::run(g, command).await,
         Command::Bench { command } => bench::run(g, command).await,
+        Command::Run(args) => run::run(g, args).await,
+        Command::Holdings { command } => holdings::run(g, command).await,
     }
 }
 
@@ -70,4 +74,34 @@ fn calendar(g: &Global, from: chrono::NaiveDate, to: chrono::NaiveDate) -> Resul
     use std::io::Write;
     std::io::stdout().lock().write_all(out.as_bytes())?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The market named by `--market`: `spec` or `synthetic:STOCKS:PORTFOLIOS:MIN:MAX:SEED`.
+pub fn universe(m: &crate::cli::MarketArgs) -> Result<stockflow_market::Universe> {
+    let spec = m.market.trim();
+    if spec.eq_ignore_ascii_case("spec") {
+        return Ok(stockflow_market::Universe::spec());
+    }
+    let parts: Vec<&str> = spec.split(':').collect();
+    match parts.as_slice() {
+        ["synthetic", stocks, portfolios, min, max, seed] => {
+            let n = |s: &str, what: &str| -> Result<u64> {
+                s.trim()
+                    .parse()
+                    .map_err(|_| anyhow::anyhow!("--market: {what} must be a number, got {s:?}"))
+            };
+            Ok(stockflow_market::Universe::synthetic(
+                stockflow_market::SyntheticSpec {
+                    stocks: u32::try_from(n(stocks, "STOCKS")?)?,
+                    portfolios: u32::try_from(n(portfolios, "PORTFOLIOS")?)?,
+                    min_holdings: u32::try_from(n(min, "MIN_HOLDINGS")?)?,
+                    max_holdings: u32::try_from(n(max, "MAX_HOLDINGS")?)?,
+                    seed: n(seed, "SEED")?,
+                },
+            ))
+        }
+        _ => anyhow::bail!(
+            "--market must be `spec` or `synthetic:STOCKS:PORTFOLIOS:MIN:MAX:SEED`, got {spec:?}"
+        ),
+    }
 }

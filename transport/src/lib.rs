@@ -11,7 +11,9 @@ use std::time::Duration;
 pub mod kafka;
 
 /// Where a record sits in the log.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub struct Position {
     pub topic: String,
     pub partition: i32,
@@ -26,6 +28,59 @@ pub struct Record {
     pub payload: Option<Vec<u8>>,
     /// The record's timestamp in milliseconds since the Unix epoch, if it has one.
     pub timestamp_ms: Option<i64>,
+}
+
+/// A record lent by a source for the time of a callback (no copy of key or payload).
+#[derive(Debug, Clone, Copy)]
+pub struct RecordRef<'a> {
+    pub topic: &'a str,
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<&'a [u8]>,
+    pub payload: Option<&'a [u8]>,
+    pub timestamp_ms: Option<i64>,
+}
+
+impl RecordRef<'_> {
+    pub fn position(&self) -> Position {
+        Position {
+            topic: self.topic.to_string(),
+            partition: self.partition,
+            offset: self.offset,
+        }
+    }
+}
+
+/// Where a source starts reading a partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartAt {
+    Earliest,
+    Latest,
+    Offset(i64),
+    /// The first record with a timestamp at or after this (ms since the Unix epoch).
+    Time(i64),
+}
+
+/// A partition a source reads: from `start` (resolved to an offset), and the end it had when
+/// the source opened (the high watermark then), for replays that stop once caught up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionPlan {
+    pub topic: String,
+    pub partition: i32,
+    pub start: i64,
+    pub end_at_open: i64,
+}
+
+/// Reads records from assigned partitions, each in offset order.
+pub trait LogSource {
+    /// Hands up to `max` records to `on_record`, waiting up to `wait` for the first one.
+    /// Returns how many records were handed over.
+    fn poll_batch(
+        &mut self,
+        max: usize,
+        wait: std::time::Duration,
+        on_record: &mut dyn FnMut(RecordRef<'_>),
+    ) -> Result<usize>;
 }
 
 /// The range of offsets a partition holds: `low..high` (high is the next offset to be written).
@@ -102,12 +157,14 @@ pub enum Error {
     Timeout(Duration),
     #[error("topic {0} does not exist")]
     UnknownTopic(String),
+    #[error("{topic} has no partition {partition}")]
+    UnknownPartition { topic: String, partition: i32 },
 }
 
 impl Error {
     pub fn fault(&self) -> Fault {
         match self {
-            Error::Config(_) => Fault::User,
+            Error::Config(_) | Error::UnknownPartition { .. } => Fault::User,
             Error::Kafka { .. } | Error::Timeout(_) | Error::UnknownTopic(_) => Fault::External,
         }
     }

@@ -1,6 +1,9 @@
 //! The Kafka backend (librdkafka through `rdkafka`, bundled and built with cmake).
 
-use crate::{Error, LogAdmin, LogSink, Position, Record, Result, TopicState, Watermarks};
+use crate::{
+    Error, LogAdmin, LogSink, LogSource, PartitionPlan, Position, Record, RecordRef, Result,
+    StartAt, TopicState, Watermarks,
+};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
@@ -128,7 +131,8 @@ impl KafkaAdmin {
         }
     }
 
-    fn partitions(&self, topic: &str, timeout: Duration) -> Result<Vec<i32>> {
+    /// The partition ids of `topic`, sorted.
+    pub fn partitions(&self, topic: &str, timeout: Duration) -> Result<Vec<i32>> {
         let md = self
             .consumer
             .fetch_metadata(Some(topic), Timeout::After(timeout))
@@ -249,4 +253,98 @@ pub fn read_to_end(config: &KafkaConfig, topic: &str, timeout: Duration) -> Resu
     }
     out.sort_by(|a, b| a.position.cmp(&b.position));
     Ok(out)
+}
+
+/// A consumer over explicitly assigned partitions (no group rebalancing, no offset commits:
+/// stockflow keeps its offsets itself).
+pub struct KafkaSource {
+    consumer: BaseConsumer,
+}
+
+impl KafkaSource {
+    /// Resolves where each partition starts and ends now, then assigns them.
+    pub fn open(
+        config: &KafkaConfig,
+        assignments: &[(String, i32, StartAt)],
+    ) -> Result<(Self, Vec<PartitionPlan>)> {
+        let timeout = Duration::from_secs(30);
+        let consumer: BaseConsumer = config
+            .client_config()
+            .set("group.id", "stockflow-job")
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("enable.partition.eof", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("fetch.wait.max.ms", "100")
+            .set("queued.min.messages", "200000")
+            .create()
+            .map_err(kafka("creating the Kafka consumer"))?;
+        let mut plans = Vec::with_capacity(assignments.len());
+        let mut tpl = TopicPartitionList::new();
+        for (topic, partition, start) in assignments {
+            let (low, high) = consumer
+                .fetch_watermarks(topic, *partition, Timeout::After(timeout))
+                .map_err(kafka(format!("reading watermarks of {topic}/{partition}")))?;
+            let start = match *start {
+                StartAt::Earliest => low,
+                StartAt::Latest => high,
+                StartAt::Offset(o) => o.clamp(low, high),
+                StartAt::Time(ms) => {
+                    let mut q = TopicPartitionList::new();
+                    q.add_partition_offset(topic, *partition, Offset::Offset(ms))
+                        .map_err(kafka("building a time query"))?;
+                    let found = consumer
+                        .offsets_for_times(q, Timeout::After(timeout))
+                        .map_err(kafka(format!("looking up {topic}/{partition} by time")))?;
+                    match found.find_partition(topic, *partition).map(|e| e.offset()) {
+                        Some(Offset::Offset(o)) => o.clamp(low, high),
+                        _ => high, // no record at or after that time
+                    }
+                }
+            };
+            tpl.add_partition_offset(topic, *partition, Offset::Offset(start))
+                .map_err(kafka("assigning partitions"))?;
+            plans.push(PartitionPlan {
+                topic: topic.clone(),
+                partition: *partition,
+                start,
+                end_at_open: high,
+            });
+        }
+        consumer
+            .assign(&tpl)
+            .map_err(kafka("assigning partitions"))?;
+        Ok((KafkaSource { consumer }, plans))
+    }
+}
+
+impl LogSource for KafkaSource {
+    fn poll_batch(
+        &mut self,
+        max: usize,
+        wait: Duration,
+        on_record: &mut dyn FnMut(RecordRef<'_>),
+    ) -> Result<usize> {
+        let mut n = 0;
+        let mut timeout = wait;
+        while n < max {
+            match self.consumer.poll(timeout) {
+                None => break,
+                Some(Err(e)) => return Err(kafka("reading from the broker")(e)),
+                Some(Ok(m)) => {
+                    on_record(RecordRef {
+                        topic: m.topic(),
+                        partition: m.partition(),
+                        offset: m.offset(),
+                        key: m.key(),
+                        payload: m.payload(),
+                        timestamp_ms: m.timestamp().to_millis(),
+                    });
+                    n += 1;
+                    timeout = Duration::ZERO;
+                }
+            }
+        }
+        Ok(n)
+    }
 }
