@@ -11,7 +11,8 @@ use crate::types::{Evaluation, HoldingInput, PriceInput};
 use chrono::NaiveDate;
 use differential_dataflow::lattice::Lattice;
 use differential_dataflow::operators::arrange::ArrangeByKey;
-use differential_dataflow::operators::{Join, Reduce, Threshold};
+use differential_dataflow::difference::{Abelian, IsZero, Monoid, Multiply, Semigroup};
+use differential_dataflow::operators::{Count, Join, Reduce, Threshold};
 use differential_dataflow::Collection;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
@@ -19,12 +20,61 @@ use timely::dataflow::Scope;
 
 type Dated = (NaiveDate, Decimal);
 
+/// The running sum behind a portfolio-day's value, kept as a differential *difference*: the
+/// contributions are summed by the arrangement itself, so the state per (portfolio, day) is one
+/// record, not one per held stock.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-enum Part {
-    /// A held stock's close × quantity.
-    Have(Decimal),
-    /// A stock the portfolio holds that day.
-    Need,
+struct ValueAcc {
+    /// Held stocks with a close that day.
+    have: i64,
+    /// Stocks held that day.
+    need: i64,
+    /// Σ quantity × close over the stocks with a close.
+    sum: Decimal,
+}
+
+impl IsZero for ValueAcc {
+    fn is_zero(&self) -> bool {
+        self.have == 0 && self.need == 0 && self.sum.is_zero()
+    }
+}
+
+impl Semigroup for ValueAcc {
+    fn plus_equals(&mut self, rhs: &Self) {
+        self.have += rhs.have;
+        self.need += rhs.need;
+        self.sum += rhs.sum;
+    }
+}
+
+impl Monoid for ValueAcc {
+    fn zero() -> Self {
+        ValueAcc {
+            have: 0,
+            need: 0,
+            sum: Decimal::ZERO,
+        }
+    }
+}
+
+impl Abelian for ValueAcc {
+    fn negate(&mut self) {
+        self.have = -self.have;
+        self.need = -self.need;
+        self.sum = -self.sum;
+    }
+}
+
+impl Multiply<isize> for ValueAcc {
+    type Output = ValueAcc;
+    fn multiply(self, rhs: &isize) -> ValueAcc {
+        let k = *rhs as i64;
+        ValueAcc {
+            have: self.have * k,
+            need: self.need * k,
+            sum: self.sum * Decimal::from(k),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -95,23 +145,28 @@ where
         });
     // value(p, d), defined only when every held stock has its close.
     let values = contributions
-        .map(|(k, amount)| (k, Part::Have(amount)))
-        .concat(&needed.map(|(k, _)| (k, Part::Need)))
-        .reduce_named("Value", |_key, parts, out| {
-            let (mut have, mut need, mut sum) = (0isize, 0isize, Decimal::ZERO);
-            for (part, c) in parts {
-                match part {
-                    Part::Have(a) => {
-                        have += c;
-                        sum += *a * Decimal::from(*c as i64);
-                    }
-                    Part::Need => need += c,
-                }
-            }
-            if need > 0 && have == need {
-                out.push((sum, 1));
-            }
-        });
+        .explode(|(k, amount)| {
+            Some((
+                k,
+                ValueAcc {
+                    have: 1,
+                    need: 0,
+                    sum: amount,
+                },
+            ))
+        })
+        .concat(&needed.explode(|(k, _)| {
+            Some((
+                k,
+                ValueAcc {
+                    have: 0,
+                    need: 1,
+                    sum: Decimal::ZERO,
+                },
+            ))
+        }))
+        .count()
+        .flat_map(|(k, acc)| (acc.need > 0 && acc.have == acc.need).then_some((k, acc.sum)));
 
     // Previous evaluation within the month.
     let months = values
