@@ -253,6 +253,21 @@ pub enum TopicsCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum BenchCommand {
+    /// The dataflow core alone, fed from memory (no broker): ticks/s, early vs late day cost,
+    /// one restatement, peak memory.
+    Dataflow {
+        #[arg(short = 'w', long, default_value_t = 1)]
+        workers: usize,
+        #[arg(long, default_value_t = 250)]
+        days: usize,
+        #[command(flatten)]
+        market: MarketArgs,
+    },
+    /// Raw consume rate of a topic with the job's client settings (whole topic, one thread).
+    Consume {
+        #[arg(long, default_value = "StockExchange")]
+        topic: String,
+    },
     /// Both exchanges backfilling vs raw produce of as many messages, on fresh topics.
     Producers {
         #[arg(long, default_value = "2000-01-01")]

@@ -29,8 +29,17 @@ fn load_holdings(t: &Topics) {
 
 fn backfill(t: &Topics, from: &str, days: &str) {
     run_ok(stockflow().args([
-        "exchange", "all", "--backfill", "--from", from, "--days", days, "--seed", "77",
-        "--topic", &t.prices,
+        "exchange",
+        "all",
+        "--backfill",
+        "--from",
+        from,
+        "--days",
+        days,
+        "--seed",
+        "77",
+        "--topic",
+        &t.prices,
     ]));
 }
 
@@ -38,7 +47,14 @@ fn backfill(t: &Topics, from: &str, days: &str) {
 fn run_job(t: &Topics, extra: &[&str]) -> (BTreeMap<Vec<String>, i64>, serde_json::Value) {
     let out = run_ok(
         stockflow()
-            .args(["run", "--until-caught-up", "--output", "json", "--prices-topic", &t.prices])
+            .args([
+                "run",
+                "--until-caught-up",
+                "--output",
+                "json",
+                "--prices-topic",
+                &t.prices,
+            ])
             .args(["--holdings-topic", &t.holdings])
             .args(extra),
     );
@@ -46,10 +62,17 @@ fn run_job(t: &Topics, extra: &[&str]) -> (BTreeMap<Vec<String>, i64>, serde_jso
     for line in String::from_utf8_lossy(&out.stdout).lines() {
         let v: serde_json::Value =
             serde_json::from_str(line).unwrap_or_else(|e| panic!("bad line {line}: {e}"));
-        let key: Vec<String> = ["investor", "portfolio", "date", "value", "change", "change_pct"]
-            .iter()
-            .map(|f| v[f].as_str().unwrap_or("NULL").to_string())
-            .collect();
+        let key: Vec<String> = [
+            "investor",
+            "portfolio",
+            "date",
+            "value",
+            "change",
+            "change_pct",
+        ]
+        .iter()
+        .map(|f| v[f].as_str().unwrap_or("NULL").to_string())
+        .collect();
         *state.entry(key).or_default() += v["diff"].as_i64().unwrap_or(0);
     }
     state.retain(|_, c| *c != 0);
@@ -85,7 +108,11 @@ fn closes(from: NaiveDate, days: usize) -> BTreeMap<(String, NaiveDate), Decimal
     out
 }
 
-fn expected_value(portfolio: &str, day: NaiveDate, closes: &BTreeMap<(String, NaiveDate), Decimal>) -> Decimal {
+fn expected_value(
+    portfolio: &str,
+    day: NaiveDate,
+    closes: &BTreeMap<(String, NaiveDate), Decimal>,
+) -> Decimal {
     let p = stockflow_market::lookup_portfolio(portfolio).unwrap_or_else(|| panic!("{portfolio}"));
     p.holdings
         .iter()
@@ -114,7 +141,10 @@ fn evaluates_every_portfolio_day_through_the_broker_for_any_worker_count() {
     for row in one.keys() {
         let day = NaiveDate::from_str(&row[2]).unwrap_or_default();
         let value = Decimal::from_str(&row[3]).unwrap_or_default();
-        by_portfolio.entry(row[1].clone()).or_default().push((day, value, row[4].clone()));
+        by_portfolio
+            .entry(row[1].clone())
+            .or_default()
+            .push((day, value, row[4].clone()));
     }
     for (p, rows) in &by_portfolio {
         assert_eq!(rows[0].2, "NULL", "{p}: no change on the first day");
@@ -122,7 +152,11 @@ fn evaluates_every_portfolio_day_through_the_broker_for_any_worker_count() {
             assert_eq!(*value, expected_value(p, *day, &closes), "{p} {day}");
             if i > 0 {
                 let prev = rows[i - 1].1;
-                assert_eq!(Decimal::from_str(change).ok(), Some(*value - prev), "{p} {day}");
+                assert_eq!(
+                    Decimal::from_str(change).ok(),
+                    Some(*value - prev),
+                    "{p} {day}"
+                );
             }
         }
     }
@@ -145,7 +179,10 @@ fn replays_from_offsets_and_from_a_time() {
     assert_eq!(all["ticks"], 15 * 24);
     let (_, from_offset) = run_job(&t, &["--from", "offsets=0:100"]);
     assert_eq!(from_offset["ticks"], 15 * 24 - 100);
-    let time = format!("time={}", between.to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
+    let time = format!(
+        "time={}",
+        between.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+    );
     let (state, from_time) = run_job(&t, &["--from", &time]);
     assert_eq!(from_time["ticks"], 5 * 24, "only the second backfill");
     // Evaluated days are those of the second backfill only.
@@ -171,7 +208,10 @@ fn bad_input_is_counted_and_the_rest_evaluated() {
         r#"{"TICK": "IBM", "PRICE": "4.00", "TS": "2012-03-04"}"#.to_string(),
     ];
     produce_raw(&t.prices, &bad);
-    produce_raw(&t.holdings, &[r#"{"PORTFOLIO":"P11","TICK":"XYZ","QTY":5,"FROM":"2012-03-01"}"#.to_string()]);
+    produce_raw(
+        &t.holdings,
+        &[r#"{"PORTFOLIO":"P11","TICK":"XYZ","QTY":5,"FROM":"2012-03-01"}"#.to_string()],
+    );
     let (state, summary) = run_job(&t, &["-w", "2"]);
     assert_eq!(summary["dead_letters"], 6);
     assert_eq!(summary["ticks"], 3 * 24);
@@ -186,14 +226,36 @@ fn a_holdings_change_restates_only_the_days_it_touches() {
     backfill(&t, "2015-06-01", "10");
     let (before, _) = run_job(&t, &[]);
     // From 2015-06-08 on, P11 holds no IBM.
-    run_ok(stockflow().args(["holdings", "set", "P11", "IBM", "0", "--from", "2015-06-08", "--topic", &t.holdings]));
+    run_ok(stockflow().args([
+        "holdings",
+        "set",
+        "P11",
+        "IBM",
+        "0",
+        "--from",
+        "2015-06-08",
+        "--topic",
+        &t.holdings,
+    ]));
     let (after, _) = run_job(&t, &[]);
     assert_eq!(before.len(), after.len());
     let changed: Vec<&Vec<String>> = after.keys().filter(|r| !before.contains_key(*r)).collect();
     assert!(!changed.is_empty());
-    assert!(changed.iter().all(|r| r[1] == "P11" && r[2].as_str() >= "2015-06-08"), "{changed:?}");
-    let p11_from: usize = after.keys().filter(|r| r[1] == "P11" && r[2].as_str() >= "2015-06-08").count();
-    assert_eq!(changed.len(), p11_from, "every P11 day from the change on is restated");
+    assert!(
+        changed
+            .iter()
+            .all(|r| r[1] == "P11" && r[2].as_str() >= "2015-06-08"),
+        "{changed:?}"
+    );
+    let p11_from: usize = after
+        .keys()
+        .filter(|r| r[1] == "P11" && r[2].as_str() >= "2015-06-08")
+        .count();
+    assert_eq!(
+        changed.len(),
+        p11_from,
+        "every P11 day from the change on is restated"
+    );
 }
 
 fn produce_raw(topic: &str, payloads: &[String]) {
@@ -202,7 +264,8 @@ fn produce_raw(topic: &str, payloads: &[String]) {
         .enable_all()
         .build()
         .unwrap_or_else(|e| panic!("{e}"));
-    let sink = stockflow_transport::kafka::KafkaSink::new(&kafka()).unwrap_or_else(|e| panic!("{e}"));
+    let sink =
+        stockflow_transport::kafka::KafkaSink::new(&kafka()).unwrap_or_else(|e| panic!("{e}"));
     rt.block_on(async {
         for p in payloads {
             sink.send(topic, b"raw", p.as_bytes())

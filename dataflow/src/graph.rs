@@ -9,9 +9,9 @@
 use crate::eval::{covers, evaluation, intervals, month_of, year_of_month};
 use crate::types::{Evaluation, HoldingInput, PriceInput};
 use chrono::NaiveDate;
+use differential_dataflow::difference::{Abelian, IsZero, Monoid, Multiply, Semigroup};
 use differential_dataflow::lattice::Lattice;
 use differential_dataflow::operators::arrange::ArrangeByKey;
-use differential_dataflow::difference::{Abelian, IsZero, Monoid, Multiply, Semigroup};
 use differential_dataflow::operators::{Count, Join, Reduce, Threshold};
 use differential_dataflow::Collection;
 use rust_decimal::Decimal;

@@ -8,6 +8,7 @@
 //! - `job`: runs it over the log (Kafka) with replay positions and until-caught-up;
 //! - `sink`: the sink interface and the JSON Lines sink.
 
+pub mod bench;
 pub mod eval;
 pub mod graph;
 pub mod job;

@@ -10,6 +10,53 @@ use stockflow_transport::LogSink;
 
 pub async fn run(g: &Global, command: BenchCommand) -> Result<ExitCode> {
     match command {
+        BenchCommand::Dataflow {
+            workers,
+            days,
+            market,
+        } => {
+            let universe = super::universe(&market)?;
+            let cfg = stockflow_dataflow::bench::CoreBenchConfig {
+                days,
+                workers,
+                seed: 6107,
+            };
+            let r = tokio::task::spawn_blocking(move || {
+                stockflow_dataflow::bench::run_core_bench(&universe, &cfg)
+            })
+            .await??;
+            let secs = r.elapsed.as_secs_f64().max(1e-9);
+            let v = serde_json::json!({
+                "workers": workers,
+                "days": days,
+                "ticks": r.ticks,
+                "evaluations": r.evaluations,
+                "seconds": secs,
+                "ticks_per_second": r.ticks as f64 / secs,
+                "ticks_per_second_per_worker": r.ticks as f64 / secs / workers.max(1) as f64,
+                "evaluations_per_second": r.evaluations as f64 / secs,
+                "early_day_ms": r.early_day.as_secs_f64() * 1e3,
+                "late_day_ms": r.late_day.as_secs_f64() * 1e3,
+                "restatement_ms": r.restatement.as_secs_f64() * 1e3,
+                "restatement_retracted": r.restatement_retracted,
+                "restatement_inserted": r.restatement_inserted,
+                "peak_rss_mib": peak_rss_mib(),
+            });
+            match g.output {
+                Output::Json => println!("{v}"),
+                Output::Text => println!("{}", serde_json::to_string_pretty(&v)?),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        BenchCommand::Consume { topic } => {
+            let config = kafka_config(g);
+            let r = tokio::task::spawn_blocking(move || raw_consume(&config, &topic)).await??;
+            match g.output {
+                Output::Json => println!("{r}"),
+                Output::Text => println!("{}", serde_json::to_string_pretty(&r)?),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         BenchCommand::Producers {
             from,
             until,
@@ -102,4 +149,45 @@ async fn producers(
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Peak resident memory of this process (Linux VmHWM), in MiB.
+pub fn peak_rss_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
+}
+
+/// Reads a whole topic with the job's source (same client, same settings), counting records.
+fn raw_consume(
+    config: &stockflow_transport::kafka::KafkaConfig,
+    topic: &str,
+) -> Result<serde_json::Value> {
+    use stockflow_transport::kafka::{KafkaAdmin, KafkaSource};
+    use stockflow_transport::{LogSource, StartAt};
+    let admin = KafkaAdmin::new(config)?;
+    let parts = admin.partitions(topic, Duration::from_secs(10))?;
+    let assignments: Vec<_> = parts
+        .iter()
+        .map(|p| (topic.to_string(), *p, StartAt::Earliest))
+        .collect();
+    let started = Instant::now();
+    let (mut source, plans) = KafkaSource::open(config, &assignments)?;
+    let total: i64 = plans.iter().map(|p| p.end_at_open - p.start).sum();
+    let mut seen = 0i64;
+    let mut bytes = 0usize;
+    while seen < total {
+        seen += source.poll_batch(50_000, Duration::from_millis(100), &mut |r| {
+            bytes += r.payload.map_or(0, <[u8]>::len);
+        })? as i64;
+    }
+    let secs = started.elapsed().as_secs_f64().max(1e-9);
+    Ok(serde_json::json!({
+        "topic": topic,
+        "records": seen,
+        "seconds": secs,
+        "records_per_second": seen as f64 / secs,
+        "payload_bytes": bytes,
+    }))
 }

@@ -1,0 +1,156 @@
+//! The dataflow core alone, fed from memory: no broker, no sink I/O.
+
+use crate::memory::{run, InputBatch};
+use crate::runtime::Batch;
+use crate::sink::DiffSink;
+use crate::types::{HoldingInput, PriceInput};
+use crate::Result;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use stockflow_market::{first_trading_day, Calendar, PriceModel, Universe};
+
+#[derive(Debug, Clone)]
+pub struct CoreBenchConfig {
+    pub days: usize,
+    pub workers: usize,
+    pub seed: u64,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct CoreBenchReport {
+    pub ticks: usize,
+    pub evaluations: u64,
+    pub elapsed: Duration,
+    /// Mean wall time of a trading day among the first ten (after the first day).
+    pub early_day: Duration,
+    /// Mean wall time of a trading day among the last ten.
+    pub late_day: Duration,
+    /// A close restated in the middle of history: wall time and rows retracted/inserted.
+    pub restatement: Duration,
+    pub restatement_retracted: u64,
+    pub restatement_inserted: u64,
+}
+
+/// Counts rows, separately for the timestamp of the restatement.
+struct CountingSink {
+    restate_time: u64,
+    evaluations: u64,
+    restate_inserted: u64,
+    restate_retracted: u64,
+}
+
+impl DiffSink for CountingSink {
+    fn apply(&mut self, batch: &Batch) -> Result<()> {
+        for (_, d) in &batch.diffs {
+            let (ins, ret) = if *d > 0 {
+                (*d as u64, 0)
+            } else {
+                (0, d.unsigned_abs() as u64)
+            };
+            if batch.time == self.restate_time {
+                self.restate_inserted += ins;
+                self.restate_retracted += ret;
+            } else {
+                self.evaluations += ins;
+                self.evaluations -= ret.min(self.evaluations);
+            }
+        }
+        Ok(())
+    }
+}
+
+fn mean(ds: &[Duration]) -> Duration {
+    if ds.is_empty() {
+        return Duration::ZERO;
+    }
+    ds.iter().sum::<Duration>() / ds.len() as u32
+}
+
+/// Holdings at timestamp 0, then one trading day per timestamp, then one restated close.
+pub fn run_core_bench(universe: &Universe, cfg: &CoreBenchConfig) -> Result<CoreBenchReport> {
+    let start = first_trading_day();
+    let days = Calendar::new().trading_days(
+        start,
+        start + chrono::Duration::days(cfg.days as i64 * 2 + 30),
+    );
+    let days: Vec<_> = days.into_iter().take(cfg.days).collect();
+    let mut batches = vec![InputBatch {
+        prices: Vec::new(),
+        holdings: universe
+            .portfolios
+            .iter()
+            .enumerate()
+            .flat_map(|(p, def)| {
+                def.holdings.iter().map(move |(s, q)| HoldingInput {
+                    portfolio: p as u32,
+                    stock: *s,
+                    from: start,
+                    quantity: *q,
+                    version: (0, 0, 0),
+                })
+            })
+            .collect(),
+    }];
+    let mut paths: Vec<_> = (0..universe.stocks.len() as u32)
+        .filter_map(|s| universe.price_path(PriceModel::RandomWalk, cfg.seed, s))
+        .collect();
+    let mut seq = 0i64;
+    for d in &days {
+        let prices = paths
+            .iter_mut()
+            .enumerate()
+            .map(|(s, path)| {
+                seq += 1;
+                PriceInput {
+                    stock: s as u32,
+                    date: *d,
+                    price: path.next_close(),
+                    version: (seq, 0, seq),
+                }
+            })
+            .collect();
+        batches.push(InputBatch {
+            prices,
+            holdings: Vec::new(),
+        });
+    }
+    let ticks = days.len() * universe.stocks.len();
+    // Restate the close of stock 0 on the middle day.
+    let mid = days.len() / 2;
+    if let Some(orig) = batches.get(mid + 1).and_then(|b| b.prices.first()).cloned() {
+        batches.push(InputBatch {
+            prices: vec![PriceInput {
+                price: orig.price + rust_decimal::Decimal::ONE,
+                version: (seq + 1, 0, seq + 1),
+                ..orig
+            }],
+            holdings: Vec::new(),
+        });
+    }
+    let sink = Arc::new(Mutex::new(CountingSink {
+        restate_time: (batches.len() - 1) as u64,
+        evaluations: 0,
+        restate_inserted: 0,
+        restate_retracted: 0,
+    }));
+    let stats = run(cfg.workers, Arc::new(batches), Arc::clone(&sink), true)?;
+    let sink = sink
+        .lock()
+        .map_err(|_| crate::Error::Dataflow("sink lock poisoned".into()))?;
+    let per_day = &stats.per_batch;
+    let n = per_day.len();
+    let early = per_day.get(2..12.min(n.saturating_sub(1))).unwrap_or(&[]);
+    let late = per_day
+        .get(n.saturating_sub(11)..n.saturating_sub(1))
+        .unwrap_or(&[]);
+    Ok(CoreBenchReport {
+        ticks,
+        evaluations: sink.evaluations,
+        elapsed: stats.elapsed,
+        early_day: mean(early),
+        late_day: mean(late),
+        restatement: per_day.last().copied().unwrap_or_default(),
+        restatement_retracted: sink.restate_retracted,
+        restatement_inserted: sink.restate_inserted,
+    })
+}
