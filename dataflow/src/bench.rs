@@ -29,6 +29,8 @@ pub struct CoreBenchReport {
     pub restatement: Duration,
     pub restatement_retracted: u64,
     pub restatement_inserted: u64,
+    /// Mean wall time of a trading day in each tenth of the history, first to last.
+    pub day_cost_by_decile: Vec<Duration>,
 }
 
 /// Counts rows, separately for the timestamp of the restatement.
@@ -150,6 +152,11 @@ pub fn run_core_bench(universe: &Universe, cfg: &CoreBenchConfig) -> Result<Core
         early_day: mean(early),
         late_day: mean(late),
         restatement: per_day.last().copied().unwrap_or_default(),
+        day_cost_by_decile: {
+            let days_only = per_day.get(1..n.saturating_sub(1)).unwrap_or(&[]);
+            let k = days_only.len().div_ceil(10).max(1);
+            days_only.chunks(k).map(mean).collect()
+        },
         restatement_retracted: sink.restate_retracted,
         restatement_inserted: sink.restate_inserted,
     })

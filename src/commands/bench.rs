@@ -38,6 +38,7 @@ pub async fn run(g: &Global, command: BenchCommand) -> Result<ExitCode> {
                 "early_day_ms": r.early_day.as_secs_f64() * 1e3,
                 "late_day_ms": r.late_day.as_secs_f64() * 1e3,
                 "restatement_ms": r.restatement.as_secs_f64() * 1e3,
+                "day_ms_by_decile": r.day_cost_by_decile.iter().map(|d| (d.as_secs_f64() * 1e4).round() / 10.0).collect::<Vec<_>>(),
                 "restatement_retracted": r.restatement_retracted,
                 "restatement_inserted": r.restatement_inserted,
                 "peak_rss_mib": peak_rss_mib(),

@@ -103,6 +103,7 @@ pub async fn run(g: &Global, a: RunArgs) -> Result<ExitCode> {
         "seconds": secs,
         "ticks_per_second": report.ticks as f64 / secs,
         "evaluations_per_second": report.inserted as f64 / secs,
+        "peak_rss_mib": super::bench::peak_rss_mib(),
         "offsets": report.offsets.iter().map(|p| serde_json::json!({"topic": p.topic, "partition": p.partition, "next": p.offset})).collect::<Vec<_>>(),
     });
     match g.output {
