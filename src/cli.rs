@@ -71,6 +71,11 @@ pub enum Command {
     },
     /// Run the dataflow job: evaluate every portfolio for every trading day, emitting diffs.
     Run(RunArgs),
+    /// The database: create InvestorsDB, apply migrations, load the reference data.
+    Db {
+        #[command(subcommand)]
+        command: DbCommand,
+    },
     /// Publish holdings (the portfolios' positions) to the holdings topic.
     Holdings {
         #[command(subcommand)]
@@ -98,14 +103,21 @@ pub struct RunArgs {
     #[arg(long)]
     pub hostfile: Option<PathBuf>,
     /// Where the price source starts: earliest | latest | offsets=P:O,... | time=RFC3339.
-    #[arg(long, default_value = "earliest")]
-    pub from: String,
+    /// Default: with the MySQL sink, resume from the offsets stored in MySQL (rebuilding the
+    /// state from the log); otherwise earliest.
+    #[arg(long)]
+    pub from: Option<String>,
     /// Stop once the end offsets seen at start are processed (run as a batch job).
     #[arg(long)]
     pub until_caught_up: bool,
     /// Where the evaluation diffs go.
-    #[arg(long, value_enum, default_value_t = SinkKind::Jsonl)]
+    #[arg(long, value_enum, default_value_t = SinkKind::Mysql)]
     pub sink: SinkKind,
+    #[command(flatten)]
+    pub db: DbArgs,
+    /// Name of this job in MySQL's progress table (several jobs can share a database).
+    #[arg(long, env = "STOCKFLOW_JOB", default_value = "stockflow")]
+    pub job: String,
     /// File for the JSON Lines sink ('-' is stdout).
     #[arg(long, default_value = "-")]
     pub sink_path: PathBuf,
@@ -118,8 +130,22 @@ pub struct RunArgs {
     pub max_batch: usize,
 }
 
+#[derive(Debug, Clone, Args)]
+pub struct DbArgs {
+    /// MySQL URL (the password is never logged).
+    #[arg(
+        long = "mysql-url",
+        env = "STOCKFLOW_MYSQL_URL",
+        default_value = "mysql://stockflow:stockflow@127.0.0.1:3306/InvestorsDB",
+        hide_default_value = true
+    )]
+    pub url: String,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum SinkKind {
+    /// MySQL InvestorsDB, exactly once (offsets in the same transaction as the rows).
+    Mysql,
     /// JSON Lines, one diff a line, consolidated per timestamp.
     Jsonl,
     /// Count only (benchmarks).
@@ -150,6 +176,23 @@ pub struct MarketArgs {
     /// `synthetic:STOCKS:PORTFOLIOS:MIN_HOLDINGS:MAX_HOLDINGS:SEED`.
     #[arg(long, env = "STOCKFLOW_MARKET", default_value = "spec")]
     pub market: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DbCommand {
+    /// Create InvestorsDB if missing, apply pending migrations, fill the reference tables.
+    Init {
+        #[command(flatten)]
+        db: DbArgs,
+        #[command(flatten)]
+        market: MarketArgs,
+        /// Drop the database first (all evaluations, progress and dead letters are lost).
+        #[arg(long, requires = "yes")]
+        reset: bool,
+        /// Confirms --reset.
+        #[arg(long)]
+        yes: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]

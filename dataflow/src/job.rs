@@ -136,6 +136,10 @@ pub struct JobConfig {
     pub universe: Arc<Universe>,
     /// Most records a worker reads into one timestamp.
     pub max_batch: usize,
+    /// Records below these offsets are read into timestamp 0, to rebuild the state a sink has
+    /// already stored (resume): a resuming sink skips timestamp 0. Sources start at the
+    /// earliest offset of partitions listed here.
+    pub bootstrap: BTreeMap<(String, i32), i64>,
 }
 
 /// Counters shared by the workers of this process.
@@ -176,6 +180,12 @@ where
     let mut assignments: Vec<(String, i32, StartAt)> = Vec::new();
     for p in admin.partitions(&config.prices_topic, Duration::from_secs(10))? {
         let start = match &config.start {
+            _ if config
+                .bootstrap
+                .contains_key(&(config.prices_topic.clone(), p)) =>
+            {
+                StartAt::Earliest
+            }
             PriceStart::Earliest => StartAt::Earliest,
             PriceStart::Latest => StartAt::Latest,
             PriceStart::Offsets(m) => m.get(&p).map_or(StartAt::Earliest, |o| StartAt::Offset(*o)),
@@ -246,11 +256,21 @@ where
         if setup_error.is_some() {
             stop_w.store(true, Ordering::SeqCst);
         }
-        let mut next: BTreeMap<(String, i32), (i64, i64)> = plans
+        // Per partition: (next offset, end at open, bootstrap end).
+        let mut next: BTreeMap<(String, i32), (i64, i64, i64)> = plans
             .iter()
-            .map(|p| ((p.topic.clone(), p.partition), (p.start, p.end_at_open)))
+            .map(|p| {
+                let key = (p.topic.clone(), p.partition);
+                let boot = config
+                    .bootstrap
+                    .get(&key)
+                    .copied()
+                    .unwrap_or(p.start)
+                    .max(p.start);
+                (key, (p.start, p.end_at_open, boot))
+            })
             .collect();
-        for ((topic, partition), (start, _)) in &next {
+        for ((topic, partition), (start, _, _)) in &next {
             let pos = Position {
                 topic: topic.clone(),
                 partition: *partition,
@@ -262,24 +282,19 @@ where
 
         let decoder = TickDecoder::for_universe(&config.universe);
         let mut calendar = Calendar::new();
+        // Timestamps: 0 = the records below the bootstrap offsets (state a sink already has);
+        // 1 = the holdings present at start, read to their end before any price, so that no
+        // portfolio is ever evaluated on a partial view of its positions; 2.. = live rounds.
         let mut t = 0u64;
         loop {
             if stop_w.load(Ordering::SeqCst) {
                 break;
             }
-            let caught_up = next.values().all(|(n, end)| n >= end);
+            let caught_up = next.values().all(|(n, end, _)| n >= end);
             if config.until_caught_up && caught_up {
                 break;
             }
-            // Round 0 holds the holdings that exist at start, complete, before any price (which
-            // then enters at round 1 or later): no portfolio is ever evaluated on a partial
-            // view of its initial positions.
-            let holdings_pending = |next: &BTreeMap<(String, i32), (i64, i64)>| {
-                next.iter()
-                    .any(|((topic, _), (n, end))| *topic == config.holdings_topic && n < end)
-            };
-            let price_t = t.max(1);
-            let mut advanced: BTreeMap<(String, i32), i64> = BTreeMap::new();
+            let mut advanced: BTreeMap<(String, i32), (i64, u64)> = BTreeMap::new();
             if let Some(src) = source.as_mut() {
                 let wait = if probe.less_than(&t) {
                     Duration::ZERO
@@ -290,17 +305,26 @@ where
                 let holdings = &mut inputs.holdings;
                 let control = &mut inputs.control;
                 let counters = &counters_w;
+                let next_ref = &next;
                 let mut on_record = |r: RecordRef<'_>| {
-                    advanced.insert((r.topic.to_string(), r.partition), r.offset + 1);
-                    let rejected = if r.topic == config.prices_topic {
+                    let key = (r.topic.to_string(), r.partition);
+                    let is_prices = r.topic == config.prices_topic;
+                    let at = match next_ref.get(&key) {
+                        Some((_, _, boot)) if r.offset < *boot => 0,
+                        Some((_, end, _)) if !is_prices && r.offset < *end => t.max(1),
+                        _ => t.max(2),
+                    };
+                    let slot = advanced.entry(key).or_insert((0, at));
+                    *slot = (r.offset + 1, slot.1.max(at));
+                    let rejected = if is_prices {
                         decode_price(&decoder, &config.universe, &mut calendar, &r).map(|p| {
                             counters.ticks.fetch_add(1, Ordering::Relaxed);
-                            prices.update_at(p, price_t, 1);
+                            prices.update_at(p, at, 1);
                         })
                     } else {
                         decode_holding_input(&config.universe, &r).map(|h| {
                             counters.holdings.fetch_add(1, Ordering::Relaxed);
-                            holdings.update_at(h, t, 1);
+                            holdings.update_at(h, at, 1);
                         })
                     };
                     if let Err((code, reason)) = rejected {
@@ -318,11 +342,6 @@ where
                             code: code.to_string(),
                             reason,
                         };
-                        let at = if r.topic == config.prices_topic {
-                            price_t
-                        } else {
-                            t
-                        };
                         control.send((Control::DeadLetter(dl), at));
                     }
                 };
@@ -333,15 +352,10 @@ where
             } else if !config.until_caught_up {
                 worker.step_or_park(Some(Duration::from_millis(50)));
             }
-            for (k, offset) in advanced {
+            for (k, (offset, at)) in advanced {
                 if let Some(slot) = next.get_mut(&k) {
                     slot.0 = slot.0.max(offset);
                 }
-                let at = if k.0 == config.prices_topic {
-                    price_t
-                } else {
-                    t
-                };
                 let pos = Position {
                     topic: k.0,
                     partition: k.1,
@@ -349,7 +363,14 @@ where
                 };
                 inputs.control.send((Control::Offset(pos), at));
             }
-            if t > 0 || !holdings_pending(&next) {
+            let phase_done = match t {
+                0 => next.values().all(|(n, _, boot)| n >= boot),
+                1 => next
+                    .iter()
+                    .all(|((topic, _), (n, end, _))| *topic == config.prices_topic || n >= end),
+                _ => true,
+            };
+            if phase_done {
                 t += 1;
                 inputs.advance_to(t);
             }

@@ -93,7 +93,7 @@ pub fn build<A: Allocate>(
 ) -> (WorkerInputs, ProbeHandle<u64>, Rc<RefCell<SinkStatus>>) {
     let status = Rc::new(RefCell::new(SinkStatus::default()));
     let status_op = Rc::clone(&status);
-    let mut probe = ProbeHandle::new();
+    let probe = ProbeHandle::new();
     let inputs = worker.dataflow::<u64, _, _>(|scope| {
         let (prices_in, prices) = scope.new_collection();
         let (holdings_in, holdings) = scope.new_collection();
@@ -169,8 +169,8 @@ pub fn build<A: Allocate>(
                 }
             },
         );
-        evaluations.inner.probe_with(&mut probe);
-        control.probe_with(&mut probe);
+        evaluations.inner.probe_with(&probe);
+        control.probe_with(&probe);
         WorkerInputs {
             prices: prices_in,
             holdings: holdings_in,

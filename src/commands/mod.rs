@@ -1,4 +1,5 @@
 mod bench;
+mod db;
 mod exchange;
 mod holdings;
 mod run;
@@ -17,6 +18,7 @@ pub async fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Topics { command } => topics::run(g, command).await,
         Command::Bench { command } => bench::run(g, command).await,
         Command::Run(args) => run::run(g, args).await,
+        Command::Db { command } => db::run(g, command).await,
         Command::Holdings { command } => holdings::run(g, command).await,
     }
 }

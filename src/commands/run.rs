@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use stockflow_dataflow::job::{run_job, Cluster, JobConfig, PriceStart};
 use stockflow_dataflow::{Batch, DiffSink, JsonLinesSink};
+use stockflow_sinks::mysql::{init, stored_offsets, MySqlConfig, MySqlSink, SinkMetrics};
 
 /// Counts and drops everything (benchmarks).
 struct NullSink;
@@ -27,14 +28,67 @@ fn read_hostfile(path: &std::path::Path) -> Result<Vec<String>> {
         .collect())
 }
 
+/// Waits (bounded) for MySQL at start, so a job started with the stack comes up cleanly.
+fn with_mysql_retry<T>(what: &str, mut f: impl FnMut() -> stockflow_sinks::Result<T>) -> Result<T> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let mut backoff = std::time::Duration::from_millis(200);
+    loop {
+        match f() {
+            Ok(v) => return Ok(v),
+            Err(e) if e.is_retryable() && std::time::Instant::now() < deadline => {
+                tracing::warn!("{what}: MySQL unavailable, retrying: {e}");
+                std::thread::sleep(backoff);
+                backoff = (backoff * 2).min(std::time::Duration::from_secs(5));
+            }
+            Err(e) => return Err(anyhow::Error::new(e).context(what.to_string())),
+        }
+    }
+}
+
 pub async fn run(g: &Global, a: RunArgs) -> Result<ExitCode> {
-    let start: PriceStart = a.from.parse().context("--from")?;
+    let universe = Arc::new(universe(&a.market)?);
+    // With MySQL and no explicit --from: resume from the stored offsets.
+    let mut bootstrap = std::collections::BTreeMap::new();
+    let mut resuming = false;
+    let mysql = if a.sink == SinkKind::Mysql {
+        let cfg = MySqlConfig::from_url(&a.db.url)?;
+        let (cfg2, u2, job, from_given) = (
+            cfg.clone(),
+            Arc::clone(&universe),
+            a.job.clone(),
+            a.from.is_some(),
+        );
+        let stored = tokio::task::spawn_blocking(move || -> Result<_> {
+            with_mysql_retry("initialising the database", || init(&cfg2, &u2, false))?;
+            if from_given {
+                return Ok(Default::default());
+            }
+            with_mysql_retry("reading the stored offsets", || stored_offsets(&cfg2, &job))
+        })
+        .await??;
+        if !stored.is_empty() {
+            tracing::info!(
+                partitions = stored.len(),
+                "resuming from the offsets stored in MySQL (rebuilding the state from the log)"
+            );
+            resuming = true;
+            bootstrap = stored;
+        }
+        Some(cfg)
+    } else {
+        None
+    };
+    let start: PriceStart = a
+        .from
+        .as_deref()
+        .unwrap_or("earliest")
+        .parse()
+        .context("--from")?;
     let addresses = match &a.hostfile {
         Some(p) => read_hostfile(p)?,
         None if a.processes > 1 => anyhow::bail!("--processes > 1 needs --hostfile"),
         None => Vec::new(),
     };
-    let universe = Arc::new(universe(&a.market)?);
     let config = JobConfig {
         kafka: kafka_config(g),
         prices_topic: a.topics.prices.clone(),
@@ -49,6 +103,7 @@ pub async fn run(g: &Global, a: RunArgs) -> Result<ExitCode> {
         },
         universe: Arc::clone(&universe),
         max_batch: a.max_batch.max(1),
+        bootstrap,
     };
     let stop = Arc::new(AtomicBool::new(false));
     let mut shutdown = super::shutdown_on_signal();
@@ -57,14 +112,28 @@ pub async fn run(g: &Global, a: RunArgs) -> Result<ExitCode> {
         shutdown.triggered().await;
         stop_signal.store(true, Ordering::SeqCst);
     });
-    tracing::info!(workers = a.workers, from = %a.from, until_caught_up = a.until_caught_up, "starting the dataflow job");
+    tracing::info!(workers = a.workers, from = ?a.from, until_caught_up = a.until_caught_up, "starting the dataflow job");
     let sink_kind = a.sink;
+    let job = a.job.clone();
+    let metrics: Arc<std::sync::Mutex<Option<Arc<SinkMetrics>>>> = Arc::default();
+    let metrics_w = Arc::clone(&metrics);
     let sink_path = a.sink_path.clone();
     let report = tokio::task::spawn_blocking(move || {
         run_job(
             config,
             move || -> stockflow_dataflow::Result<Box<dyn DiffSink>> {
                 match sink_kind {
+                    SinkKind::Mysql => {
+                        let cfg = mysql.clone().ok_or_else(|| {
+                            stockflow_dataflow::Error::Config("no MySQL configuration".into())
+                        })?;
+                        let sink =
+                            MySqlSink::new(cfg, job.clone(), Arc::clone(&universe), resuming);
+                        if let Ok(mut m) = metrics_w.lock() {
+                            *m = Some(Arc::clone(&sink.metrics));
+                        }
+                        Ok(Box::new(sink))
+                    }
                     SinkKind::Null => Ok(Box::new(NullSink)),
                     SinkKind::Jsonl if sink_path.as_os_str() == "-" => {
                         Ok(Box::new(JsonLinesSink::new(
@@ -92,7 +161,20 @@ pub async fn run(g: &Global, a: RunArgs) -> Result<ExitCode> {
     .await
     .context("the job panicked")??;
     let secs = report.elapsed.as_secs_f64().max(1e-9);
+    let sink_metrics = metrics.lock().ok().and_then(|m| m.clone()).map(|m| {
+        use std::sync::atomic::Ordering::Relaxed;
+        serde_json::json!({
+            "transactions": m.transactions.load(Relaxed),
+            "rows_upserted": m.rows_upserted.load(Relaxed),
+            "rows_deleted": m.rows_deleted.load(Relaxed),
+            "dead_letters": m.dead_letters.load(Relaxed),
+            "retries": m.retries.load(Relaxed),
+            "commit_seconds": m.commit_micros.load(Relaxed) as f64 / 1e6,
+        })
+    });
     let summary = serde_json::json!({
+        "resumed": resuming,
+        "sink": sink_metrics,
         "ticks": report.ticks,
         "holdings": report.holdings,
         "dead_letters": report.dead_letters,

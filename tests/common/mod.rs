@@ -55,3 +55,45 @@ pub fn run_ok(cmd: &mut Command) -> Output {
     );
     out
 }
+
+/// A fresh database name on the local server, and its URL.
+pub fn fresh_db(prefix: &str) -> String {
+    let name = format!(
+        "sf_{prefix}_{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..12]
+    );
+    let base = std::env::var("STOCKFLOW_TEST_MYSQL")
+        .unwrap_or_else(|_| "mysql://stockflow:stockflow@127.0.0.1:3306".into());
+    format!("{base}/{name}")
+}
+
+/// Rows of a query as strings (NULL as "NULL"), through the mariadb/mysql client.
+pub fn query(url: &str, sql: &str) -> Vec<Vec<String>> {
+    use mysql::prelude::Queryable;
+    let opts = mysql::Opts::from_url(url).unwrap_or_else(|e| panic!("{e}"));
+    let mut conn = mysql::Conn::new(opts).unwrap_or_else(|e| panic!("connecting: {e}"));
+    let rows: Vec<mysql::Row> = conn.query(sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
+    rows.into_iter()
+        .map(|r| {
+            r.unwrap()
+                .into_iter()
+                .map(|v| match v {
+                    mysql::Value::NULL => "NULL".to_string(),
+                    mysql::Value::Bytes(b) => String::from_utf8_lossy(&b).into_owned(),
+                    other => other.as_sql(true),
+                })
+                .collect()
+        })
+        .collect()
+}
+
+pub fn drop_db(url: &str) {
+    if let Some((base, name)) = url.rsplit_once('/') {
+        use mysql::prelude::Queryable;
+        if let Ok(opts) = mysql::Opts::from_url(base) {
+            if let Ok(mut c) = mysql::Conn::new(opts) {
+                let _ = c.query_drop(format!("DROP DATABASE IF EXISTS `{name}`"));
+            }
+        }
+    }
+}
