@@ -49,6 +49,8 @@ fn run_job(t: &Topics, extra: &[&str]) -> (BTreeMap<Vec<String>, i64>, serde_jso
         stockflow()
             .args([
                 "run",
+                "--sink",
+                "jsonl",
                 "--until-caught-up",
                 "--output",
                 "json",
