@@ -306,6 +306,13 @@ pub enum BenchCommand {
         #[command(flatten)]
         market: MarketArgs,
     },
+    /// Raw multi-row INSERT rate of the MySQL server (rows shaped like evaluations).
+    MysqlInsert {
+        #[arg(long, default_value_t = 200_000)]
+        rows: usize,
+        #[command(flatten)]
+        db: DbArgs,
+    },
     /// Raw consume rate of a topic with the job's client settings (whole topic, one thread).
     Consume {
         #[arg(long, default_value = "StockExchange")]

@@ -276,7 +276,7 @@ where
                 partition: *partition,
                 offset: *start,
             };
-            inputs.control.send((Control::Offset(pos), 0));
+            inputs.control.send((Control::Offset(pos, None), 0));
         }
         tracing::debug!(worker = index, partitions = ?next.keys().collect::<Vec<_>>(), "assigned");
 
@@ -294,7 +294,7 @@ where
             if config.until_caught_up && caught_up {
                 break;
             }
-            let mut advanced: BTreeMap<(String, i32), (i64, u64)> = BTreeMap::new();
+            let mut advanced: BTreeMap<(String, i32), (i64, u64, Option<i64>)> = BTreeMap::new();
             if let Some(src) = source.as_mut() {
                 let wait = if probe.less_than(&t) {
                     Duration::ZERO
@@ -314,8 +314,8 @@ where
                         Some((_, end, _)) if !is_prices && r.offset < *end => t.max(1),
                         _ => t.max(2),
                     };
-                    let slot = advanced.entry(key).or_insert((0, at));
-                    *slot = (r.offset + 1, slot.1.max(at));
+                    let slot = advanced.entry(key).or_insert((0, at, None));
+                    *slot = (r.offset + 1, slot.1.max(at), slot.2.max(r.timestamp_ms));
                     let rejected = if is_prices {
                         decode_price(&decoder, &config.universe, &mut calendar, &r).map(|p| {
                             counters.ticks.fetch_add(1, Ordering::Relaxed);
@@ -352,7 +352,7 @@ where
             } else if !config.until_caught_up {
                 worker.step_or_park(Some(Duration::from_millis(50)));
             }
-            for (k, (offset, at)) in advanced {
+            for (k, (offset, at, newest)) in advanced {
                 if let Some(slot) = next.get_mut(&k) {
                     slot.0 = slot.0.max(offset);
                 }
@@ -361,7 +361,7 @@ where
                     partition: k.1,
                     offset,
                 };
-                inputs.control.send((Control::Offset(pos), at));
+                inputs.control.send((Control::Offset(pos, newest), at));
             }
             let phase_done = match t {
                 0 => next.values().all(|(n, _, boot)| n >= boot),

@@ -30,8 +30,9 @@ pub struct DeadLetter {
 /// What the sources tell the sink besides the data: how far they read, and what they rejected.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum Control {
-    /// After this timestamp the partition's next offset to read is `position.offset`.
-    Offset(Position),
+    /// After this timestamp the partition's next offset to read is `position.offset`; the
+    /// newest record timestamp (ms) read into it, if any.
+    Offset(Position, Option<i64>),
     DeadLetter(DeadLetter),
 }
 
@@ -50,6 +51,9 @@ pub struct Batch {
     pub dead_letters: Vec<DeadLetter>,
     /// The next offset of every partition any source has read so far (not only this batch's).
     pub offsets: Vec<Position>,
+    /// The newest log timestamp (ms since the epoch) among the records of this timestamp:
+    /// for end-to-end latency (publish → commit).
+    pub newest_record_ms: Option<i64>,
 }
 
 /// What the sink operator reports back to its worker.
@@ -130,7 +134,8 @@ pub fn build<A: Allocate>(
                     for item in items {
                         match item {
                             SinkItem::Diff(e, d) => batch.diffs.push((e, d)),
-                            SinkItem::Control(Control::Offset(p)) => {
+                            SinkItem::Control(Control::Offset(p, ts)) => {
+                                batch.newest_record_ms = batch.newest_record_ms.max(ts);
                                 let next =
                                     offsets.entry((p.topic, p.partition)).or_insert(p.offset);
                                 *next = (*next).max(p.offset);

@@ -49,6 +49,21 @@ pub async fn run(g: &Global, command: BenchCommand) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        BenchCommand::MysqlInsert { rows, db } => {
+            let cfg = stockflow_sinks::mysql::MySqlConfig::from_url(&db.url)?;
+            let u = stockflow_market::Universe::spec();
+            let rate = tokio::task::spawn_blocking(move || {
+                stockflow_sinks::mysql::init(&cfg, &u, false)?;
+                stockflow_sinks::mysql::raw_insert_rate(&cfg, rows)
+            })
+            .await??;
+            let v = serde_json::json!({"rows": rows, "rows_per_second": rate});
+            match g.output {
+                Output::Json => println!("{v}"),
+                Output::Text => println!("raw multi-row INSERT: {rows} rows at {rate:.0} rows/s"),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         BenchCommand::Consume { topic } => {
             let config = kafka_config(g);
             let r = tokio::task::spawn_blocking(move || raw_consume(&config, &topic)).await??;

@@ -170,6 +170,9 @@ pub async fn run(g: &Global, a: RunArgs) -> Result<ExitCode> {
             "dead_letters": m.dead_letters.load(Relaxed),
             "retries": m.retries.load(Relaxed),
             "commit_seconds": m.commit_micros.load(Relaxed) as f64 / 1e6,
+            "rows_per_second": (m.rows_upserted.load(Relaxed) + m.rows_deleted.load(Relaxed)) as f64 / secs,
+            "latency_ms_p50": m.latency_percentile(50.0),
+            "latency_ms_p99": m.latency_percentile(99.0),
         })
     });
     let summary = serde_json::json!({

@@ -200,6 +200,21 @@ pub struct SinkMetrics {
     pub dead_letters: AtomicU64,
     pub retries: AtomicU64,
     pub commit_micros: AtomicU64,
+    /// Publish-to-commit latencies (ms) of the batches that changed rows, newest last.
+    pub latencies_ms: std::sync::Mutex<Vec<i64>>,
+}
+
+impl SinkMetrics {
+    /// The p-th percentile (0..=100) of the recorded latencies.
+    pub fn latency_percentile(&self, p: f64) -> Option<i64> {
+        let mut v = self.latencies_ms.lock().ok()?.clone();
+        if v.is_empty() {
+            return None;
+        }
+        v.sort_unstable();
+        let idx = ((p / 100.0) * (v.len() - 1) as f64).round() as usize;
+        v.get(idx.min(v.len() - 1)).copied()
+    }
 }
 
 /// Applies each completed timestamp in one transaction: deletes, upserts, dead letters and the
@@ -277,6 +292,17 @@ impl DiffSink for MySqlSink {
                     m.commit_micros
                         .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
                     self.last_offsets.clone_from(&batch.offsets);
+                    if let (Some(newest), true) = (batch.newest_record_ms, upserted + deleted > 0) {
+                        let now = std::time::SystemTime::now()
+                            .duration_since(std::time::UNIX_EPOCH)
+                            .map_or(0, |d| d.as_millis() as i64);
+                        if let Ok(mut l) = m.latencies_ms.lock() {
+                            if l.len() >= 100_000 {
+                                l.remove(0);
+                            }
+                            l.push(now - newest);
+                        }
+                    }
                     return Ok(());
                 }
                 Err(e) if e.is_retryable() => {
@@ -316,4 +342,48 @@ mod tests {
             assert!(!strip_comments(sql).is_empty());
         }
     }
+}
+
+/// The raw multi-row INSERT rate of the server: `rows` rows shaped like `evaluations`, 1,000 a
+/// statement, 10 statements a transaction, into a scratch table (dropped afterwards).
+pub fn raw_insert_rate(cfg: &MySqlConfig, rows: usize) -> Result<f64> {
+    let mut conn = cfg.connect()?;
+    conn.query_drop("DROP TABLE IF EXISTS bench_raw_insert")?;
+    conn.query_drop("CREATE TABLE bench_raw_insert LIKE evaluations")?;
+    let day0 = chrono::NaiveDate::from_ymd_opt(2000, 1, 3).unwrap_or_default();
+    let started = Instant::now();
+    let mut done = 0usize;
+    while done < rows {
+        let mut tx = conn.start_transaction(TxOpts::default())?;
+        for _ in 0..10 {
+            let n = (rows - done).min(statements::CHUNK);
+            if n == 0 {
+                break;
+            }
+            let mut params: Vec<mysql::Value> = Vec::with_capacity(n * 6);
+            for i in done..done + n {
+                let day = day0 + chrono::Duration::days((i / 20_000) as i64);
+                for v in [
+                    format!("I{:03}", i % 100),
+                    format!("Q{:05}", i % 20_000),
+                    day.to_string(),
+                    format!("{}.{:02}", 1_000_000 + i, i % 100),
+                    format!("{}.50", i % 1000),
+                    "0.123456".to_string(),
+                ] {
+                    params.push(mysql::Value::Bytes(v.into_bytes()));
+                }
+            }
+            let sql = format!(
+                "INSERT INTO bench_raw_insert (investor, portfolio, as_of, nav, nav_change, nav_change_pct) VALUES {}",
+                vec!["(?, ?, ?, ?, ?, ?)"; n].join(", ")
+            );
+            tx.exec_drop(sql, params)?;
+            done += n;
+        }
+        tx.commit()?;
+    }
+    let rate = rows as f64 / started.elapsed().as_secs_f64().max(1e-9);
+    conn.query_drop("DROP TABLE IF EXISTS bench_raw_insert")?;
+    Ok(rate)
 }
