@@ -115,6 +115,10 @@ pub struct RunArgs {
     pub sink: SinkKind,
     #[command(flatten)]
     pub db: DbArgs,
+    /// Also publish every evaluation change as JSON to this topic (the course's `portfolios`
+    /// topic), before the batch commits to MySQL: at least once.
+    #[arg(long, num_args = 0..=1, default_missing_value = "portfolios", value_name = "TOPIC")]
+    pub publish_portfolios: Option<String>,
     /// Name of this job in MySQL's progress table (several jobs can share a database).
     #[arg(long, env = "STOCKFLOW_JOB", default_value = "stockflow")]
     pub job: String,

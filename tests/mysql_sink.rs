@@ -295,3 +295,38 @@ fn bad_input_lands_in_dead_letters_and_good_ticks_are_evaluated() {
     assert_eq!(query(&url, "SELECT COUNT(*) FROM dead_letters")[0][0], "4");
     drop_db(&url);
 }
+
+#[test]
+fn publish_portfolios_writes_every_change_to_the_topic() {
+    let s = setup("publish", "5");
+    let topic = fresh_topic("portfolios", 2);
+    let url = fresh_db("publish");
+    run_ok(job(&s, &url).args(["--until-caught-up", "--publish-portfolios", &topic]));
+    let records = read_topic(&topic);
+    assert_eq!(records.len(), 5 * 6);
+    let rows = evaluations(&url);
+    for r in &records {
+        let v: serde_json::Value = serde_json::from_slice(r.payload.as_deref().unwrap_or_default())
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(v["retract"], false);
+        let key = String::from_utf8_lossy(r.key.as_deref().unwrap_or_default()).to_string();
+        assert_eq!(
+            key,
+            format!(
+                "{}/{}",
+                v["investor"].as_str().unwrap_or(""),
+                v["portfolio"].as_str().unwrap_or("")
+            )
+        );
+        let date = v["date"].as_str().unwrap_or("");
+        let row = rows
+            .iter()
+            .find(|row| row[1] == v["portfolio"].as_str().unwrap_or("") && row[2] == date)
+            .unwrap_or_else(|| panic!("no row for {v}"));
+        // The database keeps 6 decimals; the message the exact value.
+        let db_value: f64 = row[3].parse().unwrap_or(0.0);
+        let msg_value: f64 = v["value"].as_str().unwrap_or("0").parse().unwrap_or(-1.0);
+        assert!((db_value - msg_value).abs() < 1e-6, "{row:?} vs {v}");
+    }
+    drop_db(&url);
+}

@@ -2,6 +2,7 @@ mod bench;
 mod db;
 mod exchange;
 mod holdings;
+mod publish_sink;
 mod run;
 mod topics;
 

@@ -115,6 +115,18 @@ pub async fn run(g: &Global, a: RunArgs) -> Result<ExitCode> {
     tracing::info!(workers = a.workers, from = ?a.from, until_caught_up = a.until_caught_up, "starting the dataflow job");
     let sink_kind = a.sink;
     let job = a.job.clone();
+    let publish = match &a.publish_portfolios {
+        Some(topic) => {
+            super::exchange::ensure_topic(&kafka_config(g), topic, 4).await?;
+            Some((
+                topic.clone(),
+                stockflow_transport::kafka::KafkaSink::new(&kafka_config(g))?,
+            ))
+        }
+        None => None,
+    };
+    let publish = std::sync::Mutex::new(publish);
+    let runtime = tokio::runtime::Handle::current();
     let metrics: Arc<std::sync::Mutex<Option<Arc<SinkMetrics>>>> = Arc::default();
     let metrics_w = Arc::clone(&metrics);
     let sink_path = a.sink_path.clone();
@@ -122,7 +134,7 @@ pub async fn run(g: &Global, a: RunArgs) -> Result<ExitCode> {
         run_job(
             config,
             move || -> stockflow_dataflow::Result<Box<dyn DiffSink>> {
-                match sink_kind {
+                let inner: Box<dyn DiffSink> = match sink_kind {
                     SinkKind::Mysql => {
                         let cfg = mysql.clone().ok_or_else(|| {
                             stockflow_dataflow::Error::Config("no MySQL configuration".into())
@@ -132,14 +144,14 @@ pub async fn run(g: &Global, a: RunArgs) -> Result<ExitCode> {
                         if let Ok(mut m) = metrics_w.lock() {
                             *m = Some(Arc::clone(&sink.metrics));
                         }
-                        Ok(Box::new(sink))
+                        Box::new(sink)
                     }
-                    SinkKind::Null => Ok(Box::new(NullSink)),
+                    SinkKind::Null => Box::new(NullSink),
                     SinkKind::Jsonl if sink_path.as_os_str() == "-" => {
-                        Ok(Box::new(JsonLinesSink::new(
+                        Box::new(JsonLinesSink::new(
                             std::io::BufWriter::new(std::io::stdout()),
                             Arc::clone(&universe),
-                        )))
+                        ))
                     }
                     SinkKind::Jsonl => {
                         let f = std::fs::File::create(&sink_path).map_err(|e| {
@@ -148,11 +160,22 @@ pub async fn run(g: &Global, a: RunArgs) -> Result<ExitCode> {
                                 sink_path.display()
                             ))
                         })?;
-                        Ok(Box::new(JsonLinesSink::new(
+                        Box::new(JsonLinesSink::new(
                             std::io::BufWriter::new(f),
                             Arc::clone(&universe),
-                        )))
+                        ))
                     }
+                };
+                match publish.lock().ok().and_then(|mut p| p.take()) {
+                    Some((topic, producer)) => Ok(Box::new(super::publish_sink::PublishingSink {
+                        inner,
+                        producer,
+                        topic,
+                        universe: Arc::clone(&universe),
+                        runtime: runtime.clone(),
+                        skip_rebuild: resuming,
+                    })),
+                    None => Ok(inner),
                 }
             },
             stop,
