@@ -23,7 +23,8 @@ pub struct PublishingSink {
 
 impl DiffSink for PublishingSink {
     fn apply(&mut self, batch: &Batch) -> stockflow_dataflow::Result<()> {
-        if !(batch.time == 0 && self.skip_rebuild) && !batch.diffs.is_empty() {
+        let rebuilt = batch.time == 0 && self.skip_rebuild;
+        if !rebuilt && !batch.diffs.is_empty() {
             let messages: Vec<(String, Vec<u8>)> = batch
                 .diffs
                 .iter()
