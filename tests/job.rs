@@ -276,3 +276,51 @@ fn produce_raw(topic: &str, payloads: &[String]) {
         }
     });
 }
+
+#[test]
+fn a_two_process_cluster_gives_the_same_result() {
+    let t = topics("cluster", 4);
+    load_holdings(&t);
+    backfill(&t, "2008-03-03", "20");
+    let (single, _) = run_job(&t, &["-w", "1"]);
+    let dir = std::env::temp_dir().join(format!("stockflow-cluster-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
+    let hostfile = dir.join("hosts");
+    let base = 20_000 + (uuid::Uuid::new_v4().as_u128() % 20_000) as u16;
+    std::fs::write(
+        &hostfile,
+        format!("127.0.0.1:{base}\n127.0.0.1:{}\n", base + 1),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let hosts = hostfile.to_string_lossy().to_string();
+    let other = stockflow()
+        .args([
+            "run",
+            "--sink",
+            "jsonl",
+            "--sink-path",
+            "/dev/null",
+            "--until-caught-up",
+        ])
+        .args(["--prices-topic", &t.prices, "--holdings-topic", &t.holdings])
+        .args(["--processes", "2", "--process", "1", "--hostfile", &hosts])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let (cluster, summary) = run_job(
+        &t,
+        &["--processes", "2", "--process", "0", "--hostfile", &hosts],
+    );
+    let status = other
+        .wait_with_output()
+        .unwrap_or_else(|e| panic!("{e}"))
+        .status;
+    assert!(status.success());
+    assert!(
+        summary["ticks"].as_u64().unwrap_or(0) < 20 * 24,
+        "process 0 read only its share"
+    );
+    assert_eq!(cluster, single);
+    let _ = std::fs::remove_dir_all(dir);
+}
