@@ -71,6 +71,9 @@ pub enum Command {
     },
     /// Run the dataflow job: evaluate every portfolio for every trading day, emitting diffs.
     Run(RunArgs),
+    /// Per-portfolio statistics (the course's Spark report) with Polars: text files, CSV and
+    /// Parquet, PNG charts.
+    Report(ReportArgs),
     /// The database: create InvestorsDB, apply migrations, load the reference data.
     Db {
         #[command(subcommand)]
@@ -132,6 +135,30 @@ pub struct RunArgs {
     /// Most records a worker reads into one timestamp.
     #[arg(long, default_value_t = 50_000)]
     pub max_batch: usize,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ReportArgs {
+    /// The investor to report on (Inv1, Inv2, Inv3).
+    #[arg(long, required_unless_present = "all", conflicts_with = "all")]
+    pub investor: Option<String>,
+    /// Every investor.
+    #[arg(long)]
+    pub all: bool,
+    /// Output folder.
+    #[arg(long, default_value = "reports")]
+    pub out: PathBuf,
+    /// The period of item 4, whole years inclusive.
+    #[arg(long, default_value = "2020..2024")]
+    pub period: String,
+    /// text: files plus a summary table; json: the figures on stdout (files are still written).
+    #[arg(long, value_enum, default_value_t = Output::Text)]
+    pub format: Output,
+    /// Skip the PNG charts.
+    #[arg(long)]
+    pub no_charts: bool,
+    #[command(flatten)]
+    pub db: DbArgs,
 }
 
 #[derive(Debug, Clone, Args)]

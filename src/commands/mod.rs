@@ -3,6 +3,7 @@ mod db;
 mod exchange;
 mod holdings;
 mod publish_sink;
+mod report;
 mod run;
 mod topics;
 
@@ -20,6 +21,7 @@ pub async fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Bench { command } => bench::run(g, command).await,
         Command::Run(args) => run::run(g, args).await,
         Command::Db { command } => db::run(g, command).await,
+        Command::Report(args) => report::run(args).await,
         Command::Holdings { command } => holdings::run(g, command).await,
     }
 }

@@ -1,0 +1,92 @@
+//! The same figures for machines, as one tidy (long) table: one row per figure, columns
+//! investor, portfolio, item (1–5), scope (`all`, a year, the period, a month), metric, value,
+//! day (when the figure happened). Written as CSV and Parquet; JSON on request.
+
+use crate::stats::{Extremes, Stats};
+use crate::{Error, Result};
+use polars::prelude::*;
+use std::path::Path;
+
+#[derive(Default)]
+struct Rows {
+    investor: Vec<String>,
+    portfolio: Vec<String>,
+    item: Vec<i32>,
+    scope: Vec<String>,
+    metric: Vec<String>,
+    value: Vec<Option<f64>>,
+    day: Vec<Option<String>>,
+}
+
+impl Rows {
+    fn push(&mut self, inv: &str, pf: &str, item: i32, scope: String, metric: &str, value: Option<f64>, day: Option<String>) {
+        self.investor.push(inv.into());
+        self.portfolio.push(pf.into());
+        self.item.push(item);
+        self.scope.push(scope);
+        self.metric.push(metric.into());
+        self.value.push(value);
+        self.day.push(day);
+    }
+
+    fn extremes(&mut self, inv: &str, pf: &str, item: i32, scope: String, e: &Extremes) {
+        for (metric, v) in [
+            ("max_change", e.max_change),
+            ("min_change", e.min_change),
+            ("max_change_pct", e.max_change_pct),
+            ("min_change_pct", e.min_change_pct),
+        ] {
+            self.push(inv, pf, item, scope.clone(), metric, v.map(|x| x.0), v.map(|x| x.1.to_string()));
+        }
+    }
+}
+
+/// The tidy table of every figure.
+pub fn tidy(stats: &Stats) -> Result<DataFrame> {
+    let mut r = Rows::default();
+    let period = format!("{}..{}", stats.period.0, stats.period.1);
+    for p in &stats.portfolios {
+        let (inv, pf) = (p.investor.as_str(), p.portfolio.as_str());
+        r.extremes(inv, pf, 1, "all".into(), &p.overall);
+        for (y, e) in &p.yearly {
+            r.extremes(inv, pf, 2, y.to_string(), e);
+        }
+        r.push(inv, pf, 3, "all".into(), "mean", Some(p.evaluation.mean), None);
+        r.push(inv, pf, 3, "all".into(), "std", p.evaluation.std, None);
+        if let Some(s) = &p.period {
+            r.push(inv, pf, 4, period.clone(), "mean", Some(s.mean), None);
+            r.push(inv, pf, 4, period.clone(), "std", s.std, None);
+        }
+        for ((y, m), v) in &p.monthly {
+            r.push(inv, pf, 5, format!("{y}-{m:02}"), "mean", Some(*v), None);
+        }
+    }
+    Ok(DataFrame::new_infer_height(vec![
+        Column::new("investor".into(), r.investor),
+        Column::new("portfolio".into(), r.portfolio),
+        Column::new("item".into(), r.item),
+        Column::new("scope".into(), r.scope),
+        Column::new("metric".into(), r.metric),
+        Column::new("value".into(), r.value),
+        Column::new("day".into(), r.day),
+    ])?)
+}
+
+fn create(path: &Path) -> Result<std::fs::File> {
+    std::fs::File::create(path).map_err(|source| Error::Io {
+        path: path.display().to_string(),
+        source,
+    })
+}
+
+pub fn write_csv(df: &mut DataFrame, path: &Path) -> Result<()> {
+    let mut f = create(path)?;
+    CsvWriter::new(&mut f).finish(df)?;
+    Ok(())
+}
+
+pub fn write_parquet(df: &mut DataFrame, path: &Path) -> Result<()> {
+    let f = create(path)?;
+    ParquetWriter::new(f).finish(df)?;
+    Ok(())
+}
