@@ -30,20 +30,73 @@ fn the_five_items_match_hand_computed_values() {
     run_ok(stockflow().args(["db", "init", "--mysql-url", &url]));
     let p11 = [
         ("Inv1", "P11", "2023-12-28", "100.00", None, None),
-        ("Inv1", "P11", "2023-12-29", "110.00", Some("10.00"), Some("10.000000")),
-        ("Inv1", "P11", "2024-01-02", "99.00", Some("-11.00"), Some("-10.000000")),
-        ("Inv1", "P11", "2024-01-03", "120.00", Some("21.00"), Some("21.212121")),
-        ("Inv1", "P11", "2024-02-01", "90.00", Some("-30.00"), Some("-25.000000")),
+        (
+            "Inv1",
+            "P11",
+            "2023-12-29",
+            "110.00",
+            Some("10.00"),
+            Some("10.000000"),
+        ),
+        (
+            "Inv1",
+            "P11",
+            "2024-01-02",
+            "99.00",
+            Some("-11.00"),
+            Some("-10.000000"),
+        ),
+        (
+            "Inv1",
+            "P11",
+            "2024-01-03",
+            "120.00",
+            Some("21.00"),
+            Some("21.212121"),
+        ),
+        (
+            "Inv1",
+            "P11",
+            "2024-02-01",
+            "90.00",
+            Some("-30.00"),
+            Some("-25.000000"),
+        ),
         ("Inv1", "P12", "2024-01-02", "50.00", None, None),
-        ("Inv1", "P12", "2024-01-03", "55.00", Some("5.00"), Some("10.000000")),
+        (
+            "Inv1",
+            "P12",
+            "2024-01-03",
+            "55.00",
+            Some("5.00"),
+            Some("10.000000"),
+        ),
         ("Inv2", "P21", "2024-01-02", "7.00", None, None),
     ];
     insert_rows(&url, &p11);
     let out_dir = std::env::temp_dir().join(format!("stockflow-report-{}", uuid::Uuid::new_v4()));
-    let out = run_ok(stockflow().args(["report", "--investor", "Inv1", "--period", "2024..2024", "--format", "json", "--no-charts"])
-        .arg("--out").arg(&out_dir).args(["--mysql-url", &url]));
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}"));
-    let ps = v["stats"]["portfolios"].as_array().cloned().unwrap_or_default();
+    let out = run_ok(
+        stockflow()
+            .args([
+                "report",
+                "--investor",
+                "Inv1",
+                "--period",
+                "2024..2024",
+                "--format",
+                "json",
+                "--no-charts",
+            ])
+            .arg("--out")
+            .arg(&out_dir)
+            .args(["--mysql-url", &url]),
+    );
+    let v: serde_json::Value =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}"));
+    let ps = v["stats"]["portfolios"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
     assert_eq!(ps.len(), 2, "Inv1 only");
     let p = &ps[0];
     assert_eq!(p["portfolio"], "P11");
@@ -64,7 +117,10 @@ fn the_five_items_match_hand_computed_values() {
     assert!(close(&years[1][1]["min_change_pct"][0], -25.0));
     // 3. whole history, sample standard deviation
     let all = [100.0, 110.0, 99.0, 120.0, 90.0];
-    assert!(close(&p["evaluation"]["mean"], all.iter().sum::<f64>() / 5.0));
+    assert!(close(
+        &p["evaluation"]["mean"],
+        all.iter().sum::<f64>() / 5.0
+    ));
     assert!(close(&p["evaluation"]["std"], sample_std(&all)));
     // 4. the period
     let in_period = [99.0, 120.0, 90.0];
@@ -74,29 +130,82 @@ fn the_five_items_match_hand_computed_values() {
     let months = p["monthly"].as_array().cloned().unwrap_or_default();
     let got: Vec<(i64, i64, f64)> = months
         .iter()
-        .map(|m| (m[0][0].as_i64().unwrap_or(0), m[0][1].as_i64().unwrap_or(0), m[1].as_f64().unwrap_or(0.0)))
+        .map(|m| {
+            (
+                m[0][0].as_i64().unwrap_or(0),
+                m[0][1].as_i64().unwrap_or(0),
+                m[1].as_f64().unwrap_or(0.0),
+            )
+        })
         .collect();
-    assert_eq!(got, vec![(2024, 2, 90.0), (2024, 1, 109.5), (2023, 12, 105.0)]);
+    assert_eq!(
+        got,
+        vec![(2024, 2, 90.0), (2024, 1, 109.5), (2023, 12, 105.0)]
+    );
 
     // Files: the course's names, people's format.
-    let text = std::fs::read_to_string(out_dir.join("Inv1_P11_stats")).unwrap_or_else(|e| panic!("{e}"));
+    let text =
+        std::fs::read_to_string(out_dir.join("Inv1_P11_stats")).unwrap_or_else(|e| panic!("{e}"));
     assert!(text.contains("-30.00  on 2024-02-01"), "{text}");
-    assert!(text.contains("2024-01") && text.contains("109.50"), "{text}");
+    assert!(
+        text.contains("2024-01") && text.contains("109.50"),
+        "{text}"
+    );
     assert!(out_dir.join("Inv1_P12_stats").exists());
     assert!(!out_dir.join("Inv2_P21_stats").exists());
     let csv = std::fs::read_to_string(out_dir.join("stats.csv")).unwrap_or_else(|e| panic!("{e}"));
-    assert!(csv.starts_with("investor,portfolio,item,scope,metric,value,day"), "{csv}");
-    assert!(std::fs::metadata(out_dir.join("stats.parquet")).map(|m| m.len()).unwrap_or(0) > 0);
+    assert!(
+        csv.starts_with("investor,portfolio,item,scope,metric,value,day"),
+        "{csv}"
+    );
+    assert!(
+        std::fs::metadata(out_dir.join("stats.parquet"))
+            .map(|m| m.len())
+            .unwrap_or(0)
+            > 0
+    );
 
     // Clear errors.
-    let unknown = stockflow().args(["report", "--investor", "Inv9", "--mysql-url", &url]).output().unwrap_or_else(|e| panic!("{e}"));
+    let unknown = stockflow()
+        .args(["report", "--investor", "Inv9", "--mysql-url", &url])
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
     assert!(!unknown.status.success());
     assert!(String::from_utf8_lossy(&unknown.stderr).contains("unknown investor \"Inv9\""));
-    let empty = stockflow().args(["report", "--investor", "Inv3", "--mysql-url", &url]).output().unwrap_or_else(|e| panic!("{e}"));
-    assert!(String::from_utf8_lossy(&empty.stderr).contains("no evaluations"), "{}", String::from_utf8_lossy(&empty.stderr));
-    let no_period = stockflow().args(["report", "--all", "--period", "2010..2012", "--no-charts", "--mysql-url", &url]).arg("--out").arg(&out_dir).output().unwrap_or_else(|e| panic!("{e}"));
-    assert!(String::from_utf8_lossy(&no_period.stderr).contains("no evaluations in the period 2010..2012"));
-    let down = stockflow().args(["report", "--all", "--mysql-url", "mysql://stockflow:stockflow@127.0.0.1:1/InvestorsDB"]).output().unwrap_or_else(|e| panic!("{e}"));
+    let empty = stockflow()
+        .args(["report", "--investor", "Inv3", "--mysql-url", &url])
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        String::from_utf8_lossy(&empty.stderr).contains("no evaluations"),
+        "{}",
+        String::from_utf8_lossy(&empty.stderr)
+    );
+    let no_period = stockflow()
+        .args([
+            "report",
+            "--all",
+            "--period",
+            "2010..2012",
+            "--no-charts",
+            "--mysql-url",
+            &url,
+        ])
+        .arg("--out")
+        .arg(&out_dir)
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(String::from_utf8_lossy(&no_period.stderr)
+        .contains("no evaluations in the period 2010..2012"));
+    let down = stockflow()
+        .args([
+            "report",
+            "--all",
+            "--mysql-url",
+            "mysql://stockflow:stockflow@127.0.0.1:1/InvestorsDB",
+        ])
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
     assert!(!down.status.success());
     assert!(String::from_utf8_lossy(&down.stderr).contains("cannot read InvestorsDB"));
     let _ = std::fs::remove_dir_all(out_dir);
@@ -108,19 +217,48 @@ fn the_pipelines_output_gives_six_files_and_charts() {
     let prices = fresh_topic("report-prices", 2);
     let holdings = fresh_topic("report-holdings", 1);
     run_ok(stockflow().args(["holdings", "load", "--topic", &holdings]));
-    run_ok(stockflow().args(["exchange", "all", "--backfill", "--from", "2021-01-04", "--days", "60", "--topic", &prices]));
+    run_ok(stockflow().args([
+        "exchange",
+        "all",
+        "--backfill",
+        "--from",
+        "2021-01-04",
+        "--days",
+        "60",
+        "--topic",
+        &prices,
+    ]));
     let url = fresh_db("report_e2e");
-    run_ok(stockflow().args(["run", "--until-caught-up", "--prices-topic", &prices, "--holdings-topic", &holdings, "--mysql-url", &url]));
-    let out_dir = std::env::temp_dir().join(format!("stockflow-report-e2e-{}", uuid::Uuid::new_v4()));
-    let out = run_ok(stockflow().args(["report", "--all", "--mysql-url", &url]).arg("--out").arg(&out_dir));
+    run_ok(stockflow().args([
+        "run",
+        "--until-caught-up",
+        "--prices-topic",
+        &prices,
+        "--holdings-topic",
+        &holdings,
+        "--mysql-url",
+        &url,
+    ]));
+    let out_dir =
+        std::env::temp_dir().join(format!("stockflow-report-e2e-{}", uuid::Uuid::new_v4()));
+    let out = run_ok(
+        stockflow()
+            .args(["report", "--all", "--mysql-url", &url])
+            .arg("--out")
+            .arg(&out_dir),
+    );
     let summary = String::from_utf8_lossy(&out.stdout);
-    for name in ["Inv1_P11", "Inv1_P12", "Inv2_P21", "Inv2_P22", "Inv3_P31", "Inv3_P32"] {
+    for name in [
+        "Inv1_P11", "Inv1_P12", "Inv2_P21", "Inv2_P22", "Inv3_P31", "Inv3_P32",
+    ] {
         let stats = out_dir.join(format!("{name}_stats"));
-        let text = std::fs::read_to_string(&stats).unwrap_or_else(|e| panic!("{}: {e}", stats.display()));
+        let text =
+            std::fs::read_to_string(&stats).unwrap_or_else(|e| panic!("{}: {e}", stats.display()));
         assert!(text.contains("60 evaluated days"), "{text}");
         assert!(summary.contains(&name[5..]), "{summary}");
         for chart in ["value", "monthly"] {
-            let png = std::fs::read(out_dir.join(format!("{name}_{chart}.png"))).unwrap_or_else(|e| panic!("{e}"));
+            let png = std::fs::read(out_dir.join(format!("{name}_{chart}.png")))
+                .unwrap_or_else(|e| panic!("{e}"));
             assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n", "{name} {chart} is a PNG");
             assert!(png.len() > 10_000, "{name} {chart}: {} bytes", png.len());
         }

@@ -49,17 +49,25 @@ pub fn value_chart(p: &PortfolioStats, path: &Path) -> Result<()> {
     let (Some(first), Some(last)) = (p.series.first(), p.series.last()) else {
         return Ok(());
     };
-    let (x0, x1) = (epoch_days(first.0), epoch_days(last.0).max(epoch_days(first.0) + 1));
+    let (x0, x1) = (
+        epoch_days(first.0),
+        epoch_days(last.0).max(epoch_days(first.0) + 1),
+    );
     let (lo, hi) = p
         .series
         .iter()
-        .fold((f64::MAX, f64::MIN), |(lo, hi), (_, v)| (lo.min(*v), hi.max(*v)));
+        .fold((f64::MAX, f64::MIN), |(lo, hi), (_, v)| {
+            (lo.min(*v), hi.max(*v))
+        });
     let pad = ((hi - lo) * 0.05).max(1.0);
     let root = BitMapBackend::new(path, (1200, 600)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| err(e.to_string()))?;
     let mut chart = ChartBuilder::on(&root)
         .caption(
-            format!("{} {} value, {} .. {}", p.investor, p.portfolio, first.0, last.0),
+            format!(
+                "{} {} value, {} .. {}",
+                p.investor, p.portfolio, first.0, last.0
+            ),
             ("sans-serif", 24),
         )
         .margin(15)
@@ -130,7 +138,9 @@ pub fn monthly_chart(p: &PortfolioStats, path: &Path) -> Result<()> {
     let n = months.len() as i32;
     let (lo, hi) = months
         .iter()
-        .fold((f64::MAX, f64::MIN), |(lo, hi), (_, v)| (lo.min(*v), hi.max(*v)));
+        .fold((f64::MAX, f64::MIN), |(lo, hi), (_, v)| {
+            (lo.min(*v), hi.max(*v))
+        });
     let pad = ((hi - lo) * 0.05).max(1.0);
     let root = BitMapBackend::new(path, (1200, 600)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| err(e.to_string()))?;
@@ -144,7 +154,10 @@ pub fn monthly_chart(p: &PortfolioStats, path: &Path) -> Result<()> {
         .y_label_area_size(110)
         .build_cartesian_2d(0..n.max(1), (lo - pad)..(hi + pad))
         .map_err(|e| err(e.to_string()))?;
-    let labels: Vec<String> = months.iter().map(|((y, m), _)| format!("{y}-{m:02}")).collect();
+    let labels: Vec<String> = months
+        .iter()
+        .map(|((y, m), _)| format!("{y}-{m:02}"))
+        .collect();
     chart
         .configure_mesh()
         .x_label_formatter(&|i| labels.get(*i as usize).cloned().unwrap_or_default())

@@ -19,7 +19,16 @@ struct Rows {
 }
 
 impl Rows {
-    fn push(&mut self, inv: &str, pf: &str, item: i32, scope: String, metric: &str, value: Option<f64>, day: Option<String>) {
+    fn push(
+        &mut self,
+        inv: &str,
+        pf: &str,
+        item: i32,
+        scope: String,
+        metric: &str,
+        value: Option<f64>,
+        day: Option<String>,
+    ) {
         self.investor.push(inv.into());
         self.portfolio.push(pf.into());
         self.item.push(item);
@@ -36,7 +45,15 @@ impl Rows {
             ("max_change_pct", e.max_change_pct),
             ("min_change_pct", e.min_change_pct),
         ] {
-            self.push(inv, pf, item, scope.clone(), metric, v.map(|x| x.0), v.map(|x| x.1.to_string()));
+            self.push(
+                inv,
+                pf,
+                item,
+                scope.clone(),
+                metric,
+                v.map(|x| x.0),
+                v.map(|x| x.1.to_string()),
+            );
         }
     }
 }
@@ -51,7 +68,15 @@ pub fn tidy(stats: &Stats) -> Result<DataFrame> {
         for (y, e) in &p.yearly {
             r.extremes(inv, pf, 2, y.to_string(), e);
         }
-        r.push(inv, pf, 3, "all".into(), "mean", Some(p.evaluation.mean), None);
+        r.push(
+            inv,
+            pf,
+            3,
+            "all".into(),
+            "mean",
+            Some(p.evaluation.mean),
+            None,
+        );
         r.push(inv, pf, 3, "all".into(), "std", p.evaluation.std, None);
         if let Some(s) = &p.period {
             r.push(inv, pf, 4, period.clone(), "mean", Some(s.mean), None);

@@ -53,8 +53,14 @@ impl std::str::FromStr for Period {
         let (a, b) = s
             .split_once("..")
             .ok_or_else(|| Error::BadPeriod(s.to_string()))?;
-        let from: i32 = a.trim().parse().map_err(|_| Error::BadPeriod(s.to_string()))?;
-        let to: i32 = b.trim().parse().map_err(|_| Error::BadPeriod(s.to_string()))?;
+        let from: i32 = a
+            .trim()
+            .parse()
+            .map_err(|_| Error::BadPeriod(s.to_string()))?;
+        let to: i32 = b
+            .trim()
+            .parse()
+            .map_err(|_| Error::BadPeriod(s.to_string()))?;
         if from > to {
             return Err(Error::BadPeriod(s.to_string()));
         }

@@ -43,7 +43,10 @@ pub fn load(url: &str, investor: Option<&str>) -> Result<(Reference, DataFrame)>
                CAST(nav_change AS DOUBLE), CAST(nav_change_pct AS DOUBLE) FROM evaluations";
     type Row = (String, String, String, f64, Option<f64>, Option<f64>);
     let rows: Vec<Row> = match investor {
-        Some(inv) => conn.exec(format!("{sql} WHERE investor = ? ORDER BY portfolio, as_of"), (inv,))?,
+        Some(inv) => conn.exec(
+            format!("{sql} WHERE investor = ? ORDER BY portfolio, as_of"),
+            (inv,),
+        )?,
         None => conn.query(format!("{sql} ORDER BY portfolio, as_of"))?,
     };
     let n = rows.len();
@@ -58,7 +61,9 @@ pub fn load(url: &str, investor: Option<&str>) -> Result<(Reference, DataFrame)>
     for (i, p, d, v, c, cp) in rows {
         inv.push(i);
         pf.push(p);
-        day.push(epoch_days(NaiveDate::parse_from_str(&d, "%Y-%m-%d").unwrap_or_default()));
+        day.push(epoch_days(
+            NaiveDate::parse_from_str(&d, "%Y-%m-%d").unwrap_or_default(),
+        ));
         nav.push(v);
         ch.push(c);
         pct.push(cp);

@@ -30,7 +30,11 @@ fn extremes_lines(out: &mut String, e: &Extremes) {
         ("min daily change %", &e.min_change_pct),
     ] {
         let (x, d) = cell(v);
-        let on = if d.is_empty() { String::new() } else { format!("  on {d}") };
+        let on = if d.is_empty() {
+            String::new()
+        } else {
+            format!("  on {d}")
+        };
         let _ = writeln!(out, "   {label:<20} {x:>18}{on}");
     }
 }
@@ -41,7 +45,15 @@ pub fn stats_file(p: &PortfolioStats, period: (i32, i32)) -> String {
     let _ = writeln!(
         out,
         "{}_{}_stats: portfolio {} of {} ({}, {}), {} .. {}, {} evaluated days\n",
-        p.investor, p.portfolio, p.portfolio, p.investor, p.investor_name, p.city, p.first_day, p.last_day, p.evaluation.days
+        p.investor,
+        p.portfolio,
+        p.portfolio,
+        p.investor,
+        p.investor_name,
+        p.city,
+        p.first_day,
+        p.last_day,
+        p.evaluation.days
     );
     let _ = writeln!(out, "1. Daily change over the whole history");
     extremes_lines(&mut out, &p.overall);
@@ -65,7 +77,12 @@ pub fn stats_file(p: &PortfolioStats, period: (i32, i32)) -> String {
     let std = |s: Option<f64>| s.map_or("-".to_string(), money);
     let _ = writeln!(out, "\n3. Evaluation over the whole history");
     let _ = writeln!(out, "   {:<20} {:>18}", "average", money(p.evaluation.mean));
-    let _ = writeln!(out, "   {:<20} {:>18}", "standard deviation", std(p.evaluation.std));
+    let _ = writeln!(
+        out,
+        "   {:<20} {:>18}",
+        "standard deviation",
+        std(p.evaluation.std)
+    );
     let _ = writeln!(out, "\n4. Evaluation over {}..{}", period.0, period.1);
     match &p.period {
         Some(s) => {

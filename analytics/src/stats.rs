@@ -102,31 +102,52 @@ fn extremes_exprs() -> Vec<Expr> {
     ]
 }
 
-fn read_extremes(df: &DataFrame, row: usize) -> Result<Extremes> {
-    let pair = |v: &str, d: &str| -> Result<Option<(f64, NaiveDate)>> {
-        let value = f64s(df, v)?.get(row).copied().flatten();
-        let day = i32s(df, d)?.get(row).copied().flatten();
-        Ok(value.zip(day.map(from_epoch_days)))
-    };
-    Ok(Extremes {
-        max_change: pair("max_change", "max_change_day")?,
-        min_change: pair("min_change", "min_change_day")?,
-        max_change_pct: pair("max_pct", "max_pct_day")?,
-        min_change_pct: pair("min_pct", "min_pct_day")?,
-    })
+/// The extremes columns of an aggregate, read out of Polars once.
+struct ExtremesColumns(Vec<(Vec<Option<f64>>, Vec<Option<i32>>)>);
+
+impl ExtremesColumns {
+    fn read(df: &DataFrame) -> Result<Self> {
+        let pairs = [
+            ("max_change", "max_change_day"),
+            ("min_change", "min_change_day"),
+            ("max_pct", "max_pct_day"),
+            ("min_pct", "min_pct_day"),
+        ];
+        let mut cols = Vec::with_capacity(4);
+        for (v, d) in pairs {
+            cols.push((f64s(df, v)?, i32s(df, d)?));
+        }
+        Ok(ExtremesColumns(cols))
+    }
+
+    fn row(&self, row: usize) -> Extremes {
+        let pair = |i: usize| -> Option<(f64, NaiveDate)> {
+            let (values, days) = self.0.get(i)?;
+            let value = values.get(row).copied().flatten();
+            let day = days.get(row).copied().flatten();
+            value.zip(day.map(from_epoch_days))
+        };
+        Extremes {
+            max_change: pair(0),
+            min_change: pair(1),
+            max_change_pct: pair(2),
+            min_change_pct: pair(3),
+        }
+    }
 }
 
 /// Computes the report of every portfolio in `df` (as loaded by `load::load`).
 pub fn compute(reference: &Reference, df: &DataFrame, period: Period) -> Result<Stats> {
     let keys = [col("investor"), col("portfolio")];
     let by_portfolio = || SortMultipleOptions::default();
-    let with_year = df
-        .clone()
-        .lazy()
-        .with_columns([
-            col("as_of").dt().year().cast(DataType::Int32).alias("year"),
-            col("as_of").dt().month().cast(DataType::Int32).alias("month"),
-        ]);
+    let with_year = df.clone().lazy().with_columns([
+        col("as_of").dt().year().cast(DataType::Int32).alias("year"),
+        col("as_of")
+            .dt()
+            .month()
+            .cast(DataType::Int32)
+            .alias("month"),
+    ]);
 
     let mut overall_aggs = extremes_exprs();
     overall_aggs.extend([
@@ -172,20 +193,52 @@ pub fn compute(reference: &Reference, df: &DataFrame, period: Period) -> Result<
         .collect()?;
 
     let (o_inv, o_pf) = (strs(&overall, "investor")?, strs(&overall, "portfolio")?);
-    let (o_mean, o_std, o_days) = (f64s(&overall, "mean")?, f64s(&overall, "std")?, i32s(&overall, "days")?);
+    let (o_mean, o_std, o_days) = (
+        f64s(&overall, "mean")?,
+        f64s(&overall, "std")?,
+        i32s(&overall, "days")?,
+    );
     let (o_first, o_last) = (i32s(&overall, "first")?, i32s(&overall, "last")?);
-    let (y_inv, y_pf, y_year) = (strs(&yearly, "investor")?, strs(&yearly, "portfolio")?, i32s(&yearly, "year")?);
-    let (p_inv, p_pf) = (strs(&in_period, "investor")?, strs(&in_period, "portfolio")?);
-    let (p_mean, p_std, p_days) = (f64s(&in_period, "mean")?, f64s(&in_period, "std")?, i32s(&in_period, "days")?);
+    let (y_inv, y_pf, y_year) = (
+        strs(&yearly, "investor")?,
+        strs(&yearly, "portfolio")?,
+        i32s(&yearly, "year")?,
+    );
+    let (p_inv, p_pf) = (
+        strs(&in_period, "investor")?,
+        strs(&in_period, "portfolio")?,
+    );
+    let (p_mean, p_std, p_days) = (
+        f64s(&in_period, "mean")?,
+        f64s(&in_period, "std")?,
+        i32s(&in_period, "days")?,
+    );
     let (m_pf, m_year, m_month, m_mean) = (
         strs(&monthly, "portfolio")?,
         i32s(&monthly, "year")?,
         i32s(&monthly, "month")?,
         f64s(&monthly, "mean")?,
     );
+    let (overall_x, yearly_x) = (
+        ExtremesColumns::read(&overall)?,
+        ExtremesColumns::read(&yearly)?,
+    );
     let all_pf = strs(df, "portfolio")?;
     let all_day = i32s(df, "as_of")?;
     let all_nav = f64s(df, "nav")?;
+    // Row indices of each portfolio in each result, built once (portfolio ids are unique
+    // across investors).
+    fn index(names: &[String]) -> std::collections::HashMap<&str, Vec<usize>> {
+        let mut m: std::collections::HashMap<&str, Vec<usize>> = std::collections::HashMap::new();
+        for (i, n) in names.iter().enumerate() {
+            m.entry(n.as_str()).or_default().push(i);
+        }
+        m
+    }
+    let (y_ix, p_ix, m_ix, all_ix) = (index(&y_pf), index(&p_pf), index(&m_pf), index(&all_pf));
+    let rows_of = |m: &std::collections::HashMap<&str, Vec<usize>>, pf: &str| -> Vec<usize> {
+        m.get(pf).cloned().unwrap_or_default()
+    };
 
     let mut portfolios = Vec::with_capacity(o_pf.len());
     for i in 0..o_pf.len() {
@@ -194,30 +247,31 @@ pub fn compute(reference: &Reference, df: &DataFrame, period: Period) -> Result<
             .investors
             .iter()
             .find(|(id, _, _)| id == inv)
-            .map_or((String::new(), String::new()), |(_, n, c)| (n.clone(), c.clone()));
+            .map_or((String::new(), String::new()), |(_, n, c)| {
+                (n.clone(), c.clone())
+            });
         let mut yearly_stats = Vec::new();
-        for r in 0..y_pf.len() {
-            if &y_pf[r] == pf && &y_inv[r] == inv {
+        for r in rows_of(&y_ix, pf) {
+            if &y_inv[r] == inv {
                 if let Some(y) = y_year[r] {
-                    yearly_stats.push((y, read_extremes(&yearly, r)?));
+                    yearly_stats.push((y, yearly_x.row(r)));
                 }
             }
         }
-        let period_stats = (0..p_pf.len())
-            .find(|&r| &p_pf[r] == pf && &p_inv[r] == inv)
+        let period_stats = rows_of(&p_ix, pf)
+            .into_iter()
+            .find(|&r| &p_inv[r] == inv)
             .map(|r| MeanStd {
                 mean: p_mean[r].unwrap_or(0.0),
                 std: p_std[r],
                 days: p_days[r].unwrap_or(0) as usize,
             });
-        let months = (0..m_pf.len())
-            .filter(|&r| &m_pf[r] == pf)
-            .filter_map(|r| {
-                Some(((m_year[r]?, u32::try_from(m_month[r]?).ok()?), m_mean[r]?))
-            })
+        let months = rows_of(&m_ix, pf)
+            .into_iter()
+            .filter_map(|r| Some(((m_year[r]?, u32::try_from(m_month[r]?).ok()?), m_mean[r]?)))
             .collect();
-        let series = (0..all_pf.len())
-            .filter(|&r| &all_pf[r] == pf)
+        let series = rows_of(&all_ix, pf)
+            .into_iter()
             .filter_map(|r| Some((from_epoch_days(all_day[r]?), all_nav[r]?)))
             .collect();
         portfolios.push(PortfolioStats {
@@ -227,7 +281,7 @@ pub fn compute(reference: &Reference, df: &DataFrame, period: Period) -> Result<
             portfolio: pf.clone(),
             first_day: from_epoch_days(o_first[i].unwrap_or(0)),
             last_day: from_epoch_days(o_last[i].unwrap_or(0)),
-            overall: read_extremes(&overall, i)?,
+            overall: overall_x.row(i),
             yearly: yearly_stats,
             evaluation: MeanStd {
                 mean: o_mean[i].unwrap_or(0.0),

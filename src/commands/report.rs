@@ -15,7 +15,10 @@ fn report(a: ReportArgs) -> Result<ExitCode> {
         .with_context(|| format!("reading {}", stockflow_sinks::mysql::redact(&a.db.url)))?;
     let read_s = t0.elapsed().as_secs_f64();
     if df.height() == 0 {
-        return Err(Error::EmptyHistory(a.investor.clone().unwrap_or_else(|| "InvestorsDB".into())).into());
+        return Err(Error::EmptyHistory(
+            a.investor.clone().unwrap_or_else(|| "InvestorsDB".into()),
+        )
+        .into());
     }
     let t1 = Instant::now();
     let stats = stats::compute(&reference, &df, period)?;
@@ -30,9 +33,13 @@ fn report(a: ReportArgs) -> Result<ExitCode> {
             .with_context(|| format!("writing {}", path.display()))?;
         written.push(path);
         if !a.no_charts {
-            let value = a.out.join(format!("{}_{}_value.png", p.investor, p.portfolio));
+            let value = a
+                .out
+                .join(format!("{}_{}_value.png", p.investor, p.portfolio));
             charts::value_chart(p, &value)?;
-            let monthly = a.out.join(format!("{}_{}_monthly.png", p.investor, p.portfolio));
+            let monthly = a
+                .out
+                .join(format!("{}_{}_monthly.png", p.investor, p.portfolio));
             charts::monthly_chart(p, &monthly)?;
             written.extend([value, monthly]);
         }
@@ -67,7 +74,9 @@ fn report(a: ReportArgs) -> Result<ExitCode> {
                     p.portfolio,
                     p.evaluation.days,
                     format!("{}..{}", p.first_day, p.last_day),
-                    p.series.last().map_or("-".into(), |(_, v)| render::money(*v)),
+                    p.series
+                        .last()
+                        .map_or("-".into(), |(_, v)| render::money(*v)),
                     render::money(p.evaluation.mean),
                     p.evaluation.std.map_or("-".into(), render::money),
                 );
