@@ -21,14 +21,13 @@ struct Rows {
 impl Rows {
     fn push(
         &mut self,
-        inv: &str,
-        pf: &str,
-        item: i32,
+        key: (&str, &str, i32),
         scope: String,
         metric: &str,
         value: Option<f64>,
         day: Option<String>,
     ) {
+        let (inv, pf, item) = key;
         self.investor.push(inv.into());
         self.portfolio.push(pf.into());
         self.item.push(item);
@@ -77,13 +76,13 @@ pub fn tidy(stats: &Stats) -> Result<DataFrame> {
             Some(p.evaluation.mean),
             None,
         );
-        r.push(inv, pf, 3, "all".into(), "std", p.evaluation.std, None);
+        r.push((inv, pf, 3), "all".into(), "std", p.evaluation.std, None);
         if let Some(s) = &p.period {
-            r.push(inv, pf, 4, period.clone(), "mean", Some(s.mean), None);
-            r.push(inv, pf, 4, period.clone(), "std", s.std, None);
+            r.push((inv, pf, 4), period.clone(), "mean", Some(s.mean), None);
+            r.push((inv, pf, 4), period.clone(), "std", s.std, None);
         }
         for ((y, m), v) in &p.monthly {
-            r.push(inv, pf, 5, format!("{y}-{m:02}"), "mean", Some(*v), None);
+            r.push((inv, pf, 5), format!("{y}-{m:02}"), "mean", Some(*v), None);
         }
     }
     Ok(DataFrame::new_infer_height(vec![

@@ -103,7 +103,10 @@ fn extremes_exprs() -> Vec<Expr> {
 }
 
 /// The extremes columns of an aggregate, read out of Polars once.
-struct ExtremesColumns(Vec<(Vec<Option<f64>>, Vec<Option<i32>>)>);
+struct ExtremesColumns(Vec<ValueDayColumns>);
+
+/// A figure's values and the days they happened, one entry per aggregate row.
+type ValueDayColumns = (Vec<Option<f64>>, Vec<Option<i32>>);
 
 impl ExtremesColumns {
     fn read(df: &DataFrame) -> Result<Self> {
