@@ -45,9 +45,7 @@ impl Rows {
             ("min_change_pct", e.min_change_pct),
         ] {
             self.push(
-                inv,
-                pf,
-                item,
+                (inv, pf, item),
                 scope.clone(),
                 metric,
                 v.map(|x| x.0),
@@ -68,9 +66,7 @@ pub fn tidy(stats: &Stats) -> Result<DataFrame> {
             r.extremes(inv, pf, 2, y.to_string(), e);
         }
         r.push(
-            inv,
-            pf,
-            3,
+            (inv, pf, 3),
             "all".into(),
             "mean",
             Some(p.evaluation.mean),
