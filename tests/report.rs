@@ -4,7 +4,17 @@ mod common;
 
 use common::*;
 
-fn insert_rows(url: &str, rows: &[(&str, &str, &str, &str, Option<&str>, Option<&str>)]) {
+/// investor, portfolio, as_of, nav, change, change %
+type Row<'a> = (
+    &'a str,
+    &'a str,
+    &'a str,
+    &'a str,
+    Option<&'a str>,
+    Option<&'a str>,
+);
+
+fn insert_rows(url: &str, rows: &[Row<'_>]) {
     use mysql::prelude::Queryable;
     let mut conn = mysql::Conn::new(mysql::Opts::from_url(url).unwrap_or_else(|e| panic!("{e}")))
         .unwrap_or_else(|e| panic!("{e}"));
