@@ -74,6 +74,16 @@ pub enum Command {
     /// Per-portfolio statistics (the course's Spark report) with Polars: text files, CSV and
     /// Parquet, PNG charts.
     Report(ReportArgs),
+    /// What a job (running or stopped) has done: committed offsets vs topic ends, the last
+    /// evaluated day of every portfolio, rows per table.
+    Status {
+        #[command(flatten)]
+        db: DbArgs,
+        #[command(flatten)]
+        topics: TopicArgs,
+        #[arg(long, env = "STOCKFLOW_JOB", default_value = "stockflow")]
+        job: String,
+    },
     /// The database: create InvestorsDB, apply migrations, load the reference data.
     Db {
         #[command(subcommand)]

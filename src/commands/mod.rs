@@ -5,6 +5,7 @@ mod holdings;
 mod publish_sink;
 mod report;
 mod run;
+mod status;
 mod topics;
 
 use crate::cli::{Cli, Command, Global, Output};
@@ -22,6 +23,7 @@ pub async fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Run(args) => run::run(g, args).await,
         Command::Db { command } => db::run(g, command).await,
         Command::Report(args) => report::run(args).await,
+        Command::Status { db, topics, job } => status::run(g, db, topics, job).await,
         Command::Holdings { command } => holdings::run(g, command).await,
     }
 }

@@ -387,3 +387,37 @@ pub fn raw_insert_rate(cfg: &MySqlConfig, rows: usize) -> Result<f64> {
     conn.query_drop("DROP TABLE IF EXISTS bench_raw_insert")?;
     Ok(rate)
 }
+
+/// What the database says about a job: its committed offsets, the last evaluated day of every
+/// portfolio, and the row counts.
+#[derive(Debug, Clone, Default)]
+pub struct DbStatus {
+    /// (topic, partition, next offset)
+    pub offsets: Vec<(String, i32, i64)>,
+    /// (investor, portfolio, last evaluated day, its value, evaluated days)
+    pub portfolios: Vec<(String, String, String, String, i64)>,
+    pub evaluations: i64,
+    pub dead_letters: i64,
+}
+
+pub fn status(cfg: &MySqlConfig, job: &str) -> Result<DbStatus> {
+    let mut conn = cfg.connect()?;
+    let offsets = conn.exec(
+        "SELECT topic, kafka_partition, next_offset FROM stream_progress WHERE job = ? ORDER BY topic, kafka_partition",
+        (job,),
+    )?;
+    let portfolios = conn.query(
+        "SELECT e.investor, e.portfolio, CAST(e.as_of AS CHAR), CAST(e.nav AS CHAR), s.days \
+         FROM evaluations e JOIN (SELECT portfolio, MAX(as_of) AS last_day, COUNT(*) AS days \
+         FROM evaluations GROUP BY portfolio) s ON s.portfolio = e.portfolio AND s.last_day = e.as_of \
+         ORDER BY e.investor, e.portfolio",
+    )?;
+    let evaluations: Option<i64> = conn.query_first("SELECT COUNT(*) FROM evaluations")?;
+    let dead_letters: Option<i64> = conn.query_first("SELECT COUNT(*) FROM dead_letters")?;
+    Ok(DbStatus {
+        offsets,
+        portfolios,
+        evaluations: evaluations.unwrap_or(0),
+        dead_letters: dead_letters.unwrap_or(0),
+    })
+}
