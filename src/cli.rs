@@ -145,6 +145,9 @@ pub struct RunArgs {
     /// Most records a worker reads into one timestamp.
     #[arg(long, default_value_t = 50_000)]
     pub max_batch: usize,
+    /// Serve Prometheus metrics on this address (e.g. 127.0.0.1:9464), path /metrics.
+    #[arg(long, env = "STOCKFLOW_METRICS_ADDR")]
+    pub metrics_addr: Option<String>,
 }
 
 #[derive(Debug, Clone, Args)]

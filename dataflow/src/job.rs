@@ -142,13 +142,54 @@ pub struct JobConfig {
     pub bootstrap: BTreeMap<(String, i32), i64>,
 }
 
-/// Counters shared by the workers of this process.
+/// Counters shared by the workers of this process (and read by the metrics endpoint).
 #[derive(Debug, Default)]
 pub struct JobCounters {
     pub ticks: AtomicU64,
     pub holdings: AtomicU64,
     pub dead_letters: AtomicU64,
     pub source_errors: AtomicU64,
+    /// Rows inserted / retracted by the sink, and batches (completed timestamps) applied.
+    pub inserted: AtomicU64,
+    pub retracted: AtomicU64,
+    pub batches: AtomicU64,
+    /// The last completed timestamp (the output frontier is past it).
+    pub frontier: AtomicU64,
+    /// The next offset of every partition as of the last completed timestamp.
+    pub offsets: Mutex<BTreeMap<(String, i32), i64>>,
+}
+
+/// Counts what reaches the sink, for the metrics endpoint, then hands it on.
+struct ObservedSink {
+    inner: Box<dyn DiffSink>,
+    counters: Arc<JobCounters>,
+}
+
+impl DiffSink for ObservedSink {
+    fn apply(&mut self, batch: &crate::Batch) -> Result<()> {
+        self.inner.apply(batch)?;
+        let c = &self.counters;
+        for (_, d) in &batch.diffs {
+            if *d > 0 {
+                c.inserted.fetch_add(*d as u64, Ordering::Relaxed);
+            } else {
+                c.retracted
+                    .fetch_add(d.unsigned_abs() as u64, Ordering::Relaxed);
+            }
+        }
+        c.batches.fetch_add(1, Ordering::Relaxed);
+        c.frontier.store(batch.time, Ordering::Relaxed);
+        if let Ok(mut o) = c.offsets.lock() {
+            for p in &batch.offsets {
+                o.insert((p.topic.clone(), p.partition), p.offset);
+            }
+        }
+        Ok(())
+    }
+
+    fn finish(&mut self) -> Result<()> {
+        self.inner.finish()
+    }
 }
 
 #[derive(Debug, Clone, Default)]
@@ -170,7 +211,12 @@ const MAX_ROUNDS_IN_FLIGHT: u64 = 4;
 
 /// Runs the job until `stop` is set (or, with `until_caught_up`, until caught up). The sink is
 /// created on worker 0 by `make_sink`.
-pub fn run_job<F>(config: JobConfig, make_sink: F, stop: Arc<AtomicBool>) -> Result<JobReport>
+pub fn run_job<F>(
+    config: JobConfig,
+    make_sink: F,
+    stop: Arc<AtomicBool>,
+    counters: Arc<JobCounters>,
+) -> Result<JobReport>
 where
     F: Fn() -> Result<Box<dyn DiffSink>> + Send + Sync + 'static,
 {
@@ -207,7 +253,6 @@ where
     }
     drop(admin);
 
-    let counters = Arc::new(JobCounters::default());
     let report = Arc::new(Mutex::new(JobReport::default()));
     let started = Instant::now();
     let shared = Arc::new((config, assignments, make_sink));
@@ -223,7 +268,10 @@ where
         let mut setup_error = None;
         let sink = if index == 0 {
             match make_sink() {
-                Ok(s) => Some(s),
+                Ok(s) => Some(Box::new(ObservedSink {
+                    inner: s,
+                    counters: Arc::clone(&counters_w),
+                }) as Box<dyn DiffSink>),
                 Err(e) => {
                     setup_error = Some(e);
                     None

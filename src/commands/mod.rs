@@ -2,6 +2,7 @@ mod bench;
 mod db;
 mod exchange;
 mod holdings;
+mod metrics;
 mod publish_sink;
 mod report;
 mod run;

@@ -130,6 +130,18 @@ pub async fn run(g: &Global, a: RunArgs) -> Result<ExitCode> {
     let metrics: Arc<std::sync::Mutex<Option<Arc<SinkMetrics>>>> = Arc::default();
     let metrics_w = Arc::clone(&metrics);
     let sink_path = a.sink_path.clone();
+    let counters = Arc::new(stockflow_dataflow::job::JobCounters::default());
+    if let Some(addr) = &a.metrics_addr {
+        super::metrics::serve(
+            addr,
+            super::metrics::Sources {
+                job: Arc::clone(&counters),
+                sink: Arc::clone(&metrics),
+                kafka: kafka_config(g),
+                topics: vec![a.topics.prices.clone(), a.topics.holdings.clone()],
+            },
+        )?;
+    }
     let report = tokio::task::spawn_blocking(move || {
         run_job(
             config,
@@ -179,6 +191,7 @@ pub async fn run(g: &Global, a: RunArgs) -> Result<ExitCode> {
                 }
             },
             stop,
+            counters,
         )
     })
     .await

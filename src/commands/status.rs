@@ -47,8 +47,14 @@ pub async fn run(g: &Global, db: DbArgs, topics: TopicArgs, job: String) -> Resu
             println!("{v}");
         }
         Output::Text => {
-            println!("job {job}: {} evaluations, {} dead letters, lag {lag} records", st.evaluations, st.dead_letters);
-            println!("\n{:<30} {:>9} {:>12} {:>12} {:>10}", "topic", "partition", "committed", "end", "lag");
+            println!(
+                "job {job}: {} evaluations, {} dead letters, lag {lag} records",
+                st.evaluations, st.dead_letters
+            );
+            println!(
+                "\n{:<30} {:>9} {:>12} {:>12} {:>10}",
+                "topic", "partition", "committed", "end", "lag"
+            );
             for (t, p, c, e) in &partitions {
                 println!(
                     "{:<30} {:>9} {:>12} {:>12} {:>10}",
@@ -59,7 +65,10 @@ pub async fn run(g: &Global, db: DbArgs, topics: TopicArgs, job: String) -> Resu
                     e - c.unwrap_or(0)
                 );
             }
-            println!("\n{:<6} {:<10} {:<12} {:>20} {:>8}", "inv", "portfolio", "last day", "value", "days");
+            println!(
+                "\n{:<6} {:<10} {:<12} {:>20} {:>8}",
+                "inv", "portfolio", "last day", "value", "days"
+            );
             for (i, p, d, v, n) in &st.portfolios {
                 println!("{i:<6} {p:<10} {d:<12} {v:>20} {n:>8}");
             }
