@@ -31,8 +31,8 @@ def sh(*args, json_out=False, stderr_json=False, env=None):
     return text
 
 
-def sql(statement):
-    subprocess.run(["mariadb", "-h127.0.0.1", "-ustockflow", "-pstockflow", "-e", statement], check=True)
+def sql(statement, db=None):
+    subprocess.run(["mariadb", "-h127.0.0.1", "-ustockflow", "-pstockflow", "-e", statement] + ([db] if db else []), check=True)
 
 
 def add(area, measure, value, baseline="", ratio=""):
@@ -115,7 +115,7 @@ def main():
       SELECT CONCAT('I', LPAD(seq % 100, 3, '0')), CONCAT('Q', LPAD(seq % 2000, 5, '0')),
              DATE_ADD('2000-01-03', INTERVAL seq DIV 2000 DAY), 1000000 + (seq * 7919 % 100000) / 100,
              IF(seq < 2000, NULL, (seq * 104729 % 20000) / 100 - 100), IF(seq < 2000, NULL, (seq * 1299709 % 1000) / 100 - 5)
-      FROM seq_0_to_{days * 2000 - 1}""")
+      FROM seq_0_to_{days * 2000 - 1}""", db)
     for charts in (False, True):
         args = [SF, "report", "--all", "--format", "json", "--period", "2001..2003", "--out", f"/tmp/bench-report-{RUN}",
                 "--mysql-url", f"{MYSQL}/{db}"] + ([] if charts else ["--no-charts"])
