@@ -83,20 +83,7 @@ fn value(metrics: &str, name: &str) -> Option<f64> {
 
 #[test]
 fn the_metrics_endpoint_tells_the_truth() {
-    let prices = fresh_topic("metrics-prices", 2);
-    let holdings = fresh_topic("metrics-holdings", 1);
-    run_ok(stockflow().args(["holdings", "load", "--topic", &holdings]));
-    run_ok(stockflow().args([
-        "exchange",
-        "all",
-        "--backfill",
-        "--from",
-        "2019-01-01",
-        "--days",
-        "400",
-        "--topic",
-        &prices,
-    ]));
+    let (prices, holdings) = market_topics("metrics", (2, 1), "2019-01-01", "400", "6107");
     produce_bad(&prices);
     let url = fresh_db("metrics");
     let port = 30_000 + (uuid::Uuid::new_v4().as_u128() % 20_000) as u16;

@@ -13,25 +13,8 @@ struct Setup {
 }
 
 fn setup(name: &str, days: &str) -> Setup {
-    let s = Setup {
-        prices: fresh_topic(&format!("{name}-prices"), 4),
-        holdings: fresh_topic(&format!("{name}-holdings"), 2),
-    };
-    run_ok(stockflow().args(["holdings", "load", "--topic", &s.holdings]));
-    run_ok(stockflow().args([
-        "exchange",
-        "all",
-        "--backfill",
-        "--from",
-        "2001-01-01",
-        "--days",
-        days,
-        "--seed",
-        "5",
-        "--topic",
-        &s.prices,
-    ]));
-    s
+    let (prices, holdings) = market_topics(name, (4, 2), "2001-01-01", days, "5");
+    Setup { prices, holdings }
 }
 
 fn job(s: &Setup, url: &str) -> std::process::Command {

@@ -72,22 +72,7 @@ fn stop_job(child: Child) -> serde_json::Value {
 
 #[test]
 fn mysql_and_broker_restarts_under_a_running_job() {
-    let prices = fresh_topic("outage-prices", 4);
-    let holdings = fresh_topic("outage-holdings", 2);
-    run_ok(stockflow().args(["holdings", "load", "--topic", &holdings]));
-    run_ok(stockflow().args([
-        "exchange",
-        "all",
-        "--backfill",
-        "--from",
-        "2003-01-01",
-        "--days",
-        "1500",
-        "--seed",
-        "8",
-        "--topic",
-        &prices,
-    ]));
+    let (prices, holdings) = market_topics("outage", (4, 2), "2003-01-01", "1500", "8");
     let total = 1500 * 24;
     let reference = fresh_db("outage_ref");
     run_ok(

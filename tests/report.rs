@@ -224,20 +224,7 @@ fn the_five_items_match_hand_computed_values() {
 
 #[test]
 fn the_pipelines_output_gives_six_files_and_charts() {
-    let prices = fresh_topic("report-prices", 2);
-    let holdings = fresh_topic("report-holdings", 1);
-    run_ok(stockflow().args(["holdings", "load", "--topic", &holdings]));
-    run_ok(stockflow().args([
-        "exchange",
-        "all",
-        "--backfill",
-        "--from",
-        "2021-01-04",
-        "--days",
-        "60",
-        "--topic",
-        &prices,
-    ]));
+    let (prices, holdings) = market_topics("report", (2, 1), "2021-01-04", "60", "6107");
     let url = fresh_db("report_e2e");
     run_ok(stockflow().args([
         "run",

@@ -1,9 +1,9 @@
 //! The dataflow core alone, fed from memory: no broker, no sink I/O.
 
-use crate::memory::{run, InputBatch};
+use crate::memory::{initial_holdings, run, InputBatch};
 use crate::runtime::Batch;
 use crate::sink::DiffSink;
-use crate::types::{HoldingInput, PriceInput};
+use crate::types::PriceInput;
 use crate::Result;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -78,20 +78,7 @@ pub fn run_core_bench(universe: &Universe, cfg: &CoreBenchConfig) -> Result<Core
     let days: Vec<_> = days.into_iter().take(cfg.days).collect();
     let mut batches = vec![InputBatch {
         prices: Vec::new(),
-        holdings: universe
-            .portfolios
-            .iter()
-            .enumerate()
-            .flat_map(|(p, def)| {
-                def.holdings.iter().map(move |(s, q)| HoldingInput {
-                    portfolio: p as u32,
-                    stock: *s,
-                    from: start,
-                    quantity: *q,
-                    version: (0, 0, 0),
-                })
-            })
-            .collect(),
+        holdings: initial_holdings(universe, start),
     }];
     let mut paths: Vec<_> = (0..universe.stocks.len() as u32)
         .filter_map(|s| universe.price_path(PriceModel::RandomWalk, cfg.seed, s))

@@ -8,6 +8,27 @@ use crate::{Error, Result};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+/// A universe's initial holdings as dataflow input, all from `from` (version 0).
+pub fn initial_holdings(
+    universe: &stockflow_market::Universe,
+    from: chrono::NaiveDate,
+) -> Vec<HoldingInput> {
+    universe
+        .portfolios
+        .iter()
+        .enumerate()
+        .flat_map(|(p, def)| {
+            def.holdings.iter().map(move |(s, q)| HoldingInput {
+                portfolio: p as u32,
+                stock: *s,
+                from,
+                quantity: *q,
+                version: (0, 0, 0),
+            })
+        })
+        .collect()
+}
+
 /// The input of one timestamp.
 #[derive(Debug, Clone, Default)]
 pub struct InputBatch {

@@ -2,8 +2,8 @@
 
 use rust_decimal::Decimal;
 use std::sync::{Arc, Mutex};
-use stockflow_dataflow::memory::{run, InputBatch};
-use stockflow_dataflow::{CollectSink, HoldingInput, PriceInput};
+use stockflow_dataflow::memory::{initial_holdings, run, InputBatch};
+use stockflow_dataflow::{CollectSink, PriceInput};
 use stockflow_market::{first_trading_day, Universe};
 
 #[test]
@@ -21,20 +21,7 @@ fn portfolios_at_initial_prices() {
             version: (0, 0, i as i64),
         })
         .collect();
-    let holdings = u
-        .portfolios
-        .iter()
-        .enumerate()
-        .flat_map(|(p, def)| {
-            def.holdings.iter().map(move |(s, q)| HoldingInput {
-                portfolio: p as u32,
-                stock: *s,
-                from: day,
-                quantity: *q,
-                version: (0, 0, 0),
-            })
-        })
-        .collect();
+    let holdings = initial_holdings(&u, day);
     let sink = Arc::new(Mutex::new(CollectSink::default()));
     run(
         2,

@@ -97,3 +97,31 @@ pub fn drop_db(url: &str) {
         }
     }
 }
+
+/// Fresh price and holdings topics, the spec's holdings loaded, and both exchanges backfilled
+/// for `days` trading days from `from` with `seed`. Returns (prices topic, holdings topic).
+pub fn market_topics(
+    name: &str,
+    partitions: (i32, i32),
+    from: &str,
+    days: &str,
+    seed: &str,
+) -> (String, String) {
+    let prices = fresh_topic(&format!("{name}-prices"), partitions.0);
+    let holdings = fresh_topic(&format!("{name}-holdings"), partitions.1);
+    run_ok(stockflow().args(["holdings", "load", "--topic", &holdings]));
+    run_ok(stockflow().args([
+        "exchange",
+        "all",
+        "--backfill",
+        "--from",
+        from,
+        "--days",
+        days,
+        "--seed",
+        seed,
+        "--topic",
+        &prices,
+    ]));
+    (prices, holdings)
+}
