@@ -84,7 +84,14 @@ fn value(metrics: &str, name: &str) -> Option<f64> {
 #[test]
 fn the_metrics_endpoint_tells_the_truth() {
     let (prices, holdings) = market_topics("metrics", (2, 1), "2019-01-01", "400", "6107");
-    produce_bad(&prices);
+    produce_raw(
+        &prices,
+        "IBM",
+        &[
+            r#"{"TICK":"#,
+            r#"{"TICK":"IBM","PRICE":"-1","TS":"2019-01-02"}"#,
+        ],
+    );
     let url = fresh_db("metrics");
     let port = 30_000 + (uuid::Uuid::new_v4().as_u128() % 20_000) as u16;
     let addr = format!("127.0.0.1:{port}");
@@ -151,24 +158,4 @@ fn the_metrics_endpoint_tells_the_truth() {
         "one lag per partition"
     );
     drop_db(&url);
-}
-
-fn produce_bad(topic: &str) {
-    use stockflow_transport::LogSink;
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap_or_else(|e| panic!("{e}"));
-    let sink =
-        stockflow_transport::kafka::KafkaSink::new(&kafka()).unwrap_or_else(|e| panic!("{e}"));
-    rt.block_on(async {
-        for p in [
-            r#"{"TICK":"#,
-            r#"{"TICK":"IBM","PRICE":"-1","TS":"2019-01-02"}"#,
-        ] {
-            sink.send(topic, b"IBM", p.as_bytes())
-                .await
-                .unwrap_or_else(|e| panic!("{e}"));
-        }
-    });
 }

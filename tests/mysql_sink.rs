@@ -242,22 +242,8 @@ fn bad_input_lands_in_dead_letters_and_good_ticks_are_evaluated() {
             "bad_date",
         ),
     ];
-    {
-        use stockflow_transport::LogSink;
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap_or_else(|e| panic!("{e}"));
-        let sink =
-            stockflow_transport::kafka::KafkaSink::new(&kafka()).unwrap_or_else(|e| panic!("{e}"));
-        rt.block_on(async {
-            for (p, _) in &bad {
-                sink.send(&s.prices, b"IBM", p.as_bytes())
-                    .await
-                    .unwrap_or_else(|e| panic!("{e}"));
-            }
-        });
-    }
+    let payloads: Vec<&str> = bad.iter().map(|(p, _)| *p).collect();
+    produce_raw(&s.prices, "IBM", &payloads);
     let url = fresh_db("dead");
     let out = run_ok(job(&s, &url).args(["--until-caught-up", "-w", "2"]));
     assert_eq!(summary(&out)["dead_letters"], 4);

@@ -304,29 +304,35 @@ where
         if setup_error.is_some() {
             stop_w.store(true, Ordering::SeqCst);
         }
-        // Per partition: (next offset, end at open, bootstrap end).
-        let mut next: BTreeMap<(String, i32), (i64, i64, i64)> = plans
+        // This worker's partitions, and how to find one from a record without allocating.
+        let mut parts: Vec<PartitionState> = plans
             .iter()
             .map(|p| {
-                let key = (p.topic.clone(), p.partition);
                 let boot = config
                     .bootstrap
-                    .get(&key)
+                    .get(&(p.topic.clone(), p.partition))
                     .copied()
                     .unwrap_or(p.start)
                     .max(p.start);
-                (key, (p.start, p.end_at_open, boot))
+                PartitionState {
+                    topic: p.topic.clone(),
+                    partition: p.partition,
+                    is_prices: p.topic == config.prices_topic,
+                    next: p.start,
+                    end: p.end_at_open,
+                    boot,
+                }
             })
             .collect();
-        for ((topic, partition), (start, _, _)) in &next {
-            let pos = Position {
-                topic: topic.clone(),
-                partition: *partition,
-                offset: *start,
-            };
-            inputs.control.send((Control::Offset(pos, None), 0));
+        let slot_of: std::collections::HashMap<(bool, i32), usize> = parts
+            .iter()
+            .enumerate()
+            .map(|(i, p)| ((p.is_prices, p.partition), i))
+            .collect();
+        for p in &parts {
+            inputs.control.send((Control::Offset(p.position(p.next), None), 0));
         }
-        tracing::debug!(worker = index, partitions = ?next.keys().collect::<Vec<_>>(), "assigned");
+        tracing::debug!(worker = index, partitions = ?parts.iter().map(|p| (&p.topic, p.partition)).collect::<Vec<_>>(), "assigned");
 
         let decoder = TickDecoder::for_universe(&config.universe);
         let mut calendar = Calendar::new();
@@ -338,11 +344,12 @@ where
             if stop_w.load(Ordering::SeqCst) {
                 break;
             }
-            let caught_up = next.values().all(|(n, end, _)| n >= end);
+            let caught_up = parts.iter().all(|p| p.next >= p.end);
             if config.until_caught_up && caught_up {
                 break;
             }
-            let mut advanced: BTreeMap<(String, i32), (i64, u64, Option<i64>)> = BTreeMap::new();
+            // Per partition slot read this round: (next offset, timestamp, newest record time).
+            let mut advanced: BTreeMap<usize, (i64, u64, Option<i64>)> = BTreeMap::new();
             if let Some(src) = source.as_mut() {
                 let wait = if probe.less_than(&t) {
                     Duration::ZERO
@@ -353,17 +360,19 @@ where
                 let holdings = &mut inputs.holdings;
                 let control = &mut inputs.control;
                 let counters = &counters_w;
-                let next_ref = &next;
+                let parts_ref = &parts;
                 let mut on_record = |r: RecordRef<'_>| {
-                    let key = (r.topic.to_string(), r.partition);
                     let is_prices = r.topic == config.prices_topic;
-                    let at = match next_ref.get(&key) {
-                        Some((_, _, boot)) if r.offset < *boot => 0,
-                        Some((_, end, _)) if !is_prices && r.offset < *end => t.max(1),
+                    let slot_index = slot_of.get(&(is_prices, r.partition)).copied();
+                    let at = match slot_index.map(|i| &parts_ref[i]) {
+                        Some(p) if r.offset < p.boot => 0,
+                        Some(p) if !is_prices && r.offset < p.end => t.max(1),
                         _ => t.max(2),
                     };
-                    let slot = advanced.entry(key).or_insert((0, at, None));
-                    *slot = (r.offset + 1, slot.1.max(at), slot.2.max(r.timestamp_ms));
+                    if let Some(i) = slot_index {
+                        let slot = advanced.entry(i).or_insert((0, at, None));
+                        *slot = (r.offset + 1, slot.1.max(at), slot.2.max(r.timestamp_ms));
+                    }
                     let rejected = if is_prices {
                         decode_price(&decoder, &config.universe, &mut calendar, &r).map(|p| {
                             counters.ticks.fetch_add(1, Ordering::Relaxed);
@@ -400,22 +409,14 @@ where
             } else if !config.until_caught_up {
                 worker.step_or_park(Some(Duration::from_millis(50)));
             }
-            for (k, (offset, at, newest)) in advanced {
-                if let Some(slot) = next.get_mut(&k) {
-                    slot.0 = slot.0.max(offset);
-                }
-                let pos = Position {
-                    topic: k.0,
-                    partition: k.1,
-                    offset,
-                };
-                inputs.control.send((Control::Offset(pos, newest), at));
+            for (i, (offset, at, newest)) in advanced {
+                let p = &mut parts[i];
+                p.next = p.next.max(offset);
+                inputs.control.send((Control::Offset(p.position(offset), newest), at));
             }
             let phase_done = match t {
-                0 => next.values().all(|(n, _, boot)| n >= boot),
-                1 => next
-                    .iter()
-                    .all(|((topic, _), (n, end, _))| *topic == config.prices_topic || n >= end),
+                0 => parts.iter().all(|p| p.next >= p.boot),
+                1 => parts.iter().all(|p| p.is_prices || p.next >= p.end),
                 _ => true,
             };
             if phase_done {
@@ -466,6 +467,27 @@ where
     report.source_errors = counters.source_errors.load(Ordering::Relaxed);
     report.elapsed = started.elapsed();
     Ok(report)
+}
+
+/// A partition a worker reads: where it stands, where it ended at open, where the bootstrap
+/// (timestamp 0) ends.
+struct PartitionState {
+    topic: String,
+    partition: i32,
+    is_prices: bool,
+    next: i64,
+    end: i64,
+    boot: i64,
+}
+
+impl PartitionState {
+    fn position(&self, offset: i64) -> Position {
+        Position {
+            topic: self.topic.clone(),
+            partition: self.partition,
+            offset,
+        }
+    }
 }
 
 type Rejection = (&'static str, String);

@@ -125,3 +125,21 @@ pub fn market_topics(
     ]));
     (prices, holdings)
 }
+
+/// Produces payloads as they are (bad input included) to `topic` under `key`.
+pub fn produce_raw(topic: &str, key: &str, payloads: &[&str]) {
+    use stockflow_transport::LogSink;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let sink =
+        stockflow_transport::kafka::KafkaSink::new(&kafka()).unwrap_or_else(|e| panic!("{e}"));
+    rt.block_on(async {
+        for p in payloads {
+            sink.send(topic, key.as_bytes(), p.as_bytes())
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+        }
+    });
+}
