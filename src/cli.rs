@@ -17,7 +17,7 @@ pub struct Cli {
     pub command: Command,
 }
 
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct Global {
     /// Kafka bootstrap servers (host:port, comma-separated).
     #[arg(
@@ -83,6 +83,9 @@ pub enum Command {
         topics: TopicArgs,
         #[arg(long, env = "STOCKFLOW_JOB", default_value = "stockflow")]
         job: String,
+        /// How many of the latest portfolio-days without an evaluation to list.
+        #[arg(long, default_value_t = 20)]
+        issues: usize,
     },
     /// The database: create InvestorsDB, apply migrations, load the reference data.
     Db {
@@ -115,11 +118,26 @@ pub struct RunArgs {
     /// File with one host:port per process, in process order.
     #[arg(long)]
     pub hostfile: Option<PathBuf>,
-    /// Where the price source starts: earliest | latest | offsets=P:O,... | time=RFC3339.
-    /// Default: with the MySQL sink, resume from the offsets stored in MySQL (rebuilding the
-    /// state from the log); otherwise earliest.
+    /// Where the sources start: earliest | latest | offsets=P:O,... | time=RFC3339 (replay).
+    /// With the MySQL sink the log is read on top of the job's stored state (the latest
+    /// version of every record wins, so a replay changes nothing that is already right).
+    /// Default: resume from the offsets stored with the state (or from the start).
     #[arg(long)]
     pub from: Option<String>,
+    /// After the log lost records this job had read (topic recreated, broker data lost):
+    /// read those partitions from their new start, on top of the stored state.
+    #[arg(long)]
+    pub reset_offsets: bool,
+    /// Take the job's lease even though another live run holds it; that run's next commit
+    /// fails and it stops.
+    #[arg(long)]
+    pub takeover: bool,
+    /// How long MySQL may be unavailable before the job gives up (seconds).
+    #[arg(long, env = "STOCKFLOW_SINK_RETRY_SECS", default_value_t = 600)]
+    pub sink_retry_secs: u64,
+    /// How long the log may fail in a row before the job gives up (seconds).
+    #[arg(long, env = "STOCKFLOW_SOURCE_RETRY_SECS", default_value_t = 600)]
+    pub source_retry_secs: u64,
     /// Stop once the end offsets seen at start are processed (run as a batch job).
     #[arg(long)]
     pub until_caught_up: bool,
@@ -132,7 +150,7 @@ pub struct RunArgs {
     /// topic), before the batch commits to MySQL: at least once.
     #[arg(long, num_args = 0..=1, default_missing_value = "portfolios", value_name = "TOPIC")]
     pub publish_portfolios: Option<String>,
-    /// Name of this job in MySQL's progress table (several jobs can share a database).
+    /// Name of this job: its offsets and its lease in MySQL.
     #[arg(long, env = "STOCKFLOW_JOB", default_value = "stockflow")]
     pub job: String,
     /// File for the JSON Lines sink ('-' is stdout).
@@ -224,6 +242,22 @@ pub struct MarketArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum DbCommand {
+    /// Recompute every evaluation and issue from the stored state (no log needed), and bring
+    /// the tables to it portfolio by portfolio; run it again to resume if interrupted.
+    Rebuild {
+        #[command(flatten)]
+        db: DbArgs,
+        #[command(flatten)]
+        market: MarketArgs,
+        /// The job whose lease the rebuild holds (no run of it may write meanwhile).
+        #[arg(long, env = "STOCKFLOW_JOB", default_value = "stockflow")]
+        job: String,
+        /// Take the job's lease from a live run.
+        #[arg(long)]
+        takeover: bool,
+        #[arg(short = 'w', long, default_value_t = 1)]
+        workers: usize,
+    },
     /// Create InvestorsDB if missing, apply pending migrations, fill the reference tables.
     Init {
         #[command(flatten)]
@@ -328,6 +362,12 @@ pub enum TopicsCommand {
         #[arg(long, default_value_t = 4)]
         partitions: i32,
         /// Topics to create (default: the three of the pipeline).
+        #[arg(long = "topic")]
+        topics: Vec<String>,
+    },
+    /// Each topic's partitions, offsets and retention.
+    Describe {
+        /// Topics to describe (default: the three of the pipeline).
         #[arg(long = "topic")]
         topics: Vec<String>,
     },

@@ -103,7 +103,8 @@ fn closes(from: NaiveDate, days: usize) -> BTreeMap<(String, NaiveDate), Decimal
         .unwrap_or_else(|e| panic!("{e}"));
         for day in plan {
             for t in day.ticks {
-                out.insert((t.ticker, t.date), t.price);
+                let price = Decimal::from_str(&t.price.to_string()).unwrap_or_default();
+                out.insert((t.ticker, t.date), price);
             }
         }
     }

@@ -51,8 +51,8 @@ fn start_job(prices: &str, holdings: &str, url: &str) -> Child {
             holdings,
         ])
         .args(["--mysql-url", url, "--output", "json"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
         .spawn()
         .unwrap_or_else(|e| panic!("{e}"))
 }
@@ -63,7 +63,7 @@ fn stop_job(child: Child) -> serde_json::Value {
     let _ = Command::new("kill").args(["-INT", &pid]).status();
     let out = child.wait_with_output().unwrap_or_else(|e| panic!("{e}"));
     assert!(out.status.success(), "clean exit after the outage");
-    String::from_utf8_lossy(&out.stderr)
+    String::from_utf8_lossy(&out.stdout)
         .lines()
         .rev()
         .find_map(|l| serde_json::from_str(l).ok())

@@ -1,12 +1,10 @@
 //! The dataflow core alone, fed from memory: no broker, no sink I/O.
 
 use crate::memory::{initial_holdings, run, InputBatch};
-use crate::runtime::Batch;
-use crate::sink::DiffSink;
-use crate::types::PriceInput;
 use crate::Result;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use stockflow_core::{Batch, PriceInput, Sink};
 use stockflow_market::{first_trading_day, Calendar, PriceModel, Universe};
 
 #[derive(Debug, Clone)]
@@ -41,9 +39,9 @@ struct CountingSink {
     restate_retracted: u64,
 }
 
-impl DiffSink for CountingSink {
-    fn apply(&mut self, batch: &Batch) -> Result<()> {
-        for (_, d) in &batch.diffs {
+impl Sink for CountingSink {
+    fn apply(&mut self, batch: &Batch) -> stockflow_core::Result<()> {
+        for (_, d) in &batch.evaluations {
             let (ins, ret) = if *d > 0 {
                 (*d as u64, 0)
             } else {
@@ -109,7 +107,10 @@ pub fn run_core_bench(universe: &Universe, cfg: &CoreBenchConfig) -> Result<Core
     if let Some(orig) = batches.get(mid + 1).and_then(|b| b.prices.first()).cloned() {
         batches.push(InputBatch {
             prices: vec![PriceInput {
-                price: orig.price + rust_decimal::Decimal::ONE,
+                price: orig
+                    .price
+                    .checked_add(stockflow_core::Money::from_int(1))
+                    .unwrap_or(orig.price),
                 version: (seq + 1, 0, seq + 1),
                 ..orig
             }],
@@ -125,7 +126,7 @@ pub fn run_core_bench(universe: &Universe, cfg: &CoreBenchConfig) -> Result<Core
     let stats = run(cfg.workers, Arc::new(batches), Arc::clone(&sink), true)?;
     let sink = sink
         .lock()
-        .map_err(|_| crate::Error::Dataflow("sink lock poisoned".into()))?;
+        .map_err(|_| crate::Error::Internal("sink lock poisoned".into()))?;
     let per_day = &stats.per_batch;
     let n = per_day.len();
     let early = per_day.get(2..12.min(n.saturating_sub(1))).unwrap_or(&[]);

@@ -1,35 +1,43 @@
-//! Pure evaluation math, apart from the dataflow so it tests alone.
+//! Pure evaluation math, apart from the dataflow so it tests alone. Every operation on money is
+//! checked: what would leave the contract's bounds becomes an `Overflow` issue, never a panic.
 
-use crate::types::Evaluation;
 use chrono::{Datelike, NaiveDate};
-use rust_decimal::{Decimal, RoundingStrategy};
-use stockflow_market::PortfolioId;
+use stockflow_core::limits::VALUE_CEILING;
+use stockflow_core::{Evaluation, IssueKind, Money, PortfolioId};
 
 /// Decimal places kept in change %, rounded half away from zero.
-pub const PCT_SCALE: u32 = 6;
+pub const PCT_SCALE: u32 = stockflow_core::money::SCALE;
+
+/// Whether a portfolio-day's summed value is one the contract allows (0 < value < 10^22).
+pub fn valid_value(value: Money) -> bool {
+    value.is_positive() && value < VALUE_CEILING
+}
 
 /// An evaluation from a day's value and the previous evaluated day's value.
 pub fn evaluation(
     portfolio: PortfolioId,
     date: NaiveDate,
-    value: Decimal,
-    previous: Option<Decimal>,
-) -> Evaluation {
-    let change = previous.map(|p| value - p);
-    let change_pct = match (change, previous) {
-        (Some(c), Some(p)) if !p.is_zero() => c
-            .checked_div(p)
-            .and_then(|r| r.checked_mul(Decimal::ONE_HUNDRED))
-            .map(|r| r.round_dp_with_strategy(PCT_SCALE, RoundingStrategy::MidpointAwayFromZero)),
-        _ => None,
+    value: Money,
+    previous: Option<Money>,
+) -> Result<Evaluation, IssueKind> {
+    if !valid_value(value) {
+        return Err(IssueKind::Overflow);
+    }
+    let (change, change_pct) = match previous {
+        None => (None, None),
+        Some(prev) => {
+            let change = value.checked_sub(prev).ok_or(IssueKind::Overflow)?;
+            let pct = Money::percent_of(change, prev).ok_or(IssueKind::Overflow)?;
+            (Some(change), Some(pct))
+        }
     };
-    Evaluation {
+    Ok(Evaluation {
         portfolio,
         date,
         value,
         change,
         change_pct,
-    }
+    })
 }
 
 /// A month index (year × 12 + month − 1): the buckets that bound the work of a new day.
@@ -64,32 +72,42 @@ mod tests {
         NaiveDate::from_ymd_opt(y, m, day).unwrap_or_default()
     }
 
+    fn m(s: &str) -> Money {
+        Money::parse(s).unwrap_or_default()
+    }
+
     #[test]
     fn first_day_has_no_change() {
-        let e = evaluation(0, d(2000, 1, 3), Decimal::new(100, 0), None);
-        assert_eq!((e.change, e.change_pct), (None, None));
+        let e = evaluation(0, d(2000, 1, 3), m("100"), None);
+        assert_eq!(e.map(|e| (e.change, e.change_pct)), Ok((None, None)));
     }
 
     #[test]
     fn change_and_percent() {
-        let e = evaluation(
-            0,
-            d(2000, 1, 4),
-            Decimal::new(10150, 2),
-            Some(Decimal::new(100, 0)),
-        );
-        assert_eq!(e.change, Some(Decimal::new(150, 2)));
-        assert_eq!(e.change_pct, Some(Decimal::new(1_500_000, 6)));
-        let e = evaluation(
-            0,
-            d(2000, 1, 4),
-            Decimal::new(2, 0),
-            Some(Decimal::new(3, 0)),
-        );
+        let e = evaluation(0, d(2000, 1, 4), m("101.50"), Some(m("100"))).ok();
+        assert_eq!(e.as_ref().and_then(|e| e.change), Some(m("1.50")));
+        assert_eq!(e.and_then(|e| e.change_pct), Some(m("1.5")));
+        let e = evaluation(0, d(2000, 1, 4), m("2"), Some(m("3"))).ok();
         assert_eq!(
-            e.change_pct.map(|p| p.to_string()),
+            e.and_then(|e| e.change_pct).map(|p| p.to_string()),
             Some("-33.333333".into())
         );
+    }
+
+    #[test]
+    fn out_of_bounds_values_are_issues_not_panics() {
+        assert_eq!(
+            evaluation(0, d(2000, 1, 4), VALUE_CEILING, None),
+            Err(IssueKind::Overflow)
+        );
+        assert_eq!(
+            evaluation(0, d(2000, 1, 4), Money::ZERO, None),
+            Err(IssueKind::Overflow)
+        );
+        let huge = Money::from_units(VALUE_CEILING.units() - 1);
+        let tiny = Money::from_units(1);
+        let e = evaluation(0, d(2000, 1, 4), huge, Some(tiny));
+        assert!(e.is_ok(), "the contract's extremes fit: {e:?}");
     }
 
     #[test]

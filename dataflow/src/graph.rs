@@ -6,19 +6,18 @@
 //! its year, else from the year summaries of the portfolio (a three-level hierarchy instead of
 //! one reduce over a portfolio's whole history).
 
-use crate::eval::{covers, evaluation, intervals, month_of, year_of_month};
-use crate::types::{Evaluation, HoldingInput, PriceInput};
+use crate::eval::{covers, evaluation, intervals, month_of, valid_value, year_of_month};
 use chrono::NaiveDate;
 use differential_dataflow::difference::{Abelian, IsZero, Monoid, Multiply, Semigroup};
 use differential_dataflow::lattice::Lattice;
 use differential_dataflow::operators::arrange::ArrangeByKey;
 use differential_dataflow::operators::{Count, Join, Reduce, Threshold};
 use differential_dataflow::Collection;
-use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
+use stockflow_core::{Evaluation, HoldingInput, Issue, IssueKind, Money, PriceInput};
 use timely::dataflow::Scope;
 
-type Dated = (NaiveDate, Decimal);
+type Dated = (NaiveDate, Money);
 
 /// The running sum behind a portfolio-day's value, kept as a differential *difference*: the
 /// contributions are summed by the arrangement itself, so the state per (portfolio, day) is one
@@ -29,8 +28,9 @@ struct ValueAcc {
     have: i64,
     /// Stocks held that day.
     need: i64,
-    /// Σ quantity × close over the stocks with a close.
-    sum: Decimal,
+    /// Σ quantity × close over the stocks with a close. Summed with wrapping arithmetic: a
+    /// group, so intermediate sums may wrap but the consolidated sum is exact.
+    sum: Money,
 }
 
 impl IsZero for ValueAcc {
@@ -41,9 +41,9 @@ impl IsZero for ValueAcc {
 
 impl Semigroup for ValueAcc {
     fn plus_equals(&mut self, rhs: &Self) {
-        self.have += rhs.have;
-        self.need += rhs.need;
-        self.sum += rhs.sum;
+        self.have = self.have.wrapping_add(rhs.have);
+        self.need = self.need.wrapping_add(rhs.need);
+        self.sum = self.sum.wrapping_add(rhs.sum);
     }
 }
 
@@ -52,16 +52,16 @@ impl Monoid for ValueAcc {
         ValueAcc {
             have: 0,
             need: 0,
-            sum: Decimal::ZERO,
+            sum: Money::ZERO,
         }
     }
 }
 
 impl Abelian for ValueAcc {
     fn negate(&mut self) {
-        self.have = -self.have;
-        self.need = -self.need;
-        self.sum = -self.sum;
+        self.have = self.have.wrapping_neg();
+        self.need = self.need.wrapping_neg();
+        self.sum = self.sum.wrapping_neg();
     }
 }
 
@@ -70,9 +70,9 @@ impl Multiply<isize> for ValueAcc {
     fn multiply(self, rhs: &isize) -> ValueAcc {
         let k = *rhs as i64;
         ValueAcc {
-            have: self.have * k,
-            need: self.need * k,
-            sum: self.sum * Decimal::from(k),
+            have: self.have.wrapping_mul(k),
+            need: self.need.wrapping_mul(k),
+            sum: self.sum.wrapping_mul_int(k),
         }
     }
 }
@@ -85,29 +85,43 @@ enum BucketOut<I> {
     Last(Dated),
 }
 
+/// What the evaluation graph produces.
+pub struct Outputs<G: Scope> {
+    /// The evaluation of every portfolio-day that has one.
+    pub evaluations: Collection<G, Evaluation>,
+    /// The portfolio-days that have inputs but no evaluation (incomplete, overflow).
+    pub issues: Collection<G, Issue>,
+    /// The job's input state: the latest version of each close …
+    pub closes: Collection<G, PriceInput>,
+    /// … and of each holding record.
+    pub records: Collection<G, HoldingInput>,
+}
+
 /// Builds the evaluation of every portfolio-day from the raw price and holding inputs.
 pub fn evaluate<G>(
     prices: &Collection<G, PriceInput>,
     holdings: &Collection<G, HoldingInput>,
-) -> Collection<G, Evaluation>
+) -> Outputs<G>
 where
     G: Scope<Timestamp: Lattice + Ord>,
 {
     // The latest version of each close and of each holding record wins.
-    let closes = prices
+    let latest_closes = prices
         .map(|p| ((p.stock, p.date), (p.version, p.price)))
         .reduce_named("LatestClose", |_key, versions, out| {
             if let Some((v, _)) = versions.iter().rev().find(|(_, c)| *c > 0) {
-                out.push((v.1, 1));
+                out.push((**v, 1));
             }
         });
-    let records = holdings
+    let latest_records = holdings
         .map(|h| ((h.portfolio, h.stock, h.from), (h.version, h.quantity)))
         .reduce_named("LatestHolding", |_key, versions, out| {
             if let Some((v, _)) = versions.iter().rev().find(|(_, c)| *c > 0) {
-                out.push((v.1, 1));
+                out.push((**v, 1));
             }
         });
+    let closes = latest_closes.map(|((s, d), (_, price))| ((s, d), price));
+    let records = latest_records.map(|(k, (_, q))| (k, q));
     // Each (portfolio, stock)'s records become quantity intervals [from, to).
     let positions = records
         .map(|((p, s, from), q)| ((p, s), (from, q)))
@@ -128,12 +142,13 @@ where
         .map(|((p, s), (from, to, _))| (p, (s, from, to)))
         .arrange_by_key_named("PositionsByPortfolio");
 
-    // Each close × every position that holds the stock that day.
+    // Each close × every position that holds the stock that day. Within the contract's bounds
+    // (price < 10^9, quantity ≤ 10^9) the product cannot overflow; wrapping keeps it total.
     let contributions = closes
         .map(|((s, d), price)| (s, (d, price)))
         .arrange_by_key_named("ClosesByStock")
         .join_core(&by_stock, |_s, (d, price), (p, from, to, q)| {
-            covers(*from, *to, *d).then(|| ((*p, *d), *price * Decimal::from(*q)))
+            covers(*from, *to, *d).then(|| ((*p, *d), price.wrapping_mul_int(*q)))
         });
     // The stocks each candidate (portfolio, day) must have a close for.
     let needed = contributions
@@ -143,8 +158,8 @@ where
         .join_core(&by_portfolio, |p, d, (s, from, to)| {
             covers(*from, *to, *d).then_some(((*p, *d), *s))
         });
-    // value(p, d), defined only when every held stock has its close.
-    let values = contributions
+    // Per (portfolio, day): the stocks held, those with a close, and the sum.
+    let sums = contributions
         .explode(|(k, amount)| {
             Some((
                 k,
@@ -161,12 +176,31 @@ where
                 ValueAcc {
                     have: 0,
                     need: 1,
-                    sum: Decimal::ZERO,
+                    sum: Money::ZERO,
                 },
             ))
         }))
-        .count()
-        .flat_map(|(k, acc)| (acc.need > 0 && acc.have == acc.need).then_some((k, acc.sum)));
+        .count();
+    // value(p, d), defined only when every held stock has its close.
+    let values = sums.flat_map(|(k, acc)| {
+        (acc.need > 0 && acc.have == acc.need && valid_value(acc.sum)).then_some((k, acc.sum))
+    });
+    let unvalued = sums.flat_map(|((p, d), acc)| {
+        let kind = if acc.have != acc.need {
+            IssueKind::Incomplete
+        } else if !valid_value(acc.sum) {
+            IssueKind::Overflow
+        } else {
+            return None;
+        };
+        (acc.need > 0).then_some(Issue {
+            portfolio: p,
+            date: d,
+            kind,
+            held: acc.need,
+            priced: acc.have,
+        })
+    });
 
     // Previous evaluation within the month.
     let months = values
@@ -201,10 +235,37 @@ where
     let month_prev = months_in_year.join_map(&year_prev, |(p, _y), (m, in_year), before_year| {
         ((*p, *m), in_year.or(*before_year))
     });
-    days.join_map(&month_prev, |(p, _m), (d, v, in_month), before_month| {
+    let evaluated = days.join_map(&month_prev, |(p, _m), (d, v, in_month), before_month| {
         let previous = in_month.or(*before_month).map(|(_, v)| v);
-        evaluation(*p, *d, *v, previous)
-    })
+        evaluation(*p, *d, *v, previous).map_err(|kind| Issue {
+            portfolio: *p,
+            date: *d,
+            kind,
+            held: 0,
+            priced: 0,
+        })
+    });
+    let evaluations = evaluated.flat_map(Result::ok);
+    let issues = unvalued.concat(&evaluated.flat_map(Result::err));
+    Outputs {
+        evaluations,
+        issues,
+        closes: latest_closes.map(|((stock, date), (version, price))| PriceInput {
+            stock,
+            date,
+            price,
+            version,
+        }),
+        records: latest_records.map(|((portfolio, stock, from), (version, quantity))| {
+            HoldingInput {
+                portfolio,
+                stock,
+                from,
+                quantity,
+                version,
+            }
+        }),
+    }
 }
 
 /// For a bucket's members sorted by their first field, each member with the last evaluation

@@ -2,11 +2,11 @@
 //! holdings as incremental collections, joins them and emits evaluation diffs.
 //!
 //! - `graph`: the evaluation dataflow (pure dataflow, no I/O);
-//! - `eval`: the evaluation math;
-//! - `runtime`: one worker's inputs, graph and sink operator;
-//! - `memory`: runs the job over in-memory batches (tests, the core benchmark);
-//! - `job`: runs it over the log (Kafka) with replay positions and until-caught-up;
-//! - `sink`: the sink interface and the JSON Lines sink.
+//! - `eval`: the evaluation math (exact, checked);
+//! - `runtime`: one worker's inputs, graph, batches and cluster-wide stop;
+//! - `memory`: runs the evaluation over in-memory batches (tests, benchmarks, rebuilds);
+//! - `job`: runs it over a log (any backend of `stockflow-transport`), with a commit thread;
+//! - `sinks`: the JSON Lines and null sinks.
 
 pub mod bench;
 pub mod eval;
@@ -14,32 +14,55 @@ pub mod graph;
 pub mod job;
 pub mod memory;
 pub mod runtime;
-pub mod sink;
-pub mod types;
+pub mod sinks;
 
-pub use runtime::{Batch, DeadLetter};
-pub use sink::{CollectSink, DiffSink, JsonLinesSink};
-pub use types::{Evaluation, HoldingInput, PriceInput, Version};
+pub use sinks::{JsonLinesSink, NullSink};
+pub use stockflow_core::{
+    Batch, CollectSink, DeadLetter, Evaluation, HoldingInput, Issue, PriceInput, Sink, Version,
+};
+
+use stockflow_core::Fault;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("bad job configuration: {0}")]
     Config(String),
+    /// The job refuses to start; the message says what happened and what resolves it.
+    #[error("{0}")]
+    Refused(String),
     #[error("the sink failed: {0}")]
-    Sink(String),
+    Sink(#[from] stockflow_core::Error),
     #[error(transparent)]
-    Transport(#[from] stockflow_transport::Error),
+    Log(#[from] stockflow_transport::Error),
+    /// A source error that retrying cannot fix.
+    #[error("the source failed: {0}")]
+    Source(String),
+    /// Another process of the cluster stopped with an error.
+    #[error("stopped because another process of the cluster failed: {0}")]
+    Stopped(String),
     #[error("the dataflow failed: {0}")]
     Dataflow(String),
+    #[error("internal error: {0}")]
+    Internal(String),
 }
 
 impl Error {
+    pub fn fault(&self) -> Fault {
+        match self {
+            Error::Config(_) | Error::Refused(_) => Fault::User,
+            Error::Sink(e) => e.fault,
+            Error::Log(e) => e.fault(),
+            Error::Source(_) | Error::Stopped(_) => Fault::External,
+            Error::Dataflow(_) | Error::Internal(_) => Fault::Internal,
+        }
+    }
+
     /// Whether retrying the same call may succeed.
     pub fn is_retryable(&self) -> bool {
         match self {
-            Error::Transport(e) => e.is_retryable(),
-            Error::Sink(_) => true,
-            Error::Config(_) | Error::Dataflow(_) => false,
+            Error::Sink(e) => e.retryable,
+            Error::Log(e) => e.is_retryable(),
+            _ => false,
         }
     }
 }

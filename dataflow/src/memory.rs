@@ -1,12 +1,12 @@
-//! Runs the job over in-memory batches: batch i enters at timestamp i. For tests (against a
-//! reference evaluator) and for the benchmark of the dataflow core without a broker.
+//! Runs the evaluation over in-memory batches: batch i enters at timestamp i. For tests
+//! (against a reference evaluator), the core benchmark, and `stockflow db rebuild` (the stored
+//! state as one batch).
 
-use crate::runtime::{build, Batch};
-use crate::sink::DiffSink;
-use crate::types::{HoldingInput, PriceInput};
+use crate::runtime::{build, Outbox};
 use crate::{Error, Result};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use stockflow_core::{HoldingInput, PriceInput, Sink};
 
 /// A universe's initial holdings as dataflow input, all from `from` (version 0).
 pub fn initial_holdings(
@@ -45,65 +45,85 @@ pub struct RunStats {
     pub per_batch: Vec<Duration>,
 }
 
-/// A sink that hands batches to a shared closure, for collecting from worker 0.
-struct SharedSink(Arc<Mutex<dyn DiffSink + Send>>);
-
-impl DiffSink for SharedSink {
-    fn apply(&mut self, batch: &Batch) -> Result<()> {
-        self.0
-            .lock()
-            .map_err(|_| Error::Sink("sink lock poisoned".into()))?
-            .apply(batch)
+fn drain<S: Sink + ?Sized>(outbox: &Outbox, sink: &Mutex<S>) -> Result<()> {
+    loop {
+        let Some(batch) = outbox.borrow_mut().pop_front() else {
+            return Ok(());
+        };
+        sink.lock()
+            .map_err(|_| Error::Internal("sink lock poisoned".into()))?
+            .apply(&batch)?;
     }
 }
 
-/// Runs `batches` on `workers` threads; every worker feeds a round-robin share of each batch.
-/// With `wait_each` every batch is completed before the next enters (per-batch timings).
-pub fn run<S: DiffSink + Send + 'static>(
+/// Runs `batches` on `workers` threads; every worker feeds a round-robin share of each batch;
+/// worker 0 hands every completed timestamp to `sink`. With `wait_each` every batch is
+/// completed before the next enters (per-batch timings). With `keep_state` the batches carry
+/// the input state's changes.
+pub fn run<S: Sink + 'static>(
     workers: usize,
     batches: Arc<Vec<InputBatch>>,
     sink: Arc<Mutex<S>>,
     wait_each: bool,
 ) -> Result<RunStats> {
+    run_with(workers, batches, sink, wait_each, false)
+}
+
+pub fn run_with<S: Sink + 'static>(
+    workers: usize,
+    batches: Arc<Vec<InputBatch>>,
+    sink: Arc<Mutex<S>>,
+    wait_each: bool,
+    keep_state: bool,
+) -> Result<RunStats> {
     let config = timely::Config::process(workers.max(1));
     let stats = Arc::new(Mutex::new(RunStats::default()));
     let stats_w = Arc::clone(&stats);
-    let sink_dyn: Arc<Mutex<dyn DiffSink + Send>> = sink;
     let guards = timely::execute(config, move |worker| {
         let index = worker.index();
         let peers = worker.peers();
-        let own_sink: Option<Box<dyn DiffSink>> =
-            (index == 0).then(|| Box::new(SharedSink(Arc::clone(&sink_dyn))) as Box<dyn DiffSink>);
-        let (mut inputs, probe, status) = build(worker, own_sink);
+        let mut built = build(worker, keep_state);
         let started = Instant::now();
         let mut per_batch = Vec::new();
+        let mut result = Ok(());
         for (t, batch) in batches.iter().enumerate() {
             let batch_started = Instant::now();
             let t = t as u64;
             for p in batch.prices.iter().skip(index).step_by(peers) {
-                inputs.prices.insert(p.clone());
+                built.inputs.prices.insert(p.clone());
             }
             for h in batch.holdings.iter().skip(index).step_by(peers) {
-                inputs.holdings.insert(h.clone());
+                built.inputs.holdings.insert(h.clone());
             }
-            inputs.advance_to(t + 1);
+            built.inputs.advance_to(t + 1);
             if wait_each {
+                let probe = &built.probe;
                 worker.step_while(|| probe.less_than(&(t + 1)));
                 per_batch.push(batch_started.elapsed());
             } else {
                 worker.step();
             }
+            if result.is_ok() {
+                result = drain(&built.outbox, &sink);
+            }
         }
-        drop(inputs);
-        while worker.step_or_park(None) {}
-        let error = status.borrow_mut().error.take();
+        drop(built.inputs);
+        built.stop.close();
+        while worker.step_or_park(None) {
+            if result.is_ok() {
+                result = drain(&built.outbox, &sink);
+            }
+        }
+        if result.is_ok() {
+            result = drain(&built.outbox, &sink);
+        }
         if index == 0 {
             if let Ok(mut s) = stats_w.lock() {
                 s.elapsed = started.elapsed();
                 s.per_batch = per_batch;
             }
         }
-        error.map_or(Ok(()), Err)
+        result
     })
     .map_err(Error::Dataflow)?;
     for r in guards.join() {
@@ -111,7 +131,7 @@ pub fn run<S: DiffSink + Send + 'static>(
     }
     let stats = stats
         .lock()
-        .map_err(|_| Error::Dataflow("stats lock poisoned".into()))?
+        .map_err(|_| Error::Internal("stats lock poisoned".into()))?
         .clone();
     Ok(stats)
 }

@@ -1,31 +1,24 @@
-//! One worker's dataflow: inputs, the evaluation graph, and the sink operator that hands each
-//! completed timestamp to a `DiffSink` on worker 0.
+//! One worker's dataflow: inputs, the evaluation graph, and the operator on worker 0 that turns
+//! each completed timestamp into a [`Batch`] (consolidated rows, state changes, dead letters and
+//! offsets). Batches wait in an outbox that the driver (the job or the memory runner) empties;
+//! nothing here does I/O.
 
 use crate::graph::evaluate;
-use crate::sink::DiffSink;
-use crate::types::{Evaluation, HoldingInput, PriceInput};
-use crate::Error;
+use differential_dataflow::consolidation::consolidate;
 use differential_dataflow::input::{Input, InputSession};
 use serde::{Deserialize, Serialize};
 use std::cell::RefCell;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::rc::Rc;
-use stockflow_transport::Position;
+use stockflow_core::{Batch, DeadLetter, Evaluation, HoldingInput, Issue, Position, PriceInput};
 use timely::communication::Allocate;
 use timely::dataflow::channels::pact::Exchange;
-use timely::dataflow::operators::{Concat, Input as TimelyInput, Map, Operator, Probe};
+use timely::dataflow::operators::{
+    Broadcast, Concat, Input as TimelyInput, Inspect, Map, Operator, Probe,
+};
 use timely::dataflow::InputHandle;
 use timely::dataflow::ProbeHandle;
 use timely::worker::Worker;
-
-/// A record the sources could not use, with where it sits in the log and why.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-pub struct DeadLetter {
-    pub position: Position,
-    pub payload: Vec<u8>,
-    pub code: String,
-    pub reason: String,
-}
 
 /// What the sources tell the sink besides the data: how far they read, and what they rejected.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -38,36 +31,11 @@ pub enum Control {
 
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 enum SinkItem {
-    Diff(Evaluation, isize),
+    Evaluation(Evaluation, isize),
+    Issue(Issue, isize),
+    Price(PriceInput, isize),
+    Holding(HoldingInput, isize),
     Control(Control),
-}
-
-/// Everything the sink received for one completed timestamp.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Batch {
-    pub time: u64,
-    /// Consolidated diffs sorted by row: +1 insert, −1 retract.
-    pub diffs: Vec<(Evaluation, isize)>,
-    pub dead_letters: Vec<DeadLetter>,
-    /// The next offset of every partition any source has read so far (not only this batch's).
-    pub offsets: Vec<Position>,
-    /// The newest log timestamp (ms since the epoch) among the records of this timestamp:
-    /// for end-to-end latency (publish → commit).
-    pub newest_record_ms: Option<i64>,
-}
-
-/// What the sink operator reports back to its worker.
-#[derive(Debug, Default)]
-pub struct SinkStatus {
-    pub error: Option<Error>,
-    pub batches: u64,
-    pub inserted: u64,
-    pub retracted: u64,
-    pub dead_letters: u64,
-    /// The last timestamp handed to the sink.
-    pub last_time: Option<u64>,
-    /// The offsets of the last batch.
-    pub offsets: Vec<Position>,
 }
 
 pub struct WorkerInputs {
@@ -90,29 +58,80 @@ impl WorkerInputs {
     }
 }
 
-/// Builds the job's dataflow on this worker. Worker 0 owns `sink` (others pass None).
-pub fn build<A: Allocate>(
-    worker: &mut Worker<A>,
-    sink: Option<Box<dyn DiffSink>>,
-) -> (WorkerInputs, ProbeHandle<u64>, Rc<RefCell<SinkStatus>>) {
-    let status = Rc::new(RefCell::new(SinkStatus::default()));
-    let status_op = Rc::clone(&status);
+/// Completed batches waiting for the driver (worker 0 only; empty elsewhere).
+pub type Outbox = Rc<RefCell<VecDeque<Batch>>>;
+
+/// A cluster-wide stop: any worker raises it with a reason; every worker sees it at its next
+/// steps, in every process.
+pub struct StopSignal {
+    input: Option<InputHandle<u64, String>>,
+    raised: bool,
+    received: Rc<RefCell<Option<String>>>,
+}
+
+impl StopSignal {
+    /// Tells every worker to stop (once).
+    pub fn raise(&mut self, reason: &str) {
+        if self.raised {
+            return;
+        }
+        self.raised = true;
+        if let Some(input) = self.input.as_mut() {
+            input.send(reason.to_string());
+            input.flush();
+        }
+    }
+
+    /// The first reason any worker gave, once it has arrived here.
+    pub fn received(&self) -> Option<String> {
+        self.received.borrow().clone()
+    }
+
+    /// Closes this worker's side (at the end of the run).
+    pub fn close(&mut self) {
+        self.input = None;
+    }
+}
+
+/// What `build` gives the driver.
+pub struct Built {
+    pub inputs: WorkerInputs,
+    pub probe: ProbeHandle<u64>,
+    pub outbox: Outbox,
+    pub stop: StopSignal,
+}
+
+/// Builds the job's dataflow on this worker. With `keep_state`, batches also carry the changes
+/// of the input state (latest closes and holding records) for a stateful sink.
+pub fn build<A: Allocate>(worker: &mut Worker<A>, keep_state: bool) -> Built {
+    let outbox: Outbox = Rc::default();
+    let outbox_op = Rc::clone(&outbox);
     let probe = ProbeHandle::new();
     let inputs = worker.dataflow::<u64, _, _>(|scope| {
         let (prices_in, prices) = scope.new_collection();
         let (holdings_in, holdings) = scope.new_collection();
         let (control_in, control) = scope.new_input::<(Control, u64)>();
-        let evaluations = evaluate(&prices, &holdings);
-        let items = evaluations
+        let out = evaluate(&prices, &holdings);
+        let mut items = out
+            .evaluations
             .inner
-            .map(|(e, t, d)| (SinkItem::Diff(e, d), t))
+            .map(|(e, t, d)| (SinkItem::Evaluation(e, d), t))
+            .concat(&out.issues.inner.map(|(i, t, d)| (SinkItem::Issue(i, d), t)))
             .concat(&control.map(|(c, t)| (SinkItem::Control(c), t)));
-        let mut sink = sink;
+        if keep_state {
+            items = items
+                .concat(&out.closes.inner.map(|(p, t, d)| (SinkItem::Price(p, d), t)))
+                .concat(
+                    &out.records
+                        .inner
+                        .map(|(h, t, d)| (SinkItem::Holding(h, d), t)),
+                );
+        }
         let mut pending: BTreeMap<u64, Vec<SinkItem>> = BTreeMap::new();
         let mut offsets: BTreeMap<(String, i32), i64> = BTreeMap::new();
         items.sink(
             Exchange::new(|_: &(SinkItem, u64)| 0u64),
-            "DiffSink",
+            "Batches",
             move |input| {
                 input.for_each(|_cap, data| {
                     for (item, t) in data.drain(..) {
@@ -120,61 +139,18 @@ pub fn build<A: Allocate>(
                     }
                 });
                 let frontier = input.frontier().frontier();
-                let mut status = status_op.borrow_mut();
                 while let Some(entry) = pending.first_entry() {
                     let t = *entry.key();
-                    if frontier.less_equal(&t) || status.error.is_some() {
+                    if frontier.less_equal(&t) {
                         break;
                     }
-                    let items = entry.remove();
-                    let mut batch = Batch {
-                        time: t,
-                        ..Batch::default()
-                    };
-                    for item in items {
-                        match item {
-                            SinkItem::Diff(e, d) => batch.diffs.push((e, d)),
-                            SinkItem::Control(Control::Offset(p, ts)) => {
-                                batch.newest_record_ms = batch.newest_record_ms.max(ts);
-                                let next =
-                                    offsets.entry((p.topic, p.partition)).or_insert(p.offset);
-                                *next = (*next).max(p.offset);
-                            }
-                            SinkItem::Control(Control::DeadLetter(dl)) => {
-                                batch.dead_letters.push(dl)
-                            }
-                        }
-                    }
-                    differential_dataflow::consolidation::consolidate(&mut batch.diffs);
-                    batch.dead_letters.sort();
-                    batch.offsets = offsets
-                        .iter()
-                        .map(|((topic, partition), offset)| Position {
-                            topic: topic.clone(),
-                            partition: *partition,
-                            offset: *offset,
-                        })
-                        .collect();
-                    status.batches += 1;
-                    status.offsets.clone_from(&batch.offsets);
-                    status.last_time = Some(t);
-                    status.dead_letters += batch.dead_letters.len() as u64;
-                    for (_, d) in &batch.diffs {
-                        if *d > 0 {
-                            status.inserted += *d as u64;
-                        } else {
-                            status.retracted += d.unsigned_abs() as u64;
-                        }
-                    }
-                    if let Some(s) = sink.as_mut() {
-                        if let Err(e) = s.apply(&batch) {
-                            status.error = Some(e);
-                        }
-                    }
+                    let batch = assemble(t, entry.remove(), &mut offsets);
+                    outbox_op.borrow_mut().push_back(batch);
                 }
             },
         );
-        evaluations.inner.probe_with(&probe);
+        out.evaluations.inner.probe_with(&probe);
+        out.issues.inner.probe_with(&probe);
         control.probe_with(&probe);
         WorkerInputs {
             prices: prices_in,
@@ -182,5 +158,62 @@ pub fn build<A: Allocate>(
             control: control_in,
         }
     });
-    (inputs, probe, status)
+    let received: Rc<RefCell<Option<String>>> = Rc::default();
+    let received_op = Rc::clone(&received);
+    let stop_input = worker.dataflow::<u64, _, _>(|scope| {
+        let (input, stream) = scope.new_input::<String>();
+        stream.broadcast().inspect(move |reason| {
+            received_op
+                .borrow_mut()
+                .get_or_insert_with(|| reason.clone());
+        });
+        input
+    });
+    Built {
+        inputs,
+        probe,
+        outbox,
+        stop: StopSignal {
+            input: Some(stop_input),
+            raised: false,
+            received,
+        },
+    }
+}
+
+/// One completed timestamp's items as a batch; `offsets` keeps every partition's position.
+fn assemble(t: u64, items: Vec<SinkItem>, offsets: &mut BTreeMap<(String, i32), i64>) -> Batch {
+    let mut batch = Batch {
+        time: t,
+        ..Batch::default()
+    };
+    for item in items {
+        match item {
+            SinkItem::Evaluation(e, d) => batch.evaluations.push((e, d)),
+            SinkItem::Issue(i, d) => batch.issues.push((i, d)),
+            SinkItem::Price(p, d) => batch.prices.push((p, d)),
+            SinkItem::Holding(h, d) => batch.holdings.push((h, d)),
+            SinkItem::Control(Control::Offset(p, ts)) => {
+                batch.newest_record_ms = batch.newest_record_ms.max(ts);
+                let next = offsets.entry((p.topic, p.partition)).or_insert(p.offset);
+                *next = (*next).max(p.offset);
+            }
+            SinkItem::Control(Control::DeadLetter(dl)) => batch.dead_letters.push(dl),
+        }
+    }
+    consolidate(&mut batch.evaluations);
+    consolidate(&mut batch.issues);
+    consolidate(&mut batch.prices);
+    consolidate(&mut batch.holdings);
+    batch.dead_letters.sort();
+    batch.dead_letters.dedup_by(|a, b| a.position == b.position);
+    batch.offsets = offsets
+        .iter()
+        .map(|((topic, partition), offset)| Position {
+            topic: topic.clone(),
+            partition: *partition,
+            offset: *offset,
+        })
+        .collect();
+    batch
 }

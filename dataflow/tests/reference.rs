@@ -5,8 +5,18 @@ use proptest::prelude::*;
 use rust_decimal::{Decimal, RoundingStrategy};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
+use stockflow_core::{Issue, IssueKind, Money};
 use stockflow_dataflow::memory::{run, InputBatch};
 use stockflow_dataflow::{CollectSink, Evaluation, HoldingInput, PriceInput};
+
+/// The reference computes with rust_decimal, independently of the job's fixed-point money.
+fn money(d: Decimal) -> Money {
+    Money::parse(&d.normalize().to_string()).unwrap_or_else(|e| panic!("{d}: {e}"))
+}
+
+fn decimal(m: Money) -> Decimal {
+    m.to_string().parse().unwrap_or_else(|e| panic!("{m}: {e}"))
+}
 
 fn d(y: i32, m: u32, day: u32) -> NaiveDate {
     NaiveDate::from_ymd_opt(y, m, day).unwrap_or_else(|| panic!("bad date"))
@@ -33,18 +43,20 @@ enum Event {
     Holding(HoldingInput),
 }
 
-/// The reference: latest versions, then every portfolio-day by brute force.
-fn reference(events: &[Event]) -> BTreeSet<Evaluation> {
+/// The reference: latest versions, then every portfolio-day by brute force; the days with some
+/// but not all closes of the held stocks are incomplete.
+fn reference(events: &[Event]) -> (BTreeSet<Evaluation>, BTreeSet<Issue>) {
     let mut closes: BTreeMap<(u32, NaiveDate), ((i64, i32, i64), Decimal)> = BTreeMap::new();
     let mut records: BTreeMap<(u32, u32, NaiveDate), ((i64, i32, i64), i64)> = BTreeMap::new();
     for e in events {
         match e {
             Event::Price(p) => {
+                let price = decimal(p.price);
                 let slot = closes
                     .entry((p.stock, p.date))
-                    .or_insert((p.version, p.price));
+                    .or_insert((p.version, price));
                 if p.version >= slot.0 {
-                    *slot = (p.version, p.price);
+                    *slot = (p.version, price);
                 }
             }
             Event::Holding(h) => {
@@ -69,6 +81,7 @@ fn reference(events: &[Event]) -> BTreeSet<Evaluation> {
     let stocks: BTreeSet<u32> = records.keys().map(|k| k.1).collect();
     let all_days: BTreeSet<NaiveDate> = closes.keys().map(|k| k.1).collect();
     let mut out = BTreeSet::new();
+    let mut issues = BTreeSet::new();
     for &p in &portfolios {
         let mut previous: Option<Decimal> = None;
         for &day in &all_days {
@@ -77,7 +90,20 @@ fn reference(events: &[Event]) -> BTreeSet<Evaluation> {
                 .map(|&s| (s, quantity(p, s, day)))
                 .filter(|(_, q)| *q != 0)
                 .collect();
-            if held.is_empty() || !held.iter().all(|(s, _)| closes.contains_key(&(*s, day))) {
+            let priced = held
+                .iter()
+                .filter(|(s, _)| closes.contains_key(&(*s, day)))
+                .count();
+            if priced > 0 && priced < held.len() {
+                issues.insert(Issue {
+                    portfolio: p,
+                    date: day,
+                    kind: IssueKind::Incomplete,
+                    held: held.len() as i64,
+                    priced: priced as i64,
+                });
+            }
+            if held.is_empty() || priced < held.len() {
                 continue;
             }
             let value: Decimal = held
@@ -93,17 +119,20 @@ fn reference(events: &[Event]) -> BTreeSet<Evaluation> {
             out.insert(Evaluation {
                 portfolio: p,
                 date: day,
-                value,
-                change,
-                change_pct,
+                value: money(value),
+                change: change.map(money),
+                change_pct: change_pct.map(money),
             });
             previous = Some(value);
         }
     }
-    out
+    (out, issues)
 }
 
-fn run_dataflow(workers: usize, batches: Vec<InputBatch>) -> BTreeSet<Evaluation> {
+fn run_dataflow(
+    workers: usize,
+    batches: Vec<InputBatch>,
+) -> (BTreeSet<Evaluation>, BTreeSet<Issue>) {
     let sink = Arc::new(Mutex::new(CollectSink::default()));
     run(workers, Arc::new(batches), Arc::clone(&sink), false)
         .unwrap_or_else(|e| panic!("dataflow failed: {e}"));
@@ -113,7 +142,11 @@ fn run_dataflow(workers: usize, batches: Vec<InputBatch>) -> BTreeSet<Evaluation
         "every row is present once: {:?}",
         sink.state
     );
-    sink.state.keys().cloned().collect()
+    assert!(sink.issues.values().all(|&c| c == 1), "{:?}", sink.issues);
+    (
+        sink.state.keys().cloned().collect(),
+        sink.issues.keys().cloned().collect(),
+    )
 }
 
 fn to_batches(events: &[Event], cuts: &[usize]) -> Vec<InputBatch> {
@@ -134,7 +167,7 @@ fn to_batches(events: &[Event], cuts: &[usize]) -> Vec<InputBatch> {
 fn event_strategy() -> impl Strategy<Value = Vec<Event>> {
     let n_days = days().len();
     let price = (0u32..4, 0..n_days, 1i64..20_000)
-        .prop_map(move |(s, di, cents)| (s, di, Decimal::new(cents, 2)));
+        .prop_map(move |(s, di, cents)| (s, di, Money::from_units(i128::from(cents) * 10_000)));
     let holding = (
         0u32..3,
         0u32..4,
@@ -209,7 +242,7 @@ fn restated_price_retracts_and_reinserts_the_next_days_change() {
     let p = |s: u32, day: NaiveDate, cents: i64, v: i64| PriceInput {
         stock: s,
         date: day,
-        price: Decimal::new(cents, 2),
+        price: Money::from_units(i128::from(cents) * 10_000),
         version: (v, 0, v),
     };
     let batches = vec![
@@ -230,9 +263,9 @@ fn restated_price_retracts_and_reinserts_the_next_days_change() {
     assert_eq!(sink.timestamps, 2);
     assert_eq!((sink.inserted, sink.retracted), (4, 2));
     let rows: Vec<_> = sink.state.keys().cloned().collect();
-    assert_eq!(rows[0].value, Decimal::new(12000, 2));
+    assert_eq!(rows[0].value.to_string(), "120.00");
     assert_eq!(rows[0].change, None);
-    assert_eq!(rows[1].change, Some(Decimal::new(-1000, 2)));
+    assert_eq!(rows[1].change.map(|c| c.to_string()), Some("-10.00".into()));
     assert_eq!(
         rows[1].change_pct.map(|x| x.to_string()),
         Some("-8.333333".into())

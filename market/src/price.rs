@@ -1,16 +1,19 @@
-//! The reproducible price models. Prices are exact decimals (cents).
+//! The reproducible price models. Prices are exact: whole cents, computed in integers.
 
 use crate::reference::Stock;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use rust_decimal::{Decimal, RoundingStrategy};
+use stockflow_core::Money;
 
-/// The smallest price a stock can have.
-pub const MIN_PRICE: Decimal = Decimal::from_parts(1, 0, 0, false, 2);
+/// Units of `Money` in a cent.
+const CENT: i128 = 10_000;
 
-/// How `r` is drawn: a uniform integer in `[-R_SPAN, R_SPAN)` divided by `R_SCALE`,
-/// i.e. r uniform on a 1e-6 grid of `[-5 %, +5 %)`, exact as a decimal.
-const R_SCALE: u32 = 6;
+/// The smallest price a stock can have (0.01).
+pub const MIN_PRICE: Money = Money::from_units(CENT);
+
+/// How `r` is drawn: a uniform integer in `[-R_SPAN, R_SPAN)` millionths, i.e. r uniform on a
+/// 1e-6 grid of `[-5 %, +5 %)`, exact.
+const R_ONE: i128 = 1_000_000;
 const R_SPAN: i64 = 50_000;
 
 /// Which price model the exchanges use.
@@ -24,9 +27,14 @@ pub enum PriceModel {
     Course,
 }
 
-fn round_cents(p: Decimal) -> Decimal {
-    p.round_dp_with_strategy(2, RoundingStrategy::MidpointAwayFromZero)
-        .max(MIN_PRICE)
+/// price × (1 + r), r in millionths, rounded to cents half away from zero (prices are
+/// positive, so half up), never below 0.01.
+fn grow(price: Money, r: i64) -> Money {
+    let cents = price.units() / CENT;
+    // cents × (10^6 + r) is in 10^-8 dollars; rounding to cents divides by 10^6.
+    let scaled = cents * (R_ONE + i128::from(r));
+    let rounded = (scaled + R_ONE / 2).div_euclid(R_ONE);
+    Money::from_units(rounded * CENT).max(MIN_PRICE)
 }
 
 /// A stock's price path: yields the close of the n-th trading day of the market (n = 0 is
@@ -35,9 +43,9 @@ fn round_cents(p: Decimal) -> Decimal {
 #[derive(Debug, Clone)]
 pub struct PricePath {
     model: PriceModel,
-    initial: Decimal,
+    initial: Money,
     rng: ChaCha8Rng,
-    last: Option<Decimal>,
+    last: Option<Money>,
 }
 
 /// A stable 64-bit FNV-1a hash of a ticker, to derive a per-stock seed.
@@ -53,7 +61,7 @@ impl PricePath {
     }
 
     /// A path for any ticker and initial price (synthetic markets).
-    pub fn from_parts(model: PriceModel, seed: u64, ticker: &str, initial: Decimal) -> Self {
+    pub fn from_parts(model: PriceModel, seed: u64, ticker: &str, initial: Money) -> Self {
         let rng = ChaCha8Rng::seed_from_u64(seed ^ fnv1a(ticker).rotate_left(17));
         PricePath {
             model,
@@ -63,21 +71,21 @@ impl PricePath {
         }
     }
 
-    fn draw_r(&mut self) -> Decimal {
-        Decimal::new(self.rng.random_range(-R_SPAN..R_SPAN), R_SCALE)
+    fn draw_r(&mut self) -> i64 {
+        self.rng.random_range(-R_SPAN..R_SPAN)
     }
 
     /// The close of the next trading day.
-    pub fn next_close(&mut self) -> Decimal {
+    pub fn next_close(&mut self) -> Money {
         let close = match (self.model, self.last) {
             (PriceModel::RandomWalk, None) => self.initial,
             (PriceModel::RandomWalk, Some(prev)) => {
                 let r = self.draw_r();
-                round_cents(prev * (Decimal::ONE + r))
+                grow(prev, r)
             }
             (PriceModel::Course, _) => {
                 let r = self.draw_r();
-                round_cents(self.initial * (Decimal::ONE + r))
+                grow(self.initial, r)
             }
         };
         self.last = Some(close);
@@ -86,8 +94,8 @@ impl PricePath {
 }
 
 impl Iterator for PricePath {
-    type Item = Decimal;
-    fn next(&mut self) -> Option<Decimal> {
+    type Item = Money;
+    fn next(&mut self) -> Option<Money> {
         Some(self.next_close())
     }
 }
@@ -96,6 +104,16 @@ impl Iterator for PricePath {
 mod tests {
     use super::*;
     use crate::reference::STOCKS;
+
+    #[test]
+    fn growth_rounds_half_up_to_cents() {
+        let p = |c: i128| Money::from_units(c * CENT);
+        // 100.00 × 1.000050 = 100.005 → 100.01; × 0.999950 = 99.995 → 100.00
+        assert_eq!(grow(p(10_000), 50), p(10_001));
+        assert_eq!(grow(p(10_000), -50), p(10_000));
+        assert_eq!(grow(p(1), -50_000), MIN_PRICE);
+        assert_eq!(grow(p(25_690), 12_345), p(26_007));
+    }
 
     #[test]
     fn first_close_is_the_initial_price() {
@@ -130,12 +148,12 @@ mod tests {
             for w in closes.windows(2) {
                 let (prev, next) = (w[0], w[1]);
                 assert!(next >= MIN_PRICE);
-                assert_eq!(next, next.round_dp(2), "{next} has more than two decimals");
+                assert_eq!(next.units() % CENT, 0, "{next} has more than two decimals");
                 // |next - prev| ≤ 5 % of prev, plus at most half a cent of rounding, and the
                 // floor lifts anything below a cent back to 0.01.
-                let bound = prev * Decimal::new(5, 2) + Decimal::new(5, 3);
+                let bound = prev.units() * 5 / 100 + CENT / 2;
                 assert!(
-                    (next - prev).abs() <= bound || next == MIN_PRICE,
+                    (next.units() - prev.units()).abs() <= bound || next == MIN_PRICE,
                     "{}: {prev} -> {next}",
                     s.ticker
                 );
@@ -148,8 +166,12 @@ mod tests {
         for s in &STOCKS {
             let init = s.initial_price();
             for p in PricePath::new(PriceModel::Course, 3, s).take(300) {
-                let bound = init * Decimal::new(5, 2) + Decimal::new(5, 3);
-                assert!((p - init).abs() <= bound, "{}: {p}", s.ticker);
+                let bound = init.units() * 5 / 100 + CENT / 2;
+                assert!(
+                    (p.units() - init.units()).abs() <= bound,
+                    "{}: {p}",
+                    s.ticker
+                );
             }
         }
     }

@@ -1,9 +1,9 @@
 //! The market's reference data, exactly as `shared/spec/market.md` gives it.
 
-use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::str::FromStr;
+use stockflow_core::Money;
 
 /// One of the two stock exchanges.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -57,8 +57,8 @@ pub struct Stock {
 
 impl Stock {
     /// The close on the first trading day of the market.
-    pub fn initial_price(&self) -> Decimal {
-        Decimal::new(self.initial_cents, 2)
+    pub fn initial_price(&self) -> Money {
+        Money::from_units(i128::from(self.initial_cents) * 10_000)
     }
 }
 
@@ -241,16 +241,13 @@ pub fn lookup_investor(id: &str) -> Option<&'static Investor> {
 mod tests {
     use super::*;
 
-    fn value_at_initial_prices(p: &Portfolio) -> Decimal {
-        p.holdings
-            .iter()
-            .map(|(t, q)| {
-                let s = lookup_stock(t)
-                    .map(|s| s.initial_price())
-                    .unwrap_or_default();
-                s * Decimal::from(*q)
-            })
-            .sum()
+    fn value_at_initial_prices(p: &Portfolio) -> Money {
+        p.holdings.iter().fold(Money::ZERO, |sum, (t, q)| {
+            let s = lookup_stock(t)
+                .map(|s| s.initial_price())
+                .unwrap_or_default();
+            sum.wrapping_add(s.wrapping_mul_int(*q))
+        })
     }
 
     #[test]
@@ -285,8 +282,8 @@ mod tests {
     fn spec_values_at_initial_prices() {
         let p11 = lookup_portfolio("P11").map(value_at_initial_prices);
         let p12 = lookup_portfolio("P12").map(value_at_initial_prices);
-        assert_eq!(p11, Some(Decimal::new(3_218_476_00, 2)));
-        assert_eq!(p12, Some(Decimal::new(1_268_220_00, 2)));
+        assert_eq!(p11.map(|v| v.to_string()), Some("3218476.00".into()));
+        assert_eq!(p12.map(|v| v.to_string()), Some("1268220.00".into()));
     }
 
     #[test]

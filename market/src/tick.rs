@@ -2,29 +2,29 @@
 //!
 //! Canonical form (what stockflow emits):
 //! `{"TICK":"IBM","PRICE":"256.90","TS":"2000-01-03","EXCHANGE":"SE1"}`.
-//! Accepted on input, as the course's starter and student servers sent: `PRICE` as a string or
-//! a number; `TS` as an ISO date or a date-time (its date part, as written, is the trading
-//! day); `EXCHANGE` absent (then the stock's listing decides); `ORKL` for `ORCL`.
+//! Accepted on input (`docs/input.md` is the contract), as the course's starter and student
+//! servers sent: `PRICE` as a string or a number, read exactly from its text; `TS` as an ISO
+//! date or an ISO 8601 date-time (its date part, as written, is the trading day); `EXCHANGE`
+//! absent (then the stock's listing decides); tickers in any case; `ORKL` for `ORCL`.
 
-use crate::calendar::MARKET_EPOCH;
+use crate::calendar::Calendar;
+use crate::json::{Field, Object};
 use crate::reference::{lookup_stock, Exchange, STOCKS};
-use crate::Error;
+use crate::{Error, MAX_PAYLOAD};
 use chrono::{DateTime, NaiveDate, NaiveDateTime};
-use rust_decimal::Decimal;
 use serde::Serialize;
-use serde_json::Value;
 use std::collections::HashMap;
 use std::str::FromStr;
-
-/// Most decimal places a price may carry on input (prices are kept exactly as given).
-pub const MAX_PRICE_SCALE: u32 = 6;
+use stockflow_core::limits::{FIRST_DATE, PRICE_CEILING};
+use stockflow_core::money::ParseError;
+use stockflow_core::Money;
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Tick {
     pub ticker: String,
     pub exchange: Exchange,
     pub date: NaiveDate,
-    pub price: Decimal,
+    pub price: Money,
 }
 
 #[derive(Serialize)]
@@ -39,12 +39,8 @@ struct WireOut<'a> {
     exchange: &'static str,
 }
 
-/// Formats a price with at least two decimals ("256.90", "0.01").
-pub fn format_price(p: Decimal) -> String {
-    let mut p = p.normalize();
-    if p.scale() < 2 {
-        p.rescale(2);
-    }
+/// Formats a price with two to six decimals ("256.90", "0.01", "1.234567").
+pub fn format_price(p: Money) -> String {
     p.to_string()
 }
 
@@ -62,11 +58,13 @@ impl Tick {
     }
 }
 
-/// Decodes ticks, checking tickers against a known universe of stocks.
+/// Decodes ticks, checking tickers against a known universe of stocks and dates against the
+/// trading calendar.
 #[derive(Debug, Clone)]
 pub struct TickDecoder {
     /// Upper-cased ticker (and aliases) -> (canonical ticker, listing exchange).
     tickers: HashMap<String, (String, Exchange)>,
+    calendar: Calendar,
 }
 
 impl Default for TickDecoder {
@@ -76,6 +74,13 @@ impl Default for TickDecoder {
 }
 
 impl TickDecoder {
+    fn with_table(tickers: HashMap<String, (String, Exchange)>) -> Self {
+        TickDecoder {
+            tickers,
+            calendar: Calendar::new(),
+        }
+    }
+
     /// A decoder for the spec's 24 stocks (with `ORKL` as an alias of `ORCL`).
     pub fn spec() -> Self {
         let mut tickers: HashMap<String, (String, Exchange)> = STOCKS
@@ -85,7 +90,7 @@ impl TickDecoder {
         if let Some(orcl) = lookup_stock("ORCL") {
             tickers.insert("ORKL".into(), (orcl.ticker.into(), orcl.exchange));
         }
-        TickDecoder { tickers }
+        Self::with_table(tickers)
     }
 
     /// A decoder for any universe of stocks (e.g. a synthetic market).
@@ -101,7 +106,7 @@ impl TickDecoder {
                 (t.to_ascii_uppercase(), (t, e))
             })
             .collect();
-        TickDecoder { tickers }
+        Self::with_table(tickers)
     }
 
     /// A decoder for the stocks of a universe (with its aliases).
@@ -111,18 +116,16 @@ impl TickDecoder {
             .into_iter()
             .map(|(alias, ticker, exchange)| (alias, (ticker, exchange)))
             .collect();
-        TickDecoder { tickers }
+        Self::with_table(tickers)
     }
 
-    /// Decodes one message payload.
-    pub fn decode(&self, payload: &[u8]) -> Result<Tick, Error> {
-        let v: Value =
-            serde_json::from_slice(payload).map_err(|e| Error::MalformedJson(e.to_string()))?;
-        let obj = v.as_object().ok_or(Error::NotAnObject)?;
-        let field = |name: &'static str| obj.get(name).filter(|v| !v.is_null());
-
-        let raw_ticker = match field("TICK").ok_or(Error::MissingField("TICK"))? {
-            Value::String(s) => s.trim(),
+    /// Decodes one message payload under the input contract.
+    pub fn decode(&mut self, payload: &[u8]) -> Result<Tick, Error> {
+        check_size(payload)?;
+        let obj = Object::parse(payload)?;
+        let raw_ticker = match obj.get("TICK") {
+            Field::Null => return Err(Error::MissingField("TICK")),
+            Field::Str(s) => s,
             _ => {
                 return Err(Error::WrongType {
                     field: "TICK",
@@ -136,16 +139,20 @@ impl TickDecoder {
             .cloned()
             .ok_or_else(|| Error::UnknownTicker(raw_ticker.to_string()))?;
 
-        let price = parse_price(field("PRICE").ok_or(Error::MissingField("PRICE"))?)?;
+        let price = parse_price(obj.get("PRICE"))?;
 
-        let date = match field("TS").ok_or(Error::MissingField("TS"))? {
-            Value::String(s) => parse_trading_date(s)?,
-            other => return Err(Error::BadDate(other.to_string())),
+        let date = match obj.get("TS") {
+            Field::Null => return Err(Error::MissingField("TS")),
+            Field::Str(s) => parse_date(s)?,
+            Field::Number(t) | Field::Other(t) => return Err(Error::BadDate(t.to_string())),
         };
+        if !self.calendar.is_trading_day(date) {
+            return Err(Error::NotATradingDay(date));
+        }
 
-        let exchange = match field("EXCHANGE") {
-            None => listed,
-            Some(Value::String(s)) => {
+        let exchange = match obj.get("EXCHANGE") {
+            Field::Null => listed,
+            Field::Str(s) => {
                 let claimed = Exchange::from_str(s)?;
                 if claimed != listed {
                     return Err(Error::WrongExchange {
@@ -156,7 +163,7 @@ impl TickDecoder {
                 }
                 claimed
             }
-            Some(_) => {
+            _ => {
                 return Err(Error::WrongType {
                     field: "EXCHANGE",
                     expected: "a string",
@@ -173,62 +180,113 @@ impl TickDecoder {
     }
 }
 
-fn parse_price(v: &Value) -> Result<Decimal, Error> {
-    let text = match v {
-        Value::String(s) => s.trim().to_string(),
-        // serde_json keeps the shortest representation that round-trips, so "256.9"
-        // written as a number comes back as "256.9" and parses to the exact decimal.
-        Value::Number(n) => n.to_string(),
-        other => return Err(Error::NonNumericPrice(other.to_string())),
+/// Empty and oversized payloads are refused before any parsing.
+pub(crate) fn check_size(payload: &[u8]) -> Result<(), Error> {
+    if payload.is_empty() {
+        return Err(Error::EmptyPayload);
+    }
+    if payload.len() > MAX_PAYLOAD {
+        return Err(Error::PayloadTooLarge(payload.len()));
+    }
+    Ok(())
+}
+
+/// `PRICE`: a JSON number or a string holding a plain decimal, exact, 0 < price < 10^9, at
+/// most 6 decimals.
+fn parse_price(field: Field<'_>) -> Result<Money, Error> {
+    let text = match field {
+        Field::Null => return Err(Error::MissingField("PRICE")),
+        Field::Str(s) | Field::Number(s) => s,
+        Field::Other(t) => return Err(Error::NonNumericPrice(t.to_string())),
     };
-    let price = Decimal::from_str(&text)
-        .or_else(|_| Decimal::from_scientific(&text))
-        .map_err(|_| Error::NonNumericPrice(text.clone()))?;
-    if price <= Decimal::ZERO {
-        return Err(Error::NonPositivePrice(text));
+    let price = Money::parse(text).map_err(|e| match e {
+        ParseError::Syntax => Error::NonNumericPrice(text.to_string()),
+        ParseError::TooPrecise => Error::TooPrecisePrice(text.to_string()),
+        ParseError::OutOfRange => Error::PriceOutOfRange(text.to_string()),
+    })?;
+    if !price.is_positive() {
+        return Err(Error::NonPositivePrice(text.to_string()));
     }
-    let mut price = price.normalize();
-    if price.scale() > MAX_PRICE_SCALE {
-        return Err(Error::TooPrecisePrice(text));
-    }
-    if price.scale() < 2 {
-        price.rescale(2); // money: "256.9" reads as 256.90
+    if price >= PRICE_CEILING {
+        return Err(Error::PriceOutOfRange(text.to_string()));
     }
     Ok(price)
 }
 
-/// Parses `TS`: an ISO date, or a date-time whose date part (as written) is the trading day.
-pub fn parse_trading_date(s: &str) -> Result<NaiveDate, Error> {
-    let s = s.trim();
-    let date = NaiveDate::parse_from_str(s, "%Y-%m-%d")
-        .ok()
-        .or_else(|| DateTime::parse_from_rfc3339(s).ok().map(|d| d.date_naive()))
-        .or_else(|| {
-            [
+/// A strict ISO 8601 date: `YYYY-MM-DD`, alone or followed by a time
+/// (`THH:MM[:SS[.f]]` or ` HH:MM:SS[.f]`, with an optional `Z` or `±HH:MM` offset). The date
+/// as written is the trading day. Dates before 2000-01-01 are refused; four-digit years keep
+/// every date within what a MySQL `DATE` holds (9999-12-31).
+pub fn parse_date(s: &str) -> Result<NaiveDate, Error> {
+    let bad = || Error::BadDate(s.to_string());
+    let b = s.as_bytes();
+    let digits = |r: std::ops::Range<usize>| {
+        b.get(r.clone())
+            .filter(|d| d.iter().all(u8::is_ascii_digit))
+            .map(|d| d.iter().fold(0u32, |n, c| n * 10 + u32::from(c - b'0')))
+    };
+    if b.len() < 10 || b[4] != b'-' || b[7] != b'-' {
+        return Err(bad());
+    }
+    let (y, m, d) = match (digits(0..4), digits(5..7), digits(8..10)) {
+        (Some(y), Some(m), Some(d)) => (y, m, d),
+        _ => return Err(bad()),
+    };
+    let date = NaiveDate::from_ymd_opt(y as i32, m, d).ok_or_else(bad)?;
+    if b.len() > 10 {
+        let valid_time = DateTime::parse_from_rfc3339(s).is_ok()
+            || [
                 "%Y-%m-%dT%H:%M:%S%.f",
                 "%Y-%m-%d %H:%M:%S%.f",
                 "%Y-%m-%dT%H:%M",
+                "%Y-%m-%dT%H:%M:%S%.f%:z",
+                "%Y-%m-%d %H:%M:%S%.f%:z",
             ]
             .iter()
-            .find_map(|f| NaiveDateTime::parse_from_str(s, f).ok())
-            .map(|d| d.date())
-        })
-        .or_else(|| {
-            ["%Y-%m-%d %H:%M:%S%.f%:z", "%Y-%m-%d %H:%M:%S%.f%z"]
-                .iter()
-                .find_map(|f| DateTime::parse_from_str(s, f).ok())
-                .map(|d| d.date_naive())
-        })
-        .ok_or_else(|| Error::BadDate(s.to_string()))?;
-    if date < MARKET_EPOCH {
+            .any(|f| {
+                NaiveDateTime::parse_from_str(s, f).is_ok()
+                    || DateTime::parse_from_str(s, f).is_ok()
+            });
+        if !valid_time {
+            return Err(bad());
+        }
+    }
+    if date < FIRST_DATE {
         return Err(Error::BeforeMarket(date));
     }
     Ok(date)
 }
 
+/// `QTY`: a JSON integer or a string of digits, 0 ≤ QTY ≤ 10^9.
+pub(crate) fn parse_quantity(field: Field<'_>) -> Result<i64, Error> {
+    let text = match field {
+        Field::Null => return Err(Error::MissingField("QTY")),
+        Field::Str(s) | Field::Number(s) => s,
+        Field::Other(t) => return Err(Error::BadQuantity(t.to_string())),
+    };
+    let (negative, body) = match text.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, text),
+    };
+    if body.is_empty() || !body.bytes().all(|c| c.is_ascii_digit()) {
+        return Err(Error::BadQuantity(text.to_string()));
+    }
+    let n: i64 = body
+        .parse()
+        .map_err(|_| Error::QuantityOutOfRange(text.to_string()))?;
+    if negative && n != 0 {
+        return Err(Error::QuantityOutOfRange(text.to_string()));
+    }
+    if n > stockflow_core::limits::MAX_QUANTITY {
+        return Err(Error::QuantityOutOfRange(text.to_string()));
+    }
+    Ok(n)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::calendar::MARKET_EPOCH;
 
     fn d(y: i32, m: u32, day: u32) -> NaiveDate {
         NaiveDate::from_ymd_opt(y, m, day).unwrap_or(MARKET_EPOCH)
@@ -239,7 +297,7 @@ mod tests {
             ticker: "IBM".into(),
             exchange: Exchange::Se1,
             date: d(2000, 1, 3),
-            price: Decimal::from_str(price).unwrap_or_default(),
+            price: Money::parse(price).unwrap_or_default(),
         }
     }
 
@@ -256,20 +314,22 @@ mod tests {
 
     #[test]
     fn accepted_variants() {
-        let dec = TickDecoder::spec();
+        let mut dec = TickDecoder::spec();
         let ok = [
             r#"{"TICK": "IBM", "PRICE": "256.90", "TS": "2000-01-03", "EXCHANGE": "SE1"}"#,
             r#"{"TICK": "IBM", "PRICE": 256.9, "TS": "2000-01-03"}"#,
             r#"{"TICK": "IBM", "PRICE": 256.90, "TS": "2000-01-03T17:30:00"}"#,
             r#"{"TICK": "IBM", "PRICE": "256.9", "TS": "2000-01-03 17:30:00.123"}"#,
             r#"{"TICK": "IBM", "PRICE": "2.569e2", "TS": "2000-01-03T23:30:00+02:00"}"#,
-            r#"{"TICK": "ibm", "PRICE": " 256.90 ", "TS": "2000-01-03T09:00:00Z", "EXCHANGE": "se1"}"#,
+            r#"{"TICK": "IBM", "PRICE": 2569E-1, "TS": "2000-01-03T09:00"}"#,
+            r#"{"TICK": "ibm", "PRICE": "256.900000", "TS": "2000-01-03T09:00:00Z", "EXCHANGE": "se1"}"#,
+            r#"{"TICK": "IBM", "PRICE": 256.9000000000, "TS": "2000-01-03", "EXCHANGE": null, "NOTE": [1]}"#,
         ];
         for s in ok {
             let t = dec.decode(s.as_bytes());
             assert_eq!(
                 t.as_ref().map(|t| t.price),
-                Ok(Decimal::new(25690, 2)),
+                Ok(Money::from_units(256_900_000)),
                 "{s}"
             );
             assert_eq!(t.as_ref().map(|t| t.date), Ok(d(2000, 1, 3)), "{s}");
@@ -279,71 +339,149 @@ mod tests {
         assert_eq!(orkl.map(|t| t.ticker), Ok("ORCL".to_string()));
         let se2 = dec.decode(br#"{"TICK":"VZ","PRICE":46.49,"TS":"2000-01-03"}"#);
         assert_eq!(se2.map(|t| t.exchange), Ok(Exchange::Se2));
+        // 18 decimals, all zeros past the sixth: exact, accepted; one non-zero: refused.
+        let exact =
+            dec.decode(br#"{"TICK":"IBM","PRICE":97.630000000000000000,"TS":"2000-01-03"}"#);
+        assert_eq!(exact.map(|t| t.price.units()), Ok(97_630_000));
+        let max = dec.decode(br#"{"TICK":"IBM","PRICE":"999999999.999999","TS":"9999-12-31"}"#);
+        assert!(max.is_ok(), "{max:?}");
     }
 
     #[test]
-    fn specific_errors() {
-        let dec = TickDecoder::spec();
-        let cases: [(&str, fn(&Error) -> bool); 12] = [
-            (r#"{"TICK": "IBM", "PRICE": "#, |e| {
-                matches!(e, Error::MalformedJson(_))
-            }),
-            (r#"[1,2]"#, |e| matches!(e, Error::NotAnObject)),
-            (r#"{"PRICE": "1.00", "TS": "2000-01-03"}"#, |e| {
-                matches!(e, Error::MissingField("TICK"))
-            }),
-            (r#"{"TICK": "IBM", "TS": "2000-01-03"}"#, |e| {
-                matches!(e, Error::MissingField("PRICE"))
-            }),
-            (r#"{"TICK": "IBM", "PRICE": "1.00"}"#, |e| {
-                matches!(e, Error::MissingField("TS"))
-            }),
+    fn every_rejection_has_its_code() {
+        let mut dec = TickDecoder::spec();
+        let big = format!(
+            r#"{{"TICK":"IBM","PRICE":"1.00","TS":"2000-01-03","X":"{}"}}"#,
+            "a".repeat(5000)
+        );
+        let cases: Vec<(&[u8], &str)> = vec![
+            (b"", "empty_payload"),
+            (big.as_bytes(), "payload_too_large"),
+            (b"\xff\xfe{}", "not_utf8"),
+            (br#"{"TICK": "IBM", "PRICE": "#, "malformed_json"),
+            (br#"[1,2]"#, "not_an_object"),
             (
-                r#"{"TICK": "IBM", "PRICE": "abc", "TS": "2000-01-03"}"#,
-                |e| matches!(e, Error::NonNumericPrice(_)),
+                br#"{"TICK":"IBM","PRICE":"1.00","PRICE":"2.00","TS":"2000-01-03"}"#,
+                "duplicate_field",
+            ),
+            (br#"{"PRICE": "1.00", "TS": "2000-01-03"}"#, "missing_field"),
+            (br#"{"TICK": "IBM", "TS": "2000-01-03"}"#, "missing_field"),
+            (br#"{"TICK": "IBM", "PRICE": "1.00"}"#, "missing_field"),
+            (
+                br#"{"TICK": 12, "PRICE": "1.00", "TS": "2000-01-03"}"#,
+                "wrong_type",
             ),
             (
-                r#"{"TICK": "IBM", "PRICE": true, "TS": "2000-01-03"}"#,
-                |e| matches!(e, Error::NonNumericPrice(_)),
+                br#"{"TICK": "IBM", "PRICE": "abc", "TS": "2000-01-03"}"#,
+                "non_numeric_price",
             ),
             (
-                r#"{"TICK": "IBM", "PRICE": "-3.10", "TS": "2000-01-03"}"#,
-                |e| matches!(e, Error::NonPositivePrice(_)),
+                br#"{"TICK": "IBM", "PRICE": "9_7.63", "TS": "2000-01-03"}"#,
+                "non_numeric_price",
             ),
             (
-                r#"{"TICK": "XYZ", "PRICE": "1.00", "TS": "2000-01-03"}"#,
-                |e| matches!(e, Error::UnknownTicker(_)),
+                br#"{"TICK": "IBM", "PRICE": " 97.63", "TS": "2000-01-03"}"#,
+                "non_numeric_price",
             ),
             (
-                r#"{"TICK": "IBM", "PRICE": "1.00", "TS": "2000-13-03"}"#,
-                |e| matches!(e, Error::BadDate(_)),
+                br#"{"TICK": "IBM", "PRICE": true, "TS": "2000-01-03"}"#,
+                "non_numeric_price",
             ),
             (
-                r#"{"TICK": "IBM", "PRICE": "1.00", "TS": "1999-12-31"}"#,
-                |e| matches!(e, Error::BeforeMarket(_)),
+                br#"{"TICK": "IBM", "PRICE": "NaN", "TS": "2000-01-03"}"#,
+                "non_numeric_price",
             ),
             (
-                r#"{"TICK": "IBM", "PRICE": "1.00", "TS": "2000-01-03", "EXCHANGE": "SE2"}"#,
-                |e| matches!(e, Error::WrongExchange { .. }),
+                br#"{"TICK": "IBM", "PRICE": "-3.10", "TS": "2000-01-03"}"#,
+                "non_positive_price",
+            ),
+            (
+                br#"{"TICK": "IBM", "PRICE": 0, "TS": "2000-01-03"}"#,
+                "non_positive_price",
+            ),
+            (
+                br#"{"TICK": "IBM", "PRICE": 97.630000000000000001, "TS": "2000-01-03"}"#,
+                "too_precise_price",
+            ),
+            (
+                br#"{"TICK": "IBM", "PRICE": "1.0000001", "TS": "2000-01-03"}"#,
+                "too_precise_price",
+            ),
+            (
+                br#"{"TICK": "IBM", "PRICE": "100000000000000000000000000", "TS": "2000-01-03"}"#,
+                "price_out_of_range",
+            ),
+            (
+                br#"{"TICK": "IBM", "PRICE": "1000000000", "TS": "2000-01-03"}"#,
+                "price_out_of_range",
+            ),
+            (
+                br#"{"TICK": "IBM", "PRICE": 1e400, "TS": "2000-01-03"}"#,
+                "price_out_of_range",
+            ),
+            (
+                br#"{"TICK": "XYZ", "PRICE": "1.00", "TS": "2000-01-03"}"#,
+                "unknown_ticker",
+            ),
+            (
+                br#"{"TICK": "IBM", "PRICE": "1.00", "TS": "2000-13-03"}"#,
+                "bad_date",
+            ),
+            (
+                br#"{"TICK": "IBM", "PRICE": "1.00", "TS": "2000-1-3"}"#,
+                "bad_date",
+            ),
+            (
+                br#"{"TICK": "IBM", "PRICE": "1.00", "TS": "10000-01-03"}"#,
+                "bad_date",
+            ),
+            (
+                br#"{"TICK": "IBM", "PRICE": "1.00", "TS": "2000-01-03T25:00"}"#,
+                "bad_date",
+            ),
+            (
+                br#"{"TICK": "IBM", "PRICE": "1.00", "TS": "2000-01-03junk"}"#,
+                "bad_date",
+            ),
+            (
+                br#"{"TICK": "IBM", "PRICE": "1.00", "TS": 20000103}"#,
+                "bad_date",
+            ),
+            (
+                br#"{"TICK": "IBM", "PRICE": "1.00", "TS": "1999-12-31"}"#,
+                "before_market",
+            ),
+            (
+                br#"{"TICK": "IBM", "PRICE": "1.00", "TS": "2000-01-01"}"#,
+                "not_a_trading_day",
+            ),
+            (
+                br#"{"TICK": "IBM", "PRICE": "1.00", "TS": "2000-01-03", "EXCHANGE": "NYSE"}"#,
+                "unknown_exchange",
+            ),
+            (
+                br#"{"TICK": "IBM", "PRICE": "1.00", "TS": "2000-01-03", "EXCHANGE": "SE2"}"#,
+                "wrong_exchange",
+            ),
+            (
+                br#"{"TICK": "IBM", "PRICE": "1.00", "TS": "2000-01-03", "EXCHANGE": 1}"#,
+                "wrong_type",
             ),
         ];
-        for (input, check) in cases {
-            match dec.decode(input.as_bytes()) {
-                Err(e) => assert!(check(&e), "{input}: unexpected error {e}"),
-                Ok(t) => panic!("{input}: accepted as {t:?}"),
+        for (input, code) in cases {
+            match dec.decode(input) {
+                Err(e) => assert_eq!(e.code(), code, "{}: {e}", String::from_utf8_lossy(input)),
+                Ok(t) => panic!("{}: accepted as {t:?}", String::from_utf8_lossy(input)),
             }
         }
-        assert!(matches!(
-            dec.decode(br#"{"TICK":"IBM","PRICE":"NaN","TS":"2000-01-03"}"#),
-            Err(Error::NonNumericPrice(_))
-        ));
-        assert!(matches!(
-            dec.decode(br#"{"TICK":"IBM","PRICE":"0","TS":"2000-01-03"}"#),
-            Err(Error::NonPositivePrice(_))
-        ));
-        assert!(matches!(
-            dec.decode(br#"{"TICK":"IBM","PRICE":"1.0000001","TS":"2000-01-03"}"#),
-            Err(Error::TooPrecisePrice(_))
-        ));
+    }
+
+    #[test]
+    fn reasons_quote_input_safely() {
+        let mut dec = TickDecoder::spec();
+        let e = dec
+            .decode(b"{\"TICK\":\"\\u001b[2J\\nEVIL\",\"PRICE\":\"1.00\",\"TS\":\"2000-01-03\"}");
+        let reason = e.err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(!reason.chars().any(char::is_control), "{reason:?}");
     }
 }

@@ -5,17 +5,16 @@ use crate::price::PriceModel;
 use crate::reference::{Exchange, INVESTORS, PORTFOLIOS, STOCKS};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use rust_decimal::Decimal;
 use std::collections::HashMap;
+use stockflow_core::Money;
 
-pub type StockId = u32;
-pub type PortfolioId = u32;
+pub use stockflow_core::{PortfolioId, StockId};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StockDef {
     pub ticker: String,
     pub exchange: Exchange,
-    pub initial: Decimal,
+    pub initial: Money,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -119,7 +118,10 @@ impl Universe {
     /// portfolios `Q00000…` of `min..=max` distinct holdings, 100 investors.
     pub fn synthetic(spec: SyntheticSpec) -> Self {
         let mut rng = ChaCha8Rng::seed_from_u64(spec.seed);
-        let n = spec.stocks.max(1);
+        // The input contract bounds a universe (and so a portfolio's positions).
+        let n = spec
+            .stocks
+            .clamp(1, stockflow_core::limits::MAX_STOCKS as u32);
         let stocks: Vec<StockDef> = (0..n)
             .map(|i| StockDef {
                 ticker: format!("S{i:04}"),
@@ -128,7 +130,7 @@ impl Universe {
                 } else {
                     Exchange::Se2
                 },
-                initial: Decimal::new(rng.random_range(500..100_000), 2),
+                initial: Money::from_units(i128::from(rng.random_range(500..100_000i64)) * 10_000),
             })
             .collect();
         let investors: Vec<InvestorDef> = (0..100)

@@ -5,7 +5,7 @@ use futures::stream::{self, StreamExt};
 use std::io::BufRead;
 use std::time::Duration;
 use stockflow_market::TickDecoder;
-use stockflow_transport::LogSink;
+use stockflow_transport::LogProducer;
 
 /// A line that was not published, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -23,29 +23,41 @@ pub struct PublishReport {
 }
 
 /// Validates every line and publishes the good ones in their canonical form, keyed by
-/// ticker. Bad lines are returned with their number and reason; they never stop the rest.
-pub async fn publish_lines<R: BufRead, S: LogSink>(
-    reader: R,
+/// ticker. Bad lines (not UTF-8, not a valid tick) are returned with their number and reason;
+/// they never stop the rest.
+pub async fn publish_lines<R: BufRead, S: LogProducer + ?Sized>(
+    mut reader: R,
     source_name: &str,
-    decoder: &TickDecoder,
+    decoder: &mut TickDecoder,
     sink: &S,
     topic: &str,
 ) -> Result<PublishReport> {
     let mut report = PublishReport::default();
     let mut good = Vec::new();
-    for (i, line) in reader.lines().enumerate() {
-        let line = line.map_err(|source| Error::Io {
-            path: source_name.to_string(),
-            source,
-        })?;
-        if line.trim().is_empty() {
+    let mut buf: Vec<u8> = Vec::new();
+    let mut i = 0usize;
+    loop {
+        buf.clear();
+        let n = reader
+            .read_until(b'\n', &mut buf)
+            .map_err(|source| Error::Io {
+                path: source_name.to_string(),
+                source,
+            })?;
+        if n == 0 {
+            break;
+        }
+        i += 1;
+        let line: &[u8] = buf.strip_suffix(b"\n").unwrap_or(&buf);
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.iter().all(u8::is_ascii_whitespace) {
             report.blank += 1;
             continue;
         }
-        match decoder.decode(line.as_bytes()) {
+        match decoder.decode(line) {
             Ok(t) => good.push(t),
             Err(e) => report.bad.push(BadLine {
-                line: i + 1,
+                line: i,
                 reason: e.to_string(),
             }),
         }

@@ -7,7 +7,7 @@ use futures::stream::{FuturesOrdered, StreamExt};
 use indicatif::ProgressBar;
 use std::time::{Duration, Instant};
 use stockflow_market::Tick;
-use stockflow_transport::LogSink;
+use stockflow_transport::LogProducer;
 use tokio::sync::watch;
 
 /// How fast days go out.
@@ -72,7 +72,11 @@ impl ExchangeReport {
 }
 
 /// Sends one whole day and resolves when every tick of it is acknowledged.
-async fn send_day<S: LogSink>(sink: &S, topic: &str, day: &DayTicks) -> Result<(NaiveDate, usize)> {
+async fn send_day<S: LogProducer + ?Sized>(
+    sink: &S,
+    topic: &str,
+    day: &DayTicks,
+) -> Result<(NaiveDate, usize)> {
     let payloads: Vec<Vec<u8>> = day.ticks.iter().map(Tick::to_json).collect();
     let mut sends = Vec::with_capacity(payloads.len());
     for (t, p) in day.ticks.iter().zip(&payloads) {
@@ -84,7 +88,7 @@ async fn send_day<S: LogSink>(sink: &S, topic: &str, day: &DayTicks) -> Result<(
 
 /// Runs one exchange server over its schedule. On shutdown no new day is started; days
 /// already started are sent completely and acknowledged, so no day is half-written.
-pub async fn run_exchange<S: LogSink>(
+pub async fn run_exchange<S: LogProducer + ?Sized>(
     sink: &S,
     topic: &str,
     schedule: &Schedule,

@@ -1,12 +1,13 @@
 use super::exchange::{ensure_topic, serve_exchanges};
-use super::kafka_config;
+use super::open_log;
 use crate::cli::{BenchCommand, Global, Model, Output, ServerArgs};
 use anyhow::Result;
 use futures::stream::{self, StreamExt};
+use std::ops::ControlFlow;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
-use stockflow_transport::kafka::KafkaSink;
-use stockflow_transport::LogSink;
+use stockflow_transport::{Log, Position};
 
 pub async fn run(g: &Global, command: BenchCommand) -> Result<ExitCode> {
     match command {
@@ -65,8 +66,10 @@ pub async fn run(g: &Global, command: BenchCommand) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         BenchCommand::Consume { topic } => {
-            let config = kafka_config(g);
-            let r = tokio::task::spawn_blocking(move || raw_consume(&config, &topic)).await??;
+            let g2 = g.clone();
+            let r =
+                tokio::task::spawn_blocking(move || raw_consume(open_log(&g2)?.as_ref(), &topic))
+                    .await??;
             match g.output {
                 Output::Json => println!("{r}"),
                 Output::Text => println!("{}", serde_json::to_string_pretty(&r)?),
@@ -83,19 +86,15 @@ pub async fn run(g: &Global, command: BenchCommand) -> Result<ExitCode> {
 
 /// Raw producer throughput: `n` messages of the exchanges' size and shape, same client and
 /// settings, no schedule, no per-day grouping.
-async fn raw_produce(
-    config: &stockflow_transport::kafka::KafkaConfig,
-    topic: &str,
-    n: usize,
-) -> Result<f64> {
-    let sink = KafkaSink::new(config)?;
+async fn raw_produce(log: &dyn Log, topic: &str, n: usize) -> Result<f64> {
+    let sink = log.producer()?;
     let payload = br#"{"TICK":"AAPL","PRICE":"227.48","TS":"2000-01-03","EXCHANGE":"SE1"}"#;
     let keys: Vec<String> = (0..24).map(|i| format!("T{i:02}")).collect();
     let started = Instant::now();
     let results: Vec<_> = stream::iter(0..n)
         .map(|i| {
             let key = keys[i % keys.len()].as_bytes();
-            let sink = &sink;
+            let sink = sink.as_ref();
             async move { sink.send(topic, key, payload).await }
         })
         .buffered(6144)
@@ -114,7 +113,8 @@ async fn producers(
     until: Option<chrono::NaiveDate>,
     partitions: i32,
 ) -> Result<ExitCode> {
-    let config = kafka_config(g);
+    let g2 = g.clone();
+    let log = tokio::task::spawn_blocking(move || open_log(&g2)).await??;
     let run_id = std::process::id();
     let exchange_topic = format!("bench-exchange-{run_id}");
     let raw_topic = format!("bench-raw-{run_id}");
@@ -133,13 +133,19 @@ async fn producers(
         },
     };
     let started = Instant::now();
-    let reports = serve_exchanges(&config, &stockflow_market::Exchange::ALL, &args, false).await?;
+    let reports = serve_exchanges(
+        Arc::clone(&log),
+        &stockflow_market::Exchange::ALL,
+        &args,
+        false,
+    )
+    .await?;
     let exchange_secs = started.elapsed().as_secs_f64();
     let messages: usize = reports.iter().map(|r| r.messages).sum();
     let exchange_rate = messages as f64 / exchange_secs;
 
-    ensure_topic(&config, &raw_topic, partitions).await?;
-    let raw_rate = raw_produce(&config, &raw_topic, messages).await?;
+    ensure_topic(log.as_ref(), &raw_topic, partitions)?;
+    let raw_rate = raw_produce(log.as_ref(), &raw_topic, messages).await?;
     let ratio = exchange_rate / raw_rate;
     // The topics are left in place: tansu 0.6 answered a DeleteTopics request for one
     // benchmark topic by dropping other topics too (seen here), so nothing deletes topics.
@@ -176,26 +182,25 @@ pub fn peak_rss_mib() -> Option<f64> {
 }
 
 /// Reads a whole topic with the job's source (same client, same settings), counting records.
-fn raw_consume(
-    config: &stockflow_transport::kafka::KafkaConfig,
-    topic: &str,
-) -> Result<serde_json::Value> {
-    use stockflow_transport::kafka::{KafkaAdmin, KafkaSource};
-    use stockflow_transport::{LogSource, StartAt};
-    let admin = KafkaAdmin::new(config)?;
-    let parts = admin.partitions(topic, Duration::from_secs(10))?;
-    let assignments: Vec<_> = parts
+fn raw_consume(log: &dyn Log, topic: &str) -> Result<serde_json::Value> {
+    let marks = log.watermarks(topic)?;
+    let start: Vec<Position> = marks
         .iter()
-        .map(|p| (topic.to_string(), *p, StartAt::Earliest))
+        .map(|w| Position {
+            topic: topic.to_string(),
+            partition: w.partition,
+            offset: w.low,
+        })
         .collect();
+    let total: i64 = marks.iter().map(|w| w.len()).sum();
     let started = Instant::now();
-    let (mut source, plans) = KafkaSource::open(config, &assignments)?;
-    let total: i64 = plans.iter().map(|p| p.end_at_open - p.start).sum();
+    let mut source = log.open_source(&start)?;
     let mut seen = 0i64;
     let mut bytes = 0usize;
     while seen < total {
         seen += source.poll_batch(50_000, Duration::from_millis(100), &mut |r| {
             bytes += r.payload.map_or(0, <[u8]>::len);
+            ControlFlow::Continue(())
         })? as i64;
     }
     let secs = started.elapsed().as_secs_f64().max(1e-9);

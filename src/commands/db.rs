@@ -2,7 +2,11 @@ use super::universe;
 use crate::cli::{DbCommand, Global, Output};
 use anyhow::{Context, Result};
 use std::process::ExitCode;
-use stockflow_sinks::mysql::{init, redact, MySqlConfig};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use stockflow_core::{CollectSink, Sink};
+use stockflow_dataflow::memory::{run_with, InputBatch};
+use stockflow_sinks::mysql::{init, rebuild, redact, MySqlConfig, MySqlSink};
 
 pub async fn run(g: &Global, command: DbCommand) -> Result<ExitCode> {
     match command {
@@ -35,5 +39,86 @@ pub async fn run(g: &Global, command: DbCommand) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        DbCommand::Rebuild {
+            db,
+            market,
+            job,
+            takeover,
+            workers,
+        } => {
+            let cfg = MySqlConfig::from_url(&db.url)?;
+            let u = Arc::new(universe(&market)?);
+            let output = g.output;
+            tokio::task::spawn_blocking(move || rebuild_all(cfg, u, job, takeover, workers, output))
+                .await?
+        }
     }
+}
+
+/// Recomputes every derived row from the stored state and brings the tables to it.
+fn rebuild_all(
+    cfg: MySqlConfig,
+    universe: Arc<stockflow_market::Universe>,
+    job: String,
+    takeover: bool,
+    workers: usize,
+    output: Output,
+) -> Result<ExitCode> {
+    let started = Instant::now();
+    init(&cfg, &universe, false).with_context(|| format!("initialising {}", cfg.shown()))?;
+    let mut sink = MySqlSink::open(
+        cfg,
+        job,
+        Arc::clone(&universe),
+        takeover,
+        Duration::from_secs(60),
+    )?;
+    let state = sink.load()?;
+    tracing::info!(
+        prices = state.prices.len(),
+        holdings = state.holdings.len(),
+        "recomputing every evaluation from the stored state"
+    );
+    let computed = Arc::new(Mutex::new(CollectSink::default()));
+    let batches = Arc::new(vec![InputBatch {
+        prices: state.prices,
+        holdings: state.holdings,
+    }]);
+    run_with(workers, batches, Arc::clone(&computed), false, false)?;
+    let computed = std::mem::take(
+        &mut *computed
+            .lock()
+            .map_err(|_| anyhow::anyhow!("result lock poisoned"))?,
+    );
+    let evaluations = computed.state.keys().cloned().collect();
+    let issues = computed.issues.keys().cloned().collect();
+    let bar = if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        indicatif::ProgressBar::new(universe.portfolios.len() as u64)
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    let report = rebuild::rebuild(&mut sink, &evaluations, &issues, |done, _| {
+        bar.set_position(done as u64);
+    })?;
+    bar.finish_and_clear();
+    sink.finish()?;
+    let secs = started.elapsed().as_secs_f64();
+    match output {
+        Output::Json => println!(
+            "{}",
+            serde_json::json!({
+                "portfolios": report.portfolios,
+                "upserted": report.upserted,
+                "deleted": report.deleted,
+                "unchanged": report.unchanged,
+                "issues_changed": report.issues_changed,
+                "seconds": secs,
+            })
+        ),
+        Output::Text => println!(
+            "rebuilt {} portfolios in {secs:.2} s: {} rows written, {} deleted, {} unchanged",
+            report.portfolios, report.upserted, report.deleted, report.unchanged
+        ),
+    }
+    Ok(ExitCode::SUCCESS)
 }

@@ -1,4 +1,4 @@
-use super::{kafka_config, shutdown_on_signal};
+use super::{open_log, shutdown_on_signal};
 use crate::cli::{ExchangeCommand, Global, Model, Output, ServerArgs};
 use anyhow::{Context, Result};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
@@ -7,16 +7,16 @@ use std::sync::Arc;
 use std::time::Duration;
 use stockflow_market::{Exchange, PriceModel, TickDecoder, Universe};
 use stockflow_producers::{run_exchange, ExchangeReport, Pacing, Schedule};
-use stockflow_transport::kafka::{KafkaAdmin, KafkaConfig, KafkaSink};
-use stockflow_transport::LogAdmin;
+use stockflow_transport::Log;
 
 pub async fn run(g: &Global, command: ExchangeCommand) -> Result<ExitCode> {
-    let config = kafka_config(g);
+    let g2 = g.clone();
+    let log = tokio::task::spawn_blocking(move || open_log(&g2)).await??;
     match command {
-        ExchangeCommand::Se1(a) => serve(g, &config, &[Exchange::Se1], a).await,
-        ExchangeCommand::Se2(a) => serve(g, &config, &[Exchange::Se2], a).await,
-        ExchangeCommand::All(a) => serve(g, &config, &Exchange::ALL, a).await,
-        ExchangeCommand::Publish { file, topic } => publish(g, &config, &file, &topic).await,
+        ExchangeCommand::Se1(a) => serve(g, log, &[Exchange::Se1], a).await,
+        ExchangeCommand::Se2(a) => serve(g, log, &[Exchange::Se2], a).await,
+        ExchangeCommand::All(a) => serve(g, log, &Exchange::ALL, a).await,
+        ExchangeCommand::Publish { file, topic } => publish(g, log, &file, &topic).await,
     }
 }
 
@@ -35,14 +35,9 @@ pub fn schedule(exchange: Exchange, a: &ServerArgs, universe: Arc<Universe>) -> 
     }
 }
 
-pub async fn ensure_topic(config: &KafkaConfig, topic: &str, partitions: i32) -> Result<()> {
-    let admin = KafkaAdmin::new(config)?;
-    admin
-        .wait_ready(Duration::from_secs(30))
-        .with_context(|| format!("no Kafka broker answers at {}", config.brokers))?;
-    admin
-        .ensure_topic(topic, partitions)
-        .await
+/// Creates the topic if missing, with the pipeline's retention for it.
+pub fn ensure_topic(log: &dyn Log, topic: &str, partitions: i32) -> Result<()> {
+    log.ensure_topic(&super::topics::spec_for(topic, partitions))
         .with_context(|| format!("ensuring topic {topic}"))?;
     Ok(())
 }
@@ -60,7 +55,7 @@ fn progress_bar(multi: &MultiProgress, exchange: Exchange) -> ProgressBar {
 
 /// Runs the given exchanges as independent tasks, each with its own producer.
 pub async fn serve_exchanges(
-    config: &KafkaConfig,
+    log: Arc<dyn Log>,
     exchanges: &[Exchange],
     a: &ServerArgs,
     show_progress: bool,
@@ -75,7 +70,7 @@ pub async fn serve_exchanges(
         a.pace.is_finite() && a.pace >= 0.0,
         "--pace must be a number of seconds ≥ 0"
     );
-    ensure_topic(config, &a.topic, a.partitions).await?;
+    ensure_topic(log.as_ref(), &a.topic, a.partitions)?;
     let pacing = if a.backfill {
         Pacing::DEFAULT_BACKFILL
     } else {
@@ -86,13 +81,13 @@ pub async fn serve_exchanges(
     let multi = MultiProgress::new();
     let mut tasks = Vec::new();
     for &exchange in exchanges {
-        let sink = KafkaSink::new(config)?;
+        let sink = log.producer()?;
         let schedule = schedule(exchange, a, Arc::clone(&universe));
         let topic = a.topic.clone();
         let shutdown = shutdown.clone();
         let pb = show_progress.then(|| progress_bar(&multi, exchange));
         tasks.push(tokio::spawn(async move {
-            run_exchange(&sink, &topic, &schedule, pacing, shutdown, pb).await
+            run_exchange(sink.as_ref(), &topic, &schedule, pacing, shutdown, pb).await
         }));
     }
     let mut reports = Vec::new();
@@ -105,12 +100,12 @@ pub async fn serve_exchanges(
 
 async fn serve(
     g: &Global,
-    config: &KafkaConfig,
+    log: Arc<dyn Log>,
     exchanges: &[Exchange],
     a: ServerArgs,
 ) -> Result<ExitCode> {
-    tracing::info!(brokers = %config.brokers, topic = %a.topic, backfill = a.backfill, "starting exchange servers");
-    let reports = serve_exchanges(config, exchanges, &a, a.backfill).await?;
+    tracing::info!(log = %log.describe(), topic = %a.topic, backfill = a.backfill, "starting exchange servers");
+    let reports = serve_exchanges(log, exchanges, &a, a.backfill).await?;
     print_reports(g.output, &reports)?;
     Ok(ExitCode::SUCCESS)
 }
@@ -156,22 +151,35 @@ pub fn print_reports(output: Output, reports: &[ExchangeReport]) -> Result<()> {
 
 async fn publish(
     g: &Global,
-    config: &KafkaConfig,
+    log: Arc<dyn Log>,
     file: &std::path::Path,
     topic: &str,
 ) -> Result<ExitCode> {
-    ensure_topic(config, topic, 4).await?;
-    let sink = KafkaSink::new(config)?;
+    ensure_topic(log.as_ref(), topic, 4)?;
+    let sink = log.producer()?;
     let name = file.display().to_string();
-    let decoder = TickDecoder::spec();
+    let mut decoder = TickDecoder::spec();
     let report = if name == "-" {
         let stdin = std::io::stdin();
-        stockflow_producers::publish::publish_lines(stdin.lock(), "stdin", &decoder, &sink, topic)
-            .await?
+        stockflow_producers::publish::publish_lines(
+            stdin.lock(),
+            "stdin",
+            &mut decoder,
+            sink.as_ref(),
+            topic,
+        )
+        .await?
     } else {
         let f = std::fs::File::open(file).with_context(|| format!("opening {name}"))?;
         let reader = std::io::BufReader::new(f);
-        stockflow_producers::publish::publish_lines(reader, &name, &decoder, &sink, topic).await?
+        stockflow_producers::publish::publish_lines(
+            reader,
+            &name,
+            &mut decoder,
+            sink.as_ref(),
+            topic,
+        )
+        .await?
     };
     for b in &report.bad {
         eprintln!("{name}:{}: {}", b.line, b.reason);

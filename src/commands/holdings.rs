@@ -1,17 +1,14 @@
 use super::exchange::ensure_topic;
-use super::{kafka_config, universe};
+use super::{open_log, universe};
 use crate::cli::{Global, HoldingsCommand, Output};
 use anyhow::{Context, Result};
 use futures::stream::{self, StreamExt};
 use std::process::ExitCode;
 use std::time::Duration;
 use stockflow_market::holding::{decode_holding, initial_holdings};
-use stockflow_market::{first_trading_day, Holding};
-use stockflow_transport::kafka::KafkaSink;
-use stockflow_transport::LogSink;
+use stockflow_market::{first_trading_day, Calendar, Holding};
 
 pub async fn run(g: &Global, command: HoldingsCommand) -> Result<ExitCode> {
-    let config = kafka_config(g);
     let (records, topic) = match command {
         HoldingsCommand::Load {
             from,
@@ -40,16 +37,19 @@ pub async fn run(g: &Global, command: HoldingsCommand) -> Result<ExitCode> {
                 from,
             };
             // Validate exactly as the job will, so a bad change is refused here.
-            let (h, _) = decode_holding(&u, &raw.to_json()).context("refused")?;
+            let (h, _) =
+                decode_holding(&u, &mut Calendar::new(), &raw.to_json()).context("refused")?;
             (vec![h], topic)
         }
     };
-    ensure_topic(&config, &topic, 4).await?;
-    let sink = KafkaSink::new(&config)?;
+    let g2 = g.clone();
+    let log = tokio::task::spawn_blocking(move || open_log(&g2)).await??;
+    ensure_topic(log.as_ref(), &topic, 4)?;
+    let sink = log.producer()?;
     let sent: Vec<_> = stream::iter(records.iter())
         .map(|h| {
             let (key, payload) = (h.key(), h.to_json());
-            let sink = &sink;
+            let sink = sink.as_ref();
             let topic = topic.as_str();
             async move { sink.send(topic, key.as_bytes(), &payload).await }
         })

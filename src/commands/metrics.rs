@@ -1,165 +1,142 @@
-//! `--metrics-addr`: Prometheus text exposition of a running job, served by a small HTTP thread.
+//! `--metrics-addr`: Prometheus metrics of a running job. Everything is recorded through the
+//! `metrics` facade (the sink records its commit and publish→commit latencies as histograms);
+//! the `metrics-exporter-prometheus` recorder renders the exposition format, and a small HTTP
+//! thread serves it. The job's counters (atomics shared with the run summary) and the
+//! per-partition lag are brought up to date at each scrape.
 
-use std::fmt::Write;
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::Arc;
 use stockflow_dataflow::job::JobCounters;
-use stockflow_sinks::mysql::SinkMetrics;
-use stockflow_transport::kafka::{KafkaAdmin, KafkaConfig};
-use stockflow_transport::LogAdmin;
+use stockflow_transport::Log;
 
 pub struct Sources {
     pub job: Arc<JobCounters>,
-    pub sink: Arc<Mutex<Option<Arc<SinkMetrics>>>>,
-    pub kafka: KafkaConfig,
+    pub log: Arc<dyn Log>,
     pub topics: Vec<String>,
 }
 
-fn metric(out: &mut String, name: &str, kind: &str, help: &str, value: impl std::fmt::Display) {
-    let _ = writeln!(
-        out,
-        "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+/// Latency buckets (seconds): from a millisecond to a minute.
+const BUCKETS: [f64; 14] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 15.0, 60.0,
+];
+
+fn describe() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+    describe_counter!("stockflow_ticks_total", "Valid ticks consumed.");
+    describe_counter!(
+        "stockflow_holdings_total",
+        "Valid holding records consumed."
+    );
+    describe_counter!(
+        "stockflow_dead_letters_total",
+        "Records rejected (dead letters)."
+    );
+    describe_counter!(
+        "stockflow_source_errors_total",
+        "Log read errors (retried with backoff)."
+    );
+    describe_counter!(
+        "stockflow_evaluations_inserted_total",
+        "Evaluation rows inserted by committed batches."
+    );
+    describe_counter!(
+        "stockflow_evaluations_retracted_total",
+        "Evaluation rows retracted by committed batches."
+    );
+    describe_counter!(
+        "stockflow_timestamps_committed_total",
+        "Batches (completed timestamps) committed."
+    );
+    describe_gauge!("stockflow_frontier", "The last committed timestamp.");
+    describe_gauge!(
+        "stockflow_unevaluated_days",
+        "Portfolio-days with inputs but no evaluation (incomplete or overflow)."
+    );
+    describe_gauge!(
+        "stockflow_partition_lag",
+        "Records in the partition not yet committed by the job."
+    );
+    describe_counter!(
+        "stockflow_sink_transactions_total",
+        "MySQL transactions committed."
+    );
+    describe_counter!(
+        "stockflow_sink_rows_upserted_total",
+        "Evaluation rows inserted or updated in MySQL."
+    );
+    describe_counter!(
+        "stockflow_sink_rows_deleted_total",
+        "Evaluation rows deleted from MySQL."
+    );
+    describe_counter!(
+        "stockflow_sink_rows_refused_total",
+        "Evaluation rows the table refused (recorded in evaluation_issues)."
+    );
+    describe_counter!(
+        "stockflow_sink_state_rows_total",
+        "Rows of the job's state (prices, holding records) written."
+    );
+    describe_counter!(
+        "stockflow_sink_retries_total",
+        "Batches retried after a MySQL failure."
+    );
+    describe_histogram!(
+        "stockflow_sink_commit_seconds",
+        Unit::Seconds,
+        "Time of one batch's MySQL transaction."
+    );
+    describe_histogram!(
+        "stockflow_publish_to_commit_seconds",
+        Unit::Seconds,
+        "From the newest record's log timestamp to its batch's commit."
     );
 }
 
-/// The exposition text, read from the job's counters at scrape time.
-pub fn render(s: &Sources, admin: Option<&KafkaAdmin>) -> String {
-    let mut out = String::new();
+/// Brings the job's counters and the lag up to date, then renders.
+pub fn render(s: &Sources, handle: &PrometheusHandle) -> String {
     let j = &s.job;
-    metric(
-        &mut out,
-        "stockflow_ticks_total",
-        "counter",
-        "Valid ticks consumed.",
-        j.ticks.load(Relaxed),
-    );
-    metric(
-        &mut out,
-        "stockflow_holdings_total",
-        "counter",
-        "Valid holding records consumed.",
-        j.holdings.load(Relaxed),
-    );
-    metric(
-        &mut out,
-        "stockflow_dead_letters_total",
-        "counter",
-        "Records rejected (dead letters).",
-        j.dead_letters.load(Relaxed),
-    );
-    metric(
-        &mut out,
-        "stockflow_source_errors_total",
-        "counter",
-        "Errors reading from the broker (retried).",
-        j.source_errors.load(Relaxed),
-    );
-    metric(
-        &mut out,
-        "stockflow_evaluations_inserted_total",
-        "counter",
-        "Evaluation rows emitted (+1).",
-        j.inserted.load(Relaxed),
-    );
-    metric(
-        &mut out,
-        "stockflow_evaluations_retracted_total",
-        "counter",
-        "Evaluation rows retracted (-1).",
-        j.retracted.load(Relaxed),
-    );
-    metric(
-        &mut out,
-        "stockflow_timestamps_completed_total",
-        "counter",
-        "Timestamps handed to the sink.",
-        j.batches.load(Relaxed),
-    );
-    metric(
-        &mut out,
-        "stockflow_frontier",
-        "gauge",
-        "The last completed timestamp.",
-        j.frontier.load(Relaxed),
-    );
-    if let Some(m) = s.sink.lock().ok().and_then(|m| m.clone()) {
-        let tx = m.transactions.load(Relaxed);
-        metric(
-            &mut out,
-            "stockflow_sink_transactions_total",
-            "counter",
-            "MySQL transactions committed.",
-            tx,
-        );
-        metric(
-            &mut out,
-            "stockflow_sink_commit_seconds_total",
-            "counter",
-            "Time spent in MySQL transactions.",
-            m.commit_micros.load(Relaxed) as f64 / 1e6,
-        );
-        metric(
-            &mut out,
-            "stockflow_sink_rows_upserted_total",
-            "counter",
-            "Rows inserted or updated in MySQL.",
-            m.rows_upserted.load(Relaxed),
-        );
-        metric(
-            &mut out,
-            "stockflow_sink_rows_deleted_total",
-            "counter",
-            "Rows deleted from MySQL.",
-            m.rows_deleted.load(Relaxed),
-        );
-        metric(
-            &mut out,
-            "stockflow_sink_retries_total",
-            "counter",
-            "Batches retried after a MySQL failure.",
-            m.retries.load(Relaxed),
-        );
-        if let (Some(p50), Some(p99)) = (m.latency_percentile(50.0), m.latency_percentile(99.0)) {
-            let _ = writeln!(out, "# HELP stockflow_publish_to_commit_ms Publish-to-commit latency of recent batches.\n# TYPE stockflow_publish_to_commit_ms gauge");
-            let _ = writeln!(out, "stockflow_publish_to_commit_ms{{quantile=\"0.5\"}} {p50}\nstockflow_publish_to_commit_ms{{quantile=\"0.99\"}} {p99}");
-        }
-    }
-    let offsets = s.job.offsets.lock().map(|o| o.clone()).unwrap_or_default();
-    let _ = writeln!(out, "# HELP stockflow_partition_lag Records in the partition not yet completed by the job.\n# TYPE stockflow_partition_lag gauge");
-    if let Some(admin) = admin {
-        for topic in &s.topics {
-            if let Ok(marks) = admin.watermarks(topic, Duration::from_secs(2)) {
-                for w in marks {
-                    let done = offsets
-                        .get(&(topic.clone(), w.partition))
-                        .copied()
-                        .unwrap_or(w.low);
-                    let _ = writeln!(
-                        out,
-                        "stockflow_partition_lag{{topic=\"{topic}\",partition=\"{}\"}} {}",
-                        w.partition,
-                        (w.high - done).max(0)
-                    );
-                }
+    metrics::counter!("stockflow_ticks_total").absolute(j.ticks.load(Relaxed));
+    metrics::counter!("stockflow_holdings_total").absolute(j.holdings.load(Relaxed));
+    metrics::counter!("stockflow_dead_letters_total").absolute(j.dead_letters.load(Relaxed));
+    metrics::counter!("stockflow_source_errors_total").absolute(j.source_errors.load(Relaxed));
+    metrics::counter!("stockflow_evaluations_inserted_total").absolute(j.inserted.load(Relaxed));
+    metrics::counter!("stockflow_evaluations_retracted_total").absolute(j.retracted.load(Relaxed));
+    metrics::counter!("stockflow_timestamps_committed_total").absolute(j.batches.load(Relaxed));
+    metrics::gauge!("stockflow_frontier").set(j.frontier.load(Relaxed) as f64);
+    metrics::gauge!("stockflow_unevaluated_days").set(j.issues.load(Relaxed) as f64);
+    let offsets = j.offsets.lock().map(|o| o.clone()).unwrap_or_default();
+    for topic in &s.topics {
+        if let Ok(marks) = s.log.watermarks(topic) {
+            for w in marks {
+                let done = offsets
+                    .get(&(topic.clone(), w.partition))
+                    .copied()
+                    .unwrap_or(w.low);
+                metrics::gauge!("stockflow_partition_lag", "topic" => topic.clone(), "partition" => w.partition.to_string())
+                    .set((w.high - done).max(0) as f64);
             }
         }
     }
-    out
+    handle.render()
 }
 
-/// Serves /metrics on `addr` from a background thread until the process ends.
+/// Installs the Prometheus recorder and serves /metrics on `addr` from a background thread
+/// until the process ends.
 pub fn serve(addr: &str, sources: Sources) -> anyhow::Result<()> {
+    let handle = PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &BUCKETS)?
+        .install_recorder()?;
+    describe();
     let server = tiny_http::Server::http(addr)
         .map_err(|e| anyhow::anyhow!("cannot serve metrics on {addr}: {e}"))?;
     tracing::info!(%addr, "serving Prometheus metrics on /metrics");
     std::thread::Builder::new()
         .name("metrics".into())
         .spawn(move || {
-            let admin = KafkaAdmin::new(&sources.kafka).ok();
             for request in server.incoming_requests() {
                 let (status, body) = if request.url() == "/metrics" {
-                    (200, render(&sources, admin.as_ref()))
+                    (200, render(&sources, &handle))
                 } else {
                     (404, "try /metrics\n".to_string())
                 };

@@ -10,9 +10,12 @@ mod status;
 mod topics;
 
 use crate::cli::{Cli, Command, Global, Output};
-use anyhow::Result;
+use anyhow::{Context, Result};
 use std::process::ExitCode;
-use stockflow_transport::kafka::KafkaConfig;
+use std::sync::Arc;
+use std::time::Duration;
+use stockflow_kafka::{KafkaConfig, KafkaLog};
+use stockflow_transport::Log;
 
 pub async fn dispatch(cli: Cli) -> Result<ExitCode> {
     let g = &cli.global;
@@ -24,7 +27,12 @@ pub async fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Run(args) => run::run(g, args).await,
         Command::Db { command } => db::run(g, command).await,
         Command::Report(args) => report::run(args).await,
-        Command::Status { db, topics, job } => status::run(g, db, topics, job).await,
+        Command::Status {
+            db,
+            topics,
+            job,
+            issues,
+        } => status::run(g, db, topics, job, issues).await,
         Command::Holdings { command } => holdings::run(g, command).await,
     }
 }
@@ -34,6 +42,15 @@ pub fn kafka_config(g: &Global) -> KafkaConfig {
         brokers: g.brokers.clone(),
         properties: g.kafka_properties.clone(),
     }
+}
+
+/// The log the pipeline runs on (Kafka; see docs/backends.md for adding another backend),
+/// once it answers.
+pub fn open_log(g: &Global) -> Result<Arc<dyn Log>> {
+    let log = KafkaLog::new(&kafka_config(g))?;
+    log.wait_ready(Duration::from_secs(30))
+        .with_context(|| format!("is the broker up? (compose/stack up)"))?;
+    Ok(Arc::new(log))
 }
 
 /// A Ctrl-C (or SIGTERM) handler that triggers a clean shutdown once, and exits at the second.
@@ -98,9 +115,15 @@ pub fn universe(m: &crate::cli::MarketArgs) -> Result<stockflow_market::Universe
                     .parse()
                     .map_err(|_| anyhow::anyhow!("--market: {what} must be a number, got {s:?}"))
             };
+            let stocks = u32::try_from(n(stocks, "STOCKS")?)?;
+            anyhow::ensure!(
+                (1..=stockflow_core::limits::MAX_STOCKS as u32).contains(&stocks),
+                "--market: STOCKS must be 1..={} (the input contract's bound)",
+                stockflow_core::limits::MAX_STOCKS
+            );
             Ok(stockflow_market::Universe::synthetic(
                 stockflow_market::SyntheticSpec {
-                    stocks: u32::try_from(n(stocks, "STOCKS")?)?,
+                    stocks,
                     portfolios: u32::try_from(n(portfolios, "PORTFOLIOS")?)?,
                     min_holdings: u32::try_from(n(min, "MIN_HOLDINGS")?)?,
                     max_holdings: u32::try_from(n(max, "MAX_HOLDINGS")?)?,

@@ -1,21 +1,17 @@
-use super::{kafka_config, universe};
+//! `stockflow run`: opens the sink (taking the job's lease and loading its stored state),
+//! plans where every partition starts (refusing a log that lost records), and runs the job.
+
+use super::{open_log, universe};
 use crate::cli::{Global, Output, RunArgs, SinkKind};
 use anyhow::{Context, Result};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use stockflow_dataflow::job::{run_job, Cluster, JobConfig, PriceStart};
-use stockflow_dataflow::{Batch, DiffSink, JsonLinesSink};
-use stockflow_sinks::mysql::{init, stored_offsets, MySqlConfig, MySqlSink, SinkMetrics};
-
-/// Counts and drops everything (benchmarks).
-struct NullSink;
-
-impl DiffSink for NullSink {
-    fn apply(&mut self, _batch: &Batch) -> stockflow_dataflow::Result<()> {
-        Ok(())
-    }
-}
+use std::time::Duration;
+use stockflow_core::{Sink, StoredState};
+use stockflow_dataflow::job::{self, run_job, Cluster, JobConfig, StartSpec, Topics};
+use stockflow_dataflow::{JsonLinesSink, NullSink};
+use stockflow_sinks::mysql::{init, retrying, stored_offsets, MySqlConfig, MySqlSink, SinkMetrics};
 
 fn read_hostfile(path: &std::path::Path) -> Result<Vec<String>> {
     let text = std::fs::read_to_string(path)
@@ -28,72 +24,165 @@ fn read_hostfile(path: &std::path::Path) -> Result<Vec<String>> {
         .collect())
 }
 
-/// Waits (bounded) for MySQL at start, so a job started with the stack comes up cleanly.
-fn with_mysql_retry<T>(what: &str, mut f: impl FnMut() -> stockflow_sinks::Result<T>) -> Result<T> {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    let mut backoff = std::time::Duration::from_millis(200);
-    loop {
-        match f() {
-            Ok(v) => return Ok(v),
-            Err(e) if e.is_retryable() && std::time::Instant::now() < deadline => {
-                tracing::warn!("{what}: MySQL unavailable, retrying: {e}");
-                std::thread::sleep(backoff);
-                backoff = (backoff * 2).min(std::time::Duration::from_secs(5));
+/// The sink of this process (process 0 only), its stored state, and the MySQL sink's counters.
+struct Opened {
+    sink: Option<Box<dyn Sink>>,
+    state: StoredState,
+    metrics: Option<Arc<SinkMetrics>>,
+}
+
+fn open_sink(
+    g: &Global,
+    a: &RunArgs,
+    universe: &Arc<stockflow_market::Universe>,
+) -> Result<Opened> {
+    let retry_for = Duration::from_secs(a.sink_retry_secs);
+    let mut metrics = None;
+    let mut sink: Box<dyn Sink> = match a.sink {
+        SinkKind::Mysql => {
+            let cfg = MySqlConfig::from_url(&a.db.url)?;
+            if a.process > 0 {
+                // Only process 0 writes; the others need the stored offsets to start from.
+                let offsets = retrying(retry_for, "reading the stored offsets", || {
+                    stored_offsets(&cfg, &a.job)
+                })?;
+                return Ok(Opened {
+                    sink: None,
+                    state: StoredState {
+                        offsets,
+                        ..StoredState::default()
+                    },
+                    metrics: None,
+                });
             }
-            Err(e) => return Err(anyhow::Error::new(e).context(what.to_string())),
+            retrying(retry_for, "initialising the database", || {
+                init(&cfg, universe, false)
+            })
+            .with_context(|| format!("initialising {}", cfg.shown()))?;
+            let sink = MySqlSink::open(
+                cfg,
+                a.job.clone(),
+                Arc::clone(universe),
+                a.takeover,
+                retry_for,
+            )?;
+            metrics = Some(Arc::clone(&sink.metrics));
+            Box::new(sink)
         }
+        SinkKind::Null => Box::new(NullSink),
+        SinkKind::Jsonl if a.sink_path.as_os_str() == "-" => Box::new(JsonLinesSink::new(
+            std::io::BufWriter::new(std::io::stdout()),
+            Arc::clone(universe),
+        )),
+        SinkKind::Jsonl => {
+            let f = std::fs::File::create(&a.sink_path)
+                .with_context(|| format!("creating {}", a.sink_path.display()))?;
+            Box::new(JsonLinesSink::new(
+                std::io::BufWriter::new(f),
+                Arc::clone(universe),
+            ))
+        }
+    };
+    if let Some(topic) = &a.publish_portfolios {
+        let log = open_log(g)?;
+        log.ensure_topic(&stockflow_transport::TopicSpec {
+            name: topic.clone(),
+            partitions: 4,
+            retention: stockflow_transport::Retention::BrokerDefault,
+        })?;
+        sink = Box::new(super::publish_sink::PublishingSink {
+            inner: sink,
+            producer: log.producer()?,
+            topic: topic.clone(),
+            universe: Arc::clone(universe),
+            runtime: tokio::runtime::Handle::current(),
+        });
     }
+    let state = sink.load()?;
+    Ok(Opened {
+        sink: (a.process == 0).then_some(sink),
+        state,
+        metrics,
+    })
 }
 
 pub async fn run(g: &Global, a: RunArgs) -> Result<ExitCode> {
     let universe = Arc::new(universe(&a.market)?);
-    // With MySQL and no explicit --from: resume from the stored offsets.
-    let mut bootstrap = std::collections::BTreeMap::new();
-    let mut resuming = false;
-    let mysql = if a.sink == SinkKind::Mysql {
-        let cfg = MySqlConfig::from_url(&a.db.url)?;
-        let (cfg2, u2, job, from_given) = (
-            cfg.clone(),
-            Arc::clone(&universe),
-            a.job.clone(),
-            a.from.is_some(),
-        );
-        let stored = tokio::task::spawn_blocking(move || -> Result<_> {
-            with_mysql_retry("initialising the database", || init(&cfg2, &u2, false))?;
-            if from_given {
-                return Ok(Default::default());
-            }
-            with_mysql_retry("reading the stored offsets", || stored_offsets(&cfg2, &job))
-        })
-        .await??;
-        if !stored.is_empty() {
-            tracing::info!(
-                partitions = stored.len(),
-                "resuming from the offsets stored in MySQL (rebuilding the state from the log)"
-            );
-            resuming = true;
-            bootstrap = stored;
-        }
-        Some(cfg)
-    } else {
-        None
+    let spec: StartSpec = match a.from.as_deref() {
+        Some(s) => s.parse().context("--from")?,
+        None => StartSpec::Resume,
     };
-    let start: PriceStart = a
-        .from
-        .as_deref()
-        .unwrap_or("earliest")
-        .parse()
-        .context("--from")?;
     let addresses = match &a.hostfile {
         Some(p) => read_hostfile(p)?,
         None if a.processes > 1 => anyhow::bail!("--processes > 1 needs --hostfile"),
         None => Vec::new(),
     };
+    let topics = Topics {
+        prices: a.topics.prices.clone(),
+        holdings: a.topics.holdings.clone(),
+    };
+    let log = {
+        let g2 = g.clone();
+        tokio::task::spawn_blocking(move || open_log(&g2)).await??
+    };
+    // Opening the sink takes the lease and loads the state (blocking I/O).
+    let opened = {
+        let (g2, a2, u2) = (g.clone(), a.clone(), Arc::clone(&universe));
+        tokio::task::spawn_blocking(move || open_sink(&g2, &a2, &u2)).await??
+    };
+    let Opened {
+        mut sink,
+        state,
+        metrics,
+    } = opened;
+    let planned = {
+        let (log, topics, spec, offsets, reset) = (
+            Arc::clone(&log),
+            topics.clone(),
+            spec.clone(),
+            state.offsets.clone(),
+            a.reset_offsets,
+        );
+        tokio::task::spawn_blocking(move || {
+            job::plan(log.as_ref(), &topics, &offsets, &spec, reset)
+        })
+        .await?
+    };
+    let plan = match planned {
+        Ok(p) => p,
+        Err(e) => {
+            // Give the lease back before refusing.
+            if let Some(s) = sink.as_mut() {
+                let _ = s.finish();
+            }
+            return Err(e.into());
+        }
+    };
+    for note in &plan.notes {
+        tracing::warn!("{note}");
+    }
+    if spec == StartSpec::Latest {
+        tracing::warn!(
+            skipped = plan.skipped,
+            "--from latest skips {} record(s) of {} (never evaluated by this run)",
+            plan.skipped,
+            topics.prices
+        );
+    }
+    let resumed = !state.offsets.is_empty();
+    tracing::info!(
+        workers = a.workers,
+        from = ?a.from,
+        resumed,
+        stored_prices = state.prices.len(),
+        stored_holdings = state.holdings.len(),
+        backlog = plan.backlog(),
+        until_caught_up = a.until_caught_up,
+        "starting the dataflow job"
+    );
+    let keep_state = a.sink == SinkKind::Mysql;
     let config = JobConfig {
-        kafka: kafka_config(g),
-        prices_topic: a.topics.prices.clone(),
-        holdings_topic: a.topics.holdings.clone(),
-        start,
+        topics,
         until_caught_up: a.until_caught_up,
         cluster: Cluster {
             workers: a.workers,
@@ -103,7 +192,9 @@ pub async fn run(g: &Global, a: RunArgs) -> Result<ExitCode> {
         },
         universe: Arc::clone(&universe),
         max_batch: a.max_batch.max(1),
-        bootstrap,
+        queue_depth: 4,
+        keep_state,
+        source_give_up: Duration::from_secs(a.source_retry_secs),
     };
     let stop = Arc::new(AtomicBool::new(false));
     let mut shutdown = super::shutdown_on_signal();
@@ -112,97 +203,33 @@ pub async fn run(g: &Global, a: RunArgs) -> Result<ExitCode> {
         shutdown.triggered().await;
         stop_signal.store(true, Ordering::SeqCst);
     });
-    tracing::info!(workers = a.workers, from = ?a.from, until_caught_up = a.until_caught_up, "starting the dataflow job");
-    let sink_kind = a.sink;
-    let job = a.job.clone();
-    let publish = match &a.publish_portfolios {
-        Some(topic) => {
-            super::exchange::ensure_topic(&kafka_config(g), topic, 4).await?;
-            Some((
-                topic.clone(),
-                stockflow_transport::kafka::KafkaSink::new(&kafka_config(g))?,
-            ))
-        }
-        None => None,
-    };
-    let publish = std::sync::Mutex::new(publish);
-    let runtime = tokio::runtime::Handle::current();
-    let metrics: Arc<std::sync::Mutex<Option<Arc<SinkMetrics>>>> = Arc::default();
-    let metrics_w = Arc::clone(&metrics);
-    let sink_path = a.sink_path.clone();
-    let counters = Arc::new(stockflow_dataflow::job::JobCounters::default());
+    let counters = Arc::new(job::JobCounters::default());
     if let Some(addr) = &a.metrics_addr {
         super::metrics::serve(
             addr,
             super::metrics::Sources {
                 job: Arc::clone(&counters),
-                sink: Arc::clone(&metrics),
-                kafka: kafka_config(g),
+                log: Arc::clone(&log),
                 topics: vec![a.topics.prices.clone(), a.topics.holdings.clone()],
             },
         )?;
     }
+    let state = Arc::new(state);
+    let stored_prices = state.prices.len();
     let report = tokio::task::spawn_blocking(move || {
-        run_job(
-            config,
-            move || -> stockflow_dataflow::Result<Box<dyn DiffSink>> {
-                let inner: Box<dyn DiffSink> = match sink_kind {
-                    SinkKind::Mysql => {
-                        let cfg = mysql.clone().ok_or_else(|| {
-                            stockflow_dataflow::Error::Config("no MySQL configuration".into())
-                        })?;
-                        let sink =
-                            MySqlSink::new(cfg, job.clone(), Arc::clone(&universe), resuming);
-                        if let Ok(mut m) = metrics_w.lock() {
-                            *m = Some(Arc::clone(&sink.metrics));
-                        }
-                        Box::new(sink)
-                    }
-                    SinkKind::Null => Box::new(NullSink),
-                    SinkKind::Jsonl if sink_path.as_os_str() == "-" => {
-                        Box::new(JsonLinesSink::new(
-                            std::io::BufWriter::new(std::io::stdout()),
-                            Arc::clone(&universe),
-                        ))
-                    }
-                    SinkKind::Jsonl => {
-                        let f = std::fs::File::create(&sink_path).map_err(|e| {
-                            stockflow_dataflow::Error::Sink(format!(
-                                "creating {}: {e}",
-                                sink_path.display()
-                            ))
-                        })?;
-                        Box::new(JsonLinesSink::new(
-                            std::io::BufWriter::new(f),
-                            Arc::clone(&universe),
-                        ))
-                    }
-                };
-                match publish.lock().ok().and_then(|mut p| p.take()) {
-                    Some((topic, producer)) => Ok(Box::new(super::publish_sink::PublishingSink {
-                        inner,
-                        producer,
-                        topic,
-                        universe: Arc::clone(&universe),
-                        runtime: runtime.clone(),
-                        skip_rebuild: resuming,
-                    })),
-                    None => Ok(inner),
-                }
-            },
-            stop,
-            counters,
-        )
+        run_job(config, log, plan, sink.map(|s| (s, state)), stop, counters)
     })
     .await
     .context("the job panicked")??;
     let secs = report.elapsed.as_secs_f64().max(1e-9);
-    let sink_metrics = metrics.lock().ok().and_then(|m| m.clone()).map(|m| {
+    let sink_metrics = metrics.map(|m| {
         use std::sync::atomic::Ordering::Relaxed;
         serde_json::json!({
             "transactions": m.transactions.load(Relaxed),
             "rows_upserted": m.rows_upserted.load(Relaxed),
             "rows_deleted": m.rows_deleted.load(Relaxed),
+            "rows_refused": m.rows_refused.load(Relaxed),
+            "state_rows": m.state_rows.load(Relaxed),
             "dead_letters": m.dead_letters.load(Relaxed),
             "retries": m.retries.load(Relaxed),
             "commit_seconds": m.commit_micros.load(Relaxed) as f64 / 1e6,
@@ -212,7 +239,8 @@ pub async fn run(g: &Global, a: RunArgs) -> Result<ExitCode> {
         })
     });
     let summary = serde_json::json!({
-        "resumed": resuming,
+        "resumed": resumed,
+        "stored_prices": stored_prices,
         "sink": sink_metrics,
         "ticks": report.ticks,
         "holdings": report.holdings,
@@ -225,14 +253,21 @@ pub async fn run(g: &Global, a: RunArgs) -> Result<ExitCode> {
         "ticks_per_second": report.ticks as f64 / secs,
         "evaluations_per_second": report.inserted as f64 / secs,
         "peak_rss_mib": super::bench::peak_rss_mib(),
-        "offsets": report.offsets.iter().map(|p| serde_json::json!({"topic": p.topic, "partition": p.partition, "next": p.offset})).collect::<Vec<_>>(),
+        "offsets": report.offsets.iter().map(|(t, p, o)| serde_json::json!({"topic": t, "partition": p, "next": o})).collect::<Vec<_>>(),
     });
-    match g.output {
-        Output::Json => eprintln!("{summary}"),
-        Output::Text => eprintln!(
-            "job done: {} ticks, {} holdings, {} dead letters; {} evaluations inserted, {} retracted in {} timestamps; {:.2} s ({:.0} ticks/s)",
+    // Results go to stdout, unless the JSON Lines sink writes there.
+    let on_stdout = !(a.sink == SinkKind::Jsonl && a.sink_path.as_os_str() == "-");
+    let line = match g.output {
+        Output::Json => summary.to_string(),
+        Output::Text => format!(
+            "job done: {} ticks, {} holdings, {} dead letters; {} evaluations inserted, {} retracted in {} committed timestamps; {:.2} s ({:.0} ticks/s)",
             report.ticks, report.holdings, report.dead_letters, report.inserted, report.retracted, report.batches, secs, report.ticks as f64 / secs
         ),
+    };
+    if on_stdout {
+        println!("{line}");
+    } else {
+        eprintln!("{line}");
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -1,40 +1,96 @@
-use super::kafka_config;
+use super::open_log;
 use crate::cli::{Global, Output, TopicsCommand};
-use anyhow::{Context, Result};
+use anyhow::Result;
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::ExitCode;
 use std::time::Duration;
 use stockflow_market::TickDecoder;
-use stockflow_transport::kafka::{read_to_end, KafkaAdmin};
-use stockflow_transport::{LogAdmin, TopicState};
+use stockflow_transport::{read_to_end, Log, Retention, TopicSpec, TopicState};
 
 pub const PIPELINE_TOPICS: [&str; 3] = ["StockExchange", "holdings", "portfolios"];
 
+/// How a topic of the pipeline is created: the job's inputs (prices, holdings) are kept
+/// forever (the job's history; a broker default of 7 days would silently drop it); the
+/// output topic keeps the broker's default.
+pub fn spec_for(topic: &str, partitions: i32) -> TopicSpec {
+    TopicSpec {
+        name: topic.to_string(),
+        partitions,
+        retention: if topic == "portfolios" {
+            Retention::BrokerDefault
+        } else {
+            Retention::Infinite
+        },
+    }
+}
+
 pub async fn run(g: &Global, command: TopicsCommand) -> Result<ExitCode> {
-    let config = kafka_config(g);
-    match command {
-        TopicsCommand::Create { partitions, topics } => {
-            let admin = KafkaAdmin::new(&config)?;
-            admin
-                .wait_ready(Duration::from_secs(60))
-                .with_context(|| format!("no Kafka broker answers at {}", config.brokers))?;
-            let topics = if topics.is_empty() {
+    let g = g.clone();
+    tokio::task::spawn_blocking(move || {
+        let log = open_log(&g)?;
+        let names = |topics: Vec<String>| {
+            if topics.is_empty() {
                 PIPELINE_TOPICS.iter().map(|s| s.to_string()).collect()
             } else {
                 topics
-            };
-            for t in &topics {
-                let state = admin.ensure_topic(t, partitions).await?;
-                let word = match state {
-                    TopicState::Created => "created",
-                    TopicState::Existed => "exists",
-                };
-                println!("{t}: {word}");
             }
-            Ok(ExitCode::SUCCESS)
+        };
+        match command {
+            TopicsCommand::Create { partitions, topics } => {
+                for t in names(topics) {
+                    let spec = spec_for(&t, partitions);
+                    let word = match log.ensure_topic(&spec)? {
+                        TopicState::Created => "created",
+                        TopicState::Existed => "exists",
+                    };
+                    println!("{t}: {word} (retention {:?})", spec.retention);
+                }
+                Ok(ExitCode::SUCCESS)
+            }
+            TopicsCommand::Describe { topics } => describe(g.output, log.as_ref(), &names(topics)),
+            TopicsCommand::Summary { topic } => summary(g.output, log.as_ref(), &topic),
         }
-        TopicsCommand::Summary { topic } => summary(g.output, &config, &topic),
+    })
+    .await?
+}
+
+fn describe(output: Output, log: &dyn Log, topics: &[String]) -> Result<ExitCode> {
+    let mut rows = Vec::new();
+    for t in topics {
+        let marks = log.watermarks(t)?;
+        let retention = log.retention(t).map(|r| r.describe());
+        rows.push((t, marks, retention));
     }
+    match output {
+        Output::Json => {
+            let v: Vec<_> = rows
+                .iter()
+                .map(|(t, marks, r)| {
+                    serde_json::json!({
+                        "topic": t,
+                        "retention": match r { Ok(r) => r.clone(), Err(e) => e.to_string() },
+                        "partitions": marks.iter().map(|w| serde_json::json!({"partition": w.partition, "log_start": w.low, "end": w.high})).collect::<Vec<_>>(),
+                    })
+                })
+                .collect();
+            println!("{}", serde_json::Value::Array(v));
+        }
+        Output::Text => {
+            for (t, marks, r) in &rows {
+                match r {
+                    Ok(r) => println!("{t}: {} partitions, retention {r}", marks.len()),
+                    Err(e) => println!("{t}: {} partitions, retention unknown ({e})", marks.len()),
+                }
+                for w in marks {
+                    println!(
+                        "  partition {}: log start {}, end {}",
+                        w.partition, w.low, w.high
+                    );
+                }
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 #[derive(Default)]
@@ -44,15 +100,10 @@ struct ExchangeStats {
     tickers: BTreeSet<String>,
 }
 
-fn summary(
-    output: Output,
-    config: &stockflow_transport::kafka::KafkaConfig,
-    topic: &str,
-) -> Result<ExitCode> {
-    let admin = KafkaAdmin::new(config)?;
-    let marks = admin.watermarks(topic, Duration::from_secs(10))?;
-    let records = read_to_end(config, topic, Duration::from_secs(300))?;
-    let decoder = TickDecoder::spec();
+fn summary(output: Output, log: &dyn Log, topic: &str) -> Result<ExitCode> {
+    let marks = log.watermarks(topic)?;
+    let records = read_to_end(log, topic, Duration::from_secs(300))?;
+    let mut decoder = TickDecoder::spec();
     let mut per_exchange: BTreeMap<String, ExchangeStats> = BTreeMap::new();
     let mut invalid = 0usize;
     for r in &records {

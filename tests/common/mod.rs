@@ -4,8 +4,8 @@
 
 use std::process::{Command, Output};
 use std::time::Duration;
-use stockflow_transport::kafka::{read_to_end, KafkaAdmin, KafkaConfig};
-use stockflow_transport::{LogAdmin, Record};
+use stockflow_kafka::{KafkaConfig, KafkaLog};
+use stockflow_transport::{read_to_end, Log, Record, TopicSpec};
 
 pub fn brokers() -> String {
     std::env::var("STOCKFLOW_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into())
@@ -15,25 +15,36 @@ pub fn kafka() -> KafkaConfig {
     KafkaConfig::new(brokers())
 }
 
+/// The broker as a log.
+pub fn log() -> KafkaLog {
+    let log = KafkaLog::new(&kafka()).unwrap_or_else(|e| panic!("kafka client: {e}"));
+    log.wait_ready(Duration::from_secs(30))
+        .unwrap_or_else(|e| panic!("no broker at {} (run compose/stack up): {e}", brokers()));
+    log
+}
+
 /// A fresh topic with a unique name, so tests never see each other's records.
 pub fn fresh_topic(prefix: &str, partitions: i32) -> String {
     let name = format!("test-{prefix}-{}", uuid::Uuid::new_v4().simple());
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap_or_else(|e| panic!("runtime: {e}"));
-    let admin = KafkaAdmin::new(&kafka()).unwrap_or_else(|e| panic!("admin client: {e}"));
-    admin
-        .wait_ready(Duration::from_secs(30))
-        .unwrap_or_else(|e| panic!("no broker at {} (run compose/stack up): {e}", brokers()));
-    rt.block_on(admin.ensure_topic(&name, partitions))
+    log()
+        .ensure_topic(&TopicSpec::kept(name.as_str(), partitions))
         .unwrap_or_else(|e| panic!("creating {name}: {e}"));
     name
 }
 
 pub fn read_topic(topic: &str) -> Vec<Record> {
-    read_to_end(&kafka(), topic, Duration::from_secs(60))
+    read_to_end(&log(), topic, Duration::from_secs(60))
         .unwrap_or_else(|e| panic!("reading {topic}: {e}"))
+}
+
+/// The sum of the partitions' ends.
+pub fn ends(topic: &str) -> i64 {
+    log()
+        .watermarks(topic)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .iter()
+        .map(|w| w.high)
+        .sum()
 }
 
 pub fn stockflow() -> Command {
@@ -126,20 +137,22 @@ pub fn market_topics(
     (prices, holdings)
 }
 
-/// Produces payloads as they are (bad input included) to `topic` under `key`.
-pub fn produce_raw(topic: &str, key: &str, payloads: &[&str]) {
-    use stockflow_transport::LogSink;
+/// Produces payloads byte for byte (bad input included) to `topic` under `key`, in order.
+pub fn produce_raw<P: AsRef<[u8]>>(topic: &str, key: &str, payloads: &[P]) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap_or_else(|e| panic!("{e}"));
-    let sink =
-        stockflow_transport::kafka::KafkaSink::new(&kafka()).unwrap_or_else(|e| panic!("{e}"));
+    let producer = log().producer().unwrap_or_else(|e| panic!("{e}"));
     rt.block_on(async {
         for p in payloads {
-            sink.send(topic, key.as_bytes(), p.as_bytes())
+            producer
+                .send(topic, key.as_bytes(), p.as_ref())
                 .await
                 .unwrap_or_else(|e| panic!("{e}"));
         }
     });
+    producer
+        .flush(Duration::from_secs(30))
+        .unwrap_or_else(|e| panic!("{e}"));
 }

@@ -1,24 +1,20 @@
-//! The log transport: where stockflow reads and writes its streams.
+//! The log interface of stockflow.
 //!
 //! A log is a set of topics, each split into partitions, each an ordered sequence of records
-//! addressed by offset. Everything above this crate speaks only these terms, so that a second
-//! backend (Fluvio: topics, partitions and offsets too) can sit beside Kafka later. Kafka,
-//! through `rdkafka`, is the first backend (`kafka` module).
+//! addressed by offset: Kafka, Fluvio and Redpanda all have this shape. Everything above this
+//! crate speaks only these terms, through object-safe traits ([`Log`], [`LogSource`],
+//! [`LogProducer`]) and a backend-neutral [`Error`]. Backends live beside it: Kafka in
+//! `transport/kafka` (crate `stockflow-kafka`), and an in-process [`memory::MemoryLog`] here,
+//! for tests of the job's logic without a broker. `docs/backends.md` says how to add one.
 
 use std::future::Future;
+use std::ops::ControlFlow;
+use std::pin::Pin;
 use std::time::Duration;
 
-pub mod kafka;
+pub mod memory;
 
-/// Where a record sits in the log.
-#[derive(
-    Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
-)]
-pub struct Position {
-    pub topic: String,
-    pub partition: i32,
-    pub offset: i64,
-}
+pub use stockflow_core::Position;
 
 /// One record read from the log.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,38 +45,15 @@ impl RecordRef<'_> {
             offset: self.offset,
         }
     }
-}
 
-/// Where a source starts reading a partition.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StartAt {
-    Earliest,
-    Latest,
-    Offset(i64),
-    /// The first record with a timestamp at or after this (ms since the Unix epoch).
-    Time(i64),
-}
-
-/// A partition a source reads: from `start` (resolved to an offset), and the end it had when
-/// the source opened (the high watermark then), for replays that stop once caught up.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PartitionPlan {
-    pub topic: String,
-    pub partition: i32,
-    pub start: i64,
-    pub end_at_open: i64,
-}
-
-/// Reads records from assigned partitions, each in offset order.
-pub trait LogSource {
-    /// Hands up to `max` records to `on_record`, waiting up to `wait` for the first one.
-    /// Returns how many records were handed over.
-    fn poll_batch(
-        &mut self,
-        max: usize,
-        wait: std::time::Duration,
-        on_record: &mut dyn FnMut(RecordRef<'_>),
-    ) -> Result<usize>;
+    pub fn to_record(&self) -> Record {
+        Record {
+            position: self.position(),
+            key: self.key.map(<[u8]>::to_vec),
+            payload: self.payload.map(<[u8]>::to_vec),
+            timestamp_ms: self.timestamp_ms,
+        }
+    }
 }
 
 /// The range of offsets a partition holds: `low..high` (high is the next offset to be written).
@@ -100,31 +73,34 @@ impl Watermarks {
     }
 }
 
-/// Writes records to the log. Sends are pipelined: many `send` futures may be in flight at
-/// once; each resolves when the log has durably acknowledged its record.
-pub trait LogSink: Send + Sync {
-    fn send(
-        &self,
-        topic: &str,
-        key: &[u8],
-        payload: &[u8],
-    ) -> impl Future<Output = Result<Position>> + Send;
-
-    /// Waits until every record sent so far is acknowledged.
-    fn flush(&self, timeout: Duration) -> Result<()>;
+/// How long a topic keeps its records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retention {
+    /// Records are never deleted for their age or the topic's size.
+    Infinite,
+    /// The broker's default (Apache Kafka: 7 days).
+    BrokerDefault,
+    /// At most this many milliseconds.
+    Ms(i64),
 }
 
-/// Administers topics and reads their extent.
-pub trait LogAdmin: Send + Sync {
-    /// Creates the topic with `partitions` partitions unless it exists (then nothing changes).
-    fn ensure_topic(
-        &self,
-        topic: &str,
-        partitions: i32,
-    ) -> impl Future<Output = Result<TopicState>> + Send;
+/// A topic to create.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicSpec {
+    pub name: String,
+    pub partitions: i32,
+    pub retention: Retention,
+}
 
-    /// The offsets each partition of `topic` holds.
-    fn watermarks(&self, topic: &str, timeout: Duration) -> Result<Vec<Watermarks>>;
+impl TopicSpec {
+    /// A topic of the pipeline: its records are the job's input history, kept forever.
+    pub fn kept(name: impl Into<String>, partitions: i32) -> Self {
+        TopicSpec {
+            name: name.into(),
+            partitions,
+            retention: Retention::Infinite,
+        }
+    }
 }
 
 /// What `ensure_topic` found.
@@ -134,43 +110,193 @@ pub enum TopicState {
     Existed,
 }
 
-/// Whose fault an error is, so that callers know whether to retry.
+/// A topic's retention as the log reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicRetention {
+    /// `retention.ms`: None when the log does not say; -1 is infinite.
+    pub ms: Option<i64>,
+    /// `retention.bytes`: None when the log does not say; -1 is infinite.
+    pub bytes: Option<i64>,
+}
+
+impl TopicRetention {
+    pub fn describe(&self) -> String {
+        let one = |v: Option<i64>, unit: &str| match v {
+            None => "unknown".to_string(),
+            Some(-1) => "infinite".to_string(),
+            Some(n) => format!("{n} {unit}"),
+        };
+        format!(
+            "time {}, size {}",
+            one(self.ms, "ms"),
+            one(self.bytes, "bytes")
+        )
+    }
+}
+
+/// A boxed future of a producer's acknowledgement.
+pub type SendFuture<'a> = Pin<Box<dyn Future<Output = Result<Position>> + Send + 'a>>;
+
+/// Reads records from assigned partitions, each in offset order. A position the log no longer
+/// has (below the log start or beyond the end) is an error of kind `OffsetOutOfRange`, never a
+/// silent jump.
+pub trait LogSource: Send {
+    /// Hands up to `max` records to `on_record`, waiting up to `wait` for the first one; the
+    /// callback returns `Break` to end the batch after the current record. Returns how many
+    /// records were handed over.
+    fn poll_batch(
+        &mut self,
+        max: usize,
+        wait: Duration,
+        on_record: &mut dyn FnMut(RecordRef<'_>) -> ControlFlow<()>,
+    ) -> Result<usize>;
+}
+
+/// Writes records. Sends are pipelined: many may be in flight; each resolves when the log has
+/// durably acknowledged its record.
+pub trait LogProducer: Send + Sync {
+    fn send<'a>(&'a self, topic: &'a str, key: &'a [u8], payload: &'a [u8]) -> SendFuture<'a>;
+
+    /// Waits until every record sent so far is acknowledged.
+    fn flush(&self, timeout: Duration) -> Result<()>;
+}
+
+/// A log service: topics, their extent, sources and producers.
+pub trait Log: Send + Sync {
+    /// The backend and where it is, for messages ("kafka at 127.0.0.1:9092").
+    fn describe(&self) -> String;
+
+    /// Waits until the service answers, up to `timeout`.
+    fn wait_ready(&self, timeout: Duration) -> Result<()>;
+
+    /// The partition ids of `topic`, sorted; `UnknownTopic` if it does not exist.
+    fn partitions(&self, topic: &str) -> Result<Vec<i32>>;
+
+    /// The offsets each partition of `topic` holds, sorted by partition.
+    fn watermarks(&self, topic: &str) -> Result<Vec<Watermarks>>;
+
+    /// The first offset of a record with a timestamp at or after `ms`, None if there is none.
+    fn offset_for_time(&self, topic: &str, partition: i32, ms: i64) -> Result<Option<i64>>;
+
+    /// Creates the topic unless it exists (then nothing changes).
+    fn ensure_topic(&self, spec: &TopicSpec) -> Result<TopicState>;
+
+    /// The topic's retention as configured.
+    fn retention(&self, topic: &str) -> Result<TopicRetention>;
+
+    /// A source reading each given partition from the given offset.
+    fn open_source(&self, start: &[Position]) -> Result<Box<dyn LogSource>>;
+
+    /// A producer (idempotent where the backend can: no duplicates on retry).
+    fn producer(&self) -> Result<Box<dyn LogProducer>>;
+}
+
+/// Reads every record of `topic` that exists now (up to the end seen at the start), sorted by
+/// position. For tests, summaries and batch tools.
+pub fn read_to_end(log: &dyn Log, topic: &str, timeout: Duration) -> Result<Vec<Record>> {
+    let marks = log.watermarks(topic)?;
+    let start: Vec<Position> = marks
+        .iter()
+        .filter(|w| !w.is_empty())
+        .map(|w| Position {
+            topic: topic.to_string(),
+            partition: w.partition,
+            offset: w.low,
+        })
+        .collect();
+    let mut remaining: i64 = marks.iter().map(Watermarks::len).sum();
+    let mut out = Vec::with_capacity(usize::try_from(remaining).unwrap_or(0));
+    if start.is_empty() {
+        return Ok(out);
+    }
+    let mut source = log.open_source(&start)?;
+    let deadline = std::time::Instant::now() + timeout;
+    while remaining > 0 {
+        if std::time::Instant::now() >= deadline {
+            return Err(Error::new(
+                ErrorKind::Timeout,
+                format!("reading {topic}"),
+                format!("{remaining} records still missing after {timeout:?}"),
+            ));
+        }
+        source.poll_batch(10_000, Duration::from_millis(200), &mut |r| {
+            let end = marks
+                .iter()
+                .find(|w| w.partition == r.partition)
+                .map_or(0, |w| w.high);
+            if r.offset < end {
+                remaining -= 1;
+                out.push(r.to_record());
+            }
+            ControlFlow::Continue(())
+        })?;
+    }
+    out.sort_by(|a, b| a.position.cmp(&b.position));
+    Ok(out)
+}
+
+/// What went wrong, in terms every backend can map to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Fault {
-    /// The caller asked for something that cannot work (bad config, bad topic name).
-    User,
-    /// The log service failed or is unreachable; retrying later may succeed.
-    External,
+pub enum ErrorKind {
+    /// The service cannot be reached or is failing now: retry with backoff.
+    Unreachable,
+    /// No answer in time: retry.
+    Timeout,
+    UnknownTopic,
+    UnknownPartition,
+    /// The position asked for is not in the log (below its start or beyond its end).
+    OffsetOutOfRange,
+    /// Bad configuration or arguments.
+    Config,
+    /// The service refused for good (authentication, authorisation, a fatal producer state).
+    Refused,
+    /// Anything else the backend reported; treated as transient.
+    Other,
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error("bad transport configuration: {0}")]
-    Config(String),
-    #[error("{context}: {source}")]
-    Kafka {
-        context: String,
-        #[source]
-        source: rdkafka::error::KafkaError,
-    },
-    #[error("timed out after {0:?} waiting for the broker")]
-    Timeout(Duration),
-    #[error("topic {0} does not exist")]
-    UnknownTopic(String),
-    #[error("{topic} has no partition {partition}")]
-    UnknownPartition { topic: String, partition: i32 },
+#[error("{context}: {detail}")]
+pub struct Error {
+    pub kind: ErrorKind,
+    pub context: String,
+    pub detail: String,
 }
 
 impl Error {
-    pub fn fault(&self) -> Fault {
-        match self {
-            Error::Config(_) | Error::UnknownPartition { .. } => Fault::User,
-            Error::Kafka { .. } | Error::Timeout(_) | Error::UnknownTopic(_) => Fault::External,
+    pub fn new(kind: ErrorKind, context: impl Into<String>, detail: impl Into<String>) -> Self {
+        Error {
+            kind,
+            context: context.into(),
+            detail: detail.into(),
         }
     }
 
+    pub fn fault(&self) -> stockflow_core::Fault {
+        use stockflow_core::Fault;
+        match self.kind {
+            ErrorKind::Config | ErrorKind::UnknownPartition => Fault::User,
+            ErrorKind::UnknownTopic
+            | ErrorKind::OffsetOutOfRange
+            | ErrorKind::Refused
+            | ErrorKind::Unreachable
+            | ErrorKind::Timeout
+            | ErrorKind::Other => Fault::External,
+        }
+    }
+
+    /// Whether the same call may succeed later.
     pub fn is_retryable(&self) -> bool {
-        self.fault() == Fault::External
+        matches!(
+            self.kind,
+            ErrorKind::Unreachable | ErrorKind::Timeout | ErrorKind::Other
+        )
+    }
+}
+
+impl From<Error> for stockflow_core::Error {
+    fn from(e: Error) -> Self {
+        let (fault, retryable) = (e.fault(), e.is_retryable());
+        stockflow_core::Error::new(fault, retryable, e.to_string())
     }
 }
 

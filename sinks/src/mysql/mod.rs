@@ -1,36 +1,32 @@
 //! InvestorsDB on MySQL/MariaDB: migrations, reference data, and the exactly-once sink.
+//!
+//! Every completed timestamp commits in one transaction: the lease check, the evaluation rows,
+//! the issues, the job's input state (latest closes and holding records with their versions),
+//! the dead letters and the next offset of every partition. So the database always holds the
+//! job's output *and* its state for exactly the log prefix its offsets name, and a restart
+//! loads the state instead of re-reading the log (`docs/sink.md`).
 
+pub mod lease;
+pub mod rebuild;
+pub mod state;
 pub mod statements;
 
 use crate::{Error, Result};
+use backon::BackoffBuilder;
+use lease::{Heartbeat, Holder};
 use mysql::prelude::Queryable;
 use mysql::{Conn, Opts, OptsBuilder, TxOpts};
-use std::collections::BTreeMap;
+use statements::{BatchPlan, Statement};
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use stockflow_dataflow::{Batch, DiffSink};
+use stockflow_core::{Batch, Position, Sink, StoredState};
 use stockflow_market::Universe;
-use stockflow_transport::Position;
 
-/// The numbered migrations, applied in order, each once (recorded in `schema_migrations`).
-pub const MIGRATIONS: [(u32, &str, &str); 3] = [
-    (
-        1,
-        "reference",
-        include_str!("../../migrations/0001_reference.sql"),
-    ),
-    (
-        2,
-        "evaluations",
-        include_str!("../../migrations/0002_evaluations.sql"),
-    ),
-    (
-        3,
-        "stream_state",
-        include_str!("../../migrations/0003_stream_state.sql"),
-    ),
-];
+mod embedded {
+    refinery::embed_migrations!("migrations");
+}
 
 /// A MySQL URL with its password hidden, for logs.
 pub fn redact(url: &str) -> String {
@@ -58,6 +54,13 @@ impl std::fmt::Debug for MySqlConfig {
     }
 }
 
+/// Every session: strict SQL (a value that does not fit is an error, never silently cut) and
+/// UTC.
+const SESSION: [&str; 2] = [
+    "SET SESSION sql_mode = 'STRICT_ALL_TABLES,NO_ZERO_IN_DATE,NO_ZERO_DATE,ERROR_FOR_DIVISION_BY_ZERO,NO_ENGINE_SUBSTITUTION'",
+    "SET SESSION time_zone = '+00:00'",
+];
+
 impl MySqlConfig {
     pub fn from_url(url: &str) -> Result<Self> {
         let opts = Opts::from_url(url).map_err(|e| Error::Url(format!("{}: {e}", redact(url))))?;
@@ -84,30 +87,35 @@ impl MySqlConfig {
         &self.database
     }
 
-    fn server_opts(&self) -> Opts {
-        OptsBuilder::from_opts(self.opts.clone())
-            .db_name(None::<String>)
-            .tcp_connect_timeout(Some(Duration::from_secs(5)))
-            .into()
+    pub fn shown(&self) -> &str {
+        &self.shown
     }
 
-    fn db_opts(&self) -> Opts {
+    fn builder(&self, db: Option<String>) -> OptsBuilder {
         OptsBuilder::from_opts(self.opts.clone())
-            .db_name(Some(self.database.clone()))
+            .db_name(db)
             .tcp_connect_timeout(Some(Duration::from_secs(5)))
-            .into()
+            .read_timeout(Some(Duration::from_secs(120)))
+            .write_timeout(Some(Duration::from_secs(120)))
+            .init(SESSION.iter().map(|s| s.to_string()).collect())
+    }
+
+    /// A connection to the server, no database selected.
+    pub fn connect_server(&self) -> Result<Conn> {
+        Ok(Conn::new(self.builder(None))?)
     }
 
     /// A connection to the database.
     pub fn connect(&self) -> Result<Conn> {
-        Ok(Conn::new(self.db_opts())?)
+        Ok(Conn::new(self.builder(Some(self.database.clone())))?)
     }
 }
 
-/// Creates the database if needed and applies the migrations not applied yet. Idempotent.
-/// With `reset`, drops the database first (the caller has asked for confirmation).
-pub fn init(cfg: &MySqlConfig, universe: &Universe, reset: bool) -> Result<Vec<u32>> {
-    let mut server = Conn::new(cfg.server_opts())?;
+/// Creates the database if needed and applies the migrations not applied yet (refinery keeps
+/// their checksums in `refinery_schema_history`). Idempotent. With `reset`, drops the
+/// database first (the caller has asked for confirmation). Returns the versions applied now.
+pub fn init(cfg: &MySqlConfig, universe: &Universe, reset: bool) -> Result<Vec<i32>> {
+    let mut server = cfg.connect_server()?;
     let db = cfg.database();
     if reset {
         server.query_drop(format!("DROP DATABASE IF EXISTS `{db}`"))?;
@@ -117,45 +125,28 @@ pub fn init(cfg: &MySqlConfig, universe: &Universe, reset: bool) -> Result<Vec<u
         "CREATE DATABASE IF NOT EXISTS `{db}` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci"
     ))?;
     let mut conn = cfg.connect()?;
-    conn.query_drop(
-        "CREATE TABLE IF NOT EXISTS schema_migrations (version INT NOT NULL PRIMARY KEY, \
-         name VARCHAR(100) NOT NULL, applied_at TIMESTAMP(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6))",
-    )?;
-    let done: Vec<u32> = conn.query("SELECT version FROM schema_migrations")?;
-    let mut applied = Vec::new();
-    for (version, name, sql) in MIGRATIONS {
-        if done.contains(&version) {
-            continue;
-        }
-        for stmt in sql
-            .split(';')
-            .map(str::trim)
-            .filter(|s| !strip_comments(s).is_empty())
-        {
-            conn.query_drop(stmt).map_err(|source| Error::Migration {
-                version,
-                name,
-                source,
-            })?;
-        }
-        conn.exec_drop(
-            "INSERT INTO schema_migrations (version, name) VALUES (?, ?)",
-            (version, name),
-        )?;
-        tracing::info!(version, name, "migration applied");
-        applied.push(version);
+    let report = embedded::migrations::runner()
+        .run(&mut conn)
+        .map_err(|e| Error::Migration(e.to_string()))?;
+    let applied: Vec<i32> = report
+        .applied_migrations()
+        .iter()
+        .map(|m| m.version())
+        .collect();
+    for m in report.applied_migrations() {
+        tracing::info!(version = m.version(), name = m.name(), "migration applied");
     }
     load_reference(&mut conn, universe)?;
     Ok(applied)
 }
 
-fn strip_comments(s: &str) -> String {
-    s.lines()
-        .filter(|l| !l.trim_start().starts_with("--"))
-        .collect::<Vec<_>>()
-        .join("\n")
-        .trim()
-        .to_string()
+/// The migrations this build carries: (version, name).
+pub fn migrations() -> Vec<(i32, String)> {
+    embedded::migrations::runner()
+        .get_migrations()
+        .iter()
+        .map(|m| (m.version(), m.name().to_string()))
+        .collect()
 }
 
 /// Fills Investors, Portfolios and Investors_Portfolios (upserts: running twice is harmless).
@@ -182,32 +173,47 @@ fn load_reference(conn: &mut Conn, u: &Universe) -> Result<()> {
 }
 
 /// The next offsets a job has committed, per (topic, partition).
-pub fn stored_offsets(cfg: &MySqlConfig, job: &str) -> Result<BTreeMap<(String, i32), i64>> {
+pub fn stored_offsets(
+    cfg: &MySqlConfig,
+    job: &str,
+) -> Result<std::collections::BTreeMap<(String, i32), i64>> {
     let mut conn = cfg.connect()?;
-    let rows: Vec<(String, i32, i64)> = conn.exec(
-        "SELECT topic, kafka_partition, next_offset FROM stream_progress WHERE job = ?",
-        (job,),
-    )?;
-    Ok(rows.into_iter().map(|(t, p, o)| ((t, p), o)).collect())
+    state::offsets(&mut conn, job)
 }
 
-/// Counters of the sink, shared with whoever reports them.
+/// Counters of the sink, shared with whoever reports them (the run summary). The metrics
+/// endpoint gets the same figures, and real histograms, through the `metrics` facade.
 #[derive(Debug, Default)]
 pub struct SinkMetrics {
     pub transactions: AtomicU64,
     pub rows_upserted: AtomicU64,
     pub rows_deleted: AtomicU64,
+    pub rows_refused: AtomicU64,
+    pub state_rows: AtomicU64,
     pub dead_letters: AtomicU64,
     pub retries: AtomicU64,
     pub commit_micros: AtomicU64,
-    /// Publish-to-commit latencies (ms) of the batches that changed rows, newest last.
-    pub latencies_ms: std::sync::Mutex<Vec<i64>>,
+    /// The latest publish-to-commit latencies (ms), at most `LATENCY_WINDOW`, for the run
+    /// summary's percentiles.
+    latencies_ms: Mutex<VecDeque<i64>>,
 }
 
+const LATENCY_WINDOW: usize = 4096;
+
 impl SinkMetrics {
-    /// The p-th percentile (0..=100) of the recorded latencies.
+    fn record_latency(&self, ms: i64) {
+        metrics::histogram!("stockflow_publish_to_commit_seconds").record(ms as f64 / 1e3);
+        if let Ok(mut l) = self.latencies_ms.lock() {
+            if l.len() == LATENCY_WINDOW {
+                l.pop_front();
+            }
+            l.push_back(ms);
+        }
+    }
+
+    /// The p-th percentile (0..=100) of the latest latencies.
     pub fn latency_percentile(&self, p: f64) -> Option<i64> {
-        let mut v = self.latencies_ms.lock().ok()?.clone();
+        let mut v: Vec<i64> = self.latencies_ms.lock().ok()?.iter().copied().collect();
         if v.is_empty() {
             return None;
         }
@@ -217,130 +223,326 @@ impl SinkMetrics {
     }
 }
 
-/// Applies each completed timestamp in one transaction: deletes, upserts, dead letters and the
-/// next offsets of every partition. On a failure it retries the whole batch with backoff (the
-/// transaction rolled back, nothing half-applied) until it commits.
+/// What a committed batch wrote.
+#[derive(Debug, Default, Clone, Copy)]
+struct Applied {
+    upserted: u64,
+    deleted: u64,
+    refused: u64,
+}
+
+/// The exactly-once sink (`docs/sink.md`).
 pub struct MySqlSink {
     cfg: MySqlConfig,
     conn: Option<Conn>,
     job: String,
     universe: Arc<Universe>,
-    /// Timestamp 0 holds the records below the stored offsets, replayed to rebuild the state:
-    /// their rows are in the database already.
-    skip_rebuild: bool,
+    epoch: i64,
+    heartbeat: Option<Heartbeat>,
     last_offsets: Vec<Position>,
+    /// 'refused' issue rows the table holds: only then do writes clear them.
+    refused_known: u64,
+    retry_for: Duration,
     pub metrics: Arc<SinkMetrics>,
 }
 
 impl MySqlSink {
-    pub fn new(cfg: MySqlConfig, job: String, universe: Arc<Universe>, skip_rebuild: bool) -> Self {
-        MySqlSink {
+    /// Connects, takes the job's lease (refusing while another live run holds it, unless
+    /// `takeover`) and starts its heartbeat. MySQL errors that may pass are retried for up to
+    /// `retry_for`, here and for every batch.
+    pub fn open(
+        cfg: MySqlConfig,
+        job: String,
+        universe: Arc<Universe>,
+        takeover: bool,
+        retry_for: Duration,
+    ) -> Result<Self> {
+        let me = Holder::this_process();
+        let (mut conn, epoch) = retrying(retry_for, "taking the job's lease", || {
+            let mut conn = cfg.connect()?;
+            let epoch = lease::acquire(&mut conn, &job, &me, takeover)?;
+            Ok((conn, epoch))
+        })?;
+        let refused_known: Option<u64> =
+            conn.query_first("SELECT COUNT(*) FROM evaluation_issues WHERE kind = 'refused'")?;
+        let heartbeat = Heartbeat::start(cfg.clone(), job.clone(), epoch)
+            .map_err(|e| Error::State(format!("starting the lease heartbeat: {e}")))?;
+        tracing::info!(
+            job,
+            epoch,
+            host = me.host,
+            pid = me.pid,
+            "took the job's lease"
+        );
+        Ok(MySqlSink {
             cfg,
-            conn: None,
+            conn: Some(conn),
             job,
             universe,
-            skip_rebuild,
+            epoch,
+            heartbeat: Some(heartbeat),
             last_offsets: Vec::new(),
+            refused_known: refused_known.unwrap_or(0),
+            retry_for,
             metrics: Arc::new(SinkMetrics::default()),
-        }
+        })
     }
 
-    fn try_apply(&mut self, batch: &Batch) -> Result<(u64, u64)> {
+    pub fn epoch(&self) -> i64 {
+        self.epoch
+    }
+
+    pub fn universe(&self) -> &Universe {
+        &self.universe
+    }
+
+    fn conn(&mut self) -> Result<&mut Conn> {
         if self.conn.is_none() {
             self.conn = Some(self.cfg.connect()?);
         }
-        let Some(conn) = self.conn.as_mut() else {
-            return Ok((0, 0));
-        };
-        let (inserts, deletes) = statements::plan_rows(&batch.diffs);
-        let mut stmts = statements::deletes(&self.universe, &deletes);
-        stmts.extend(statements::upserts(&self.universe, &inserts));
-        stmts.extend(statements::dead_letters(&batch.dead_letters));
-        stmts.extend(statements::progress(&self.job, &batch.offsets));
-        let mut tx = conn.start_transaction(TxOpts::default())?;
-        for s in stmts {
-            tx.exec_drop(s.sql, s.params)?;
-        }
-        tx.commit()?;
-        Ok((inserts.len() as u64, deletes.len() as u64))
+        self.conn
+            .as_mut()
+            .ok_or_else(|| Error::State("no MySQL connection".into()))
     }
-}
 
-impl DiffSink for MySqlSink {
-    fn apply(&mut self, batch: &Batch) -> stockflow_dataflow::Result<()> {
-        if batch.time == 0 && self.skip_rebuild {
-            self.last_offsets.clone_from(&batch.offsets);
-            return Ok(());
-        }
-        if batch.diffs.is_empty()
-            && batch.dead_letters.is_empty()
-            && batch.offsets == self.last_offsets
-        {
-            return Ok(());
-        }
-        let mut backoff = Duration::from_millis(100);
-        loop {
-            let started = Instant::now();
-            match self.try_apply(batch) {
-                Ok((upserted, deleted)) => {
-                    let m = &self.metrics;
-                    m.transactions.fetch_add(1, Ordering::Relaxed);
-                    m.rows_upserted.fetch_add(upserted, Ordering::Relaxed);
-                    m.rows_deleted.fetch_add(deleted, Ordering::Relaxed);
-                    m.dead_letters
-                        .fetch_add(batch.dead_letters.len() as u64, Ordering::Relaxed);
-                    m.commit_micros
-                        .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
-                    self.last_offsets.clone_from(&batch.offsets);
-                    if let (Some(newest), true) = (batch.newest_record_ms, upserted + deleted > 0) {
-                        let now = std::time::SystemTime::now()
-                            .duration_since(std::time::UNIX_EPOCH)
-                            .map_or(0, |d| d.as_millis() as i64);
-                        if let Ok(mut l) = m.latencies_ms.lock() {
-                            if l.len() >= 100_000 {
-                                l.remove(0);
+    /// One transaction with the lease checked first; `body` runs inside it.
+    fn transaction<T>(
+        &mut self,
+        body: impl FnOnce(&mut mysql::Transaction<'_>, &Universe) -> Result<T>,
+    ) -> Result<T> {
+        let (job, epoch) = (self.job.clone(), self.epoch);
+        let universe = Arc::clone(&self.universe);
+        let conn = self.conn()?;
+        let mut tx = conn.start_transaction(TxOpts::default())?;
+        lease::check(&mut tx, &job, epoch)?;
+        let out = body(&mut tx, &universe)?;
+        tx.commit()?;
+        Ok(out)
+    }
+
+    fn try_apply(&mut self, plan: &BatchPlan<'_>, row_by_row: bool) -> Result<Applied> {
+        let clear = (self.refused_known > 0).then(|| plan.touched());
+        self.transaction(|tx, u| {
+            let mut applied = Applied::default();
+            run(
+                tx,
+                &statements::evaluation_deletes(u, &plan.evaluation_deletes),
+            )?;
+            applied.deleted = plan.evaluation_deletes.len() as u64;
+            if let Some(keys) = &clear {
+                run(tx, &statements::clear_refused(u, keys))?;
+            }
+            if row_by_row {
+                for e in &plan.evaluation_rows {
+                    tx.query_drop("SAVEPOINT row_write")?;
+                    let s = statements::evaluation_upsert(u, e);
+                    match tx.exec_drop(&s.sql, s.params) {
+                        Ok(()) => applied.upserted += 1,
+                        Err(err) => {
+                            let err = Error::from(err);
+                            if !err.is_data_error() {
+                                return Err(err);
                             }
-                            l.push(now - newest);
+                            tx.query_drop("ROLLBACK TO SAVEPOINT row_write")?;
+                            tracing::warn!(
+                                portfolio = e.portfolio,
+                                date = %e.date,
+                                "the table refused a row, recorded in evaluation_issues: {err}"
+                            );
+                            run(tx, &statements::refused_row(u, e, &err.to_string()))?;
+                            applied.refused += 1;
                         }
                     }
-                    return Ok(());
                 }
-                Err(e) if e.is_retryable() => {
-                    self.conn = None;
-                    self.metrics.retries.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(
-                        time = batch.time,
-                        retry_in_ms = backoff.as_millis() as u64,
-                        "MySQL unavailable, retrying the batch: {e}"
-                    );
-                    std::thread::sleep(backoff);
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
-                }
-                Err(e) => return Err(stockflow_dataflow::Error::Sink(e.to_string())),
+            } else {
+                run(
+                    tx,
+                    &statements::evaluation_upserts(u, &plan.evaluation_rows),
+                )?;
+                applied.upserted = plan.evaluation_rows.len() as u64;
             }
+            run(tx, &plan.others)?;
+            Ok(applied)
+        })
+    }
+}
+
+fn run(tx: &mut mysql::Transaction<'_>, stmts: &[Statement]) -> Result<()> {
+    for s in stmts {
+        tx.exec_drop(&s.sql, s.params.clone())?;
+    }
+    Ok(())
+}
+
+/// The backoff of every MySQL retry: exponential from 100 ms to 5 s, with jitter.
+fn policy() -> backon::ExponentialBackoff {
+    backon::ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(100))
+        .with_max_delay(Duration::from_secs(5))
+        .with_jitter()
+        .without_max_times()
+        .build()
+}
+
+/// Runs `f` until it succeeds, retrying errors that may pass for up to `give_up`.
+pub fn retrying<T>(give_up: Duration, what: &str, mut f: impl FnMut() -> Result<T>) -> Result<T> {
+    let started = Instant::now();
+    let mut delays = policy();
+    loop {
+        match f() {
+            Ok(v) => return Ok(v),
+            Err(e) if e.is_retryable() && started.elapsed() < give_up => {
+                let delay = delays.next().unwrap_or(Duration::from_secs(5));
+                tracing::warn!(
+                    retry_in_ms = delay.as_millis() as u64,
+                    "{what}: MySQL unavailable, retrying: {e}"
+                );
+                std::thread::sleep(delay);
+            }
+            Err(e) if e.is_retryable() => {
+                return Err(Error::State(format!(
+                    "{what}: MySQL has been unavailable for {:.0} s, giving up: {e}",
+                    started.elapsed().as_secs_f64()
+                )))
+            }
+            Err(e) => return Err(e),
         }
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn passwords_are_hidden() {
-        assert_eq!(
-            redact("mysql://stockflow:secret@127.0.0.1:3306/InvestorsDB"),
-            "mysql://stockflow:***@127.0.0.1:3306/InvestorsDB"
+impl Sink for MySqlSink {
+    fn load(&mut self) -> stockflow_core::Result<StoredState> {
+        let (job, universe) = (self.job.clone(), Arc::clone(&self.universe));
+        let started = Instant::now();
+        let cfg = self.cfg.clone();
+        let state = retrying(self.retry_for, "loading the job's state", || {
+            let mut conn = cfg.connect()?;
+            state::load(&mut conn, &universe, &job)
+        })?;
+        tracing::info!(
+            prices = state.prices.len(),
+            holdings = state.holdings.len(),
+            partitions = state.offsets.len(),
+            seconds = started.elapsed().as_secs_f64(),
+            "loaded the job's stored state"
         );
-        assert_eq!(redact("mysql://127.0.0.1/x"), "mysql://127.0.0.1/x");
+        Ok(state)
     }
 
-    #[test]
-    fn migrations_are_numbered_in_order() {
-        for (i, (v, _, sql)) in MIGRATIONS.iter().enumerate() {
-            assert_eq!(*v as usize, i + 1);
-            assert!(!strip_comments(sql).is_empty());
+    fn is_stateful(&self) -> bool {
+        true
+    }
+
+    fn apply(&mut self, batch: &Batch) -> stockflow_core::Result<()> {
+        if batch.is_empty() && batch.offsets == self.last_offsets {
+            return Ok(());
         }
+        let job = self.job.clone();
+        let universe = Arc::clone(&self.universe);
+        let plan = BatchPlan::new(&universe, &job, batch);
+        let started = Instant::now();
+        let mut delays = policy();
+        let mut row_by_row = false;
+        let applied = loop {
+            let t0 = Instant::now();
+            match self.try_apply(&plan, row_by_row) {
+                Ok(a) => {
+                    metrics::histogram!("stockflow_sink_commit_seconds")
+                        .record(t0.elapsed().as_secs_f64());
+                    break a;
+                }
+                Err(e) if e.is_data_error() && !row_by_row => {
+                    // A row the table refuses: write row by row, recording the refused ones.
+                    self.conn = None;
+                    tracing::warn!(
+                        time = batch.time,
+                        "a row of the batch was refused ({e}); writing it row by row"
+                    );
+                    row_by_row = true;
+                }
+                Err(e) if e.is_retryable() && started.elapsed() < self.retry_for => {
+                    self.conn = None;
+                    self.metrics.retries.fetch_add(1, Ordering::Relaxed);
+                    metrics::counter!("stockflow_sink_retries_total").increment(1);
+                    let delay = delays.next().unwrap_or(Duration::from_secs(5));
+                    tracing::warn!(
+                        time = batch.time,
+                        retry_in_ms = delay.as_millis() as u64,
+                        "MySQL unavailable, retrying the batch: {e}"
+                    );
+                    std::thread::sleep(delay);
+                }
+                Err(e) if e.is_retryable() => {
+                    return Err(stockflow_core::Error::external(format!(
+                        "MySQL has been unavailable for {:.0} s, giving up (start the job again once it is back; nothing is lost): {e}",
+                        started.elapsed().as_secs_f64()
+                    )));
+                }
+                Err(e) => {
+                    self.conn = None;
+                    return Err(e.into());
+                }
+            }
+        };
+        let m = &self.metrics;
+        let state_rows = (batch.prices.len() + batch.holdings.len()) as u64;
+        m.transactions.fetch_add(1, Ordering::Relaxed);
+        m.rows_upserted
+            .fetch_add(applied.upserted, Ordering::Relaxed);
+        m.rows_deleted.fetch_add(applied.deleted, Ordering::Relaxed);
+        m.rows_refused.fetch_add(applied.refused, Ordering::Relaxed);
+        m.state_rows.fetch_add(state_rows, Ordering::Relaxed);
+        m.dead_letters
+            .fetch_add(batch.dead_letters.len() as u64, Ordering::Relaxed);
+        m.commit_micros
+            .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+        metrics::counter!("stockflow_sink_transactions_total").increment(1);
+        metrics::counter!("stockflow_sink_rows_upserted_total").increment(applied.upserted);
+        metrics::counter!("stockflow_sink_rows_deleted_total").increment(applied.deleted);
+        metrics::counter!("stockflow_sink_rows_refused_total").increment(applied.refused);
+        metrics::counter!("stockflow_sink_state_rows_total").increment(state_rows);
+        self.refused_known += applied.refused;
+        self.last_offsets.clone_from(&batch.offsets);
+        if let (Some(newest), true) = (
+            batch.newest_record_ms,
+            applied.upserted + applied.deleted > 0,
+        ) {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as i64);
+            m.record_latency(now - newest);
+        }
+        Ok(())
+    }
+
+    fn check(&mut self) -> stockflow_core::Result<()> {
+        let lost = self
+            .heartbeat
+            .as_ref()
+            .is_some_and(|h| h.lost.load(Ordering::SeqCst));
+        if !lost {
+            return Ok(());
+        }
+        let (job, epoch) = (self.job.clone(), self.epoch);
+        let holder = self
+            .conn()
+            .and_then(|c| lease::read(c, &job))
+            .ok()
+            .flatten()
+            .filter(|l| l.epoch != epoch)
+            .map_or_else(|| "another run".to_string(), |l| l.describe());
+        Err(Error::LeaseLost { job, holder }.into())
+    }
+
+    fn finish(&mut self) -> stockflow_core::Result<()> {
+        self.heartbeat = None;
+        let (job, epoch) = (self.job.clone(), self.epoch);
+        if let Ok(conn) = self.conn() {
+            if let Err(e) = lease::release(conn, &job, epoch) {
+                tracing::warn!("releasing the job's lease: {e}");
+            }
+        }
+        Ok(())
     }
 }
 
@@ -367,8 +569,8 @@ pub fn raw_insert_rate(cfg: &MySqlConfig, rows: usize) -> Result<f64> {
                     format!("I{:03}", i % 100),
                     format!("Q{:05}", i % 20_000),
                     day.to_string(),
-                    format!("{}.{:02}", 1_000_000 + i, i % 100),
-                    format!("{}.50", i % 1000),
+                    format!("{}.{:02}0000", 1_000_000 + i, i % 100),
+                    format!("{}.500000", i % 1000),
                     "0.123456".to_string(),
                 ] {
                     params.push(mysql::Value::Bytes(v.into_bytes()));
@@ -388,36 +590,25 @@ pub fn raw_insert_rate(cfg: &MySqlConfig, rows: usize) -> Result<f64> {
     Ok(rate)
 }
 
-/// What the database says about a job: its committed offsets, the last evaluated day of every
-/// portfolio, and the row counts.
-#[derive(Debug, Clone, Default)]
-pub struct DbStatus {
-    /// (topic, partition, next offset)
-    pub offsets: Vec<(String, i32, i64)>,
-    /// (investor, portfolio, last evaluated day, its value, evaluated days)
-    pub portfolios: Vec<(String, String, String, String, i64)>,
-    pub evaluations: i64,
-    pub dead_letters: i64,
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-pub fn status(cfg: &MySqlConfig, job: &str) -> Result<DbStatus> {
-    let mut conn = cfg.connect()?;
-    let offsets = conn.exec(
-        "SELECT topic, kafka_partition, next_offset FROM stream_progress WHERE job = ? ORDER BY topic, kafka_partition",
-        (job,),
-    )?;
-    let portfolios = conn.query(
-        "SELECT e.investor, e.portfolio, CAST(e.as_of AS CHAR), CAST(e.nav AS CHAR), s.days \
-         FROM evaluations e JOIN (SELECT portfolio, MAX(as_of) AS last_day, COUNT(*) AS days \
-         FROM evaluations GROUP BY portfolio) s ON s.portfolio = e.portfolio AND s.last_day = e.as_of \
-         ORDER BY e.investor, e.portfolio",
-    )?;
-    let evaluations: Option<i64> = conn.query_first("SELECT COUNT(*) FROM evaluations")?;
-    let dead_letters: Option<i64> = conn.query_first("SELECT COUNT(*) FROM dead_letters")?;
-    Ok(DbStatus {
-        offsets,
-        portfolios,
-        evaluations: evaluations.unwrap_or(0),
-        dead_letters: dead_letters.unwrap_or(0),
-    })
+    #[test]
+    fn passwords_are_hidden() {
+        assert_eq!(
+            redact("mysql://stockflow:secret@127.0.0.1:3306/InvestorsDB"),
+            "mysql://stockflow:***@127.0.0.1:3306/InvestorsDB"
+        );
+        assert_eq!(redact("mysql://127.0.0.1/x"), "mysql://127.0.0.1/x");
+    }
+
+    #[test]
+    fn migrations_are_numbered_in_order() {
+        let m = migrations();
+        assert!(m.len() >= 4);
+        for (i, (v, _)) in m.iter().enumerate() {
+            assert_eq!(*v as usize, i + 1);
+        }
+    }
 }

@@ -1,13 +1,16 @@
-//! Multi-row SQL statements for one batch: pure, so they test alone.
+//! The SQL of one batch: multi-row statements for every table the batch touches. Pure, so it
+//! tests alone.
 
 use mysql::Value;
-use stockflow_dataflow::{DeadLetter, Evaluation};
+use std::collections::HashSet;
+use std::hash::Hash;
+use stockflow_core::{Batch, DeadLetter, Evaluation, HoldingInput, Issue, Position, PriceInput};
 use stockflow_market::Universe;
-use stockflow_transport::Position;
 
 /// Rows per multi-row statement.
 pub const CHUNK: usize = 1000;
 
+#[derive(Debug, Clone, PartialEq)]
 pub struct Statement {
     pub sql: String,
     pub params: Vec<Value>,
@@ -26,138 +29,325 @@ fn opt_text<T: ToString>(v: Option<T>) -> Value {
     v.map_or(Value::NULL, text)
 }
 
-/// What a consolidated batch of diffs does to the table: the rows to upsert (inserted), and
-/// the keys to delete (retracted and not inserted again in the same batch).
-pub fn plan_rows(
-    diffs: &[(Evaluation, isize)],
-) -> (Vec<&Evaluation>, Vec<(u32, chrono::NaiveDate)>) {
-    let inserts: Vec<&Evaluation> = diffs
+/// Multi-row statements of `cols` columns each: `head VALUES (…), (…) tail`.
+fn chunked(head: &str, tail: &str, cols: usize, rows: Vec<Vec<Value>>) -> Vec<Statement> {
+    rows.chunks(CHUNK)
+        .map(|chunk| Statement {
+            sql: format!("{head} VALUES {}{tail}", placeholders(chunk.len(), cols)),
+            params: chunk.iter().flatten().cloned().collect(),
+        })
+        .collect()
+}
+
+/// `DELETE FROM table WHERE (k1, k2, …) IN ((…), …)`.
+fn deletes(table: &str, key_cols: &[&str], keys: Vec<Vec<Value>>) -> Vec<Statement> {
+    keys.chunks(CHUNK)
+        .map(|chunk| Statement {
+            sql: format!(
+                "DELETE FROM {table} WHERE ({}) IN ({})",
+                key_cols.join(", "),
+                placeholders(chunk.len(), key_cols.len())
+            ),
+            params: chunk.iter().flatten().cloned().collect(),
+        })
+        .collect()
+}
+
+/// What consolidated diffs do to a keyed table: the rows to upsert (inserted), and the keys
+/// to delete (retracted and not inserted again in the same batch).
+pub fn plan_rows<T, K: Eq + Hash + Ord + Clone>(
+    diffs: &[(T, isize)],
+    key: impl Fn(&T) -> K,
+) -> (Vec<&T>, Vec<K>) {
+    let inserts: Vec<&T> = diffs
         .iter()
         .filter(|(_, d)| *d > 0)
-        .map(|(e, _)| e)
+        .map(|(r, _)| r)
         .collect();
-    let inserted: std::collections::HashSet<(u32, chrono::NaiveDate)> =
-        inserts.iter().map(|e| (e.portfolio, e.date)).collect();
-    let mut deletes: Vec<(u32, chrono::NaiveDate)> = diffs
+    let inserted: HashSet<K> = inserts.iter().map(|r| key(r)).collect();
+    let mut removed: Vec<K> = diffs
         .iter()
         .filter(|(_, d)| *d < 0)
-        .map(|(e, _)| (e.portfolio, e.date))
+        .map(|(r, _)| key(r))
         .filter(|k| !inserted.contains(k))
         .collect();
-    deletes.sort_unstable();
-    deletes.dedup();
-    (inserts, deletes)
+    removed.sort();
+    removed.dedup();
+    (inserts, removed)
 }
 
-pub fn upserts(universe: &Universe, rows: &[&Evaluation]) -> Vec<Statement> {
-    rows.chunks(CHUNK)
-        .map(|chunk| {
-            let mut params = Vec::with_capacity(chunk.len() * 6);
-            for e in chunk {
-                let (pid, iid) = universe
-                    .portfolio(e.portfolio)
-                    .map_or(("?", "?"), |p| (p.id.as_str(), p.investor.as_str()));
-                params.extend([
-                    text(iid),
-                    text(pid),
-                    text(e.date),
-                    text(e.value),
-                    opt_text(e.change),
-                    opt_text(e.change_pct),
-                ]);
-            }
-            Statement {
-                sql: format!(
-                    "INSERT INTO evaluations (investor, portfolio, as_of, nav, nav_change, nav_change_pct) \
-                     VALUES {} ON DUPLICATE KEY UPDATE investor = VALUES(investor), nav = VALUES(nav), \
-                     nav_change = VALUES(nav_change), nav_change_pct = VALUES(nav_change_pct)",
-                    placeholders(chunk.len(), 6)
-                ),
-                params,
-            }
+fn portfolio_name(u: &Universe, p: u32) -> (&str, &str) {
+    u.portfolio(p)
+        .map_or(("?", "?"), |p| (p.id.as_str(), p.investor.as_str()))
+}
+
+fn ticker(u: &Universe, s: u32) -> &str {
+    u.stock(s).map_or("?", |s| s.ticker.as_str())
+}
+
+const EVALUATION_UPSERT: &str =
+    "INSERT INTO evaluations (investor, portfolio, as_of, nav, nav_change, nav_change_pct)";
+const EVALUATION_UPDATE: &str = " ON DUPLICATE KEY UPDATE investor = VALUES(investor), \
+     nav = VALUES(nav), nav_change = VALUES(nav_change), nav_change_pct = VALUES(nav_change_pct)";
+
+/// One evaluation row's parameters (6 columns).
+pub fn evaluation_row(u: &Universe, e: &Evaluation) -> Vec<Value> {
+    let (pid, iid) = portfolio_name(u, e.portfolio);
+    vec![
+        text(iid),
+        text(pid),
+        text(e.date),
+        text(e.value.to_fixed_string()),
+        opt_text(e.change.map(|c| c.to_fixed_string())),
+        opt_text(e.change_pct.map(|c| c.to_fixed_string())),
+    ]
+}
+
+/// The upsert of one evaluation row (row-by-row mode, when a batch holds a row the table
+/// refuses).
+pub fn evaluation_upsert(u: &Universe, e: &Evaluation) -> Statement {
+    Statement {
+        sql: format!(
+            "{EVALUATION_UPSERT} VALUES {}{EVALUATION_UPDATE}",
+            placeholders(1, 6)
+        ),
+        params: evaluation_row(u, e),
+    }
+}
+
+pub fn evaluation_upserts(u: &Universe, rows: &[&Evaluation]) -> Vec<Statement> {
+    let rows = rows.iter().map(|e| evaluation_row(u, e)).collect();
+    chunked(EVALUATION_UPSERT, EVALUATION_UPDATE, 6, rows)
+}
+
+pub fn evaluation_deletes(u: &Universe, keys: &[(u32, chrono::NaiveDate)]) -> Vec<Statement> {
+    let keys = keys
+        .iter()
+        .map(|(p, d)| vec![text(portfolio_name(u, *p).0), text(d)])
+        .collect();
+    deletes("evaluations", &["portfolio", "as_of"], keys)
+}
+
+/// Records a row the table refused, with its values and the database's error, in place of the
+/// row (which is deleted: an old value must not stay behind).
+pub fn refused_row(u: &Universe, e: &Evaluation, error: &str) -> Vec<Statement> {
+    let (pid, _) = portfolio_name(u, e.portfolio);
+    let detail = serde_json::json!({
+        "value": e.value.to_string(),
+        "change": e.change.map(|c| c.to_string()),
+        "change_pct": e.change_pct.map(|c| c.to_string()),
+        "error": stockflow_core::limits::cut(error, 400),
+    });
+    vec![
+        Statement {
+            sql: "DELETE FROM evaluations WHERE portfolio = ? AND as_of = ?".into(),
+            params: vec![text(pid), text(e.date)],
+        },
+        Statement {
+            sql:
+                "INSERT INTO evaluation_issues (portfolio, as_of, kind, held, priced, detail) \
+                  VALUES (?, ?, 'refused', 0, 0, ?) ON DUPLICATE KEY UPDATE detail = VALUES(detail)"
+                    .into(),
+            params: vec![text(pid), text(e.date), text(detail)],
+        },
+    ]
+}
+
+/// Clears the 'refused' records of rows written or deleted now.
+pub fn clear_refused(u: &Universe, keys: &[(u32, chrono::NaiveDate)]) -> Vec<Statement> {
+    let keys = keys
+        .iter()
+        .map(|(p, d)| vec![text(portfolio_name(u, *p).0), text(d)])
+        .collect();
+    deletes("evaluation_issues", &["portfolio", "as_of"], keys)
+        .into_iter()
+        .map(|mut s| {
+            s.sql.push_str(" AND kind = 'refused'");
+            s
         })
         .collect()
 }
 
-pub fn deletes(universe: &Universe, keys: &[(u32, chrono::NaiveDate)]) -> Vec<Statement> {
-    keys.chunks(CHUNK)
-        .map(|chunk| {
-            let mut params = Vec::with_capacity(chunk.len() * 2);
-            for (p, d) in chunk {
-                params.push(text(universe.portfolio(*p).map_or("?", |p| p.id.as_str())));
-                params.push(text(d));
-            }
-            Statement {
-                sql: format!(
-                    "DELETE FROM evaluations WHERE (portfolio, as_of) IN ({})",
-                    placeholders(chunk.len(), 2)
-                ),
-                params,
-            }
-        })
-        .collect()
+pub fn issues(u: &Universe, diffs: &[(Issue, isize)]) -> Vec<Statement> {
+    let (ins, del) = plan_rows(diffs, |i: &Issue| (i.portfolio, i.date, i.kind));
+    let mut out = deletes(
+        "evaluation_issues",
+        &["portfolio", "as_of", "kind"],
+        del.iter()
+            .map(|(p, d, k)| vec![text(portfolio_name(u, *p).0), text(d), text(k.code())])
+            .collect(),
+    );
+    out.extend(chunked(
+        "INSERT INTO evaluation_issues (portfolio, as_of, kind, held, priced)",
+        " ON DUPLICATE KEY UPDATE held = VALUES(held), priced = VALUES(priced)",
+        5,
+        ins.iter()
+            .map(|i| {
+                vec![
+                    text(portfolio_name(u, i.portfolio).0),
+                    text(i.date),
+                    text(i.kind.code()),
+                    Value::Int(i.held),
+                    Value::Int(i.priced),
+                ]
+            })
+            .collect(),
+    ));
+    out
+}
+
+pub fn prices(u: &Universe, diffs: &[(PriceInput, isize)]) -> Vec<Statement> {
+    let (ins, del) = plan_rows(diffs, |p: &PriceInput| (p.stock, p.date));
+    let mut out = deletes(
+        "prices",
+        &["ticker", "as_of"],
+        del.iter()
+            .map(|(s, d)| vec![text(ticker(u, *s)), text(d)])
+            .collect(),
+    );
+    out.extend(chunked(
+        "INSERT INTO prices (ticker, as_of, price, version_ts, version_partition, version_offset)",
+        " ON DUPLICATE KEY UPDATE price = VALUES(price), version_ts = VALUES(version_ts), \
+         version_partition = VALUES(version_partition), version_offset = VALUES(version_offset)",
+        6,
+        ins.iter()
+            .map(|p| {
+                vec![
+                    text(ticker(u, p.stock)),
+                    text(p.date),
+                    text(p.price.to_fixed_string()),
+                    Value::Int(p.version.0),
+                    Value::Int(i64::from(p.version.1)),
+                    Value::Int(p.version.2),
+                ]
+            })
+            .collect(),
+    ));
+    out
+}
+
+pub fn holdings(u: &Universe, diffs: &[(HoldingInput, isize)]) -> Vec<Statement> {
+    let (ins, del) = plan_rows(diffs, |h: &HoldingInput| (h.portfolio, h.stock, h.from));
+    let mut out = deletes(
+        "holding_records",
+        &["portfolio", "ticker", "from_day"],
+        del.iter()
+            .map(|(p, s, d)| vec![text(portfolio_name(u, *p).0), text(ticker(u, *s)), text(d)])
+            .collect(),
+    );
+    out.extend(chunked(
+        "INSERT INTO holding_records (portfolio, ticker, from_day, quantity, version_ts, \
+         version_partition, version_offset)",
+        " ON DUPLICATE KEY UPDATE quantity = VALUES(quantity), version_ts = VALUES(version_ts), \
+         version_partition = VALUES(version_partition), version_offset = VALUES(version_offset)",
+        7,
+        ins.iter()
+            .map(|h| {
+                vec![
+                    text(portfolio_name(u, h.portfolio).0),
+                    text(ticker(u, h.stock)),
+                    text(h.from),
+                    Value::Int(h.quantity),
+                    Value::Int(h.version.0),
+                    Value::Int(i64::from(h.version.1)),
+                    Value::Int(h.version.2),
+                ]
+            })
+            .collect(),
+    ));
+    out
 }
 
 pub fn dead_letters(letters: &[DeadLetter]) -> Vec<Statement> {
-    letters
-        .chunks(CHUNK)
-        .map(|chunk| {
-            let mut params = Vec::with_capacity(chunk.len() * 6);
-            for dl in chunk {
-                params.extend([
+    // A replay meets the same records again: one row per log position.
+    chunked(
+        "INSERT IGNORE INTO dead_letters (topic, kafka_partition, kafka_offset, payload, \
+         payload_len, payload_sha256, code, reason)",
+        "",
+        8,
+        letters
+            .iter()
+            .map(|dl| {
+                vec![
                     text(&dl.position.topic),
                     Value::Int(i64::from(dl.position.partition)),
                     Value::Int(dl.position.offset),
                     Value::Bytes(dl.payload.clone()),
+                    Value::Int(i64::try_from(dl.payload_len).unwrap_or(i64::MAX)),
+                    text(dl.sha256_hex()),
                     text(&dl.code),
                     text(&dl.reason),
-                ]);
-            }
-            Statement {
-                // A replay meets the same records again: one row per log position.
-                sql: format!(
-                    "INSERT IGNORE INTO dead_letters (topic, kafka_partition, kafka_offset, payload, code, reason) VALUES {}",
-                    placeholders(chunk.len(), 6)
-                ),
-                params,
-            }
-        })
-        .collect()
+                ]
+            })
+            .collect(),
+    )
 }
 
-pub fn progress(job: &str, offsets: &[Position]) -> Option<Statement> {
-    if offsets.is_empty() {
-        return None;
+pub fn progress(job: &str, offsets: &[Position]) -> Vec<Statement> {
+    chunked(
+        "INSERT INTO stream_progress (job, topic, kafka_partition, next_offset)",
+        " ON DUPLICATE KEY UPDATE next_offset = VALUES(next_offset)",
+        4,
+        offsets
+            .iter()
+            .map(|p| {
+                vec![
+                    text(job),
+                    text(&p.topic),
+                    Value::Int(i64::from(p.partition)),
+                    Value::Int(p.offset),
+                ]
+            })
+            .collect(),
+    )
+}
+
+/// Everything one batch writes, in order: evaluation deletes and upserts first (the part a
+/// data error can concern), then issues, state, dead letters and offsets.
+pub struct BatchPlan<'a> {
+    pub evaluation_deletes: Vec<(u32, chrono::NaiveDate)>,
+    pub evaluation_rows: Vec<&'a Evaluation>,
+    pub others: Vec<Statement>,
+}
+
+impl<'a> BatchPlan<'a> {
+    pub fn new(u: &Universe, job: &str, batch: &'a Batch) -> Self {
+        let (rows, deletes) = plan_rows(&batch.evaluations, |e: &Evaluation| (e.portfolio, e.date));
+        let mut others = issues(u, &batch.issues);
+        others.extend(prices(u, &batch.prices));
+        others.extend(holdings(u, &batch.holdings));
+        others.extend(dead_letters(&batch.dead_letters));
+        others.extend(progress(job, &batch.offsets));
+        BatchPlan {
+            evaluation_deletes: deletes,
+            evaluation_rows: rows,
+            others,
+        }
     }
-    let mut params = Vec::with_capacity(offsets.len() * 4);
-    for p in offsets {
-        params.extend([
-            text(job),
-            text(&p.topic),
-            Value::Int(i64::from(p.partition)),
-            Value::Int(p.offset),
-        ]);
+
+    /// The keys of the evaluation rows this batch writes or deletes.
+    pub fn touched(&self) -> Vec<(u32, chrono::NaiveDate)> {
+        let mut keys: Vec<_> = self
+            .evaluation_rows
+            .iter()
+            .map(|e| (e.portfolio, e.date))
+            .chain(self.evaluation_deletes.iter().copied())
+            .collect();
+        keys.sort_unstable();
+        keys
     }
-    Some(Statement {
-        sql: format!(
-            "INSERT INTO stream_progress (job, topic, kafka_partition, next_offset) VALUES {} \
-             ON DUPLICATE KEY UPDATE next_offset = VALUES(next_offset)",
-            placeholders(offsets.len(), 4)
-        ),
-        params,
-    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rust_decimal::Decimal;
+    use stockflow_core::Money;
 
     fn e(p: u32, day: u32, v: i64) -> Evaluation {
         Evaluation {
             portfolio: p,
             date: chrono::NaiveDate::from_ymd_opt(2000, 1, day).unwrap_or_default(),
-            value: Decimal::new(v, 2),
+            value: Money::from_units(i128::from(v) * 10_000),
             change: None,
             change_pct: None,
         }
@@ -171,7 +361,7 @@ mod tests {
             (e(1, 4, 50), -1),
             (e(2, 5, 70), 1),
         ];
-        let (ins, del) = plan_rows(&diffs);
+        let (ins, del) = plan_rows(&diffs, |e: &Evaluation| (e.portfolio, e.date));
         assert_eq!(ins.len(), 2);
         assert_eq!(del.len(), 1);
         assert_eq!(del[0].0, 1);
@@ -182,10 +372,42 @@ mod tests {
         let u = Universe::spec();
         let rows: Vec<Evaluation> = (0..2500).map(|i| e(i % 6, 3, i64::from(i))).collect();
         let refs: Vec<&Evaluation> = rows.iter().collect();
-        let stmts = upserts(&u, &refs);
+        let stmts = evaluation_upserts(&u, &refs);
         assert_eq!(stmts.len(), 3);
         assert_eq!(stmts[0].params.len(), CHUNK * 6);
         assert_eq!(stmts[0].sql.matches("(?, ?, ?, ?, ?, ?)").count(), CHUNK);
-        assert!(progress("j", &[]).is_none());
+        assert_eq!(stmts[0].params[3], text("0.000000"));
+        assert!(progress("j", &[]).is_empty());
+    }
+
+    #[test]
+    fn a_batch_plans_every_table() {
+        let u = Universe::spec();
+        let day = chrono::NaiveDate::from_ymd_opt(2000, 1, 3).unwrap_or_default();
+        let batch = Batch {
+            time: 5,
+            evaluations: vec![(e(0, 3, 1), 1), (e(1, 3, 2), -1)],
+            prices: vec![(
+                PriceInput {
+                    stock: 0,
+                    date: day,
+                    price: Money::from_int(1),
+                    version: (1, 0, 1),
+                },
+                1,
+            )],
+            offsets: vec![Position {
+                topic: "t".into(),
+                partition: 0,
+                offset: 3,
+            }],
+            ..Batch::default()
+        };
+        let plan = BatchPlan::new(&u, "job", &batch);
+        assert_eq!(plan.evaluation_rows.len(), 1);
+        assert_eq!(plan.evaluation_deletes.len(), 1);
+        assert_eq!(plan.others.len(), 2);
+        assert!(plan.others[0].sql.starts_with("INSERT INTO prices"));
+        assert_eq!(plan.touched().len(), 2);
     }
 }

@@ -1,0 +1,99 @@
+//! Commits on their own thread: worker 0 hands completed batches to a bounded queue, and one
+//! thread applies them to the sink in order. A full queue holds the job back (backpressure);
+//! the dataflow's workers never block on the database.
+
+use super::counters::JobCounters;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use stockflow_core::{Batch, Sink};
+
+/// How often an idle commit thread asks the sink whether it may go on.
+const IDLE_CHECK: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// The commit thread's side that the workers see.
+#[derive(Debug, Default)]
+pub struct CommitState {
+    failed: AtomicBool,
+    error: Mutex<Option<stockflow_core::Error>>,
+}
+
+impl CommitState {
+    pub fn failed(&self) -> bool {
+        self.failed.load(Ordering::SeqCst)
+    }
+
+    /// The error that stopped the commits, if any (taken once).
+    pub fn take_error(&self) -> Option<stockflow_core::Error> {
+        self.error.lock().ok().and_then(|mut e| e.take())
+    }
+
+    /// The error's text, for the other workers' stop message.
+    pub fn describe(&self) -> Option<String> {
+        self.error
+            .lock()
+            .ok()
+            .and_then(|e| e.as_ref().map(ToString::to_string))
+    }
+}
+
+/// The workers' handle: a bounded queue to the commit thread.
+pub struct Outlet {
+    tx: SyncSender<Batch>,
+    pub state: Arc<CommitState>,
+}
+
+impl Outlet {
+    /// Offers a batch; gives it back when the queue is full (or the thread has stopped).
+    pub fn offer(&self, batch: Batch) -> Result<(), Batch> {
+        match self.tx.try_send(batch) {
+            Ok(()) => Ok(()),
+            Err(TrySendError::Full(b) | TrySendError::Disconnected(b)) => Err(b),
+        }
+    }
+}
+
+/// Starts the commit thread with a queue of `depth` batches.
+pub fn start(
+    mut sink: Box<dyn Sink>,
+    depth: usize,
+    counters: Arc<JobCounters>,
+) -> std::io::Result<(Outlet, JoinHandle<()>)> {
+    let (tx, rx): (SyncSender<Batch>, Receiver<Batch>) = sync_channel(depth.max(1));
+    let state = Arc::new(CommitState::default());
+    let state_t = Arc::clone(&state);
+    let handle = std::thread::Builder::new()
+        .name("stockflow-commit".into())
+        .spawn(move || {
+            let fail = |e: stockflow_core::Error| {
+                if let Ok(mut slot) = state_t.error.lock() {
+                    slot.get_or_insert(e);
+                }
+                state_t.failed.store(true, Ordering::SeqCst);
+            };
+            loop {
+                match rx.recv_timeout(IDLE_CHECK) {
+                    Ok(batch) => match sink.apply(&batch) {
+                        Ok(()) => counters.committed(&batch),
+                        Err(e) => {
+                            fail(e);
+                            return;
+                        }
+                    },
+                    Err(RecvTimeoutError::Timeout) => {
+                        if let Err(e) = sink.check() {
+                            fail(e);
+                            return;
+                        }
+                    }
+                    Err(RecvTimeoutError::Disconnected) => break,
+                }
+            }
+            // The queue closed: the job stopped cleanly.
+            if let Err(e) = sink.finish() {
+                fail(e);
+            }
+        })?;
+    Ok((Outlet { tx, state }, handle))
+}

@@ -1,0 +1,51 @@
+//! Counters shared by the workers and the commit thread of one process, read by the run
+//! summary and the metrics endpoint.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Mutex;
+use stockflow_core::Batch;
+
+#[derive(Debug, Default)]
+pub struct JobCounters {
+    pub ticks: AtomicU64,
+    pub holdings: AtomicU64,
+    pub dead_letters: AtomicU64,
+    /// Source errors retried with backoff.
+    pub source_errors: AtomicU64,
+    /// Evaluation rows inserted / retracted by committed batches.
+    pub inserted: AtomicU64,
+    pub retracted: AtomicU64,
+    /// Batches (completed timestamps) committed.
+    pub batches: AtomicU64,
+    /// The last committed timestamp.
+    pub frontier: AtomicU64,
+    /// Portfolio-days with inputs but no evaluation (incomplete or overflow), as of the last
+    /// committed batch.
+    pub issues: AtomicU64,
+    /// The next offset of every partition as of the last committed batch.
+    pub offsets: Mutex<BTreeMap<(String, i32), i64>>,
+}
+
+impl JobCounters {
+    /// Counts a committed batch.
+    pub fn committed(&self, batch: &Batch) {
+        self.inserted.fetch_add(batch.inserted(), Relaxed);
+        self.retracted.fetch_add(batch.retracted(), Relaxed);
+        self.batches.fetch_add(1, Relaxed);
+        self.frontier.store(batch.time, Relaxed);
+        let delta: i64 = batch.issues.iter().map(|(_, d)| *d as i64).sum();
+        if delta >= 0 {
+            self.issues.fetch_add(delta.unsigned_abs(), Relaxed);
+        } else {
+            let _ = self.issues.fetch_update(Relaxed, Relaxed, |v| {
+                Some(v.saturating_sub(delta.unsigned_abs()))
+            });
+        }
+        if let Ok(mut o) = self.offsets.lock() {
+            for p in &batch.offsets {
+                o.insert((p.topic.clone(), p.partition), p.offset);
+            }
+        }
+    }
+}

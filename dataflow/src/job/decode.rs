@@ -1,0 +1,112 @@
+//! Records to dataflow inputs under the input contract; a record that breaks it becomes a dead
+//! letter with a stable code (`docs/input.md`).
+
+use std::sync::Arc;
+use stockflow_core::{DeadLetter, HoldingInput, PriceInput, Version};
+use stockflow_market::{decode_holding, Calendar, TickDecoder, Universe};
+use stockflow_transport::RecordRef;
+
+/// What a record became.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decoded {
+    Price(PriceInput),
+    Holding(HoldingInput),
+    Rejected(DeadLetter),
+}
+
+/// One worker's decoder (its calendar caches holidays per year).
+pub struct Decoder {
+    universe: Arc<Universe>,
+    ticks: TickDecoder,
+    calendar: Calendar,
+}
+
+fn version(r: &RecordRef<'_>) -> Version {
+    (r.timestamp_ms.unwrap_or(0), r.partition, r.offset)
+}
+
+impl Decoder {
+    pub fn new(universe: Arc<Universe>) -> Self {
+        Decoder {
+            ticks: TickDecoder::for_universe(&universe),
+            universe,
+            calendar: Calendar::new(),
+        }
+    }
+
+    /// A record of the price topic.
+    pub fn price(&mut self, r: &RecordRef<'_>) -> Decoded {
+        let payload = r.payload.unwrap_or_default();
+        match self.ticks.decode(payload) {
+            Ok(tick) => match self.universe.stock_id(&tick.ticker) {
+                Some(stock) => Decoded::Price(PriceInput {
+                    stock,
+                    date: tick.date,
+                    price: tick.price,
+                    version: version(r),
+                }),
+                None => reject(
+                    r,
+                    "unknown_ticker",
+                    &format!("unknown ticker {}", tick.ticker),
+                ),
+            },
+            Err(e) => reject(r, e.code(), &e.to_string()),
+        }
+    }
+
+    /// A record of the holdings topic.
+    pub fn holding(&mut self, r: &RecordRef<'_>) -> Decoded {
+        let payload = r.payload.unwrap_or_default();
+        match decode_holding(&self.universe, &mut self.calendar, payload) {
+            Ok((_, ids)) => Decoded::Holding(HoldingInput {
+                portfolio: ids.portfolio,
+                stock: ids.stock,
+                from: ids.from,
+                quantity: ids.quantity,
+                version: version(r),
+            }),
+            Err(e) => reject(r, e.code(), &e.to_string()),
+        }
+    }
+}
+
+fn reject(r: &RecordRef<'_>, code: &str, reason: &str) -> Decoded {
+    Decoded::Rejected(DeadLetter::new(
+        r.position(),
+        r.payload.unwrap_or_default(),
+        code,
+        reason,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(payload: Option<&[u8]>) -> RecordRef<'_> {
+        RecordRef {
+            topic: "t",
+            partition: 1,
+            offset: 9,
+            key: None,
+            payload,
+            timestamp_ms: Some(5),
+        }
+    }
+
+    #[test]
+    fn decodes_or_rejects_with_codes() {
+        let mut d = Decoder::new(Arc::new(Universe::spec()));
+        let ok = d.price(&record(Some(
+            br#"{"TICK":"IBM","PRICE":"256.90","TS":"2000-01-03"}"#,
+        )));
+        assert!(matches!(ok, Decoded::Price(p) if p.version == (5, 1, 9) && p.stock == 0));
+        let empty = d.price(&record(None));
+        assert!(matches!(empty, Decoded::Rejected(dl) if dl.code == "empty_payload"));
+        let weekend = d.holding(&record(Some(
+            br#"{"PORTFOLIO":"P11","TICK":"IBM","QTY":1,"FROM":"2000-01-08"}"#,
+        )));
+        assert!(matches!(weekend, Decoded::Rejected(dl) if dl.code == "not_a_trading_day"));
+    }
+}

@@ -1,0 +1,204 @@
+//! `stockflow run`: the job over a log. Every worker reads its share of the partitions of the
+//! price and holdings topics (each partition by exactly one worker); what a worker reads in one
+//! round enters the dataflow at that round's timestamp, so the sink sees each completed
+//! timestamp with the offsets the sources had reached by then.
+//!
+//! - `start`: where each partition starts (stored offsets, `--from`), lost logs refused;
+//! - `decode`: records to inputs under the input contract, or dead letters;
+//! - `rounds`: one worker's loop (timestamp phases, rounds in flight, caught up, stop);
+//! - `committer`: the commit thread behind a bounded queue;
+//! - `counters`: what the summary and the metrics endpoint read.
+
+pub mod committer;
+pub mod counters;
+pub mod decode;
+mod rounds;
+pub mod start;
+
+pub use counters::JobCounters;
+pub use start::{plan, PartitionStart, StartPlan, StartSpec, Topics};
+
+use crate::{Error, Result};
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use stockflow_core::{Sink, StoredState};
+use stockflow_market::Universe;
+use stockflow_transport::Log;
+
+/// How many workers and processes (timely's cluster, built explicitly).
+#[derive(Debug, Clone)]
+pub struct Cluster {
+    pub workers: usize,
+    pub processes: usize,
+    pub process: usize,
+    /// host:port of every process, when `processes` > 1.
+    pub addresses: Vec<String>,
+}
+
+impl Cluster {
+    pub fn single(workers: usize) -> Self {
+        Cluster {
+            workers,
+            processes: 1,
+            process: 0,
+            addresses: Vec::new(),
+        }
+    }
+
+    fn timely_config(&self) -> Result<timely::Config> {
+        let workers = self.workers.max(1);
+        if self.processes <= 1 {
+            return Ok(timely::Config::process(workers));
+        }
+        if self.addresses.len() != self.processes {
+            return Err(Error::Config(format!(
+                "{} processes but {} addresses in the hostfile",
+                self.processes,
+                self.addresses.len()
+            )));
+        }
+        if self.process >= self.processes {
+            return Err(Error::Config(format!(
+                "process index {} out of 0..{}",
+                self.process, self.processes
+            )));
+        }
+        Ok(timely::Config {
+            communication: timely::CommunicationConfig::Cluster {
+                threads: workers,
+                process: self.process,
+                addresses: self.addresses.clone(),
+                report: false,
+                zerocopy: false,
+                log_fn: Arc::new(|_| None),
+            },
+            worker: timely::WorkerConfig::default(),
+        })
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct JobConfig {
+    pub topics: Topics,
+    /// Stop once the ends seen at start are processed (a batch replay).
+    pub until_caught_up: bool,
+    pub cluster: Cluster,
+    pub universe: Arc<Universe>,
+    /// Most records a worker reads into one timestamp.
+    pub max_batch: usize,
+    /// Batches the commit queue holds.
+    pub queue_depth: usize,
+    /// Whether batches carry the input state's changes (a stateful sink). The same on every
+    /// process of a cluster.
+    pub keep_state: bool,
+    /// How long the log may fail in a row before the job gives up.
+    pub source_give_up: Duration,
+}
+
+/// What a run did.
+#[derive(Debug, Clone, Default)]
+pub struct JobReport {
+    pub ticks: u64,
+    pub holdings: u64,
+    pub dead_letters: u64,
+    pub source_errors: u64,
+    pub inserted: u64,
+    pub retracted: u64,
+    pub batches: u64,
+    pub elapsed: Duration,
+    /// The next offsets as of the last committed batch (process 0 only).
+    pub offsets: Vec<(String, i32, i64)>,
+    /// Why the job stopped, when another process of the cluster stopped it cleanly.
+    pub stopped_by: Option<String>,
+}
+
+/// Runs the job until `stop` is set (or, with `until_caught_up`, until caught up). `sink` is
+/// given on process 0 only; its stored `state` enters at timestamp 0 there.
+pub fn run_job(
+    config: JobConfig,
+    log: Arc<dyn Log>,
+    plan: StartPlan,
+    sink: Option<(Box<dyn Sink>, Arc<StoredState>)>,
+    stop: Arc<AtomicBool>,
+    counters: Arc<JobCounters>,
+) -> Result<JobReport> {
+    let timely_config = config.cluster.timely_config()?;
+    let started = Instant::now();
+    let (outlet, state, commit_thread) = match sink {
+        Some((sink, state)) => {
+            let (outlet, handle) =
+                committer::start(sink, config.queue_depth, Arc::clone(&counters))
+                    .map_err(|e| Error::Internal(format!("starting the commit thread: {e}")))?;
+            (Some(outlet), Some(state), Some(handle))
+        }
+        None => (None, None, None),
+    };
+    let commit_state = outlet.as_ref().map(|o| Arc::clone(&o.state));
+    let outlet = Arc::new(Mutex::new(outlet));
+    let shared = Arc::new((config, log, plan));
+    let (counters_w, stop_w) = (Arc::clone(&counters), Arc::clone(&stop));
+    let guards = timely::execute(timely_config, move |worker| {
+        let (config, log, plan) = &*shared;
+        let first = worker.index() == 0;
+        let outlet = if first {
+            outlet.lock().ok().and_then(|mut o| o.take())
+        } else {
+            None
+        };
+        rounds::run_worker(
+            worker,
+            rounds::WorkerSetup {
+                config,
+                log: log.as_ref(),
+                partitions: &plan.partitions,
+                counters: &counters_w,
+                stop: &stop_w,
+                state: if first { state.clone() } else { None },
+                outlet,
+            },
+        )
+    })
+    .map_err(Error::Dataflow)?;
+    let mut own: Option<Error> = None;
+    let mut stopped: Option<Error> = None;
+    for r in guards.join() {
+        match r.map_err(Error::Dataflow).and_then(|r| r) {
+            Ok(()) => {}
+            Err(e @ Error::Stopped(_)) => {
+                stopped.get_or_insert(e);
+            }
+            Err(e) => {
+                own.get_or_insert(e);
+            }
+        }
+    }
+    // The workers have dropped the queue: the commit thread finishes what it holds.
+    if let Some(h) = commit_thread {
+        h.join()
+            .map_err(|_| Error::Internal("the commit thread panicked".into()))?;
+    }
+    if let Some(e) = commit_state.as_ref().and_then(|s| s.take_error()) {
+        return Err(Error::Sink(e));
+    }
+    if let Some(e) = own.or(stopped) {
+        return Err(e);
+    }
+    use std::sync::atomic::Ordering::Relaxed;
+    Ok(JobReport {
+        ticks: counters.ticks.load(Relaxed),
+        holdings: counters.holdings.load(Relaxed),
+        dead_letters: counters.dead_letters.load(Relaxed),
+        source_errors: counters.source_errors.load(Relaxed),
+        inserted: counters.inserted.load(Relaxed),
+        retracted: counters.retracted.load(Relaxed),
+        batches: counters.batches.load(Relaxed),
+        elapsed: started.elapsed(),
+        offsets: counters
+            .offsets
+            .lock()
+            .map(|o| o.iter().map(|((t, p), n)| (t.clone(), *p, *n)).collect())
+            .unwrap_or_default(),
+        stopped_by: None,
+    })
+}

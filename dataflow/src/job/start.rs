@@ -1,0 +1,395 @@
+//! Where each source partition starts: the stored offsets (resume), or `--from`, checked against
+//! what the log holds now. A log that lost records the job had read is refused, not trusted; a
+//! log whose head is gone (retention) is fine, because the state covering it is stored.
+
+use crate::{Error, Result};
+use std::collections::BTreeMap;
+use std::str::FromStr;
+use stockflow_transport::{ErrorKind, Log, Position, Watermarks};
+
+/// Where the sources start (`--from`). Without it a job resumes from its stored offsets (or
+/// reads each topic from its start when nothing is stored).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum StartSpec {
+    #[default]
+    Resume,
+    /// Both topics from their first record.
+    Earliest,
+    /// The price topic from its end (what arrives from now on).
+    Latest,
+    /// Price partitions from these offsets; partitions not listed resume.
+    Offsets(BTreeMap<i32, i64>),
+    /// Price partitions from the first record at or after this time (ms since the epoch).
+    Time(i64),
+}
+
+impl FromStr for StartSpec {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        let s = s.trim();
+        if s.eq_ignore_ascii_case("earliest") {
+            return Ok(StartSpec::Earliest);
+        }
+        if s.eq_ignore_ascii_case("latest") {
+            return Ok(StartSpec::Latest);
+        }
+        if let Some(list) = s.strip_prefix("offsets=") {
+            let mut map = BTreeMap::new();
+            for item in list.split(',').filter(|i| !i.trim().is_empty()) {
+                let (p, o) = item.split_once(':').ok_or_else(|| {
+                    Error::Config(format!("expected PARTITION:OFFSET, got {item:?}"))
+                })?;
+                let p: i32 = p
+                    .trim()
+                    .parse()
+                    .map_err(|_| Error::Config(format!("bad partition {p:?}")))?;
+                let o: i64 = o
+                    .trim()
+                    .parse()
+                    .map_err(|_| Error::Config(format!("bad offset {o:?}")))?;
+                if p < 0 || o < 0 {
+                    return Err(Error::Config(format!(
+                        "negative partition or offset in {item:?}"
+                    )));
+                }
+                map.insert(p, o);
+            }
+            if map.is_empty() {
+                return Err(Error::Config("offsets= lists no partition".into()));
+            }
+            return Ok(StartSpec::Offsets(map));
+        }
+        if let Some(t) = s.strip_prefix("time=") {
+            let t = chrono::DateTime::parse_from_rfc3339(t.trim())
+                .map_err(|e| Error::Config(format!("bad time {t:?} (RFC 3339 expected): {e}")))?;
+            return Ok(StartSpec::Time(t.timestamp_millis()));
+        }
+        Err(Error::Config(format!(
+            "bad start {s:?}: expected earliest, latest, offsets=P:O,... or time=RFC3339"
+        )))
+    }
+}
+
+/// The topics a job reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Topics {
+    pub prices: String,
+    pub holdings: String,
+}
+
+/// One partition's start, and its end when the job started.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionStart {
+    pub topic: String,
+    pub partition: i32,
+    pub start: i64,
+    /// The end of the partition (next offset to be written) when the plan was made.
+    pub end: i64,
+}
+
+impl PartitionStart {
+    pub fn position(&self) -> Position {
+        Position {
+            topic: self.topic.clone(),
+            partition: self.partition,
+            offset: self.start,
+        }
+    }
+}
+
+/// Where every partition of both topics starts, and what the plan noticed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StartPlan {
+    pub partitions: Vec<PartitionStart>,
+    /// Records `--from latest` skips (between where the job stood and the end).
+    pub skipped: i64,
+    /// Things worth a warning (gaps below the stored offsets, explicit positions that move
+    /// the job back or forward, offsets reset).
+    pub notes: Vec<String>,
+}
+
+impl StartPlan {
+    /// Records between the starts and the ends: what `--until-caught-up` will read.
+    pub fn backlog(&self) -> i64 {
+        self.partitions
+            .iter()
+            .map(|p| (p.end - p.start).max(0))
+            .sum()
+    }
+}
+
+fn lost_log_refusal(topic: &str, partition: i32, stored: i64, marks: Option<&Watermarks>) -> Error {
+    let what = match marks {
+        Some(w) => format!(
+            "{topic}/{partition} ends at offset {} but this job had already read up to offset {stored}",
+            w.high
+        ),
+        None => format!(
+            "{topic} has no partition {partition} any more, but this job had read it up to offset {stored}"
+        ),
+    };
+    Error::Refused(format!(
+        "the log lost records this job had read: {what} (the topic was recreated or the broker's \
+         data was lost). The job's state and tables are intact in the database. To read the new \
+         log from its start on top of the stored state, run the job again with --reset-offsets; \
+         `stockflow status` shows every partition's stored offset and log range"
+    ))
+}
+
+/// Plans the start of every partition of both topics.
+pub fn plan(
+    log: &dyn Log,
+    topics: &Topics,
+    stored: &BTreeMap<(String, i32), i64>,
+    spec: &StartSpec,
+    reset_offsets: bool,
+) -> Result<StartPlan> {
+    let mut out = StartPlan::default();
+    if let StartSpec::Offsets(m) = spec {
+        let parts = log
+            .partitions(&topics.prices)
+            .map_err(|e| missing_topic(e, &topics.prices))?;
+        if let Some(p) = m.keys().find(|p| !parts.contains(p)) {
+            return Err(Error::Config(format!(
+                "--from offsets= names partition {p}, but {} has partitions {parts:?}",
+                topics.prices
+            )));
+        }
+    }
+    for (topic, is_prices) in [(&topics.prices, true), (&topics.holdings, false)] {
+        let marks = log.watermarks(topic).map_err(|e| missing_topic(e, topic))?;
+        // Stored partitions the topic no longer has.
+        for ((t, p), o) in stored.range((topic.clone(), i32::MIN)..=(topic.clone(), i32::MAX)) {
+            if t == topic && !marks.iter().any(|w| w.partition == *p) {
+                if reset_offsets {
+                    out.notes.push(format!(
+                        "{t}/{p}: the partition is gone (stored offset {o}); forgotten (--reset-offsets)"
+                    ));
+                } else {
+                    return Err(lost_log_refusal(t, *p, *o, None));
+                }
+            }
+        }
+        for w in &marks {
+            let stored_at = stored.get(&(topic.clone(), w.partition)).copied();
+            let explicit = match (is_prices, spec) {
+                (_, StartSpec::Earliest) => Some(w.low),
+                (true, StartSpec::Latest) => {
+                    let from = stored_at.unwrap_or(w.low).clamp(w.low, w.high);
+                    out.skipped += w.high - from;
+                    Some(w.high)
+                }
+                (true, StartSpec::Offsets(m)) => match m.get(&w.partition) {
+                    Some(&o) if o > w.high => {
+                        return Err(Error::Config(format!(
+                            "--from offsets=: {topic}/{} ends at {}, offset {o} is beyond it",
+                            w.partition, w.high
+                        )))
+                    }
+                    Some(&o) if o < w.low => {
+                        out.notes.push(format!(
+                            "{topic}/{}: offsets below {} are gone from the log; starting there instead of {o}",
+                            w.partition, w.low
+                        ));
+                        Some(w.low)
+                    }
+                    Some(&o) => Some(o),
+                    None => None,
+                },
+                (true, StartSpec::Time(ms)) => Some(
+                    log.offset_for_time(topic, w.partition, *ms)?
+                        .unwrap_or(w.high)
+                        .clamp(w.low, w.high),
+                ),
+                _ => None,
+            };
+            let start = match (explicit, stored_at) {
+                (Some(o), _) => o,
+                (None, None) => w.low,
+                (None, Some(s)) if s > w.high => {
+                    if !reset_offsets {
+                        return Err(lost_log_refusal(topic, w.partition, s, Some(w)));
+                    }
+                    out.notes.push(format!(
+                        "{topic}/{}: stored offset {s} is beyond the log's end {}; reading the log from its start {} (--reset-offsets)",
+                        w.partition, w.high, w.low
+                    ));
+                    w.low
+                }
+                (None, Some(s)) if s < w.low => {
+                    out.notes.push(format!(
+                        "{topic}/{}: offsets {s}..{} are gone from the log (retention); the stored state holds what they carried, continuing from {}",
+                        w.partition, w.low, w.low
+                    ));
+                    w.low
+                }
+                (None, Some(s)) => s,
+            };
+            out.partitions.push(PartitionStart {
+                topic: topic.clone(),
+                partition: w.partition,
+                start,
+                end: w.high,
+            });
+        }
+    }
+    Ok(out)
+}
+
+fn missing_topic(e: stockflow_transport::Error, topic: &str) -> Error {
+    if e.kind == ErrorKind::UnknownTopic {
+        Error::Refused(format!(
+            "topic {topic} does not exist: create the pipeline's topics with `stockflow topics create` \
+             (or `compose/stack up`), or name the right one with --prices-topic/--holdings-topic"
+        ))
+    } else {
+        e.into()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use stockflow_transport::memory::MemoryLog;
+    use stockflow_transport::TopicSpec;
+
+    #[test]
+    fn parses_start_specs() {
+        assert_eq!(
+            "earliest".parse::<StartSpec>().ok(),
+            Some(StartSpec::Earliest)
+        );
+        assert_eq!("latest".parse::<StartSpec>().ok(), Some(StartSpec::Latest));
+        let m: BTreeMap<i32, i64> = [(0, 10), (3, 7)].into_iter().collect();
+        assert_eq!(
+            "offsets=0:10,3:7".parse::<StartSpec>().ok(),
+            Some(StartSpec::Offsets(m))
+        );
+        assert_eq!(
+            "time=2024-01-02T00:00:00Z".parse::<StartSpec>().ok(),
+            Some(StartSpec::Time(1_704_153_600_000))
+        );
+        for bad in [
+            "offsets=0",
+            "offsets=-1:3",
+            "offsets=",
+            "time=yesterday",
+            "middle",
+        ] {
+            assert!(bad.parse::<StartSpec>().is_err(), "{bad}");
+        }
+    }
+
+    fn log() -> (MemoryLog, Topics) {
+        let log = MemoryLog::new();
+        let topics = Topics {
+            prices: "prices".into(),
+            holdings: "holdings".into(),
+        };
+        for t in [&topics.prices, &topics.holdings] {
+            let _ = log.ensure_topic(&TopicSpec::kept(t.as_str(), 2));
+        }
+        for i in 0..10 {
+            let _ = log.append("prices", i % 2, None, Some(b"x"));
+        }
+        let _ = log.append("holdings", 0, None, Some(b"h"));
+        (log, topics)
+    }
+
+    fn starts(plan: &StartPlan) -> Vec<(String, i32, i64)> {
+        plan.partitions
+            .iter()
+            .map(|p| (p.topic.clone(), p.partition, p.start))
+            .collect()
+    }
+
+    fn stored(list: &[(&str, i32, i64)]) -> BTreeMap<(String, i32), i64> {
+        list.iter()
+            .map(|(t, p, o)| ((t.to_string(), *p), *o))
+            .collect()
+    }
+
+    #[test]
+    fn resumes_from_stored_offsets_or_the_start() -> Result<()> {
+        let (log, topics) = log();
+        let p = plan(&log, &topics, &BTreeMap::new(), &StartSpec::Resume, false)?;
+        assert!(starts(&p).iter().all(|s| s.2 == 0));
+        assert_eq!(p.backlog(), 11);
+        let st = stored(&[("prices", 0, 3), ("prices", 1, 5), ("holdings", 0, 1)]);
+        let p = plan(&log, &topics, &st, &StartSpec::Resume, false)?;
+        assert_eq!(
+            starts(&p),
+            vec![
+                ("prices".into(), 0, 3),
+                ("prices".into(), 1, 5),
+                ("holdings".into(), 0, 1),
+                ("holdings".into(), 1, 0)
+            ]
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn a_lost_log_is_refused_until_reset() -> Result<()> {
+        let (log, topics) = log();
+        let st = stored(&[("prices", 0, 5), ("prices", 1, 5)]);
+        log.recreate("prices")?;
+        let _ = log.append("prices", 0, None, Some(b"new"));
+        let err = plan(&log, &topics, &st, &StartSpec::Resume, false);
+        let msg = err.err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(msg.contains("prices/0 ends at offset 1"), "{msg}");
+        assert!(msg.contains("offset 5"), "{msg}");
+        assert!(msg.contains("--reset-offsets"), "{msg}");
+        let p = plan(&log, &topics, &st, &StartSpec::Resume, true)?;
+        assert_eq!(
+            starts(&p)[..2],
+            [("prices".into(), 0, 0), ("prices".into(), 1, 0)]
+        );
+        assert_eq!(p.notes.len(), 2);
+        Ok(())
+    }
+
+    #[test]
+    fn a_gone_head_is_noted_not_refused() -> Result<()> {
+        let (log, topics) = log();
+        log.truncate_before("prices", 0, 4)?;
+        let st = stored(&[("prices", 0, 2)]);
+        let p = plan(&log, &topics, &st, &StartSpec::Resume, false)?;
+        assert_eq!(starts(&p)[0], ("prices".into(), 0, 4));
+        assert!(p.notes[0].contains("retention"), "{:?}", p.notes);
+        Ok(())
+    }
+
+    #[test]
+    fn explicit_starts() -> Result<()> {
+        let (log, topics) = log();
+        let st = stored(&[("prices", 0, 2), ("prices", 1, 1)]);
+        let p = plan(&log, &topics, &st, &StartSpec::Latest, false)?;
+        assert_eq!(p.skipped, 3 + 4);
+        assert_eq!(starts(&p)[0].2, 5);
+        let m = [(1, 2)].into_iter().collect();
+        let p = plan(&log, &topics, &st, &StartSpec::Offsets(m), false)?;
+        assert_eq!(
+            starts(&p)[..2],
+            [("prices".into(), 0, 2), ("prices".into(), 1, 2)]
+        );
+        let beyond = [(1, 99)].into_iter().collect();
+        assert!(plan(&log, &topics, &st, &StartSpec::Offsets(beyond), false).is_err());
+        let unknown = [(7, 0)].into_iter().collect();
+        assert!(plan(&log, &topics, &st, &StartSpec::Offsets(unknown), false).is_err());
+        let p = plan(&log, &topics, &st, &StartSpec::Time(i64::MAX), false)?;
+        assert_eq!(starts(&p)[0].2, 5);
+        let p = plan(&log, &topics, &st, &StartSpec::Earliest, false)?;
+        assert!(starts(&p).iter().all(|s| s.2 == 0));
+        let missing = Topics {
+            prices: "nope".into(),
+            holdings: "holdings".into(),
+        };
+        let msg = plan(&log, &missing, &st, &StartSpec::Resume, false)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(msg.contains("stockflow topics create"), "{msg}");
+        Ok(())
+    }
+}

@@ -1,0 +1,254 @@
+//! The job's stored state: loading it at start, and what `stockflow status` reads.
+
+use crate::{Error, Result};
+use chrono::NaiveDate;
+use mysql::prelude::Queryable;
+use mysql::Conn;
+use std::collections::{BTreeMap, BTreeSet};
+use stockflow_core::{HoldingInput, Money, PriceInput, StoredState};
+use stockflow_market::Universe;
+
+fn date(s: &str) -> Result<NaiveDate> {
+    NaiveDate::parse_from_str(s, "%Y-%m-%d")
+        .map_err(|e| Error::State(format!("stored date {s:?} unreadable: {e}")))
+}
+
+fn money(s: &str) -> Result<Money> {
+    Money::parse(s).map_err(|e| Error::State(format!("stored amount {s:?} unreadable: {e}")))
+}
+
+/// The next offsets a job has committed, per (topic, partition).
+pub fn offsets(conn: &mut Conn, job: &str) -> Result<BTreeMap<(String, i32), i64>> {
+    let rows: Vec<(String, i32, i64)> = conn.exec(
+        "SELECT topic, kafka_partition, next_offset FROM stream_progress WHERE job = ?",
+        (job,),
+    )?;
+    Ok(rows.into_iter().map(|(t, p, o)| ((t, p), o)).collect())
+}
+
+/// Loads the job's stored state. Refuses a database whose state names stocks or portfolios
+/// this market does not have (another `--market`), and one written by a stockflow that did not
+/// store its state.
+pub fn load(conn: &mut Conn, universe: &Universe, job: &str) -> Result<StoredState> {
+    let offsets = offsets(conn, job)?;
+    let mut unknown: BTreeSet<String> = BTreeSet::new();
+    let mut prices = Vec::new();
+    let rows = conn.query_iter(
+        "SELECT ticker, CAST(as_of AS CHAR), CAST(price AS CHAR), version_ts, \
+         version_partition, version_offset FROM prices",
+    )?;
+    for row in rows {
+        let (ticker, as_of, price, ts, part, off): (String, String, String, i64, i32, i64) =
+            mysql::from_row_opt(row?)
+                .map_err(|e| Error::State(format!("a stored price is unreadable: {e}")))?;
+        match universe.stock_id(&ticker) {
+            Some(stock) => prices.push(PriceInput {
+                stock,
+                date: date(&as_of)?,
+                price: money(&price)?,
+                version: (ts, part, off),
+            }),
+            None => {
+                unknown.insert(ticker);
+            }
+        }
+    }
+    let mut holdings = Vec::new();
+    let rows = conn.query_iter(
+        "SELECT portfolio, ticker, CAST(from_day AS CHAR), quantity, version_ts, \
+         version_partition, version_offset FROM holding_records",
+    )?;
+    for row in rows {
+        let (portfolio, ticker, from, quantity, ts, part, off): (
+            String,
+            String,
+            String,
+            i64,
+            i64,
+            i32,
+            i64,
+        ) = mysql::from_row_opt(row?)
+            .map_err(|e| Error::State(format!("a stored holding is unreadable: {e}")))?;
+        match (
+            universe.portfolio_id(&portfolio),
+            universe.stock_id(&ticker),
+        ) {
+            (Some(p), Some(s)) => holdings.push(HoldingInput {
+                portfolio: p,
+                stock: s,
+                from: date(&from)?,
+                quantity,
+                version: (ts, part, off),
+            }),
+            _ => {
+                unknown.insert(format!("{portfolio}/{ticker}"));
+            }
+        }
+    }
+    if !unknown.is_empty() {
+        let some: Vec<&String> = unknown.iter().take(5).collect();
+        return Err(Error::State(format!(
+            "the database holds the state of another market: {} stored names are not in this \
+             one (e.g. {some:?}). Run with the --market the database was built with, or use \
+             another database",
+            unknown.len()
+        )));
+    }
+    if !offsets.is_empty() && prices.is_empty() && holdings.is_empty() {
+        let evaluations: Option<i64> = conn.query_first("SELECT COUNT(*) FROM evaluations")?;
+        if evaluations.unwrap_or(0) > 0 {
+            return Err(Error::State(
+                "this database was written by an older stockflow that did not store the job's \
+                 state: run `stockflow run --from earliest` once to store it (the log must still \
+                 hold every record)"
+                    .into(),
+            ));
+        }
+    }
+    Ok(StoredState {
+        prices,
+        holdings,
+        offsets,
+    })
+}
+
+/// A portfolio-day without an evaluation, as `status` lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IssueRow {
+    pub portfolio: String,
+    pub date: String,
+    pub kind: String,
+    pub held: i64,
+    pub priced: i64,
+    pub detail: Option<String>,
+    /// For incomplete days: the held stocks without a close that day.
+    pub missing: Vec<String>,
+}
+
+/// What the database says about a job.
+#[derive(Debug, Clone, Default)]
+pub struct DbStatus {
+    /// (topic, partition, next offset)
+    pub offsets: Vec<(String, i32, i64)>,
+    /// (investor, portfolio, last evaluated day, its value, evaluated days)
+    pub portfolios: Vec<(String, String, String, String, i64)>,
+    pub evaluations: i64,
+    pub dead_letters: i64,
+    pub prices: i64,
+    pub holding_records: i64,
+    pub lease: Option<super::lease::LeaseRow>,
+    /// Issues by kind.
+    pub issue_counts: Vec<(String, i64)>,
+    /// The latest issues (at most `limit`).
+    pub issues: Vec<IssueRow>,
+}
+
+/// The stocks a portfolio holds on `day`, from its holding records (ticker, from, quantity):
+/// for each ticker the latest record on or before the day, if its quantity is not zero.
+pub fn held_on(records: &[(String, NaiveDate, i64)], day: NaiveDate) -> BTreeSet<String> {
+    let mut latest: BTreeMap<&str, (NaiveDate, i64)> = BTreeMap::new();
+    for (t, from, q) in records {
+        if *from <= day {
+            let e = latest.entry(t.as_str()).or_insert((*from, *q));
+            if *from >= e.0 {
+                *e = (*from, *q);
+            }
+        }
+    }
+    latest
+        .into_iter()
+        .filter(|(_, (_, q))| *q != 0)
+        .map(|(t, _)| t.to_string())
+        .collect()
+}
+
+pub fn status(cfg: &super::MySqlConfig, job: &str, limit: usize) -> Result<DbStatus> {
+    let mut conn = cfg.connect()?;
+    let offsets = conn.exec(
+        "SELECT topic, kafka_partition, next_offset FROM stream_progress WHERE job = ? ORDER BY topic, kafka_partition",
+        (job,),
+    )?;
+    let portfolios = conn.query(
+        "SELECT e.investor, e.portfolio, CAST(e.as_of AS CHAR), CAST(e.nav AS CHAR), s.days \
+         FROM evaluations e JOIN (SELECT portfolio, MAX(as_of) AS last_day, COUNT(*) AS days \
+         FROM evaluations GROUP BY portfolio) s ON s.portfolio = e.portfolio AND s.last_day = e.as_of \
+         ORDER BY e.investor, e.portfolio",
+    )?;
+    let count = |conn: &mut Conn, table: &str| -> Result<i64> {
+        Ok(conn
+            .query_first::<i64, _>(format!("SELECT COUNT(*) FROM {table}"))?
+            .unwrap_or(0))
+    };
+    let evaluations = count(&mut conn, "evaluations")?;
+    let dead_letters = count(&mut conn, "dead_letters")?;
+    let prices = count(&mut conn, "prices")?;
+    let holding_records = count(&mut conn, "holding_records")?;
+    let lease = super::lease::read(&mut conn, job)?;
+    let issue_counts =
+        conn.query("SELECT kind, COUNT(*) FROM evaluation_issues GROUP BY kind ORDER BY kind")?;
+    let rows: Vec<(String, String, String, i64, i64, Option<String>)> = conn.exec(
+        "SELECT portfolio, CAST(as_of AS CHAR), kind, held, priced, detail FROM evaluation_issues \
+         ORDER BY as_of DESC, portfolio, kind LIMIT ?",
+        (limit as u64,),
+    )?;
+    let mut issues = Vec::with_capacity(rows.len());
+    for (portfolio, day, kind, held, priced, detail) in rows {
+        let mut missing = Vec::new();
+        if kind == "incomplete" {
+            let records: Vec<(String, String, i64)> = conn.exec(
+                "SELECT ticker, CAST(from_day AS CHAR), quantity FROM holding_records WHERE portfolio = ?",
+                (&portfolio,),
+            )?;
+            let records: Vec<(String, NaiveDate, i64)> = records
+                .into_iter()
+                .filter_map(|(t, f, q)| date(&f).ok().map(|f| (t, f, q)))
+                .collect();
+            let held_now = held_on(&records, date(&day)?);
+            let priced_now: BTreeSet<String> = conn
+                .exec::<String, _, _>("SELECT ticker FROM prices WHERE as_of = ?", (&day,))?
+                .into_iter()
+                .collect();
+            missing = held_now.difference(&priced_now).cloned().collect();
+        }
+        issues.push(IssueRow {
+            portfolio,
+            date: day,
+            kind,
+            held,
+            priced,
+            detail,
+            missing,
+        });
+    }
+    Ok(DbStatus {
+        offsets,
+        portfolios,
+        evaluations,
+        dead_letters,
+        prices,
+        holding_records,
+        lease,
+        issue_counts,
+        issues,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn held_stocks_follow_the_latest_record() {
+        let d = |m: u32, day: u32| NaiveDate::from_ymd_opt(2001, m, day).unwrap_or_default();
+        let recs = vec![
+            ("IBM".to_string(), d(1, 2), 10),
+            ("IBM".to_string(), d(2, 1), 0),
+            ("VZ".to_string(), d(1, 2), 5),
+            ("HPQ".to_string(), d(3, 1), 7),
+        ];
+        let names = |s: BTreeSet<String>| s.into_iter().collect::<Vec<_>>();
+        assert_eq!(names(held_on(&recs, d(1, 15))), ["IBM", "VZ"]);
+        assert_eq!(names(held_on(&recs, d(2, 15))), ["VZ"]);
+        assert_eq!(names(held_on(&recs, d(3, 1))), ["HPQ", "VZ"]);
+    }
+}

@@ -1,0 +1,403 @@
+//! The Kafka backend of the log interface: librdkafka through `rdkafka`. Any Kafka-protocol
+//! broker works (Apache Kafka, tansu, Redpanda). Errors are mapped to the interface's kinds
+//! here, so nothing above this crate sees an rdkafka type.
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, ResourceSpecifier, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::Message;
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::util::Timeout;
+use rdkafka::{Offset, TopicPartitionList};
+use std::ops::ControlFlow;
+use std::time::{Duration, Instant};
+use stockflow_transport::{
+    Error, ErrorKind, Log, LogProducer, LogSource, Position, RecordRef, Result, Retention,
+    SendFuture, TopicRetention, TopicSpec, TopicState, Watermarks,
+};
+
+/// How long a metadata or watermark request may take.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How to reach the brokers.
+#[derive(Debug, Clone)]
+pub struct KafkaConfig {
+    /// Comma-separated `host:port` list.
+    pub brokers: String,
+    /// Extra librdkafka properties (`key=value`), applied last.
+    pub properties: Vec<(String, String)>,
+}
+
+impl KafkaConfig {
+    pub fn new(brokers: impl Into<String>) -> Self {
+        KafkaConfig {
+            brokers: brokers.into(),
+            properties: Vec::new(),
+        }
+    }
+
+    fn client_config(&self) -> ClientConfig {
+        let mut c = ClientConfig::new();
+        c.set("bootstrap.servers", &self.brokers)
+            .set("socket.keepalive.enable", "true")
+            .set("log_level", "3");
+        for (k, v) in &self.properties {
+            c.set(k, v);
+        }
+        c
+    }
+}
+
+/// Maps an rdkafka error to the interface's kinds.
+pub fn map_error(context: impl Into<String>, e: &KafkaError) -> Error {
+    use RDKafkaErrorCode as C;
+    let kind = match e.rdkafka_error_code() {
+        Some(C::OffsetOutOfRange | C::AutoOffsetReset) => ErrorKind::OffsetOutOfRange,
+        Some(C::UnknownTopicOrPartition | C::UnknownTopic | C::UnknownTopicId) => {
+            ErrorKind::UnknownTopic
+        }
+        Some(C::UnknownPartition) => ErrorKind::UnknownPartition,
+        Some(
+            C::BrokerTransportFailure
+            | C::AllBrokersDown
+            | C::Resolve
+            | C::NetworkException
+            | C::LeaderNotAvailable
+            | C::NotLeaderForPartition
+            | C::BrokerNotAvailable
+            | C::PreferredLeaderNotAvailable,
+        ) => ErrorKind::Unreachable,
+        Some(C::RequestTimedOut | C::OperationTimedOut | C::TimedOutQueue) => ErrorKind::Timeout,
+        Some(
+            C::Authentication
+            | C::SaslAuthenticationFailed
+            | C::TopicAuthorizationFailed
+            | C::ClusterAuthorizationFailed
+            | C::Fatal
+            | C::MessageSizeTooLarge
+            | C::PolicyViolation,
+        ) => ErrorKind::Refused,
+        Some(C::InvalidConfig) => ErrorKind::Config,
+        _ => match e {
+            KafkaError::ClientConfig(..) | KafkaError::ClientCreation(_) => ErrorKind::Config,
+            KafkaError::MessageConsumptionFatal(_) => ErrorKind::Refused,
+            _ => ErrorKind::Other,
+        },
+    };
+    Error::new(kind, context, e.to_string())
+}
+
+fn kafka(context: impl Into<String>) -> impl FnOnce(KafkaError) -> Error {
+    let context = context.into();
+    move |e| map_error(context, &e)
+}
+
+/// A Kafka cluster as a [`Log`].
+pub struct KafkaLog {
+    config: KafkaConfig,
+    admin: AdminClient<DefaultClientContext>,
+    metadata: BaseConsumer,
+}
+
+impl KafkaLog {
+    pub fn new(config: &KafkaConfig) -> Result<Self> {
+        let admin = config
+            .client_config()
+            .create()
+            .map_err(kafka("creating the Kafka admin client"))?;
+        let metadata = config
+            .client_config()
+            .set("enable.auto.commit", "false")
+            .create()
+            .map_err(kafka("creating the Kafka metadata client"))?;
+        Ok(KafkaLog {
+            config: config.clone(),
+            admin,
+            metadata,
+        })
+    }
+
+    fn topic_partitions(&self, topic: &str) -> Result<Vec<i32>> {
+        let md = self
+            .metadata
+            .fetch_metadata(Some(topic), Timeout::After(REQUEST_TIMEOUT))
+            .map_err(kafka(format!("reading metadata of {topic}")))?;
+        let t = md
+            .topics()
+            .iter()
+            .find(|t| t.name() == topic)
+            .filter(|t| t.error().is_none() && !t.partitions().is_empty())
+            .ok_or_else(|| {
+                Error::new(ErrorKind::UnknownTopic, topic, "the topic does not exist")
+            })?;
+        let mut p: Vec<i32> = t.partitions().iter().map(|p| p.id()).collect();
+        p.sort_unstable();
+        Ok(p)
+    }
+}
+
+impl Log for KafkaLog {
+    fn describe(&self) -> String {
+        format!("kafka at {}", self.config.brokers)
+    }
+
+    fn wait_ready(&self, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            match self
+                .metadata
+                .fetch_metadata(None, Timeout::After(Duration::from_secs(2)))
+            {
+                Ok(_) => return Ok(()),
+                Err(e) if Instant::now() >= deadline => {
+                    return Err(map_error(
+                        format!("no Kafka broker answers at {}", self.config.brokers),
+                        &e,
+                    ));
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(200)),
+            }
+        }
+    }
+
+    fn partitions(&self, topic: &str) -> Result<Vec<i32>> {
+        self.topic_partitions(topic)
+    }
+
+    fn watermarks(&self, topic: &str) -> Result<Vec<Watermarks>> {
+        self.topic_partitions(topic)?
+            .into_iter()
+            .map(|p| {
+                let (low, high) = self
+                    .metadata
+                    .fetch_watermarks(topic, p, Timeout::After(REQUEST_TIMEOUT))
+                    .map_err(kafka(format!("reading the watermarks of {topic}/{p}")))?;
+                Ok(Watermarks {
+                    partition: p,
+                    low,
+                    high,
+                })
+            })
+            .collect()
+    }
+
+    fn offset_for_time(&self, topic: &str, partition: i32, ms: i64) -> Result<Option<i64>> {
+        let mut q = TopicPartitionList::new();
+        q.add_partition_offset(topic, partition, Offset::Offset(ms))
+            .map_err(kafka("building a time query"))?;
+        let found = self
+            .metadata
+            .offsets_for_times(q, Timeout::After(REQUEST_TIMEOUT))
+            .map_err(kafka(format!("looking up {topic}/{partition} by time")))?;
+        Ok(
+            match found.find_partition(topic, partition).map(|e| e.offset()) {
+                Some(Offset::Offset(o)) if o >= 0 => Some(o),
+                _ => None, // no record at or after that time
+            },
+        )
+    }
+
+    fn ensure_topic(&self, spec: &TopicSpec) -> Result<TopicState> {
+        if spec.partitions < 1 {
+            return Err(Error::new(
+                ErrorKind::Config,
+                &spec.name,
+                "a topic needs at least one partition",
+            ));
+        }
+        let (ms, bytes) = match spec.retention {
+            Retention::Infinite => (Some("-1".to_string()), Some("-1")),
+            Retention::Ms(ms) => (Some(ms.to_string()), None),
+            Retention::BrokerDefault => (None, None),
+        };
+        let mut new = NewTopic::new(&spec.name, spec.partitions, TopicReplication::Fixed(1));
+        if let Some(ms) = ms.as_deref() {
+            new = new.set("retention.ms", ms);
+        }
+        if let Some(bytes) = bytes {
+            new = new.set("retention.bytes", bytes);
+        }
+        let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+        let results = futures::executor::block_on(self.admin.create_topics([&new], &opts))
+            .map_err(kafka(format!("creating topic {}", spec.name)))?;
+        match results.into_iter().next() {
+            Some(Ok(_)) => {
+                tracing::info!(topic = spec.name, partitions = spec.partitions, retention = ?spec.retention, "created topic");
+                Ok(TopicState::Created)
+            }
+            Some(Err((_, RDKafkaErrorCode::TopicAlreadyExists))) | None => Ok(TopicState::Existed),
+            Some(Err((name, code))) => Err(map_error(
+                format!("creating topic {name}"),
+                &KafkaError::AdminOp(code),
+            )),
+        }
+    }
+
+    fn retention(&self, topic: &str) -> Result<TopicRetention> {
+        let opts = AdminOptions::new().request_timeout(Some(REQUEST_TIMEOUT));
+        let results = futures::executor::block_on(
+            self.admin
+                .describe_configs([&ResourceSpecifier::Topic(topic)], &opts),
+        )
+        .map_err(kafka(format!("describing the configuration of {topic}")))?;
+        let Some(Ok(resource)) = results.into_iter().next() else {
+            return Ok(TopicRetention {
+                ms: None,
+                bytes: None,
+            });
+        };
+        let value = |name: &str| {
+            resource
+                .get(name)
+                .and_then(|e| e.value.as_deref())
+                .and_then(|v| v.trim().parse::<i64>().ok())
+        };
+        Ok(TopicRetention {
+            ms: value("retention.ms"),
+            bytes: value("retention.bytes"),
+        })
+    }
+
+    fn open_source(&self, start: &[Position]) -> Result<Box<dyn LogSource>> {
+        let consumer: BaseConsumer = self
+            .config
+            .client_config()
+            .set("group.id", "stockflow-job")
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("enable.partition.eof", "false")
+            // A position the log no longer has is an error, never a silent jump.
+            .set("auto.offset.reset", "error")
+            .set("fetch.wait.max.ms", "100")
+            .set("queued.min.messages", "200000")
+            .create()
+            .map_err(kafka("creating the Kafka consumer"))?;
+        let mut tpl = TopicPartitionList::new();
+        for p in start {
+            tpl.add_partition_offset(&p.topic, p.partition, Offset::Offset(p.offset))
+                .map_err(kafka("assigning partitions"))?;
+        }
+        consumer
+            .assign(&tpl)
+            .map_err(kafka("assigning partitions"))?;
+        Ok(Box::new(KafkaSource { consumer }))
+    }
+
+    fn producer(&self) -> Result<Box<dyn LogProducer>> {
+        Ok(Box::new(KafkaProducer::new(&self.config)?))
+    }
+}
+
+/// A consumer over explicitly assigned partitions (no group rebalancing, no offset commits:
+/// stockflow keeps its offsets itself).
+pub struct KafkaSource {
+    consumer: BaseConsumer,
+}
+
+impl LogSource for KafkaSource {
+    fn poll_batch(
+        &mut self,
+        max: usize,
+        wait: Duration,
+        on_record: &mut dyn FnMut(RecordRef<'_>) -> ControlFlow<()>,
+    ) -> Result<usize> {
+        let mut n = 0;
+        let mut timeout = wait;
+        while n < max {
+            match self.consumer.poll(timeout) {
+                None => break,
+                Some(Err(e)) => return Err(map_error("reading from the broker", &e)),
+                Some(Ok(m)) => {
+                    let flow = on_record(RecordRef {
+                        topic: m.topic(),
+                        partition: m.partition(),
+                        offset: m.offset(),
+                        key: m.key(),
+                        payload: m.payload(),
+                        timestamp_ms: m.timestamp().to_millis(),
+                    });
+                    n += 1;
+                    timeout = Duration::ZERO;
+                    if flow.is_break() {
+                        break;
+                    }
+                }
+            }
+        }
+        Ok(n)
+    }
+}
+
+/// An idempotent producer: acks from all in-sync replicas, no duplicates on retry, keys
+/// partitioned with murmur2 as Java clients do.
+pub struct KafkaProducer {
+    producer: FutureProducer,
+}
+
+impl KafkaProducer {
+    pub fn new(config: &KafkaConfig) -> Result<Self> {
+        let mut c = config.client_config();
+        c.set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("partitioner", "murmur2_random")
+            .set("linger.ms", "5")
+            .set("batch.num.messages", "10000")
+            .set("queue.buffering.max.messages", "1000000")
+            .set("message.timeout.ms", "300000");
+        // User properties still win.
+        for (k, v) in &config.properties {
+            c.set(k, v);
+        }
+        let producer = c.create().map_err(kafka("creating the Kafka producer"))?;
+        Ok(KafkaProducer { producer })
+    }
+}
+
+impl LogProducer for KafkaProducer {
+    fn send<'a>(&'a self, topic: &'a str, key: &'a [u8], payload: &'a [u8]) -> SendFuture<'a> {
+        Box::pin(async move {
+            let record = FutureRecord::to(topic).key(key).payload(payload);
+            match self.producer.send(record, Timeout::Never).await {
+                Ok(delivery) => Ok(Position {
+                    topic: topic.to_string(),
+                    partition: delivery.partition,
+                    offset: delivery.offset,
+                }),
+                Err((e, _)) => Err(map_error(format!("delivering a record to {topic}"), &e)),
+            }
+        })
+    }
+
+    fn flush(&self, timeout: Duration) -> Result<()> {
+        self.producer
+            .flush(Timeout::After(timeout))
+            .map_err(kafka("flushing the producer"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_are_classified() {
+        let oor = map_error(
+            "x",
+            &KafkaError::MessageConsumption(RDKafkaErrorCode::OffsetOutOfRange),
+        );
+        assert_eq!(oor.kind, ErrorKind::OffsetOutOfRange);
+        assert!(!oor.is_retryable());
+        let down = map_error(
+            "x",
+            &KafkaError::MessageConsumption(RDKafkaErrorCode::AllBrokersDown),
+        );
+        assert!(down.is_retryable());
+        let auth = map_error(
+            "x",
+            &KafkaError::MessageConsumption(RDKafkaErrorCode::SaslAuthenticationFailed),
+        );
+        assert_eq!(auth.kind, ErrorKind::Refused);
+    }
+}

@@ -1,0 +1,441 @@
+//! An in-process log with the same semantics as a broker's: topics of partitions of records
+//! with offsets and timestamps, watermarks, offsets for times, sources that refuse positions
+//! the log no longer has. Tests use it to drive the job without a broker, and to do what a
+//! real broker makes hard: drop a partition's head (retention) or lose a topic's data.
+
+use crate::{
+    Error, ErrorKind, Log, LogProducer, LogSource, Position, RecordRef, Result, Retention,
+    SendFuture, TopicRetention, TopicSpec, TopicState, Watermarks,
+};
+use std::collections::{BTreeMap, VecDeque};
+use std::ops::ControlFlow;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Clone)]
+struct Entry {
+    key: Option<Vec<u8>>,
+    payload: Option<Vec<u8>>,
+    timestamp_ms: i64,
+}
+
+#[derive(Debug, Default)]
+struct Partition {
+    /// Offset of `entries[0]`.
+    low: i64,
+    entries: VecDeque<Entry>,
+}
+
+impl Partition {
+    fn high(&self) -> i64 {
+        self.low + self.entries.len() as i64
+    }
+}
+
+#[derive(Debug)]
+struct Topic {
+    partitions: Vec<Partition>,
+    retention: Retention,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    topics: BTreeMap<String, Topic>,
+    /// The last timestamp handed out: timestamps are strictly increasing.
+    clock_ms: i64,
+}
+
+#[derive(Debug, Default)]
+struct Shared {
+    state: Mutex<State>,
+    appended: Condvar,
+}
+
+/// The in-process log. Cloning gives another handle to the same log.
+#[derive(Debug, Clone, Default)]
+pub struct MemoryLog {
+    shared: Arc<Shared>,
+}
+
+fn unknown_topic(topic: &str) -> Error {
+    Error::new(ErrorKind::UnknownTopic, topic, "the topic does not exist")
+}
+
+impl MemoryLog {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock leaves plain data behind: keep using it.
+        self.shared
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Appends a record to one partition with the next log timestamp.
+    pub fn append(
+        &self,
+        topic: &str,
+        partition: i32,
+        key: Option<&[u8]>,
+        payload: Option<&[u8]>,
+    ) -> Result<Position> {
+        let mut st = self.lock();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        st.clock_ms = now.max(st.clock_ms + 1);
+        let ts = st.clock_ms;
+        let t = st
+            .topics
+            .get_mut(topic)
+            .ok_or_else(|| unknown_topic(topic))?;
+        let p = usize::try_from(partition)
+            .ok()
+            .and_then(|i| t.partitions.get_mut(i))
+            .ok_or_else(|| {
+                Error::new(
+                    ErrorKind::UnknownPartition,
+                    topic,
+                    format!("no partition {partition}"),
+                )
+            })?;
+        p.entries.push_back(Entry {
+            key: key.map(<[u8]>::to_vec),
+            payload: payload.map(<[u8]>::to_vec),
+            timestamp_ms: ts,
+        });
+        let offset = p.high() - 1;
+        drop(st);
+        self.shared.appended.notify_all();
+        Ok(Position {
+            topic: topic.to_string(),
+            partition,
+            offset,
+        })
+    }
+
+    /// Drops the records below `offset` (what retention does to a partition's head).
+    pub fn truncate_before(&self, topic: &str, partition: i32, offset: i64) -> Result<()> {
+        let mut st = self.lock();
+        let t = st
+            .topics
+            .get_mut(topic)
+            .ok_or_else(|| unknown_topic(topic))?;
+        if let Some(p) = usize::try_from(partition)
+            .ok()
+            .and_then(|i| t.partitions.get_mut(i))
+        {
+            while p.low < offset && !p.entries.is_empty() {
+                p.entries.pop_front();
+                p.low += 1;
+            }
+        }
+        Ok(())
+    }
+
+    /// Deletes the topic's data and creates it again, empty, with offsets from 0 (a broker whose
+    /// data was lost, or a topic deleted and recreated).
+    pub fn recreate(&self, topic: &str) -> Result<()> {
+        let mut st = self.lock();
+        let t = st
+            .topics
+            .get_mut(topic)
+            .ok_or_else(|| unknown_topic(topic))?;
+        for p in &mut t.partitions {
+            *p = Partition::default();
+        }
+        Ok(())
+    }
+
+    /// The partition a key goes to (FNV-1a, so a key's records stay in order in one partition).
+    pub fn partition_for(key: &[u8], partitions: usize) -> i32 {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in key {
+            h ^= u64::from(*b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        (h % partitions.max(1) as u64) as i32
+    }
+}
+
+impl Log for MemoryLog {
+    fn describe(&self) -> String {
+        "memory log".to_string()
+    }
+
+    fn wait_ready(&self, _timeout: Duration) -> Result<()> {
+        Ok(())
+    }
+
+    fn partitions(&self, topic: &str) -> Result<Vec<i32>> {
+        let st = self.lock();
+        let t = st.topics.get(topic).ok_or_else(|| unknown_topic(topic))?;
+        Ok((0..t.partitions.len() as i32).collect())
+    }
+
+    fn watermarks(&self, topic: &str) -> Result<Vec<Watermarks>> {
+        let st = self.lock();
+        let t = st.topics.get(topic).ok_or_else(|| unknown_topic(topic))?;
+        Ok(t.partitions
+            .iter()
+            .enumerate()
+            .map(|(i, p)| Watermarks {
+                partition: i as i32,
+                low: p.low,
+                high: p.high(),
+            })
+            .collect())
+    }
+
+    fn offset_for_time(&self, topic: &str, partition: i32, ms: i64) -> Result<Option<i64>> {
+        let st = self.lock();
+        let t = st.topics.get(topic).ok_or_else(|| unknown_topic(topic))?;
+        let p = usize::try_from(partition)
+            .ok()
+            .and_then(|i| t.partitions.get(i))
+            .ok_or_else(|| {
+                Error::new(
+                    ErrorKind::UnknownPartition,
+                    topic,
+                    format!("no partition {partition}"),
+                )
+            })?;
+        Ok(p.entries
+            .iter()
+            .position(|e| e.timestamp_ms >= ms)
+            .map(|i| p.low + i as i64))
+    }
+
+    fn ensure_topic(&self, spec: &TopicSpec) -> Result<TopicState> {
+        if spec.partitions < 1 {
+            return Err(Error::new(
+                ErrorKind::Config,
+                &spec.name,
+                "a topic needs at least one partition",
+            ));
+        }
+        let mut st = self.lock();
+        if st.topics.contains_key(&spec.name) {
+            return Ok(TopicState::Existed);
+        }
+        st.topics.insert(
+            spec.name.clone(),
+            Topic {
+                partitions: (0..spec.partitions).map(|_| Partition::default()).collect(),
+                retention: spec.retention,
+            },
+        );
+        Ok(TopicState::Created)
+    }
+
+    fn retention(&self, topic: &str) -> Result<TopicRetention> {
+        let st = self.lock();
+        let t = st.topics.get(topic).ok_or_else(|| unknown_topic(topic))?;
+        let ms = match t.retention {
+            Retention::Infinite => -1,
+            Retention::BrokerDefault => 7 * 24 * 3_600_000,
+            Retention::Ms(ms) => ms,
+        };
+        Ok(TopicRetention {
+            ms: Some(ms),
+            bytes: Some(-1),
+        })
+    }
+
+    fn open_source(&self, start: &[Position]) -> Result<Box<dyn LogSource>> {
+        {
+            let st = self.lock();
+            for p in start {
+                let t = st
+                    .topics
+                    .get(&p.topic)
+                    .ok_or_else(|| unknown_topic(&p.topic))?;
+                if p.partition < 0 || p.partition as usize >= t.partitions.len() {
+                    return Err(Error::new(
+                        ErrorKind::UnknownPartition,
+                        &p.topic,
+                        format!("no partition {}", p.partition),
+                    ));
+                }
+            }
+        }
+        Ok(Box::new(MemorySource {
+            log: self.clone(),
+            positions: start.to_vec(),
+            next_slot: 0,
+        }))
+    }
+
+    fn producer(&self) -> Result<Box<dyn LogProducer>> {
+        Ok(Box::new(self.clone()))
+    }
+}
+
+impl LogProducer for MemoryLog {
+    fn send<'a>(&'a self, topic: &'a str, key: &'a [u8], payload: &'a [u8]) -> SendFuture<'a> {
+        let result = self.partitions(topic).and_then(|ps| {
+            let p = Self::partition_for(key, ps.len());
+            self.append(topic, p, Some(key), Some(payload))
+        });
+        Box::pin(std::future::ready(result))
+    }
+
+    fn flush(&self, _timeout: Duration) -> Result<()> {
+        Ok(())
+    }
+}
+
+struct MemorySource {
+    log: MemoryLog,
+    positions: Vec<Position>,
+    /// Where the next poll starts, so that partitions take turns.
+    next_slot: usize,
+}
+
+impl LogSource for MemorySource {
+    fn poll_batch(
+        &mut self,
+        max: usize,
+        wait: Duration,
+        on_record: &mut dyn FnMut(RecordRef<'_>) -> ControlFlow<()>,
+    ) -> Result<usize> {
+        let deadline = Instant::now() + wait;
+        let shared = Arc::clone(&self.log.shared);
+        let mut st = self.log.lock();
+        loop {
+            let mut handed = 0usize;
+            let n = self.positions.len();
+            'slots: for k in 0..n {
+                let slot = (self.next_slot + k) % n.max(1);
+                let pos = &mut self.positions[slot];
+                let t = st
+                    .topics
+                    .get(&pos.topic)
+                    .ok_or_else(|| unknown_topic(&pos.topic))?;
+                let p = &t.partitions[pos.partition as usize];
+                if pos.offset < p.low || pos.offset > p.high() {
+                    return Err(Error::new(
+                        ErrorKind::OffsetOutOfRange,
+                        format!("{}/{}", pos.topic, pos.partition),
+                        format!(
+                            "offset {} is not in the log (start {}, end {})",
+                            pos.offset,
+                            p.low,
+                            p.high()
+                        ),
+                    ));
+                }
+                while pos.offset < p.high() && handed < max {
+                    let e = &p.entries[(pos.offset - p.low) as usize];
+                    let flow = on_record(RecordRef {
+                        topic: &pos.topic,
+                        partition: pos.partition,
+                        offset: pos.offset,
+                        key: e.key.as_deref(),
+                        payload: e.payload.as_deref(),
+                        timestamp_ms: Some(e.timestamp_ms),
+                    });
+                    pos.offset += 1;
+                    handed += 1;
+                    if flow.is_break() {
+                        self.next_slot = slot + 1;
+                        break 'slots;
+                    }
+                }
+                if handed >= max {
+                    self.next_slot = slot + 1;
+                    break;
+                }
+            }
+            let now = Instant::now();
+            if handed > 0 || now >= deadline {
+                return Ok(handed);
+            }
+            st = shared
+                .appended
+                .wait_timeout(st, deadline - now)
+                .map(|(g, _)| g)
+                .unwrap_or_else(|e| e.into_inner().0);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::read_to_end;
+
+    fn log_with(topic: &str, partitions: i32) -> MemoryLog {
+        let log = MemoryLog::new();
+        let created = log.ensure_topic(&TopicSpec::kept(topic, partitions));
+        assert_eq!(created.ok(), Some(TopicState::Created));
+        log
+    }
+
+    #[test]
+    fn records_keep_offsets_and_order() -> Result<()> {
+        let log = log_with("t", 2);
+        for i in 0..5u8 {
+            log.append("t", i32::from(i % 2), None, Some(&[i]))?;
+        }
+        let w = log.watermarks("t")?;
+        assert_eq!((w[0].low, w[0].high, w[1].high), (0, 3, 2));
+        let all = read_to_end(&log, "t", Duration::from_secs(1))?;
+        assert_eq!(all.len(), 5);
+        assert_eq!(all[2].payload.as_deref(), Some(&[4u8][..]));
+        assert_eq!(
+            log.ensure_topic(&TopicSpec::kept("t", 2))?,
+            TopicState::Existed
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn positions_outside_the_log_are_errors() -> Result<()> {
+        let log = log_with("t", 1);
+        for _ in 0..4 {
+            log.append("t", 0, None, Some(b"x"))?;
+        }
+        log.truncate_before("t", 0, 2)?;
+        let pos = |o| Position {
+            topic: "t".into(),
+            partition: 0,
+            offset: o,
+        };
+        let mut below = log.open_source(&[pos(1)])?;
+        let err = below.poll_batch(10, Duration::ZERO, &mut |_| ControlFlow::Continue(()));
+        assert!(matches!(err, Err(e) if e.kind == ErrorKind::OffsetOutOfRange));
+        log.recreate("t")?;
+        let mut beyond = log.open_source(&[pos(4)])?;
+        let err = beyond.poll_batch(10, Duration::ZERO, &mut |_| ControlFlow::Continue(()));
+        assert!(
+            matches!(err, Err(e) if e.kind == ErrorKind::OffsetOutOfRange && !e.is_retryable())
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn offsets_for_times_and_breaks() -> Result<()> {
+        let log = log_with("t", 1);
+        let mut stamps = Vec::new();
+        for _ in 0..3 {
+            log.append("t", 0, None, Some(b"x"))?;
+        }
+        let mut src = log.open_source(&[Position {
+            topic: "t".into(),
+            partition: 0,
+            offset: 0,
+        }])?;
+        let n = src.poll_batch(10, Duration::ZERO, &mut |r| {
+            stamps.push(r.timestamp_ms.unwrap_or(0));
+            ControlFlow::Break(())
+        })?;
+        assert_eq!(n, 1);
+        assert_eq!(log.offset_for_time("t", 0, stamps[0] + 1)?, Some(1));
+        assert_eq!(log.offset_for_time("t", 0, i64::MAX)?, None);
+        Ok(())
+    }
+}
