@@ -16,7 +16,7 @@ pub mod memory;
 pub mod runtime;
 pub mod sinks;
 
-pub use sinks::{JsonLinesSink, NullSink};
+pub use sinks::{JsonLinesSink, MemoryStore, NullSink, StoreTables};
 pub use stockflow_core::{
     Batch, CollectSink, DeadLetter, Evaluation, HoldingInput, Issue, PriceInput, Sink, Version,
 };

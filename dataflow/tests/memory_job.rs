@@ -1,0 +1,306 @@
+//! The job's round and timestamp logic over the in-process memory log, with an in-memory
+//! stateful sink: restart from stored state, a log whose head is gone (retention), a lost
+//! log refused and reset, replays on top of the state, holdings read before prices.
+//! Fast: no broker, no database.
+
+use chrono::NaiveDate;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Duration;
+use stockflow_dataflow::job::{self, run_job, Cluster, JobConfig, JobCounters, StartSpec, Topics};
+use stockflow_dataflow::{MemoryStore, StoreTables};
+use stockflow_market::holding::initial_holdings;
+use stockflow_market::{first_trading_day, Calendar, PriceModel, Tick, Universe};
+use stockflow_transport::memory::MemoryLog;
+use stockflow_transport::{Log, TopicSpec};
+
+fn topics() -> Topics {
+    Topics {
+        prices: "prices".into(),
+        holdings: "holdings".into(),
+    }
+}
+
+fn market() -> (MemoryLog, Arc<Universe>) {
+    let log = MemoryLog::new();
+    for t in ["prices", "holdings"] {
+        let _ = log.ensure_topic(&TopicSpec::kept(t, 3));
+    }
+    (log, Arc::new(Universe::spec()))
+}
+
+fn days(from: NaiveDate, n: usize) -> Vec<NaiveDate> {
+    Calendar::new()
+        .trading_days(from, from + chrono::Duration::days(n as i64 * 2 + 30))
+        .into_iter()
+        .take(n)
+        .collect()
+}
+
+/// Publishes the closes of `days` (the spec's stocks, seed 5), keyed by ticker.
+fn publish_days(log: &MemoryLog, u: &Universe, all: &[NaiveDate], range: std::ops::Range<usize>) {
+    for (s, def) in u.stocks.iter().enumerate() {
+        let mut path = u
+            .price_path(PriceModel::RandomWalk, 5, s as u32)
+            .unwrap_or_else(|| panic!("stock {s}"));
+        for (i, day) in all.iter().enumerate() {
+            let price = path.next_close();
+            if range.contains(&i) {
+                let tick = Tick {
+                    ticker: def.ticker.clone(),
+                    exchange: def.exchange,
+                    date: *day,
+                    price,
+                };
+                let p = MemoryLog::partition_for(def.ticker.as_bytes(), 3);
+                let _ = log.append(
+                    "prices",
+                    p,
+                    Some(def.ticker.as_bytes()),
+                    Some(&tick.to_json()),
+                );
+            }
+        }
+    }
+}
+
+fn publish_holdings(log: &MemoryLog, u: &Universe) {
+    for h in initial_holdings(u, first_trading_day()) {
+        let key = h.key();
+        let p = MemoryLog::partition_for(key.as_bytes(), 3);
+        let _ = log.append("holdings", p, Some(key.as_bytes()), Some(&h.to_json()));
+    }
+}
+
+fn config(u: &Arc<Universe>, workers: usize) -> JobConfig {
+    JobConfig {
+        topics: topics(),
+        until_caught_up: true,
+        cluster: Cluster::single(workers),
+        universe: Arc::clone(u),
+        max_batch: 40,
+        queue_depth: 2,
+        keep_state: true,
+        source_give_up: Duration::from_secs(5),
+    }
+}
+
+/// Runs the job until caught up on `store`, as `stockflow run` does.
+fn run(
+    log: &MemoryLog,
+    u: &Arc<Universe>,
+    store: &MemoryStore,
+    spec: StartSpec,
+    reset: bool,
+    workers: usize,
+) -> Result<job::JobReport, stockflow_dataflow::Error> {
+    let mut sink = store.clone();
+    let state = stockflow_core::Sink::load(&mut sink)?;
+    let plan = job::plan(log, &topics(), &state.offsets, &spec, reset)?;
+    let log: Arc<dyn Log> = Arc::new(log.clone());
+    run_job(
+        config(u, workers),
+        log,
+        plan,
+        Some((Box::new(sink), Arc::new(state))),
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(JobCounters::default()),
+    )
+}
+
+/// The tables a job must end with, whatever happened on the way (offsets and counts aside).
+fn outcome(t: &StoreTables) -> (usize, Vec<String>, usize, usize) {
+    let rows: Vec<String> = t
+        .evaluations
+        .iter()
+        .map(|e| {
+            format!(
+                "{} {} {} {:?} {:?}",
+                e.portfolio, e.date, e.value, e.change, e.change_pct
+            )
+        })
+        .collect();
+    (rows.len(), rows, t.prices.len(), t.holdings.len())
+}
+
+fn uninterrupted(n_days: usize) -> (StoreTables, Vec<NaiveDate>) {
+    let (log, u) = market();
+    let all = days(first_trading_day(), n_days);
+    publish_holdings(&log, &u);
+    publish_days(&log, &u, &all, 0..n_days);
+    let store = MemoryStore::default();
+    let r = run(&log, &u, &store, StartSpec::Resume, false, 2);
+    assert!(r.is_ok(), "{r:?}");
+    (store.snapshot(), all)
+}
+
+#[test]
+fn a_restart_continues_from_the_stored_state_not_the_log() {
+    let (want, all) = uninterrupted(20);
+    assert_eq!(want.evaluations.len(), 20 * 6);
+    let (log, u) = market();
+    publish_holdings(&log, &u);
+    publish_days(&log, &u, &all, 0..10);
+    let store = MemoryStore::default();
+    let first = run(&log, &u, &store, StartSpec::Resume, false, 1);
+    assert_eq!(first.map(|r| r.ticks).ok(), Some(10 * 24));
+    publish_days(&log, &u, &all, 10..20);
+    // The restart reads only what is new: the state comes from the store.
+    let second = run(&log, &u, &store, StartSpec::Resume, false, 3);
+    assert_eq!(
+        second.map(|r| (r.ticks, r.holdings)).ok(),
+        Some((10 * 24, 0))
+    );
+    assert_eq!(outcome(&store.snapshot()), outcome(&want));
+}
+
+#[test]
+fn a_log_whose_head_is_gone_still_gives_the_uninterrupted_result() {
+    let (want, all) = uninterrupted(16);
+    let (log, u) = market();
+    publish_holdings(&log, &u);
+    publish_days(&log, &u, &all, 0..8);
+    let store = MemoryStore::default();
+    assert!(run(&log, &u, &store, StartSpec::Resume, false, 2).is_ok());
+    // Retention drops everything read so far (and the holdings).
+    for topic in ["prices", "holdings"] {
+        for w in log.watermarks(topic).unwrap_or_default() {
+            let _ = log.truncate_before(topic, w.partition, w.high);
+        }
+    }
+    publish_days(&log, &u, &all, 8..16);
+    let plan = job::plan(
+        &log,
+        &topics(),
+        &store.snapshot().offsets,
+        &StartSpec::Resume,
+        false,
+    );
+    assert!(plan.is_ok());
+    assert!(run(&log, &u, &store, StartSpec::Resume, false, 2).is_ok());
+    assert_eq!(outcome(&store.snapshot()), outcome(&want));
+}
+
+#[test]
+fn a_lost_log_is_refused_then_read_from_its_new_start() {
+    let (log, u) = market();
+    let all = days(first_trading_day(), 14);
+    publish_holdings(&log, &u);
+    publish_days(&log, &u, &all, 0..10);
+    let store = MemoryStore::default();
+    assert!(run(&log, &u, &store, StartSpec::Resume, false, 1).is_ok());
+    let before = store.snapshot();
+    // The broker's data is lost; the topics come back empty; new days arrive.
+    log.recreate("prices").unwrap_or_else(|e| panic!("{e}"));
+    log.recreate("holdings").unwrap_or_else(|e| panic!("{e}"));
+    publish_holdings(&log, &u);
+    publish_days(&log, &u, &all, 10..14);
+    let refused = run(&log, &u, &store, StartSpec::Resume, false, 1);
+    let msg = refused.err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(msg.contains("the log lost records"), "{msg}");
+    assert!(msg.contains("--reset-offsets"), "{msg}");
+    assert_eq!(
+        store.snapshot().evaluations,
+        before.evaluations,
+        "nothing written"
+    );
+    assert!(run(&log, &u, &store, StartSpec::Resume, true, 2).is_ok());
+    let after = store.snapshot();
+    assert_eq!(
+        after.evaluations.len(),
+        14 * 6,
+        "the new days are evaluated"
+    );
+    assert!(
+        before.evaluations.is_subset(&after.evaluations),
+        "no older row changed"
+    );
+    // The first new day's change is against the last stored day.
+    assert!(after
+        .evaluations
+        .iter()
+        .filter(|e| e.date == all[10])
+        .all(|e| e.change.is_some()));
+}
+
+#[test]
+fn replays_on_top_of_the_state_change_nothing() {
+    let (want, all) = uninterrupted(12);
+    let (log, u) = market();
+    publish_holdings(&log, &u);
+    publish_days(&log, &u, &all, 0..12);
+    let store = MemoryStore::default();
+    assert!(run(&log, &u, &store, StartSpec::Resume, false, 2).is_ok());
+    let middle: std::collections::BTreeMap<i32, i64> = log
+        .watermarks("prices")
+        .unwrap_or_default()
+        .iter()
+        .map(|w| (w.partition, w.high / 2))
+        .collect();
+    for spec in [
+        StartSpec::Offsets(middle),
+        StartSpec::Earliest,
+        StartSpec::Time(0),
+        StartSpec::Latest,
+        StartSpec::Resume,
+    ] {
+        let r = run(&log, &u, &store, spec.clone(), false, 2);
+        assert!(r.is_ok(), "{spec:?}: {r:?}");
+        assert_eq!(outcome(&store.snapshot()), outcome(&want), "after {spec:?}");
+    }
+}
+
+#[test]
+fn holdings_present_at_start_are_read_before_any_price() {
+    let (log, u) = market();
+    let all = days(first_trading_day(), 6);
+    // Prices first in the log, holdings after them.
+    publish_days(&log, &u, &all, 0..6);
+    publish_holdings(&log, &u);
+    let store = MemoryStore::default();
+    let r = run(&log, &u, &store, StartSpec::Resume, false, 2);
+    assert_eq!(r.map(|r| (r.ticks, r.holdings)).ok(), Some((6 * 24, 36)));
+    let t = store.snapshot();
+    assert_eq!(t.evaluations.len(), 6 * 6);
+    assert_eq!(
+        t.retracted, 0,
+        "no portfolio was evaluated on partial positions"
+    );
+    assert!(t.issues.is_empty());
+}
+
+#[test]
+fn an_incomplete_day_is_an_issue_until_its_last_close() {
+    let (log, u) = market();
+    let all = days(first_trading_day(), 2);
+    publish_holdings(&log, &u);
+    publish_days(&log, &u, &all, 0..1);
+    // Day 2: only IBM's close.
+    let ibm = u.stock_id("IBM").unwrap_or(0);
+    let tick = Tick {
+        ticker: "IBM".into(),
+        exchange: stockflow_market::Exchange::Se1,
+        date: all[1],
+        price: stockflow_core::Money::from_int(250),
+    };
+    let _ = log.append("prices", 0, Some(b"IBM"), Some(&tick.to_json()));
+    let store = MemoryStore::default();
+    assert!(run(&log, &u, &store, StartSpec::Resume, false, 1).is_ok());
+    let t = store.snapshot();
+    let holders = u
+        .portfolios
+        .iter()
+        .filter(|p| p.holdings.iter().any(|(s, _)| *s == ibm))
+        .count();
+    assert_eq!(t.issues.len(), holders, "{:?}", t.issues);
+    assert!(t
+        .issues
+        .iter()
+        .all(|i| i.date == all[1] && i.priced == 1 && i.held == 6));
+    // The rest of day 2 arrives: the issues go, the evaluations come.
+    publish_days(&log, &u, &all, 1..2);
+    assert!(run(&log, &u, &store, StartSpec::Resume, false, 1).is_ok());
+    let t = store.snapshot();
+    assert!(t.issues.is_empty());
+    assert_eq!(t.evaluations.len(), 2 * 6);
+}
