@@ -43,7 +43,10 @@ pub async fn run(g: &Global, command: TopicsCommand) -> Result<ExitCode> {
                         TopicState::Created => "created",
                         TopicState::Existed => "exists",
                     };
-                    println!("{t}: {word} (retention {:?})", spec.retention);
+                    let retention = log
+                        .retention(&t)
+                        .map_or_else(|e| format!("unknown ({e})"), |r| r.describe());
+                    println!("{t}: {word}, retention {retention}");
                 }
                 Ok(ExitCode::SUCCESS)
             }

@@ -113,7 +113,8 @@ pub enum TopicState {
 /// A topic's retention as the log reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TopicRetention {
-    /// `retention.ms`: None when the log does not say; -1 is infinite.
+    /// `retention.ms`: None when the topic does not set it (the broker's default); -1 is
+    /// infinite.
     pub ms: Option<i64>,
     /// `retention.bytes`: None when the log does not say; -1 is infinite.
     pub bytes: Option<i64>,
@@ -122,7 +123,7 @@ pub struct TopicRetention {
 impl TopicRetention {
     pub fn describe(&self) -> String {
         let one = |v: Option<i64>, unit: &str| match v {
-            None => "unknown".to_string(),
+            None => "broker default".to_string(),
             Some(-1) => "infinite".to_string(),
             Some(n) => format!("{n} {unit}"),
         };

@@ -2,7 +2,9 @@
 //! broker works (Apache Kafka, tansu, Redpanda). Errors are mapped to the interface's kinds
 //! here, so nothing above this crate sees an rdkafka type.
 
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, ResourceSpecifier, TopicReplication};
+use rdkafka::admin::{
+    AdminClient, AdminOptions, AlterConfig, NewTopic, ResourceSpecifier, TopicReplication,
+};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -119,6 +121,32 @@ impl KafkaLog {
         })
     }
 
+    /// Sets infinite retention on an existing topic that does not have it (a topic created
+    /// before stockflow set retention on purpose); a broker that refuses gets a warning.
+    fn keep_forever(&self, topic: &str) {
+        let current = self.retention(topic);
+        if matches!(&current, Ok(r) if r.ms == Some(-1) && r.bytes.is_none_or(|b| b == -1)) {
+            return;
+        }
+        let alter = AlterConfig::new(ResourceSpecifier::Topic(topic))
+            .set("retention.ms", "-1")
+            .set("retention.bytes", "-1");
+        let opts = AdminOptions::new().request_timeout(Some(REQUEST_TIMEOUT));
+        match futures::executor::block_on(self.admin.alter_configs([&alter], &opts)) {
+            Ok(results) if results.iter().all(Result::is_ok) => {
+                tracing::info!(topic, "set infinite retention on the existing topic");
+            }
+            Ok(results) => {
+                tracing::warn!(
+                topic,
+                "the broker refused to set infinite retention ({:?}); check the topic's retention",
+                results.into_iter().filter_map(Result::err).collect::<Vec<_>>()
+            )
+            }
+            Err(e) => tracing::warn!(topic, "could not set infinite retention: {e}"),
+        }
+    }
+
     fn topic_partitions(&self, topic: &str) -> Result<Vec<i32>> {
         let md = self
             .metadata
@@ -227,7 +255,12 @@ impl Log for KafkaLog {
                 tracing::info!(topic = spec.name, partitions = spec.partitions, retention = ?spec.retention, "created topic");
                 Ok(TopicState::Created)
             }
-            Some(Err((_, RDKafkaErrorCode::TopicAlreadyExists))) | None => Ok(TopicState::Existed),
+            Some(Err((_, RDKafkaErrorCode::TopicAlreadyExists))) | None => {
+                if spec.retention == Retention::Infinite {
+                    self.keep_forever(&spec.name);
+                }
+                Ok(TopicState::Existed)
+            }
             Some(Err((name, code))) => Err(map_error(
                 format!("creating topic {name}"),
                 &KafkaError::AdminOp(code),
