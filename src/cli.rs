@@ -118,6 +118,9 @@ pub struct RunArgs {
     /// File with one host:port per process, in process order.
     #[arg(long)]
     pub hostfile: Option<PathBuf>,
+    /// How long the processes of a cluster may take to connect before this one gives up (s).
+    #[arg(long, default_value_t = 60)]
+    pub cluster_wait_secs: u64,
     /// Where the sources start: earliest | latest | offsets=P:O,... | time=RFC3339 (replay).
     /// With the MySQL sink the log is read on top of the job's stored state (the latest
     /// version of every record wins, so a replay changes nothing that is already right).

@@ -214,6 +214,29 @@ pub async fn run(g: &Global, a: RunArgs) -> Result<ExitCode> {
             },
         )?;
     }
+    if a.processes > 1 {
+        // Timely waits for every process of the hostfile to connect; one that never comes
+        // must not leave this one waiting forever.
+        let (counters, limit) = (
+            Arc::clone(&counters),
+            Duration::from_secs(a.cluster_wait_secs),
+        );
+        let hosts = a.processes;
+        std::thread::spawn(move || {
+            std::thread::sleep(limit);
+            if !counters.started.load(Ordering::SeqCst) {
+                tracing::error!(
+                    "the cluster did not form within {} s: not all {hosts} processes of the hostfile connected (is each one started with its --process index?); stopping",
+                    limit.as_secs()
+                );
+                eprintln!(
+                    "error: the cluster did not form within {} s",
+                    limit.as_secs()
+                );
+                std::process::exit(1);
+            }
+        });
+    }
     let state = Arc::new(state);
     let stored_prices = state.prices.len();
     let report = tokio::task::spawn_blocking(move || {

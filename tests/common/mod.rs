@@ -156,3 +156,59 @@ pub fn produce_raw<P: AsRef<[u8]>>(topic: &str, key: &str, payloads: &[P]) {
         .flush(Duration::from_secs(30))
         .unwrap_or_else(|e| panic!("{e}"));
 }
+
+/// Every table a job writes (offsets aside), row by row, in a stable order: what "equal to
+/// an uninterrupted run" compares.
+pub fn tables(url: &str) -> Vec<(String, Vec<Vec<String>>)> {
+    [
+        (
+            "evaluations",
+            "SELECT investor, portfolio, CAST(as_of AS CHAR), CAST(nav AS CHAR), \
+             CAST(nav_change AS CHAR), CAST(nav_change_pct AS CHAR) FROM evaluations ORDER BY portfolio, as_of",
+        ),
+        (
+            "prices",
+            "SELECT ticker, CAST(as_of AS CHAR), CAST(price AS CHAR) FROM prices ORDER BY ticker, as_of",
+        ),
+        (
+            "holding_records",
+            "SELECT portfolio, ticker, CAST(from_day AS CHAR), quantity FROM holding_records \
+             ORDER BY portfolio, ticker, from_day",
+        ),
+        (
+            "evaluation_issues",
+            "SELECT portfolio, CAST(as_of AS CHAR), kind, held, priced FROM evaluation_issues \
+             ORDER BY portfolio, as_of, kind",
+        ),
+        (
+            "dead_letters",
+            "SELECT topic, kafka_partition, kafka_offset, code FROM dead_letters \
+             ORDER BY topic, kafka_partition, kafka_offset",
+        ),
+    ]
+    .iter()
+    .map(|(name, sql)| (name.to_string(), query(url, sql)))
+    .collect()
+}
+
+/// The JSON summary a run prints last on stdout.
+pub fn summary_of(out: &Output) -> serde_json::Value {
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .rev()
+        .find_map(|l| serde_json::from_str(l).ok())
+        .unwrap_or(serde_json::Value::Null)
+}
+
+/// A command that must fail; returns its stderr.
+pub fn run_err(cmd: &mut Command) -> String {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
+    assert!(
+        !out.status.success(),
+        "{cmd:?} succeeded: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}

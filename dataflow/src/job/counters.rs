@@ -8,6 +8,8 @@ use stockflow_core::Batch;
 
 #[derive(Debug, Default)]
 pub struct JobCounters {
+    /// Set once this process's workers run (for a cluster: once every process connected).
+    pub started: std::sync::atomic::AtomicBool,
     pub ticks: AtomicU64,
     pub holdings: AtomicU64,
     pub dead_letters: AtomicU64,

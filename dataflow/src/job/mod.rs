@@ -140,6 +140,9 @@ pub fn run_job(
     let (counters_w, stop_w) = (Arc::clone(&counters), Arc::clone(&stop));
     let guards = timely::execute(timely_config, move |worker| {
         let (config, log, plan) = &*shared;
+        counters_w
+            .started
+            .store(true, std::sync::atomic::Ordering::SeqCst);
         let first = worker.index() == 0;
         let outlet = if first {
             outlet.lock().ok().and_then(|mut o| o.take())

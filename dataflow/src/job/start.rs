@@ -118,8 +118,9 @@ impl StartPlan {
     }
 }
 
-fn lost_log_refusal(topic: &str, partition: i32, stored: i64, marks: Option<&Watermarks>) -> Error {
-    let what = match marks {
+/// What one lost partition looks like, for the refusal.
+fn lost_partition(topic: &str, partition: i32, stored: i64, marks: Option<&Watermarks>) -> String {
+    match marks {
         Some(w) => format!(
             "{topic}/{partition} ends at offset {} but this job had already read up to offset {stored}",
             w.high
@@ -127,12 +128,16 @@ fn lost_log_refusal(topic: &str, partition: i32, stored: i64, marks: Option<&Wat
         None => format!(
             "{topic} has no partition {partition} any more, but this job had read it up to offset {stored}"
         ),
-    };
+    }
+}
+
+fn lost_log_refusal(lost: &[String]) -> Error {
     Error::Refused(format!(
-        "the log lost records this job had read: {what} (the topic was recreated or the broker's \
+        "the log lost records this job had read: {} (the topic was recreated or the broker's \
          data was lost). The job's state and tables are intact in the database. To read the new \
          log from its start on top of the stored state, run the job again with --reset-offsets; \
-         `stockflow status` shows every partition's stored offset and log range"
+         `stockflow status` shows every partition's stored offset and log range",
+        lost.join("; ")
     ))
 }
 
@@ -145,6 +150,7 @@ pub fn plan(
     reset_offsets: bool,
 ) -> Result<StartPlan> {
     let mut out = StartPlan::default();
+    let mut lost: Vec<String> = Vec::new();
     if let StartSpec::Offsets(m) = spec {
         let parts = log
             .partitions(&topics.prices)
@@ -166,7 +172,7 @@ pub fn plan(
                         "{t}/{p}: the partition is gone (stored offset {o}); forgotten (--reset-offsets)"
                     ));
                 } else {
-                    return Err(lost_log_refusal(t, *p, *o, None));
+                    lost.push(lost_partition(t, *p, *o, None));
                 }
             }
         }
@@ -208,7 +214,7 @@ pub fn plan(
                 (None, None) => w.low,
                 (None, Some(s)) if s > w.high => {
                     if !reset_offsets {
-                        return Err(lost_log_refusal(topic, w.partition, s, Some(w)));
+                        lost.push(lost_partition(topic, w.partition, s, Some(w)));
                     }
                     out.notes.push(format!(
                         "{topic}/{}: stored offset {s} is beyond the log's end {}; reading the log from its start {} (--reset-offsets)",
@@ -232,6 +238,9 @@ pub fn plan(
                 end: w.high,
             });
         }
+    }
+    if !lost.is_empty() {
+        return Err(lost_log_refusal(&lost));
     }
     Ok(out)
 }
