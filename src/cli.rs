@@ -135,6 +135,11 @@ pub struct RunArgs {
     /// fails and it stops.
     #[arg(long)]
     pub takeover: bool,
+    /// Restore only the last N calendar days of stored closes at start (0: all of them). A
+    /// record about an earlier day makes the job re-run with a wider window, so results never
+    /// depend on N; only restart time does.
+    #[arg(long, env = "STOCKFLOW_RESTORE_DAYS", default_value_t = 31)]
+    pub restore_days: u32,
     /// How long MySQL may be unavailable before the job gives up (seconds).
     #[arg(long, env = "STOCKFLOW_SINK_RETRY_SECS", default_value_t = 600)]
     pub sink_retry_secs: u64,

@@ -257,3 +257,42 @@ fn a_cluster_stops_together_on_ctrl_c_or_an_error_in_one_process() {
     let _ = std::fs::remove_dir_all(dir);
     let _ = std::fs::remove_dir_all(dir2);
 }
+
+#[test]
+fn a_correction_older_than_the_restored_window_gives_the_uninterrupted_result() {
+    let (prices, holdings) = market_topics("window", (2, 1), "2007-01-01", "90", "3");
+    let url = fresh_db("window");
+    run_ok(job(&prices, &holdings, &url).args(["--until-caught-up"]));
+    // A restart with nothing new restores a month of closes, not all of them.
+    let out = run_ok(job(&prices, &holdings, &url).args(["--until-caught-up"]));
+    let s = summary_of(&out);
+    assert_eq!(s["passes"], 1);
+    assert!(
+        s["restored_prices"].as_u64().unwrap_or(u64::MAX) < 30 * 24,
+        "{s}"
+    );
+    // IBM's close of 2007-01-09 is corrected, months later.
+    produce_raw(
+        &prices,
+        "IBM",
+        &[r#"{"TICK":"IBM","PRICE":"99.99","TS":"2007-01-09","EXCHANGE":"SE1"}"#],
+    );
+    let out = run_ok(job(&prices, &holdings, &url).args(["--until-caught-up"]));
+    let s = summary_of(&out);
+    assert_eq!(
+        s["passes"], 2,
+        "re-ran with a window covering the correction: {s}"
+    );
+    assert_eq!(s["ticks"], 1);
+    // The same log in one run from nothing.
+    let reference = fresh_db("window_ref");
+    run_ok(job(&prices, &holdings, &reference).args(["--until-caught-up"]));
+    assert_eq!(tables(&url), tables(&reference));
+    let ibm = query(
+        &url,
+        "SELECT CAST(price AS CHAR) FROM prices WHERE ticker = 'IBM' AND as_of = '2007-01-09'",
+    );
+    assert_eq!(ibm[0][0], "99.990000");
+    drop_db(&url);
+    drop_db(&reference);
+}

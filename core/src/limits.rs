@@ -52,13 +52,11 @@ pub const MAX_QUOTED: usize = 64;
 pub fn quote(text: &str) -> String {
     let mut out = String::with_capacity(text.len().min(MAX_QUOTED) + 8);
     out.push('"');
-    let mut count = 0;
-    for c in text.chars() {
+    for (count, c) in text.chars().enumerate() {
         if count == MAX_QUOTED {
             out.push('…');
             break;
         }
-        count += 1;
         if c.is_control() || c == '"' || c == '\\' {
             out.extend(c.escape_default());
         } else {

@@ -230,7 +230,7 @@ impl Fixed6 {
         let int = abs / unit;
         let mut frac = abs % unit;
         let mut decimals = SCALE;
-        while decimals > min_decimals && frac % 10 == 0 {
+        while decimals > min_decimals && frac.is_multiple_of(10) {
             frac /= 10;
             decimals -= 1;
         }

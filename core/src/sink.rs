@@ -1,15 +1,17 @@
 //! Where the job's output goes.
 
-use crate::batch::{Batch, StoredState};
+use crate::batch::{Batch, Restore, StoredState};
 use crate::error::Result;
 
 /// Receives the job's output one completed timestamp at a time ([`Batch`]). A stateful sink
 /// also stores the job's input state and offsets in the same transaction as the rows, and
 /// hands them back at the next start (`load`), so that a restart never needs the log's past.
 pub trait Sink: Send {
-    /// What this sink stored, as of its last committed batch. Sinks without state return an
-    /// empty state (the job then reads the log from its start).
-    fn load(&mut self) -> Result<StoredState> {
+    /// What this sink stored, as of its last committed batch (all of it, or a window, as
+    /// `restore` asks). Sinks without state return an empty state (the job then reads the
+    /// log from its start).
+    fn load(&mut self, restore: Restore) -> Result<StoredState> {
+        let _ = restore;
         Ok(StoredState::default())
     }
 
@@ -34,8 +36,8 @@ pub trait Sink: Send {
 }
 
 impl<S: Sink + ?Sized> Sink for Box<S> {
-    fn load(&mut self) -> Result<StoredState> {
-        (**self).load()
+    fn load(&mut self, restore: Restore) -> Result<StoredState> {
+        (**self).load(restore)
     }
     fn is_stateful(&self) -> bool {
         (**self).is_stateful()

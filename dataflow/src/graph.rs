@@ -14,7 +14,7 @@ use differential_dataflow::operators::arrange::ArrangeByKey;
 use differential_dataflow::operators::{Count, Join, Reduce, Threshold};
 use differential_dataflow::Collection;
 use serde::{Deserialize, Serialize};
-use stockflow_core::{Evaluation, HoldingInput, Issue, IssueKind, Money, PriceInput};
+use stockflow_core::{Evaluation, HoldingInput, Issue, IssueKind, Money, PortfolioId, PriceInput};
 use timely::dataflow::Scope;
 
 type Dated = (NaiveDate, Money);
@@ -97,10 +97,14 @@ pub struct Outputs<G: Scope> {
     pub records: Collection<G, HoldingInput>,
 }
 
-/// Builds the evaluation of every portfolio-day from the raw price and holding inputs.
+/// Builds the evaluation of every portfolio-day from the raw price and holding inputs. With
+/// a restore `window`, `seeds` carry each portfolio's last value before it (for the first
+/// day's change) and only days from the window on are output.
 pub fn evaluate<G>(
     prices: &Collection<G, PriceInput>,
     holdings: &Collection<G, HoldingInput>,
+    seeds: &Collection<G, (PortfolioId, NaiveDate, Money)>,
+    window: Option<NaiveDate>,
 ) -> Outputs<G>
 where
     G: Scope<Timestamp: Lattice + Ord>,
@@ -181,10 +185,12 @@ where
             ))
         }))
         .count();
-    // value(p, d), defined only when every held stock has its close.
-    let values = sums.flat_map(|(k, acc)| {
-        (acc.need > 0 && acc.have == acc.need && valid_value(acc.sum)).then_some((k, acc.sum))
-    });
+    // value(p, d), defined only when every held stock has its close; and the seeds.
+    let values = sums
+        .flat_map(|(k, acc)| {
+            (acc.need > 0 && acc.have == acc.need && valid_value(acc.sum)).then_some((k, acc.sum))
+        })
+        .concat(&seeds.map(|(p, d, v)| ((p, d), v)));
     let unvalued = sums.flat_map(|((p, d), acc)| {
         let kind = if acc.have != acc.need {
             IssueKind::Incomplete
@@ -245,8 +251,13 @@ where
             priced: 0,
         })
     });
-    let evaluations = evaluated.flat_map(Result::ok);
-    let issues = unvalued.concat(&evaluated.flat_map(Result::err));
+    let inside = move |d: &NaiveDate| window.is_none_or(|w| *d >= w);
+    let evaluations = evaluated
+        .flat_map(Result::ok)
+        .filter(move |e| inside(&e.date));
+    let issues = unvalued
+        .concat(&evaluated.flat_map(Result::err))
+        .filter(move |i| inside(&i.date));
     Outputs {
         evaluations,
         issues,

@@ -82,7 +82,7 @@ pub fn run_with<S: Sink + 'static>(
     let guards = timely::execute(config, move |worker| {
         let index = worker.index();
         let peers = worker.peers();
-        let mut built = build(worker, keep_state);
+        let mut built = build(worker, keep_state, None);
         let started = Instant::now();
         let mut per_batch = Vec::new();
         let mut result = Ok(());

@@ -4,13 +4,16 @@
 //! nothing here does I/O.
 
 use crate::graph::evaluate;
+use chrono::NaiveDate;
 use differential_dataflow::consolidation::consolidate;
 use differential_dataflow::input::{Input, InputSession};
 use serde::{Deserialize, Serialize};
 use std::cell::RefCell;
 use std::collections::{BTreeMap, VecDeque};
 use std::rc::Rc;
-use stockflow_core::{Batch, DeadLetter, Evaluation, HoldingInput, Issue, Position, PriceInput};
+use stockflow_core::{
+    Batch, DeadLetter, Evaluation, HoldingInput, Issue, Money, PortfolioId, Position, PriceInput,
+};
 use timely::communication::Allocate;
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::{
@@ -41,6 +44,8 @@ enum SinkItem {
 pub struct WorkerInputs {
     pub prices: InputSession<u64, PriceInput, isize>,
     pub holdings: InputSession<u64, HoldingInput, isize>,
+    /// Each portfolio's last value before a restore window.
+    pub seeds: InputSession<u64, (PortfolioId, NaiveDate, Money), isize>,
     pub control: InputHandle<u64, (Control, u64)>,
 }
 
@@ -48,9 +53,11 @@ impl WorkerInputs {
     pub fn advance_to(&mut self, t: u64) {
         self.prices.advance_to(t);
         self.holdings.advance_to(t);
+        self.seeds.advance_to(t);
         self.control.advance_to(t);
         self.prices.flush();
         self.holdings.flush();
+        self.seeds.flush();
     }
 
     pub fn time(&self) -> u64 {
@@ -82,6 +89,11 @@ impl StopSignal {
         }
     }
 
+    /// Whether this worker raised it.
+    pub fn raised(&self) -> bool {
+        self.raised
+    }
+
     /// The first reason any worker gave, once it has arrived here.
     pub fn received(&self) -> Option<String> {
         self.received.borrow().clone()
@@ -102,16 +114,22 @@ pub struct Built {
 }
 
 /// Builds the job's dataflow on this worker. With `keep_state`, batches also carry the changes
-/// of the input state (latest closes and holding records) for a stateful sink.
-pub fn build<A: Allocate>(worker: &mut Worker<A>, keep_state: bool) -> Built {
+/// of the input state (latest closes and holding records) for a stateful sink; with a restore
+/// `window`, only days from it on are output.
+pub fn build<A: Allocate>(
+    worker: &mut Worker<A>,
+    keep_state: bool,
+    window: Option<NaiveDate>,
+) -> Built {
     let outbox: Outbox = Rc::default();
     let outbox_op = Rc::clone(&outbox);
     let probe = ProbeHandle::new();
     let inputs = worker.dataflow::<u64, _, _>(|scope| {
         let (prices_in, prices) = scope.new_collection();
         let (holdings_in, holdings) = scope.new_collection();
+        let (seeds_in, seeds) = scope.new_collection();
         let (control_in, control) = scope.new_input::<(Control, u64)>();
-        let out = evaluate(&prices, &holdings);
+        let out = evaluate(&prices, &holdings, &seeds, window);
         let mut items = out
             .evaluations
             .inner
@@ -155,6 +173,7 @@ pub fn build<A: Allocate>(worker: &mut Worker<A>, keep_state: bool) -> Built {
         WorkerInputs {
             prices: prices_in,
             holdings: holdings_in,
+            seeds: seeds_in,
             control: control_in,
         }
     });

@@ -101,15 +101,39 @@ impl MemoryStore {
 }
 
 impl Sink for MemoryStore {
-    fn load(&mut self) -> Result<stockflow_core::StoredState> {
+    fn load(&mut self, restore: stockflow_core::Restore) -> Result<stockflow_core::StoredState> {
         let t = self
             .tables
             .lock()
             .map_err(|_| Error::internal("store lock poisoned"))?;
+        let first = t.prices.keys().map(|k| k.1).min();
+        let last = t.prices.keys().map(|k| k.1).max();
+        let window = first.zip(last).and_then(|(f, l)| restore.window(f, l));
+        let inside = |d: &chrono::NaiveDate| window.is_none_or(|w| *d >= w);
+        let mut seeds: std::collections::BTreeMap<u32, stockflow_core::Seed> = Default::default();
+        if let Some(w) = window {
+            for e in t.evaluations.iter().filter(|e| e.date < w) {
+                seeds.insert(
+                    e.portfolio,
+                    stockflow_core::Seed {
+                        portfolio: e.portfolio,
+                        date: e.date,
+                        value: e.value,
+                    },
+                );
+            }
+        }
         Ok(stockflow_core::StoredState {
-            prices: t.prices.values().cloned().collect(),
+            prices: t
+                .prices
+                .values()
+                .filter(|p| inside(&p.date))
+                .cloned()
+                .collect(),
             holdings: t.holdings.values().cloned().collect(),
             offsets: t.offsets.clone(),
+            window,
+            seeds: seeds.into_values().collect(),
         })
     }
 

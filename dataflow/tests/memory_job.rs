@@ -7,7 +7,10 @@ use chrono::NaiveDate;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
-use stockflow_dataflow::job::{self, run_job, Cluster, JobConfig, JobCounters, StartSpec, Topics};
+use stockflow_core::Restore;
+use stockflow_dataflow::job::{
+    self, Cluster, JobConfig, JobCounters, RunRequest, StartSpec, Topics,
+};
 use stockflow_dataflow::{MemoryStore, StoreTables};
 use stockflow_market::holding::initial_holdings;
 use stockflow_market::{first_trading_day, Calendar, PriceModel, Tick, Universe};
@@ -82,10 +85,12 @@ fn config(u: &Arc<Universe>, workers: usize) -> JobConfig {
         queue_depth: 2,
         keep_state: true,
         source_give_up: Duration::from_secs(5),
+        window: None,
     }
 }
 
-/// Runs the job until caught up on `store`, as `stockflow run` does.
+/// Runs the job until caught up on `store`, as `stockflow run` does (restoring a window of
+/// the last 10 days of state, so that restarts exercise windows and re-runs).
 fn run(
     log: &MemoryLog,
     u: &Arc<Universe>,
@@ -94,17 +99,32 @@ fn run(
     reset: bool,
     workers: usize,
 ) -> Result<job::JobReport, stockflow_dataflow::Error> {
-    let mut sink = store.clone();
-    let state = stockflow_core::Sink::load(&mut sink)?;
-    let plan = job::plan(log, &topics(), &state.offsets, &spec, reset)?;
+    run_restoring(log, u, store, spec, reset, workers, Restore::RecentDays(10))
+}
+
+fn run_restoring(
+    log: &MemoryLog,
+    u: &Arc<Universe>,
+    store: &MemoryStore,
+    spec: StartSpec,
+    reset: bool,
+    workers: usize,
+    restore: Restore,
+) -> Result<job::JobReport, stockflow_dataflow::Error> {
     let log: Arc<dyn Log> = Arc::new(log.clone());
-    run_job(
+    job::run(
         config(u, workers),
         log,
-        plan,
-        Some((Box::new(sink), Arc::new(state))),
+        Some(Box::new(store.clone())),
+        RunRequest {
+            spec,
+            reset_offsets: reset,
+            restore,
+            follower_offsets: Default::default(),
+        },
         Arc::new(AtomicBool::new(false)),
         Arc::new(JobCounters::default()),
+        |_, _| {},
     )
 }
 
@@ -303,4 +323,64 @@ fn an_incomplete_day_is_an_issue_until_its_last_close() {
     let t = store.snapshot();
     assert!(t.issues.is_empty());
     assert_eq!(t.evaluations.len(), 2 * 6);
+}
+
+#[test]
+fn a_restart_restores_a_window_and_a_late_correction_widens_it() {
+    let (log, u) = market();
+    let all = days(first_trading_day(), 40);
+    publish_holdings(&log, &u);
+    publish_days(&log, &u, &all, 0..30);
+    let store = MemoryStore::default();
+    assert!(run(&log, &u, &store, StartSpec::Resume, false, 2).is_ok());
+    publish_days(&log, &u, &all, 30..40);
+    // Only the last 10 calendar days of closes are restored: one pass, few closes.
+    let r = run(&log, &u, &store, StartSpec::Resume, false, 2).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(r.passes, 1);
+    assert!(r.restored_window.is_some());
+    assert!(
+        r.restored_prices < 10 * 24,
+        "{} closes restored",
+        r.restored_prices
+    );
+    // A correction of day 5's IBM close: a record before the window, so a second pass.
+    let tick = Tick {
+        ticker: "IBM".into(),
+        exchange: stockflow_market::Exchange::Se1,
+        date: all[5],
+        price: stockflow_core::Money::from_int(300),
+    };
+    let p = MemoryLog::partition_for(b"IBM", 3);
+    let _ = log.append("prices", p, Some(b"IBM"), Some(&tick.to_json()));
+    let r = run(&log, &u, &store, StartSpec::Resume, false, 2).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(r.passes, 2, "re-ran with a wider window");
+    assert_eq!(r.ticks, 1);
+    // The same log evaluated in one uninterrupted run, restoring nothing.
+    let reference = MemoryStore::default();
+    let full = run_restoring(
+        &log,
+        &u,
+        &reference,
+        StartSpec::Resume,
+        false,
+        1,
+        Restore::All,
+    );
+    assert!(full.is_ok());
+    assert_eq!(outcome(&store.snapshot()), outcome(&reference.snapshot()));
+    let ibm_holders: Vec<u32> = (0..u.portfolios.len() as u32)
+        .filter(|p| {
+            u.portfolios[*p as usize]
+                .holdings
+                .iter()
+                .any(|(s, _)| *s == 0)
+        })
+        .collect();
+    let changed = store
+        .snapshot()
+        .evaluations
+        .iter()
+        .filter(|e| e.date == all[5] && ibm_holders.contains(&e.portfolio))
+        .count();
+    assert_eq!(changed, ibm_holders.len());
 }

@@ -73,7 +73,7 @@ fn rebuild_all(
         takeover,
         Duration::from_secs(60),
     )?;
-    let state = sink.load()?;
+    let state = sink.load(stockflow_core::Restore::All)?;
     tracing::info!(
         prices = state.prices.len(),
         holdings = state.holdings.len(),

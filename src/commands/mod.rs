@@ -49,7 +49,7 @@ pub fn kafka_config(g: &Global) -> KafkaConfig {
 pub fn open_log(g: &Global) -> Result<Arc<dyn Log>> {
     let log = KafkaLog::new(&kafka_config(g))?;
     log.wait_ready(Duration::from_secs(30))
-        .with_context(|| format!("is the broker up? (compose/stack up)"))?;
+        .context("is the broker up? (compose/stack up)")?;
     Ok(Arc::new(log))
 }
 

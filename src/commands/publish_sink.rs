@@ -27,8 +27,8 @@ pub fn publication_order(batch: &Batch) -> Vec<(&stockflow_core::Evaluation, isi
 }
 
 impl Sink for PublishingSink {
-    fn load(&mut self) -> Result<StoredState> {
-        self.inner.load()
+    fn load(&mut self, restore: stockflow_core::Restore) -> Result<StoredState> {
+        self.inner.load(restore)
     }
 
     fn is_stateful(&self) -> bool {
@@ -66,7 +66,7 @@ impl Sink for PublishingSink {
                         .map(|(k, v)| producer.send(topic, k.as_bytes(), v));
                     futures::future::try_join_all(sends).await
                 })
-                .map_err(|e| Error::from(e))?;
+                .map_err(Error::from)?;
             self.producer
                 .flush(Duration::from_secs(60))
                 .map_err(Error::from)?;

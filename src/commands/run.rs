@@ -8,8 +8,8 @@ use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use stockflow_core::{Sink, StoredState};
-use stockflow_dataflow::job::{self, run_job, Cluster, JobConfig, StartSpec, Topics};
+use stockflow_core::{Restore, Sink, StoredState};
+use stockflow_dataflow::job::{self, Cluster, JobConfig, RunRequest, StartSpec, Topics};
 use stockflow_dataflow::{JsonLinesSink, NullSink};
 use stockflow_sinks::mysql::{init, retrying, stored_offsets, MySqlConfig, MySqlSink, SinkMetrics};
 
@@ -98,10 +98,9 @@ fn open_sink(
             runtime: tokio::runtime::Handle::current(),
         });
     }
-    let state = sink.load()?;
     Ok(Opened {
         sink: (a.process == 0).then_some(sink),
-        state,
+        state: StoredState::default(),
         metrics,
     })
 }
@@ -131,55 +130,10 @@ pub async fn run(g: &Global, a: RunArgs) -> Result<ExitCode> {
         tokio::task::spawn_blocking(move || open_sink(&g2, &a2, &u2)).await??
     };
     let Opened {
-        mut sink,
+        sink,
         state,
         metrics,
     } = opened;
-    let planned = {
-        let (log, topics, spec, offsets, reset) = (
-            Arc::clone(&log),
-            topics.clone(),
-            spec.clone(),
-            state.offsets.clone(),
-            a.reset_offsets,
-        );
-        tokio::task::spawn_blocking(move || {
-            job::plan(log.as_ref(), &topics, &offsets, &spec, reset)
-        })
-        .await?
-    };
-    let plan = match planned {
-        Ok(p) => p,
-        Err(e) => {
-            // Give the lease back before refusing.
-            if let Some(s) = sink.as_mut() {
-                let _ = s.finish();
-            }
-            return Err(e.into());
-        }
-    };
-    for note in &plan.notes {
-        tracing::warn!("{note}");
-    }
-    if spec == StartSpec::Latest {
-        tracing::warn!(
-            skipped = plan.skipped,
-            "--from latest skips {} record(s) of {} (never evaluated by this run)",
-            plan.skipped,
-            topics.prices
-        );
-    }
-    let resumed = !state.offsets.is_empty();
-    tracing::info!(
-        workers = a.workers,
-        from = ?a.from,
-        resumed,
-        stored_prices = state.prices.len(),
-        stored_holdings = state.holdings.len(),
-        backlog = plan.backlog(),
-        until_caught_up = a.until_caught_up,
-        "starting the dataflow job"
-    );
     let keep_state = a.sink == SinkKind::Mysql;
     let config = JobConfig {
         topics,
@@ -195,6 +149,14 @@ pub async fn run(g: &Global, a: RunArgs) -> Result<ExitCode> {
         queue_depth: 4,
         keep_state,
         source_give_up: Duration::from_secs(a.source_retry_secs),
+        window: None,
+    };
+    // A cluster restores everything (its processes cannot re-run together); a single
+    // process restores the recent window and re-runs wider when a record needs it.
+    let restore = if a.processes > 1 || a.restore_days == 0 {
+        Restore::All
+    } else {
+        Restore::RecentDays(a.restore_days)
     };
     let stop = Arc::new(AtomicBool::new(false));
     let mut shutdown = super::shutdown_on_signal();
@@ -237,10 +199,42 @@ pub async fn run(g: &Global, a: RunArgs) -> Result<ExitCode> {
             }
         });
     }
-    let state = Arc::new(state);
-    let stored_prices = state.prices.len();
+    let resumed = Arc::new(AtomicBool::new(false));
+    let resumed_w = Arc::clone(&resumed);
+    let request = RunRequest {
+        spec: spec.clone(),
+        reset_offsets: a.reset_offsets,
+        restore,
+        follower_offsets: state.offsets,
+    };
+    let prices_topic = a.topics.prices.clone();
+    let (workers, from, until) = (a.workers, a.from.clone(), a.until_caught_up);
     let report = tokio::task::spawn_blocking(move || {
-        run_job(config, log, plan, sink.map(|s| (s, state)), stop, counters)
+        job::run(config, log, sink, request, stop, counters, |plan, state| {
+            if !state.offsets.is_empty() {
+                resumed_w.store(true, Ordering::SeqCst);
+            }
+            for note in &plan.notes {
+                tracing::warn!("{note}");
+            }
+            if spec == StartSpec::Latest {
+                tracing::warn!(
+                    skipped = plan.skipped,
+                    "--from latest skips {} record(s) of {prices_topic} (never evaluated by this run)",
+                    plan.skipped,
+                );
+            }
+            tracing::info!(
+                workers,
+                from = ?from,
+                restored_prices = state.prices.len(),
+                restored_holdings = state.holdings.len(),
+                window = ?state.window,
+                backlog = plan.backlog(),
+                until_caught_up = until,
+                "starting the dataflow job"
+            );
+        })
     })
     .await
     .context("the job panicked")??;
@@ -262,8 +256,10 @@ pub async fn run(g: &Global, a: RunArgs) -> Result<ExitCode> {
         })
     });
     let summary = serde_json::json!({
-        "resumed": resumed,
-        "stored_prices": stored_prices,
+        "resumed": resumed.load(Ordering::SeqCst),
+        "passes": report.passes,
+        "restored_prices": report.restored_prices,
+        "restored_from": report.restored_window.map(|d| d.to_string()),
         "sink": sink_metrics,
         "ticks": report.ticks,
         "holdings": report.holdings,

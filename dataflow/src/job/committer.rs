@@ -46,20 +46,21 @@ pub struct Outlet {
 
 impl Outlet {
     /// Offers a batch; gives it back when the queue is full (or the thread has stopped).
-    pub fn offer(&self, batch: Batch) -> Result<(), Batch> {
+    pub fn offer(&self, batch: Batch) -> Option<Batch> {
         match self.tx.try_send(batch) {
-            Ok(()) => Ok(()),
-            Err(TrySendError::Full(b) | TrySendError::Disconnected(b)) => Err(b),
+            Ok(()) => None,
+            Err(TrySendError::Full(b) | TrySendError::Disconnected(b)) => Some(b),
         }
     }
 }
 
-/// Starts the commit thread with a queue of `depth` batches.
+/// Starts the commit thread with a queue of `depth` batches. The thread gives the sink back
+/// when the queue closes (or the sink fails).
 pub fn start(
     mut sink: Box<dyn Sink>,
     depth: usize,
     counters: Arc<JobCounters>,
-) -> std::io::Result<(Outlet, JoinHandle<()>)> {
+) -> std::io::Result<(Outlet, JoinHandle<Box<dyn Sink>>)> {
     let (tx, rx): (SyncSender<Batch>, Receiver<Batch>) = sync_channel(depth.max(1));
     let state = Arc::new(CommitState::default());
     let state_t = Arc::clone(&state);
@@ -78,21 +79,18 @@ pub fn start(
                         Ok(()) => counters.committed(&batch),
                         Err(e) => {
                             fail(e);
-                            return;
+                            return sink;
                         }
                     },
                     Err(RecvTimeoutError::Timeout) => {
                         if let Err(e) = sink.check() {
                             fail(e);
-                            return;
+                            return sink;
                         }
                     }
-                    Err(RecvTimeoutError::Disconnected) => break,
+                    // The queue closed: the job stopped.
+                    Err(RecvTimeoutError::Disconnected) => return sink,
                 }
-            }
-            // The queue closed: the job stopped cleanly.
-            if let Err(e) = sink.finish() {
-                fail(e);
             }
         })?;
     Ok((Outlet { tx, state }, handle))

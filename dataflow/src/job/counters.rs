@@ -27,6 +27,9 @@ pub struct JobCounters {
     pub issues: AtomicU64,
     /// The next offset of every partition as of the last committed batch.
     pub offsets: Mutex<BTreeMap<(String, i32), i64>>,
+    /// The earliest day a record touched before the restored window (this run stops and the
+    /// job re-runs with a window from there).
+    pub rewind_to: Mutex<Option<chrono::NaiveDate>>,
 }
 
 impl JobCounters {

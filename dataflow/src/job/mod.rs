@@ -22,7 +22,7 @@ use crate::{Error, Result};
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use stockflow_core::{Sink, StoredState};
+use stockflow_core::{Restore, Sink, StoredState};
 use stockflow_market::Universe;
 use stockflow_transport::Log;
 
@@ -94,6 +94,9 @@ pub struct JobConfig {
     pub keep_state: bool,
     /// How long the log may fail in a row before the job gives up.
     pub source_give_up: Duration,
+    /// The first day of the restored state (set per pass from the stored state); records
+    /// about earlier days make the job re-run with a wider window.
+    pub window: Option<chrono::NaiveDate>,
 }
 
 /// What a run did.
@@ -109,12 +112,18 @@ pub struct JobReport {
     pub elapsed: Duration,
     /// The next offsets as of the last committed batch (process 0 only).
     pub offsets: Vec<(String, i32, i64)>,
-    /// Why the job stopped, when another process of the cluster stopped it cleanly.
-    pub stopped_by: Option<String>,
+    /// The earliest day a record touched before the restored window: re-run from there.
+    pub rewind: Option<chrono::NaiveDate>,
+    /// Passes run (more than one when a record needed a wider window).
+    pub passes: u32,
+    /// The restored state of the last pass: closes and seeds, and its first day.
+    pub restored_prices: usize,
+    pub restored_window: Option<chrono::NaiveDate>,
 }
 
-/// Runs the job until `stop` is set (or, with `until_caught_up`, until caught up). `sink` is
-/// given on process 0 only; its stored `state` enters at timestamp 0 there.
+/// One pass of the job: runs until `stop` is set (or, with `until_caught_up`, until caught
+/// up, or until a record needs a wider restore window). `sink` is given on process 0 only;
+/// its stored `state` enters at timestamp 0 there. Gives the sink back.
 pub fn run_job(
     config: JobConfig,
     log: Arc<dyn Log>,
@@ -122,7 +131,7 @@ pub fn run_job(
     sink: Option<(Box<dyn Sink>, Arc<StoredState>)>,
     stop: Arc<AtomicBool>,
     counters: Arc<JobCounters>,
-) -> Result<JobReport> {
+) -> Result<(JobReport, Option<Box<dyn Sink>>)> {
     let timely_config = config.cluster.timely_config()?;
     let started = Instant::now();
     let (outlet, state, commit_thread) = match sink {
@@ -177,10 +186,13 @@ pub fn run_job(
         }
     }
     // The workers have dropped the queue: the commit thread finishes what it holds.
-    if let Some(h) = commit_thread {
-        h.join()
-            .map_err(|_| Error::Internal("the commit thread panicked".into()))?;
-    }
+    let sink = match commit_thread {
+        Some(h) => Some(
+            h.join()
+                .map_err(|_| Error::Internal("the commit thread panicked".into()))?,
+        ),
+        None => None,
+    };
     if let Some(e) = commit_state.as_ref().and_then(|s| s.take_error()) {
         return Err(Error::Sink(e));
     }
@@ -188,7 +200,8 @@ pub fn run_job(
         return Err(e);
     }
     use std::sync::atomic::Ordering::Relaxed;
-    Ok(JobReport {
+    let rewind = counters.rewind_to.lock().ok().and_then(|mut r| r.take());
+    let report = JobReport {
         ticks: counters.ticks.load(Relaxed),
         holdings: counters.holdings.load(Relaxed),
         dead_letters: counters.dead_letters.load(Relaxed),
@@ -202,6 +215,98 @@ pub fn run_job(
             .lock()
             .map(|o| o.iter().map(|((t, p), n)| (t.clone(), *p, *n)).collect())
             .unwrap_or_default(),
-        stopped_by: None,
-    })
+        rewind,
+        passes: 1,
+        restored_prices: 0,
+        restored_window: None,
+    };
+    Ok((report, sink))
+}
+
+/// What a whole run asks for.
+#[derive(Debug, Clone)]
+pub struct RunRequest {
+    pub spec: StartSpec,
+    pub reset_offsets: bool,
+    pub restore: Restore,
+    /// On processes other than 0 (no sink): the offsets stored by the job.
+    pub follower_offsets: std::collections::BTreeMap<(String, i32), i64>,
+}
+
+/// Days a re-run's window reaches before the earliest day that needed it, so that a replay
+/// reading old records partition by partition does not re-run once per partition.
+const REWIND_MARGIN_DAYS: i64 = 31;
+
+/// A whole run: loads the stored state (a window of it, or all), plans the start (a lost log
+/// is refused here), runs a pass, and re-runs with a wider window as long as a record needs
+/// one. `on_plan` sees every pass's plan (for its notes). On a clean end the sink is finished
+/// (a stateful sink gives its lease back).
+pub fn run(
+    mut config: JobConfig,
+    log: Arc<dyn Log>,
+    mut sink: Option<Box<dyn Sink>>,
+    request: RunRequest,
+    stop: Arc<AtomicBool>,
+    counters: Arc<JobCounters>,
+    on_plan: impl Fn(&StartPlan, &StoredState),
+) -> Result<JobReport> {
+    let started = Instant::now();
+    let mut restore = request.restore;
+    let mut spec = request.spec;
+    let mut reset = request.reset_offsets;
+    let mut passes = 0u32;
+    loop {
+        passes += 1;
+        let state = match sink.as_mut() {
+            Some(s) => s.load(restore)?,
+            None => StoredState {
+                offsets: request.follower_offsets.clone(),
+                ..StoredState::default()
+            },
+        };
+        let plan = match plan(log.as_ref(), &config.topics, &state.offsets, &spec, reset) {
+            Ok(p) => p,
+            Err(e) => {
+                if let Some(s) = sink.as_mut() {
+                    let _ = s.finish();
+                }
+                return Err(e);
+            }
+        };
+        on_plan(&plan, &state);
+        config.window = state.window;
+        let (restored_prices, restored_window) = (state.prices.len(), state.window);
+        let (mut report, back) = run_job(
+            config.clone(),
+            Arc::clone(&log),
+            plan,
+            sink.take().map(|s| (s, Arc::new(state))),
+            Arc::clone(&stop),
+            Arc::clone(&counters),
+        )?;
+        sink = back;
+        report.passes = passes;
+        report.restored_prices = restored_prices;
+        report.restored_window = restored_window;
+        report.elapsed = started.elapsed();
+        match report.rewind {
+            Some(day) if !stop.load(std::sync::atomic::Ordering::SeqCst) => {
+                let from = day - chrono::Duration::days(REWIND_MARGIN_DAYS);
+                tracing::info!(
+                    %day,
+                    window = %from,
+                    "a record touches a day before the restored state: running again with the state from {from}"
+                );
+                restore = Restore::From(from);
+                spec = StartSpec::Resume;
+                reset = false;
+            }
+            _ => {
+                if let Some(s) = sink.as_mut() {
+                    s.finish()?;
+                }
+                return Ok(report);
+            }
+        }
+    }
 }

@@ -29,6 +29,8 @@ const MAX_HELD_BATCHES: usize = 2;
 /// Stop messages: an error makes every process exit with an error; a signal is a clean stop.
 pub(super) const STOP_ERROR: &str = "error: ";
 const STOP_SIGNAL: &str = "signal: ";
+/// A record touched a day before the restored window: stop cleanly, re-run wider.
+const STOP_REWIND: &str = "rewind: ";
 
 /// What one worker needs beyond its dataflow.
 pub(super) struct WorkerSetup<'a> {
@@ -131,7 +133,7 @@ pub(super) fn run_worker<A: Allocate>(
         probe,
         outbox,
         stop: mut cluster_stop,
-    } = build(worker, config.keep_state);
+    } = build(worker, config.keep_state, config.window);
     let skip_first = state.as_ref().is_some_and(|s| !s.is_empty());
     let mut error: Option<Error> = None;
 
@@ -174,6 +176,11 @@ pub(super) fn run_worker<A: Allocate>(
         for h in &state.holdings {
             inputs.holdings.update_at(h.clone(), 0, 1);
         }
+        for seed in &state.seeds {
+            inputs
+                .seeds
+                .update_at((seed.portfolio, seed.date, seed.value), 0, 1);
+        }
     }
     for s in &slots {
         inputs
@@ -182,6 +189,7 @@ pub(super) fn run_worker<A: Allocate>(
     }
 
     let mut decoder = Decoder::new(Arc::clone(&config.universe));
+    let mut rewind_to: Option<chrono::NaiveDate> = None;
     let mut retry = SourceRetry::new();
     let mut forwarded_first = false;
     let mut rejected_logged = 0u64;
@@ -205,7 +213,7 @@ pub(super) fn run_worker<A: Allocate>(
             if outlet.state.failed() {
                 continue;
             }
-            if let Err(batch) = outlet.offer(batch) {
+            if let Some(batch) = outlet.offer(batch) {
                 outbox.borrow_mut().push_front(batch);
                 return;
             }
@@ -253,6 +261,24 @@ pub(super) fn run_worker<A: Allocate>(
                 let slots_ref = &slots;
                 let mut on_record = |r: RecordRef<'_>| {
                     let is_prices = r.topic == config.topics.prices;
+                    let decoded = if is_prices {
+                        decoder.price(&r)
+                    } else {
+                        decoder.holding(&r)
+                    };
+                    // A record about a day before the restored window: stop before it; the
+                    // job re-runs with a window that covers it.
+                    let day = match &decoded {
+                        Decoded::Price(p) => Some(p.date),
+                        Decoded::Holding(h) => Some(h.from),
+                        Decoded::Rejected(_) => None,
+                    };
+                    if let (Some(w), Some(d)) = (config.window, day) {
+                        if d < w {
+                            rewind_to = Some(rewind_to.map_or(d, |r: chrono::NaiveDate| r.min(d)));
+                            return ControlFlow::Break(());
+                        }
+                    }
                     let slot = slot_of.get(&(is_prices, r.partition)).copied();
                     let at = match slot.map(|i| &slots_ref[i]) {
                         Some(s) if !is_prices && r.offset < s.end => t.max(1),
@@ -262,11 +288,6 @@ pub(super) fn run_worker<A: Allocate>(
                         let entry = advanced.entry(i).or_insert((0, at, None));
                         *entry = (r.offset + 1, entry.1.max(at), entry.2.max(r.timestamp_ms));
                     }
-                    let decoded = if is_prices {
-                        decoder.price(&r)
-                    } else {
-                        decoder.holding(&r)
-                    };
                     match decoded {
                         Decoded::Price(p) => {
                             ticks += 1;
@@ -280,7 +301,7 @@ pub(super) fn run_worker<A: Allocate>(
                             dead += 1;
                             dead_bytes += dl.payload.len() + dl.reason.len();
                             rejected_logged += 1;
-                            if rejected_logged <= 100 || rejected_logged % 1000 == 0 {
+                            if rejected_logged <= 100 || rejected_logged.is_multiple_of(1000) {
                                 tracing::warn!(
                                     topic = r.topic,
                                     partition = r.partition,
@@ -327,6 +348,12 @@ pub(super) fn run_worker<A: Allocate>(
                 counters.ticks.fetch_add(ticks, Relaxed);
                 counters.holdings.fetch_add(holdings, Relaxed);
                 counters.dead_letters.fetch_add(dead, Relaxed);
+                if let Some(day) = rewind_to.take() {
+                    if let Ok(mut r) = counters.rewind_to.lock() {
+                        *r = Some(r.map_or(day, |r| r.min(day)));
+                    }
+                    cluster_stop.raise(&format!("{STOP_REWIND}{day}"));
+                }
             }
             _ => {
                 worker.step_or_park(Some(Duration::from_millis(20)));
@@ -338,6 +365,10 @@ pub(super) fn run_worker<A: Allocate>(
             inputs
                 .control
                 .send((Control::Offset(s.position(offset), newest), at));
+        }
+        if cluster_stop.raised() {
+            // This worker stops reading now (a record it must not pass, or an error).
+            break;
         }
         let phase_done = match t {
             1 => slots.iter().all(|s| s.is_prices || s.next >= s.end),

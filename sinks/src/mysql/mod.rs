@@ -411,17 +411,19 @@ pub fn retrying<T>(give_up: Duration, what: &str, mut f: impl FnMut() -> Result<
 }
 
 impl Sink for MySqlSink {
-    fn load(&mut self) -> stockflow_core::Result<StoredState> {
+    fn load(&mut self, restore: stockflow_core::Restore) -> stockflow_core::Result<StoredState> {
         let (job, universe) = (self.job.clone(), Arc::clone(&self.universe));
         let started = Instant::now();
         let cfg = self.cfg.clone();
         let state = retrying(self.retry_for, "loading the job's state", || {
             let mut conn = cfg.connect()?;
-            state::load(&mut conn, &universe, &job)
+            state::load(&mut conn, &universe, &job, restore)
         })?;
         tracing::info!(
             prices = state.prices.len(),
             holdings = state.holdings.len(),
+            seeds = state.seeds.len(),
+            window = ?state.window,
             partitions = state.offsets.len(),
             seconds = started.elapsed().as_secs_f64(),
             "loaded the job's stored state"

@@ -25,6 +25,8 @@ pub struct RebuildReport {
 
 /// An evaluation as the table shows it: (value, change, change %) with 6 decimals.
 type Shown = (String, Option<String>, Option<String>);
+/// (portfolio, day, value, change, change %) as read.
+type StoredRow = (String, String, String, Option<String>, Option<String>);
 
 fn shown(e: &Evaluation) -> Shown {
     (
@@ -69,7 +71,7 @@ pub fn rebuild(
             let mut r = RebuildReport::default();
             let marks = vec!["?"; names.len()].join(", ");
             let params: Vec<Value> = names.iter().map(text).collect();
-            let have: Vec<(String, String, String, Option<String>, Option<String>)> = tx.exec(
+            let have: Vec<StoredRow> = tx.exec(
                 format!(
                     "SELECT portfolio, CAST(as_of AS CHAR), CAST(nav AS CHAR), CAST(nav_change AS CHAR), \
                      CAST(nav_change_pct AS CHAR) FROM evaluations WHERE portfolio IN ({marks})"

@@ -5,7 +5,7 @@ use chrono::NaiveDate;
 use mysql::prelude::Queryable;
 use mysql::Conn;
 use std::collections::{BTreeMap, BTreeSet};
-use stockflow_core::{HoldingInput, Money, PriceInput, StoredState};
+use stockflow_core::{HoldingInput, Money, PriceInput, Restore, Seed, StoredState};
 use stockflow_market::Universe;
 
 fn date(s: &str) -> Result<NaiveDate> {
@@ -26,16 +26,49 @@ pub fn offsets(conn: &mut Conn, job: &str) -> Result<BTreeMap<(String, i32), i64
     Ok(rows.into_iter().map(|(t, p, o)| ((t, p), o)).collect())
 }
 
-/// Loads the job's stored state. Refuses a database whose state names stocks or portfolios
-/// this market does not have (another `--market`), and one written by a stockflow that did not
-/// store its state.
-pub fn load(conn: &mut Conn, universe: &Universe, job: &str) -> Result<StoredState> {
-    let offsets = offsets(conn, job)?;
+/// Loads the job's stored state (all of it, or a window as `restore` asks), in one consistent
+/// snapshot. Refuses a database whose state names stocks or portfolios this market does not
+/// have (another `--market`), and one written by a stockflow that did not store its state.
+pub fn load(
+    conn: &mut Conn,
+    universe: &Universe,
+    job: &str,
+    restore: Restore,
+) -> Result<StoredState> {
+    let opts = mysql::TxOpts::default()
+        .set_with_consistent_snapshot(true)
+        .set_access_mode(Some(mysql::AccessMode::ReadOnly));
+    let mut tx = conn.start_transaction(opts)?;
+    let state = load_in(&mut tx, universe, job, restore)?;
+    tx.commit()?;
+    Ok(state)
+}
+
+fn load_in(
+    conn: &mut mysql::Transaction<'_>,
+    universe: &Universe,
+    job: &str,
+    restore: Restore,
+) -> Result<StoredState> {
+    let rows: Vec<(String, i32, i64)> = conn.exec(
+        "SELECT topic, kafka_partition, next_offset FROM stream_progress WHERE job = ?",
+        (job,),
+    )?;
+    let offsets: BTreeMap<(String, i32), i64> =
+        rows.into_iter().map(|(t, p, o)| ((t, p), o)).collect();
+    let span: Option<(Option<String>, Option<String>)> =
+        conn.query_first("SELECT CAST(MIN(as_of) AS CHAR), CAST(MAX(as_of) AS CHAR) FROM prices")?;
+    let window = match span {
+        Some((Some(first), Some(last))) => restore.window(date(&first)?, date(&last)?),
+        _ => None,
+    };
     let mut unknown: BTreeSet<String> = BTreeSet::new();
     let mut prices = Vec::new();
-    let rows = conn.query_iter(
+    let since = window.map_or_else(|| "0001-01-01".to_string(), |w| w.to_string());
+    let rows = conn.exec_iter(
         "SELECT ticker, CAST(as_of AS CHAR), CAST(price AS CHAR), version_ts, \
-         version_partition, version_offset FROM prices",
+         version_partition, version_offset FROM prices WHERE as_of >= ?",
+        (&since,),
     )?;
     for row in rows {
         let (ticker, as_of, price, ts, part, off): (String, String, String, i64, i32, i64) =
@@ -50,6 +83,28 @@ pub fn load(conn: &mut Conn, universe: &Universe, job: &str) -> Result<StoredSta
             }),
             None => {
                 unknown.insert(ticker);
+            }
+        }
+    }
+    let mut seeds = Vec::new();
+    if let Some(w) = window {
+        // Each portfolio's last evaluation before the window (the primary key serves it).
+        let rows: Vec<(String, String, String)> = conn.exec(
+            "SELECT e.portfolio, CAST(e.as_of AS CHAR), CAST(e.nav AS CHAR) FROM evaluations e \
+             JOIN (SELECT portfolio, MAX(as_of) AS last_day FROM evaluations WHERE as_of < ? \
+             GROUP BY portfolio) m ON m.portfolio = e.portfolio AND m.last_day = e.as_of",
+            (w.to_string(),),
+        )?;
+        for (portfolio, day, value) in rows {
+            match universe.portfolio_id(&portfolio) {
+                Some(p) => seeds.push(Seed {
+                    portfolio: p,
+                    date: date(&day)?,
+                    value: money(&value)?,
+                }),
+                None => {
+                    unknown.insert(portfolio);
+                }
             }
         }
     }
@@ -109,6 +164,8 @@ pub fn load(conn: &mut Conn, universe: &Universe, job: &str) -> Result<StoredSta
         prices,
         holdings,
         offsets,
+        window,
+        seeds,
     })
 }
 
