@@ -67,7 +67,7 @@ def main():
     raw = sh(SF, "--output", "json", "bench", "consume", "--topic", p, json_out=True)
     for w in ("1", "2"):
         e2e = sh(SF, "--output", "json", "run", "-w", w, "--until-caught-up", "--sink", "null", "--market", SYNTH,
-                 "--prices-topic", p, "--holdings-topic", h, stderr_json=True)
+                 "--prices-topic", p, "--holdings-topic", h, json_out=True)
         add("dataflow", f"end to end -w {w}, {SYNTH}, {DAYS} days (ticks/s)", fmt(e2e["ticks_per_second"]),
             f"raw consume {fmt(raw['records_per_second'])}", f"{e2e['ticks_per_second'] / raw['records_per_second']:.2f}")
         add("dataflow", f"end to end -w {w}: evaluations/s, peak RSS MiB", f"{fmt(e2e['evaluations_per_second'])}, {fmt(e2e['peak_rss_mib'])}")
@@ -84,7 +84,7 @@ def main():
     sh(SF, "exchange", "all", "--backfill", "--from", "2000-01-01", "--topic", p)
     db = f"sf_bench_spec_{RUN}"
     spec = sh(SF, "--output", "json", "run", "-w", "2", "--until-caught-up", "--prices-topic", p, "--holdings-topic", h,
-              "--mysql-url", f"{MYSQL}/{db}", stderr_json=True)
+              "--mysql-url", f"{MYSQL}/{db}", json_out=True)
     add("sink", "spec market 2000..today, whole job -w 2 (rows/s)", fmt(spec["sink"]["rows_per_second"]))
     rt = time.time()
     rep = sh(SF, "report", "--all", "--format", "json", "--out", f"/tmp/bench-report-{RUN}", "--mysql-url", f"{MYSQL}/{db}", json_out=True)
@@ -96,7 +96,7 @@ def main():
     sh(SF, "exchange", "all", "--backfill", "--from", "2000-01-01", "--days", str(SINK_DAYS), "--market", SYNTH, "--topic", p)
     db = f"sf_bench_syn_{RUN}"
     syn = sh(SF, "--output", "json", "run", "-w", "2", "--until-caught-up", "--market", SYNTH, "--prices-topic", p,
-             "--holdings-topic", h, "--mysql-url", f"{MYSQL}/{db}", stderr_json=True)
+             "--holdings-topic", h, "--mysql-url", f"{MYSQL}/{db}", json_out=True)
     sql(f"DROP DATABASE {db}")
     n = syn["sink"]["rows_upserted"]
     ins = sh(SF, "--output", "json", "bench", "mysql-insert", "--rows", str(n), "--mysql-url", f"{MYSQL}/sf_bench_raw_{RUN}", json_out=True)

@@ -23,6 +23,7 @@ fn init_logging(format: LogFormat) {
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     init_logging(cli.global.log_format);
+    stockflow_dataflow::panics::install_hook();
     match run(cli) {
         Ok(code) => code,
         Err(e) => {

@@ -150,7 +150,11 @@ fn publish_reports_bad_lines_and_publishes_the_good_ones() {
         r#"{"TICK": "VZ", "PRICE": "46.49", "TS": "2000-02-31"}"#,
         r#"{"TICK": "VZ", "PRICE": "46.49", "TS": "2000-01-04"}"#,
     ];
-    std::fs::write(&file, lines.join("\n")).unwrap_or_else(|e| panic!("{e}"));
+    // A line that is not UTF-8, then one more good line: the rest is still published.
+    let mut bytes = lines.join("\n").into_bytes();
+    bytes.extend_from_slice(b"\n{\"TICK\": \"IBM\xff\", \"PRICE\": \"1.00\"}\r\n");
+    bytes.extend_from_slice(br#"{"TICK": "MSFT", "PRICE": "380.16", "TS": "2000-01-03"}"#);
+    std::fs::write(&file, bytes).unwrap_or_else(|e| panic!("{e}"));
     let out = stockflow()
         .args(["exchange", "publish", "--topic", &topic])
         .arg(&file)
@@ -168,18 +172,27 @@ fn publish_reports_bad_lines_and_publishes_the_good_ones() {
         "{stderr}"
     );
     assert!(stderr.contains("ticks.jsonl:7: bad date"), "{stderr}");
+    assert!(
+        stderr.contains("ticks.jsonl:9: payload is not UTF-8"),
+        "{stderr}"
+    );
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.contains("3 published"), "{stdout}");
+    assert!(stdout.contains("4 published"), "{stdout}");
 
     let got = decode_all(&topic);
     let tickers: BTreeSet<(String, String)> = got
         .iter()
         .map(|(_, t)| (t.ticker.clone(), t.price.to_string()))
         .collect();
-    let want: BTreeSet<(String, String)> = [("IBM", "256.90"), ("ORCL", "148.79"), ("VZ", "46.49")]
-        .iter()
-        .map(|(a, b)| (a.to_string(), b.to_string()))
-        .collect();
+    let want: BTreeSet<(String, String)> = [
+        ("IBM", "256.90"),
+        ("ORCL", "148.79"),
+        ("VZ", "46.49"),
+        ("MSFT", "380.16"),
+    ]
+    .iter()
+    .map(|(a, b)| (a.to_string(), b.to_string()))
+    .collect();
     assert_eq!(tickers, want);
     let _ = std::fs::remove_dir_all(dir);
 }

@@ -13,6 +13,7 @@ pub mod eval;
 pub mod graph;
 pub mod job;
 pub mod memory;
+pub mod panics;
 pub mod runtime;
 pub mod sinks;
 

@@ -125,9 +125,9 @@ pub fn run_with<S: Sink + 'static>(
         }
         result
     })
-    .map_err(Error::Dataflow)?;
+    .map_err(crate::panics::describe)?;
     for r in guards.join() {
-        r.map_err(Error::Dataflow)??;
+        r.map_err(crate::panics::describe)??;
     }
     let stats = stats
         .lock()

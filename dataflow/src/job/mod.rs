@@ -171,11 +171,11 @@ pub fn run_job(
             },
         )
     })
-    .map_err(Error::Dataflow)?;
+    .map_err(crate::panics::describe)?;
     let mut own: Option<Error> = None;
     let mut stopped: Option<Error> = None;
     for r in guards.join() {
-        match r.map_err(Error::Dataflow).and_then(|r| r) {
+        match r.map_err(crate::panics::describe).and_then(|r| r) {
             Ok(()) => {}
             Err(e @ Error::Stopped(_)) => {
                 stopped.get_or_insert(e);

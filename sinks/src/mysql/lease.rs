@@ -52,6 +52,12 @@ pub struct LeaseRow {
 
 impl LeaseRow {
     pub fn describe(&self) -> String {
+        if self.holder.pid == 0 {
+            return format!(
+                "epoch {}, released by host {} (started {})",
+                self.epoch, self.holder.host, self.started_at
+            );
+        }
         format!(
             "epoch {} on host {} (pid {}), started {}, last heartbeat {:.1} s ago",
             self.epoch,
