@@ -190,9 +190,10 @@ pub struct ReportArgs {
     /// The period of item 4, whole years inclusive.
     #[arg(long, default_value = "2020..2024")]
     pub period: String,
-    /// text: files plus a summary table; json: the figures on stdout (files are still written).
-    #[arg(long, value_enum, default_value_t = Output::Text)]
-    pub format: Output,
+    /// text: files plus a summary table; json: the figures on stdout (files are still
+    /// written). Default: the global --output.
+    #[arg(long, value_enum)]
+    pub format: Option<Output>,
     /// Skip the PNG charts.
     #[arg(long)]
     pub no_charts: bool,

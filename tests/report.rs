@@ -111,20 +111,20 @@ fn the_five_items_match_hand_computed_values() {
     let p = &ps[0];
     assert_eq!(p["portfolio"], "P11");
     // 1. whole history
-    assert!(close(&p["overall"]["max_change"][0], 21.0));
+    assert_eq!(p["overall"]["max_change"][0], "21.00", "exact money, as text");
     assert_eq!(p["overall"]["max_change"][1], "2024-01-03");
-    assert!(close(&p["overall"]["min_change"][0], -30.0));
+    assert_eq!(p["overall"]["min_change"][0], "-30.00");
     assert_eq!(p["overall"]["min_change"][1], "2024-02-01");
-    assert!(close(&p["overall"]["max_change_pct"][0], 21.212121));
-    assert!(close(&p["overall"]["min_change_pct"][0], -25.0));
+    assert_eq!(p["overall"]["max_change_pct"][0], "21.212121");
+    assert_eq!(p["overall"]["min_change_pct"][0], "-25.00");
     // 2. per year (the first day's NULL change is not a change)
     let years = p["yearly"].as_array().cloned().unwrap_or_default();
     assert_eq!(years.len(), 2);
     assert_eq!(years[0][0], 2023);
-    assert!(close(&years[0][1]["max_change"][0], 10.0));
-    assert!(close(&years[0][1]["min_change"][0], 10.0));
-    assert!(close(&years[1][1]["max_change"][0], 21.0));
-    assert!(close(&years[1][1]["min_change_pct"][0], -25.0));
+    assert_eq!(years[0][1]["max_change"][0], "10.00");
+    assert_eq!(years[0][1]["min_change"][0], "10.00");
+    assert_eq!(years[1][1]["max_change"][0], "21.00");
+    assert_eq!(years[1][1]["min_change_pct"][0], "-25.00");
     // 3. whole history, sample standard deviation
     let all = [100.0, 110.0, 99.0, 120.0, 90.0];
     assert!(close(
@@ -165,7 +165,7 @@ fn the_five_items_match_hand_computed_values() {
     assert!(!out_dir.join("Inv2_P21_stats").exists());
     let csv = std::fs::read_to_string(out_dir.join("stats.csv")).unwrap_or_else(|e| panic!("{e}"));
     assert!(
-        csv.starts_with("investor,portfolio,item,scope,metric,value,day"),
+        csv.starts_with("investor,portfolio,item,scope,metric,value,exact,day"),
         "{csv}"
     );
     assert!(
@@ -205,8 +205,14 @@ fn the_five_items_match_hand_computed_values() {
         .arg(&out_dir)
         .output()
         .unwrap_or_else(|e| panic!("{e}"));
+    // An empty period is a warning: everything else is written, exit 0.
+    assert!(no_period.status.success());
     assert!(String::from_utf8_lossy(&no_period.stderr)
         .contains("no evaluations in the period 2010..2012"));
+    let text =
+        std::fs::read_to_string(out_dir.join("Inv1_P11_stats")).unwrap_or_else(|e| panic!("{e}"));
+    assert!(text.contains("no evaluation in this period"), "{text}");
+    assert!(text.contains("-30.00  on 2024-02-01"), "{text}");
     let down = stockflow()
         .args([
             "report",

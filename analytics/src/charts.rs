@@ -78,7 +78,7 @@ pub fn value_chart(p: &PortfolioStats, path: &Path) -> Result<()> {
     chart
         .configure_mesh()
         .x_label_formatter(&|d| from_epoch_days(*d).to_string())
-        .y_label_formatter(&|v| crate::render::money(*v))
+        .y_label_formatter(&|v| crate::render::float(*v))
         .x_labels(8)
         .draw()
         .map_err(|e| err(e.to_string()))?;
@@ -161,7 +161,7 @@ pub fn monthly_chart(p: &PortfolioStats, path: &Path) -> Result<()> {
     chart
         .configure_mesh()
         .x_label_formatter(&|i| labels.get(*i as usize).cloned().unwrap_or_default())
-        .y_label_formatter(&|v| crate::render::money(*v))
+        .y_label_formatter(&|v| crate::render::float(*v))
         .x_labels(12)
         .draw()
         .map_err(|e| err(e.to_string()))?;

@@ -1,6 +1,7 @@
 //! The same figures for machines, as one tidy (long) table: one row per figure, columns
-//! investor, portfolio, item (1–5), scope (`all`, a year, the period, a month), metric, value,
-//! day (when the figure happened). Written as CSV and Parquet; JSON on request.
+//! investor, portfolio, item (1–5), scope (`all`, a year, the period, a month), metric, value
+//! (f64, every figure), exact (the money figures' exact decimal text), day (when the figure
+//! happened). Written as CSV and Parquet; JSON on request.
 
 use crate::stats::{Extremes, Stats};
 use crate::{Error, Result};
@@ -15,6 +16,7 @@ struct Rows {
     scope: Vec<String>,
     metric: Vec<String>,
     value: Vec<Option<f64>>,
+    exact: Vec<Option<String>>,
     day: Vec<Option<String>>,
 }
 
@@ -24,7 +26,7 @@ impl Rows {
         key: (&str, &str, i32),
         scope: String,
         metric: &str,
-        value: Option<f64>,
+        value: (Option<f64>, Option<String>),
         day: Option<String>,
     ) {
         let (inv, pf, item) = key;
@@ -33,7 +35,8 @@ impl Rows {
         self.item.push(item);
         self.scope.push(scope);
         self.metric.push(metric.into());
-        self.value.push(value);
+        self.value.push(value.0);
+        self.exact.push(value.1);
         self.day.push(day);
     }
 
@@ -48,7 +51,10 @@ impl Rows {
                 (inv, pf, item),
                 scope.clone(),
                 metric,
-                v.map(|x| x.0),
+                (
+                    v.map(|x| crate::load::approx(x.0 .0)),
+                    v.map(|x| x.0 .0.to_string()),
+                ),
                 v.map(|x| x.1.to_string()),
             );
         }
@@ -69,16 +75,28 @@ pub fn tidy(stats: &Stats) -> Result<DataFrame> {
             (inv, pf, 3),
             "all".into(),
             "mean",
-            Some(p.evaluation.mean),
+            (Some(p.evaluation.mean), None),
             None,
         );
-        r.push((inv, pf, 3), "all".into(), "std", p.evaluation.std, None);
+        r.push(
+            (inv, pf, 3),
+            "all".into(),
+            "std",
+            (p.evaluation.std, None),
+            None,
+        );
         if let Some(s) = &p.period {
-            r.push((inv, pf, 4), period.clone(), "mean", Some(s.mean), None);
-            r.push((inv, pf, 4), period.clone(), "std", s.std, None);
+            r.push((inv, pf, 4), period.clone(), "mean", (Some(s.mean), None), None);
+            r.push((inv, pf, 4), period.clone(), "std", (s.std, None), None);
         }
         for ((y, m), v) in &p.monthly {
-            r.push((inv, pf, 5), format!("{y}-{m:02}"), "mean", Some(*v), None);
+            r.push(
+                (inv, pf, 5),
+                format!("{y}-{m:02}"),
+                "mean",
+                (Some(*v), None),
+                None,
+            );
         }
     }
     Ok(DataFrame::new_infer_height(vec![
@@ -88,6 +106,7 @@ pub fn tidy(stats: &Stats) -> Result<DataFrame> {
         Column::new("scope".into(), r.scope),
         Column::new("metric".into(), r.metric),
         Column::new("value".into(), r.value),
+        Column::new("exact".into(), r.exact),
         Column::new("day".into(), r.day),
     ])?)
 }

@@ -1,8 +1,10 @@
 //! Batch analytics with Polars: the course's per-portfolio statistics (its Spark app), as
 //! aligned text files, a tidy CSV/Parquet/JSON table, and PNG charts.
 //!
-//! `load` reads InvestorsDB (one query per table) into a DataFrame; `stats` computes the five
-//! items with Polars; `render` writes the text files; `export` the tidy table; `charts` the PNGs.
+//! `load` reads InvestorsDB (one query per table), amounts exact; `stats` computes the five
+//! items: the money figures (extremes) exactly from the stored decimals, the means, deviations
+//! and monthly averages with Polars; `render` writes the text files; `export` the tidy table;
+//! `charts` the PNGs.
 
 pub mod charts;
 pub mod export;
@@ -22,8 +24,8 @@ pub enum Error {
     UnknownInvestor(String, String),
     #[error("{0} has no evaluations yet: run the pipeline first (stockflow run)")]
     EmptyHistory(String),
-    #[error("no evaluations in the period {0}..{1}")]
-    EmptyPeriod(i32, i32),
+    #[error("a stored figure is unreadable: {0}")]
+    Corrupt(String),
     #[error("bad period {0:?}: expected YYYY..YYYY")]
     BadPeriod(String),
     #[error("Polars: {0}")]

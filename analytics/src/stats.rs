@@ -1,19 +1,63 @@
-//! The five items of the course's report, computed with Polars.
+//! The five items of the course's report. The money figures (item 1 and 2: the extremes of the
+//! daily change and change %) are exact, from the stored decimals; the means, standard
+//! deviations and monthly averages (items 3–5) are computed with Polars as floats.
 
-use crate::load::{from_epoch_days, Reference};
-use crate::{Error, Period, Result};
-use chrono::NaiveDate;
+use crate::load::{approx, EvalRow, Evaluations, Reference};
+use crate::{Period, Result};
+use chrono::{Datelike, NaiveDate};
 use polars::prelude::*;
-use serde::Serialize;
+use serde::{Serialize, Serializer};
+use std::collections::HashMap;
+use stockflow_core::Money;
 
-/// Max and min of the daily change and change %, with the day each happened.
+/// An exact amount, serialized as its decimal text (`"21.00"`, `"-33.333333"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Exact(pub Money);
+
+impl Serialize for Exact {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0.to_string())
+    }
+}
+
+/// Max and min of the daily change and change %, with the first day each happened.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Extremes {
-    pub max_change: Option<(f64, NaiveDate)>,
-    pub min_change: Option<(f64, NaiveDate)>,
-    pub max_change_pct: Option<(f64, NaiveDate)>,
-    pub min_change_pct: Option<(f64, NaiveDate)>,
+    pub max_change: Option<(Exact, NaiveDate)>,
+    pub min_change: Option<(Exact, NaiveDate)>,
+    pub max_change_pct: Option<(Exact, NaiveDate)>,
+    pub min_change_pct: Option<(Exact, NaiveDate)>,
 }
+
+impl Extremes {
+    /// The extremes over `rows` (in day order); the first day wins a tie. A first day's absent
+    /// change is not a change.
+    pub fn of<'a>(rows: impl IntoIterator<Item = &'a EvalRow>) -> Self {
+        fn keep(
+            slot: &mut Option<(Exact, NaiveDate)>,
+            v: Option<Money>,
+            day: NaiveDate,
+            better: fn(Money, Money) -> bool,
+        ) {
+            if let Some(v) = v {
+                if slot.is_none_or(|(cur, _)| better(v, cur.0)) {
+                    *slot = Some((Exact(v), day));
+                }
+            }
+        }
+        let mut e = Extremes::default();
+        for r in rows {
+            keep(&mut e.max_change, r.change, r.day, |a, b| a > b);
+            keep(&mut e.min_change, r.change, r.day, |a, b| a < b);
+            keep(&mut e.max_change_pct, r.change_pct, r.day, |a, b| a > b);
+            keep(&mut e.min_change_pct, r.change_pct, r.day, |a, b| a < b);
+        }
+        e
+    }
+}
+
+/// ((year, month), average evaluation).
+pub type MonthAverage = ((i32, u32), f64);
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct MeanStd {
@@ -31,6 +75,8 @@ pub struct PortfolioStats {
     pub portfolio: String,
     pub first_day: NaiveDate,
     pub last_day: NaiveDate,
+    /// The last evaluation, exact.
+    pub last_value: Exact,
     /// 1. over the whole history
     pub overall: Extremes,
     /// 2. per year, oldest first
@@ -40,7 +86,7 @@ pub struct PortfolioStats {
     /// 4. evaluation over the period (None when the period has no day)
     pub period: Option<MeanStd>,
     /// 5. average evaluation per month, most recent first: ((year, month), average)
-    pub monthly: Vec<((i32, u32), f64)>,
+    pub monthly: Vec<MonthAverage>,
     /// The whole series, for charts: (day, value).
     #[serde(skip)]
     pub series: Vec<(NaiveDate, f64)>,
@@ -49,6 +95,8 @@ pub struct PortfolioStats {
 #[derive(Debug, Clone, Serialize)]
 pub struct Stats {
     pub period: (i32, i32),
+    /// True when no portfolio has an evaluation in the period (item 4 is then empty).
+    pub period_empty: bool,
     pub portfolios: Vec<PortfolioStats>,
 }
 
@@ -82,225 +130,150 @@ fn strs(df: &DataFrame, name: &str) -> Result<Vec<String>> {
         .collect())
 }
 
-/// The extremes of one group and the first day each was reached.
-fn extremes_exprs() -> Vec<Expr> {
-    let at = |value: &str, of: Expr| {
-        col("as_of")
-            .filter(col(value).eq(of))
-            .first()
-            .cast(DataType::Int32)
-    };
-    vec![
-        col("change").max().alias("max_change"),
-        at("change", col("change").max()).alias("max_change_day"),
-        col("change").min().alias("min_change"),
-        at("change", col("change").min()).alias("min_change_day"),
-        col("change_pct").max().alias("max_pct"),
-        at("change_pct", col("change_pct").max()).alias("max_pct_day"),
-        col("change_pct").min().alias("min_pct"),
-        at("change_pct", col("change_pct").min()).alias("min_pct_day"),
-    ]
+/// Mean, sample std and count of `value` per portfolio, with Polars' eager group-by. (Its
+/// aggregations are marked deprecated in favour of the lazy engine, which would add
+/// polars-stream, object_store, reqwest and hyper to the build: minutes on 2 cores, for
+/// nothing these reports use.)
+#[allow(deprecated)]
+fn mean_std(df: &DataFrame) -> Result<HashMap<String, MeanStd>> {
+    let mean = df.group_by(["portfolio"])?.select(["value"]).mean()?;
+    let std = df.group_by(["portfolio"])?.select(["value"]).std(1)?;
+    let count = df.group_by(["portfolio"])?.select(["value"]).count()?;
+    let key = |d: &DataFrame| strs(d, "portfolio");
+    let means: HashMap<String, Option<f64>> =
+        key(&mean)?.into_iter().zip(f64s(&mean, "value_mean")?).collect();
+    let stds: HashMap<String, Option<f64>> = key(&std)?
+        .into_iter()
+        .zip(f64s(&std, "value_agg_std")?)
+        .collect();
+    let mut out = HashMap::new();
+    for (pf, n) in key(&count)?.into_iter().zip(i32s(&count, "value_count")?) {
+        let days = n.unwrap_or(0).max(0) as usize;
+        out.insert(
+            pf.clone(),
+            MeanStd {
+                mean: means.get(&pf).copied().flatten().unwrap_or(0.0),
+                std: stds.get(&pf).copied().flatten().filter(|_| days > 1),
+                days,
+            },
+        );
+    }
+    Ok(out)
 }
 
-/// The extremes columns of an aggregate, read out of Polars once.
-struct ExtremesColumns(Vec<ValueDayColumns>);
-
-/// A figure's values and the days they happened, one entry per aggregate row.
-type ValueDayColumns = (Vec<Option<f64>>, Vec<Option<i32>>);
-
-impl ExtremesColumns {
-    fn read(df: &DataFrame) -> Result<Self> {
-        let pairs = [
-            ("max_change", "max_change_day"),
-            ("min_change", "min_change_day"),
-            ("max_pct", "max_pct_day"),
-            ("min_pct", "min_pct_day"),
-        ];
-        let mut cols = Vec::with_capacity(4);
-        for (v, d) in pairs {
-            cols.push((f64s(df, v)?, i32s(df, d)?));
-        }
-        Ok(ExtremesColumns(cols))
-    }
-
-    fn row(&self, row: usize) -> Extremes {
-        let pair = |i: usize| -> Option<(f64, NaiveDate)> {
-            let (values, days) = self.0.get(i)?;
-            let value = values.get(row).copied().flatten();
-            let day = days.get(row).copied().flatten();
-            value.zip(day.map(from_epoch_days))
-        };
-        Extremes {
-            max_change: pair(0),
-            min_change: pair(1),
-            max_change_pct: pair(2),
-            min_change_pct: pair(3),
+/// Computes the report of every portfolio in `evals` (as loaded by `load::load`).
+#[allow(deprecated)] // the eager group-by: see `mean_std`
+pub fn compute(reference: &Reference, evals: &Evaluations, period: Period) -> Result<Stats> {
+    let df = evals.frame()?;
+    let overall = mean_std(&df)?;
+    let years = df.column("year")?.as_materialized_series().i32()?.clone();
+    let mask = years.gt_eq(period.from) & years.lt_eq(period.to);
+    let in_period = mean_std(&df.filter(&mask)?)?;
+    let monthly = df
+        .group_by(["portfolio", "year", "month"])?
+        .select(["value"])
+        .mean()?;
+    let mut months: HashMap<String, Vec<MonthAverage>> = HashMap::new();
+    for (((pf, y), m), v) in strs(&monthly, "portfolio")?
+        .into_iter()
+        .zip(i32s(&monthly, "year")?)
+        .zip(i32s(&monthly, "month")?)
+        .zip(f64s(&monthly, "value_mean")?)
+    {
+        if let (Some(y), Some(m), Some(v)) = (y, m.and_then(|m| u32::try_from(m).ok()), v) {
+            months.entry(pf).or_default().push(((y, m), v));
         }
     }
-}
 
-/// Computes the report of every portfolio in `df` (as loaded by `load::load`).
-pub fn compute(reference: &Reference, df: &DataFrame, period: Period) -> Result<Stats> {
-    let keys = [col("investor"), col("portfolio")];
-    let by_portfolio = || SortMultipleOptions::default();
-    let with_year = df.clone().lazy().with_columns([
-        col("as_of").dt().year().cast(DataType::Int32).alias("year"),
-        col("as_of")
-            .dt()
-            .month()
-            .cast(DataType::Int32)
-            .alias("month"),
-    ]);
-
-    let mut overall_aggs = extremes_exprs();
-    overall_aggs.extend([
-        col("nav").mean().alias("mean"),
-        col("nav").std(1).alias("std"),
-        col("nav").count().cast(DataType::Int32).alias("days"),
-        col("as_of").min().cast(DataType::Int32).alias("first"),
-        col("as_of").max().cast(DataType::Int32).alias("last"),
-    ]);
-    let overall = with_year
-        .clone()
-        .group_by(keys.clone())
-        .agg(overall_aggs)
-        .sort(["investor", "portfolio"], by_portfolio())
-        .collect()?;
-    let yearly = with_year
-        .clone()
-        .group_by([col("investor"), col("portfolio"), col("year")])
-        .agg(extremes_exprs())
-        .sort(["investor", "portfolio", "year"], by_portfolio())
-        .collect()?;
-    let in_period = with_year
-        .clone()
-        .filter(
-            col("year")
-                .gt_eq(lit(period.from))
-                .and(col("year").lt_eq(lit(period.to))),
-        )
-        .group_by(keys.clone())
-        .agg([
-            col("nav").mean().alias("mean"),
-            col("nav").std(1).alias("std"),
-            col("nav").count().cast(DataType::Int32).alias("days"),
-        ])
-        .collect()?;
-    let monthly = with_year
-        .group_by([col("investor"), col("portfolio"), col("year"), col("month")])
-        .agg([col("nav").mean().alias("mean")])
-        .sort(
-            ["investor", "portfolio", "year", "month"],
-            SortMultipleOptions::default().with_order_descending_multi([false, false, true, true]),
-        )
-        .collect()?;
-
-    let (o_inv, o_pf) = (strs(&overall, "investor")?, strs(&overall, "portfolio")?);
-    let (o_mean, o_std, o_days) = (
-        f64s(&overall, "mean")?,
-        f64s(&overall, "std")?,
-        i32s(&overall, "days")?,
-    );
-    let (o_first, o_last) = (i32s(&overall, "first")?, i32s(&overall, "last")?);
-    let (y_inv, y_pf, y_year) = (
-        strs(&yearly, "investor")?,
-        strs(&yearly, "portfolio")?,
-        i32s(&yearly, "year")?,
-    );
-    let (p_inv, p_pf) = (
-        strs(&in_period, "investor")?,
-        strs(&in_period, "portfolio")?,
-    );
-    let (p_mean, p_std, p_days) = (
-        f64s(&in_period, "mean")?,
-        f64s(&in_period, "std")?,
-        i32s(&in_period, "days")?,
-    );
-    let (m_pf, m_year, m_month, m_mean) = (
-        strs(&monthly, "portfolio")?,
-        i32s(&monthly, "year")?,
-        i32s(&monthly, "month")?,
-        f64s(&monthly, "mean")?,
-    );
-    let (overall_x, yearly_x) = (
-        ExtremesColumns::read(&overall)?,
-        ExtremesColumns::read(&yearly)?,
-    );
-    let all_pf = strs(df, "portfolio")?;
-    let all_day = i32s(df, "as_of")?;
-    let all_nav = f64s(df, "nav")?;
-    // Row indices of each portfolio in each result, built once (portfolio ids are unique
-    // across investors).
-    fn index(names: &[String]) -> std::collections::HashMap<&str, Vec<usize>> {
-        let mut m: std::collections::HashMap<&str, Vec<usize>> = std::collections::HashMap::new();
-        for (i, n) in names.iter().enumerate() {
-            m.entry(n.as_str()).or_default().push(i);
-        }
-        m
-    }
-    let (y_ix, p_ix, m_ix, all_ix) = (index(&y_pf), index(&p_pf), index(&m_pf), index(&all_pf));
-    let rows_of = |m: &std::collections::HashMap<&str, Vec<usize>>, pf: &str| -> Vec<usize> {
-        m.get(pf).cloned().unwrap_or_default()
-    };
-
-    let mut portfolios = Vec::with_capacity(o_pf.len());
-    for i in 0..o_pf.len() {
-        let (inv, pf) = (&o_inv[i], &o_pf[i]);
+    let mut portfolios = Vec::new();
+    let mut start = 0;
+    while start < evals.rows.len() {
+        let first = &evals.rows[start];
+        let end = evals.rows[start..]
+            .iter()
+            .position(|r| r.portfolio != first.portfolio)
+            .map_or(evals.rows.len(), |n| start + n);
+        let rows = &evals.rows[start..end];
+        start = end;
+        let Some(last) = rows.last() else { continue };
         let (name, city) = reference
             .investors
             .iter()
-            .find(|(id, _, _)| id == inv)
+            .find(|(id, _, _)| *id == first.investor)
             .map_or((String::new(), String::new()), |(_, n, c)| {
                 (n.clone(), c.clone())
             });
-        let mut yearly_stats = Vec::new();
-        for r in rows_of(&y_ix, pf) {
-            if &y_inv[r] == inv {
-                if let Some(y) = y_year[r] {
-                    yearly_stats.push((y, yearly_x.row(r)));
-                }
-            }
+        let mut yearly = Vec::new();
+        let mut y0 = 0;
+        while y0 < rows.len() {
+            let year = rows[y0].day.year();
+            let y1 = rows[y0..]
+                .iter()
+                .position(|r| r.day.year() != year)
+                .map_or(rows.len(), |n| y0 + n);
+            yearly.push((year, Extremes::of(&rows[y0..y1])));
+            y0 = y1;
         }
-        let period_stats = rows_of(&p_ix, pf)
-            .into_iter()
-            .find(|&r| &p_inv[r] == inv)
-            .map(|r| MeanStd {
-                mean: p_mean[r].unwrap_or(0.0),
-                std: p_std[r],
-                days: p_days[r].unwrap_or(0) as usize,
-            });
-        let months = rows_of(&m_ix, pf)
-            .into_iter()
-            .filter_map(|r| Some(((m_year[r]?, u32::try_from(m_month[r]?).ok()?), m_mean[r]?)))
-            .collect();
-        let series = rows_of(&all_ix, pf)
-            .into_iter()
-            .filter_map(|r| Some((from_epoch_days(all_day[r]?), all_nav[r]?)))
-            .collect();
+        let mut monthly = months.remove(&first.portfolio).unwrap_or_default();
+        monthly.sort_by_key(|m| std::cmp::Reverse(m.0));
         portfolios.push(PortfolioStats {
-            investor: inv.clone(),
+            investor: first.investor.clone(),
             investor_name: name,
             city,
-            portfolio: pf.clone(),
-            first_day: from_epoch_days(o_first[i].unwrap_or(0)),
-            last_day: from_epoch_days(o_last[i].unwrap_or(0)),
-            overall: overall_x.row(i),
-            yearly: yearly_stats,
-            evaluation: MeanStd {
-                mean: o_mean[i].unwrap_or(0.0),
-                std: o_std[i],
-                days: o_days[i].unwrap_or(0) as usize,
-            },
-            period: period_stats,
-            monthly: months,
-            series,
+            portfolio: first.portfolio.clone(),
+            first_day: first.day,
+            last_day: last.day,
+            last_value: Exact(last.value),
+            overall: Extremes::of(rows),
+            yearly,
+            evaluation: overall.get(&first.portfolio).cloned().unwrap_or_default(),
+            period: in_period.get(&first.portfolio).cloned(),
+            monthly,
+            series: rows.iter().map(|r| (r.day, approx(r.value))).collect(),
         });
     }
-    if portfolios.iter().all(|p| p.period.is_none()) && !portfolios.is_empty() {
-        return Err(Error::EmptyPeriod(period.from, period.to));
-    }
+    portfolios.sort_by(|a, b| (&a.investor, &a.portfolio).cmp(&(&b.investor, &b.portfolio)));
     Ok(Stats {
         period: (period.from, period.to),
+        period_empty: portfolios.iter().all(|p| p.period.is_none()),
         portfolios,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(day: u32, change: Option<&str>) -> EvalRow {
+        EvalRow {
+            investor: "Inv1".into(),
+            portfolio: "P11".into(),
+            day: NaiveDate::from_ymd_opt(2024, 1, day).unwrap_or_default(),
+            value: Money::from_int(100),
+            change: change.and_then(|c| Money::parse(c).ok()),
+            change_pct: change.and_then(|c| Money::parse(c).ok()),
+        }
+    }
+
+    #[test]
+    fn extremes_are_exact_and_the_first_day_wins_a_tie() {
+        // Two changes that differ only in the sixth decimal: floats of this size lose it.
+        let rows = [
+            row(2, None),
+            row(3, Some("123456789012345.000001")),
+            row(4, Some("123456789012345.000002")),
+            row(5, Some("-5.5")),
+            row(8, Some("123456789012345.000002")),
+        ];
+        let e = Extremes::of(&rows);
+        assert_eq!(
+            e.max_change.map(|(v, d)| (v.0.to_string(), d.day())),
+            Some(("123456789012345.000002".into(), 4))
+        );
+        assert_eq!(e.min_change.map(|(v, _)| v.0.to_string()), Some("-5.50".into()));
+        assert_eq!(
+            serde_json::to_string(&e.min_change).unwrap_or_default(),
+            r#"["-5.50","2024-01-05"]"#
+        );
+    }
 }

@@ -26,7 +26,7 @@ pub async fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Bench { command } => bench::run(g, command).await,
         Command::Run(args) => run::run(g, args).await,
         Command::Db { command } => db::run(g, command).await,
-        Command::Report(args) => report::run(args).await,
+        Command::Report(args) => report::run(g, args).await,
         Command::Status {
             db,
             topics,

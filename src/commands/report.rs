@@ -1,27 +1,35 @@
-use crate::cli::{Output, ReportArgs};
+use crate::cli::{Global, Output, ReportArgs};
 use anyhow::{Context, Result};
 use std::process::ExitCode;
 use std::time::Instant;
 use stockflow_analytics::{charts, export, load, render, stats, Error, Period};
 
-pub async fn run(a: ReportArgs) -> Result<ExitCode> {
-    tokio::task::spawn_blocking(move || report(a)).await?
+
+pub async fn run(g: &Global, a: ReportArgs) -> Result<ExitCode> {
+    // --format overrides the global --output for this command.
+    let output = a.format.unwrap_or(g.output);
+    tokio::task::spawn_blocking(move || report(a, output)).await?
 }
 
-fn report(a: ReportArgs) -> Result<ExitCode> {
+fn report(a: ReportArgs, output: Output) -> Result<ExitCode> {
     let period: Period = a.period.parse()?;
     let t0 = Instant::now();
-    let (reference, df) = load::load(&a.db.url, a.investor.as_deref())
+    let (reference, evals) = load::load(&a.db.url, a.investor.as_deref())
         .with_context(|| format!("reading {}", stockflow_sinks::mysql::redact(&a.db.url)))?;
     let read_s = t0.elapsed().as_secs_f64();
-    if df.height() == 0 {
+    if evals.is_empty() {
         return Err(Error::EmptyHistory(
             a.investor.clone().unwrap_or_else(|| "InvestorsDB".into()),
         )
         .into());
     }
     let t1 = Instant::now();
-    let stats = stats::compute(&reference, &df, period)?;
+    let stats = stats::compute(&reference, &evals, period)?;
+    if stats.period_empty {
+        tracing::warn!(
+            "no evaluations in the period {period}: item 4 is empty; everything else is written (choose another with --period)"
+        );
+    }
     let compute_s = t1.elapsed().as_secs_f64();
 
     let t2 = Instant::now();
@@ -52,12 +60,12 @@ fn report(a: ReportArgs) -> Result<ExitCode> {
     written.extend([csv, parquet]);
     let write_s = t2.elapsed().as_secs_f64();
 
-    match a.format {
+    match output {
         Output::Json => {
             let v = serde_json::json!({
                 "stats": stats,
                 "files": written.iter().map(|p| p.display().to_string()).collect::<Vec<_>>(),
-                "rows": df.height(),
+                "rows": evals.len(),
                 "seconds": {"mysql_read": read_s, "polars_compute": compute_s, "write": write_s},
             });
             println!("{v}");
@@ -74,18 +82,16 @@ fn report(a: ReportArgs) -> Result<ExitCode> {
                     p.portfolio,
                     p.evaluation.days,
                     format!("{}..{}", p.first_day, p.last_day),
-                    p.series
-                        .last()
-                        .map_or("-".into(), |(_, v)| render::money(*v)),
-                    render::money(p.evaluation.mean),
-                    p.evaluation.std.map_or("-".into(), render::money),
+                    render::money(p.last_value.0),
+                    render::float(p.evaluation.mean),
+                    p.evaluation.std.map_or("-".into(), render::float),
                 );
             }
             println!(
                 "\n{} files in {} ({} rows; MySQL read {:.2} s, Polars {:.2} s, writing {:.2} s)",
                 written.len(),
                 a.out.display(),
-                df.height(),
+                evals.len(),
                 read_s,
                 compute_s,
                 write_s
