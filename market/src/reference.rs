@@ -1,4 +1,4 @@
-//! The market's reference data, exactly as `shared/spec/market.md` gives it.
+//! The market's reference data, exactly as the course's specification gives it (`docs/market.md`).
 
 use serde::{Deserialize, Serialize};
 use std::fmt;
