@@ -5,7 +5,7 @@ mod common;
 
 use common::*;
 use std::process::Stdio;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 struct Setup {
     prices: String,
@@ -122,9 +122,9 @@ fn db_init_is_idempotent_and_creates_the_course_tables() {
 fn crashes_at_random_moments_lose_and_duplicate_nothing() {
     let s = setup("crash", "1000");
     let reference = fresh_db("crash_ref");
-    let started = Instant::now();
-    let out = run_ok(job(&s, &reference).args(["--until-caught-up", "--max-batch", "20"]));
-    let duration = started.elapsed();
+    let out = run_ok(job(&s, &reference).args(["--until-caught-up", "--max-batch", "5"]));
+    // How long the reading and committing take, start-up aside.
+    let duration = Duration::from_secs_f64(summary(&out)["seconds"].as_f64().unwrap_or(1.0));
     assert_eq!(summary(&out)["ticks"], 1000 * 24);
     let expected = evaluations(&reference);
     assert_eq!(expected.len(), 1000 * 6);
@@ -134,18 +134,31 @@ fn crashes_at_random_moments_lose_and_duplicate_nothing() {
     run_ok(stockflow().args(["db", "init", "--mysql-url", &crashed]));
     let mut seed = uuid::Uuid::new_v4().as_u128();
     let mut partial_kills = 0;
-    for _ in 0..6 {
+    let stored_now = || -> i64 {
+        progress(&crashed)
+            .iter()
+            .filter(|r| r[0] == s.prices)
+            .map(|r| r[2].parse::<i64>().unwrap_or(0))
+            .sum()
+    };
+    for _ in 0..8 {
+        let before = stored_now();
         let mut child = job(&s, &crashed)
-            .args(["--max-batch", "20"])
+            .args(["--max-batch", "5"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .unwrap_or_else(|e| panic!("{e}"));
-        // A random moment within the length of an uninterrupted run.
+        // Once this run has committed, a random moment within a third of an uninterrupted
+        // run's reading time.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while stored_now() == before && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
         seed = seed
             .wrapping_mul(6364136223846793005)
             .wrapping_add(1442695040888963407);
-        let fraction = 0.15 + (seed % 1000) as f64 / 1000.0 * 0.8;
+        let fraction = (seed % 1000) as f64 / 1000.0 / 3.0;
         std::thread::sleep(duration.mul_f64(fraction));
         let _ = child.kill(); // SIGKILL: no clean shutdown, possibly mid-transaction
         let _ = child.wait();

@@ -111,7 +111,10 @@ fn the_five_items_match_hand_computed_values() {
     let p = &ps[0];
     assert_eq!(p["portfolio"], "P11");
     // 1. whole history
-    assert_eq!(p["overall"]["max_change"][0], "21.00", "exact money, as text");
+    assert_eq!(
+        p["overall"]["max_change"][0], "21.00",
+        "exact money, as text"
+    );
     assert_eq!(p["overall"]["max_change"][1], "2024-01-03");
     assert_eq!(p["overall"]["min_change"][0], "-30.00");
     assert_eq!(p["overall"]["min_change"][1], "2024-02-01");

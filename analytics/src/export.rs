@@ -86,7 +86,13 @@ pub fn tidy(stats: &Stats) -> Result<DataFrame> {
             None,
         );
         if let Some(s) = &p.period {
-            r.push((inv, pf, 4), period.clone(), "mean", (Some(s.mean), None), None);
+            r.push(
+                (inv, pf, 4),
+                period.clone(),
+                "mean",
+                (Some(s.mean), None),
+                None,
+            );
             r.push((inv, pf, 4), period.clone(), "std", (s.std, None), None);
         }
         for ((y, m), v) in &p.monthly {

@@ -111,7 +111,14 @@ pub fn load(url: &str, investor: Option<&str>) -> Result<(Reference, Evaluations
     // DECIMAL as text: exact, parsed into fixed-point money.
     let sql = "SELECT investor, portfolio, CAST(as_of AS CHAR), CAST(nav AS CHAR), \
                CAST(nav_change AS CHAR), CAST(nav_change_pct AS CHAR) FROM evaluations";
-    type Row = (String, String, String, String, Option<String>, Option<String>);
+    type Row = (
+        String,
+        String,
+        String,
+        String,
+        Option<String>,
+        Option<String>,
+    );
     let raw: Vec<Row> = match investor {
         Some(inv) => conn.exec(
             format!("{sql} WHERE investor = ? ORDER BY portfolio, as_of"),

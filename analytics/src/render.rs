@@ -28,7 +28,11 @@ pub fn money(m: Money) -> String {
     let abs = units.unsigned_abs();
     let cents = (abs + (cent as u128) / 2) / cent as u128;
     let (int, frac) = (cents / 100, cents % 100);
-    grouped(units < 0 && cents != 0, &int.to_string(), &format!("{frac:02}"))
+    grouped(
+        units < 0 && cents != 0,
+        &int.to_string(),
+        &format!("{frac:02}"),
+    )
 }
 
 /// A float figure (a mean, a standard deviation) the same way.
@@ -39,7 +43,9 @@ pub fn float(v: f64) -> String {
 }
 
 fn cell(v: &Option<(Exact, chrono::NaiveDate)>) -> (String, String) {
-    v.map_or(("-".into(), "".into()), |(x, d)| (money(x.0), d.to_string()))
+    v.map_or(("-".into(), "".into()), |(x, d)| {
+        (money(x.0), d.to_string())
+    })
 }
 
 fn extremes_lines(out: &mut String, e: &Extremes) {
@@ -139,7 +145,10 @@ mod tests {
         assert_eq!(money(m("-2.005")), "-2.01");
         assert_eq!(money(m("12")), "12.00");
         // Beyond f64's 15–16 digits, still to the cent.
-        assert_eq!(money(m("123456789012345678.125")), "123,456,789,012,345,678.13");
+        assert_eq!(
+            money(m("123456789012345678.125")),
+            "123,456,789,012,345,678.13"
+        );
         assert_eq!(float(1234567.891), "1,234,567.89");
         assert_eq!(float(-0.001), "0.00");
     }

@@ -140,8 +140,10 @@ fn mean_std(df: &DataFrame) -> Result<HashMap<String, MeanStd>> {
     let std = df.group_by(["portfolio"])?.select(["value"]).std(1)?;
     let count = df.group_by(["portfolio"])?.select(["value"]).count()?;
     let key = |d: &DataFrame| strs(d, "portfolio");
-    let means: HashMap<String, Option<f64>> =
-        key(&mean)?.into_iter().zip(f64s(&mean, "value_mean")?).collect();
+    let means: HashMap<String, Option<f64>> = key(&mean)?
+        .into_iter()
+        .zip(f64s(&mean, "value_mean")?)
+        .collect();
     let stds: HashMap<String, Option<f64>> = key(&std)?
         .into_iter()
         .zip(f64s(&std, "value_agg_std")?)
@@ -270,7 +272,10 @@ mod tests {
             e.max_change.map(|(v, d)| (v.0.to_string(), d.day())),
             Some(("123456789012345.000002".into(), 4))
         );
-        assert_eq!(e.min_change.map(|(v, _)| v.0.to_string()), Some("-5.50".into()));
+        assert_eq!(
+            e.min_change.map(|(v, _)| v.0.to_string()),
+            Some("-5.50".into())
+        );
         assert_eq!(
             serde_json::to_string(&e.min_change).unwrap_or_default(),
             r#"["-5.50","2024-01-05"]"#

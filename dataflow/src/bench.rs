@@ -29,6 +29,14 @@ pub struct CoreBenchReport {
     pub restatement_inserted: u64,
     /// Mean wall time of a trading day in each tenth of the history, first to last.
     pub day_cost_by_decile: Vec<Duration>,
+    /// The same days evaluated by a plain, non-incremental loop (values, completeness,
+    /// previous-day change): the floor of the work itself.
+    pub baseline_elapsed: Duration,
+    pub baseline_evaluations: u64,
+    /// Σ of every evaluation's value and change in millionths (wrapping), from the dataflow
+    /// (before the restatement) and from the loop: equal when both computed the same rows.
+    pub checksum: u64,
+    pub baseline_checksum: u64,
 }
 
 /// Counts rows, separately for the timestamp of the restatement.
@@ -37,11 +45,21 @@ struct CountingSink {
     evaluations: u64,
     restate_inserted: u64,
     restate_retracted: u64,
+    checksum: u64,
+}
+
+fn row_sum(e: &stockflow_core::Evaluation) -> u64 {
+    let change = e.change.map_or(0, |c| c.units());
+    (e.value.units().wrapping_add(change)) as u64
 }
 
 impl Sink for CountingSink {
     fn apply(&mut self, batch: &Batch) -> stockflow_core::Result<()> {
-        for (_, d) in &batch.evaluations {
+        for (e, d) in &batch.evaluations {
+            if batch.time != self.restate_time {
+                let v = row_sum(e).wrapping_mul(*d as u64);
+                self.checksum = self.checksum.wrapping_add(v);
+            }
             let (ins, ret) = if *d > 0 {
                 (*d as u64, 0)
             } else {
@@ -122,8 +140,12 @@ pub fn run_core_bench(universe: &Universe, cfg: &CoreBenchConfig) -> Result<Core
         evaluations: 0,
         restate_inserted: 0,
         restate_retracted: 0,
+        checksum: 0,
     }));
-    let stats = run(cfg.workers, Arc::new(batches), Arc::clone(&sink), true)?;
+    let batches = Arc::new(batches);
+    let (baseline_elapsed, baseline_evaluations, baseline_checksum) =
+        plain_loop(universe, &batches[..batches.len().saturating_sub(1)]);
+    let stats = run(cfg.workers, batches, Arc::clone(&sink), true)?;
     let sink = sink
         .lock()
         .map_err(|_| crate::Error::Internal("sink lock poisoned".into()))?;
@@ -147,5 +169,59 @@ pub fn run_core_bench(universe: &Universe, cfg: &CoreBenchConfig) -> Result<Core
         },
         restatement_retracted: sink.restate_retracted,
         restatement_inserted: sink.restate_inserted,
+        baseline_elapsed,
+        baseline_evaluations,
+        checksum: sink.checksum,
+        baseline_checksum,
     })
+}
+
+/// The same evaluation without incrementality: day by day, every portfolio from scratch
+/// (holdings as of batch 0, which is all the benchmark's holdings). Values, completeness and
+/// the previous evaluated day's change, with the job's checked fixed-point arithmetic.
+/// Returns (time, evaluations, checksum).
+fn plain_loop(universe: &Universe, batches: &[InputBatch]) -> (Duration, u64, u64) {
+    let started = std::time::Instant::now();
+    let mut held: Vec<Vec<(u32, i64)>> = vec![Vec::new(); universe.portfolios.len()];
+    for b in batches {
+        for h in &b.holdings {
+            if let Some(p) = held.get_mut(h.portfolio as usize) {
+                p.push((h.stock, h.quantity));
+            }
+        }
+    }
+    let mut previous: Vec<Option<stockflow_core::Money>> = vec![None; held.len()];
+    let mut closes: Vec<Option<stockflow_core::Money>> = vec![None; universe.stocks.len()];
+    let (mut evaluations, mut checksum) = (0u64, 0u64);
+    for b in batches.iter().filter(|b| !b.prices.is_empty()) {
+        closes.iter_mut().for_each(|c| *c = None);
+        let mut date = None;
+        for p in &b.prices {
+            if let Some(c) = closes.get_mut(p.stock as usize) {
+                *c = Some(p.price);
+            }
+            date = Some(p.date);
+        }
+        let Some(date) = date else { continue };
+        for (p, positions) in held.iter().enumerate() {
+            let mut sum = Some(stockflow_core::Money::ZERO);
+            for (s, q) in positions {
+                sum = match (sum, closes.get(*s as usize).copied().flatten()) {
+                    (Some(acc), Some(price)) => {
+                        price.checked_mul_int(*q).and_then(|v| acc.checked_add(v))
+                    }
+                    _ => None,
+                };
+            }
+            let Some(value) = sum.filter(|_| !positions.is_empty()) else {
+                continue;
+            };
+            if let Ok(e) = crate::eval::evaluation(p as u32, date, value, previous[p]) {
+                evaluations += 1;
+                checksum = checksum.wrapping_add(row_sum(&e));
+                previous[p] = Some(value);
+            }
+        }
+    }
+    (started.elapsed(), evaluations, checksum)
 }

@@ -27,6 +27,7 @@ pub async fn run(g: &Global, command: BenchCommand) -> Result<ExitCode> {
             })
             .await??;
             let secs = r.elapsed.as_secs_f64().max(1e-9);
+            let base_secs = r.baseline_elapsed.as_secs_f64().max(1e-9);
             let v = serde_json::json!({
                 "workers": workers,
                 "days": days,
@@ -43,6 +44,11 @@ pub async fn run(g: &Global, command: BenchCommand) -> Result<ExitCode> {
                 "restatement_retracted": r.restatement_retracted,
                 "restatement_inserted": r.restatement_inserted,
                 "peak_rss_mib": peak_rss_mib(),
+                "baseline_ticks_per_second": r.ticks as f64 / base_secs,
+                "baseline_evaluations": r.baseline_evaluations,
+                "dataflow_to_baseline": base_secs / secs,
+                "same_rows_as_baseline": r.checksum == r.baseline_checksum && r.evaluations == r.baseline_evaluations,
+                "late_to_early_day": r.late_day.as_secs_f64() / r.early_day.as_secs_f64().max(1e-12),
             });
             match g.output {
                 Output::Json => println!("{v}"),

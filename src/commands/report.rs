@@ -4,7 +4,6 @@ use std::process::ExitCode;
 use std::time::Instant;
 use stockflow_analytics::{charts, export, load, render, stats, Error, Period};
 
-
 pub async fn run(g: &Global, a: ReportArgs) -> Result<ExitCode> {
     // --format overrides the global --output for this command.
     let output = a.format.unwrap_or(g.output);

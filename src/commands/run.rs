@@ -42,9 +42,20 @@ fn open_sink(
         SinkKind::Mysql => {
             let cfg = MySqlConfig::from_url(&a.db.url)?;
             if a.process > 0 {
-                // Only process 0 writes; the others need the stored offsets to start from.
+                // Only process 0 writes; the others need the stored offsets to start from,
+                // once process 0 has created the schema.
                 let offsets = retrying(retry_for, "reading the stored offsets", || {
-                    stored_offsets(&cfg, &a.job)
+                    stored_offsets(&cfg, &a.job).map_err(|e| match e {
+                        stockflow_sinks::Error::MySql(mysql::Error::MySqlError(me))
+                            if me.code == 1049 || me.code == 1146 =>
+                        {
+                            tracing::info!("waiting for process 0 to create the database");
+                            stockflow_sinks::Error::MySql(mysql::Error::IoError(
+                                std::io::Error::other("the database does not exist yet"),
+                            ))
+                        }
+                        other => other,
+                    })
                 })?;
                 return Ok(Opened {
                     sink: None,

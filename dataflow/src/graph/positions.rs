@@ -1,0 +1,104 @@
+//! Each (portfolio, stock)'s latest holding records become quantity intervals [from, to): a
+//! record holds until the next one; quantity 0 closes the position.
+
+use super::pending::{route, Pending};
+use crate::eval::intervals;
+use chrono::NaiveDate;
+use std::collections::{BTreeMap, HashMap};
+use stockflow_core::HoldingInput;
+use timely::container::CapacityContainerBuilder;
+use timely::dataflow::channels::pact::Exchange;
+use timely::dataflow::operators::Operator;
+use timely::dataflow::{Scope, Stream};
+
+/// A quantity held over [from, to).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
+pub struct Position {
+    pub portfolio: u32,
+    pub stock: u32,
+    pub from: NaiveDate,
+    pub to: Option<NaiveDate>,
+    pub quantity: i64,
+}
+
+impl Position {
+    pub fn covers(&self, d: NaiveDate) -> bool {
+        crate::eval::covers(self.from, self.to, d)
+    }
+}
+
+fn positions_of(p: u32, s: u32, records: &BTreeMap<(NaiveDate, i64), isize>) -> Vec<Position> {
+    let recs: Vec<(NaiveDate, i64)> = records
+        .iter()
+        .filter(|(_, c)| **c > 0)
+        .map(|(r, _)| *r)
+        .collect();
+    intervals(&recs)
+        .into_iter()
+        .map(|(from, to, quantity)| Position {
+            portfolio: p,
+            stock: s,
+            from,
+            to,
+            quantity,
+        })
+        .collect()
+}
+
+/// The positions of every (portfolio, stock), as a collection of changes.
+pub fn positions<G>(
+    records: &Stream<G, (HoldingInput, u64, isize)>,
+) -> Stream<G, (Position, u64, isize)>
+where
+    G: Scope<Timestamp = u64>,
+{
+    records.unary_frontier::<CapacityContainerBuilder<Vec<(Position, u64, isize)>>, _, _, _>(
+        Exchange::new(|(h, _, _): &(HoldingInput, u64, isize)| route(&(h.portfolio, h.stock))),
+        "Positions",
+        |_, _| {
+            let mut pending: Pending<(HoldingInput, isize), ()> = Pending::default();
+            let mut state: HashMap<(u32, u32), BTreeMap<(NaiveDate, i64), isize>> = HashMap::new();
+            move |input, output| {
+                input.for_each(|cap, data| {
+                    let cap = cap.retain();
+                    pending.first(&cap, data.drain(..).map(|(h, t, d)| ((h, d), t)));
+                });
+                for (cap, updates, _) in pending.ready(&[input.frontier()]) {
+                    let t = *cap.time();
+                    let mut by_key: HashMap<(u32, u32), Vec<(HoldingInput, isize)>> =
+                        HashMap::new();
+                    for (h, d) in updates {
+                        by_key
+                            .entry((h.portfolio, h.stock))
+                            .or_default()
+                            .push((h, d));
+                    }
+                    let mut session = output.session(&cap);
+                    for ((p, s), changes) in by_key {
+                        let records = state.entry((p, s)).or_default();
+                        let old = positions_of(p, s, records);
+                        for (h, d) in changes {
+                            let c = records.entry((h.from, h.quantity)).or_insert(0);
+                            *c += d;
+                            if *c == 0 {
+                                records.remove(&(h.from, h.quantity));
+                            }
+                        }
+                        let new = positions_of(p, s, records);
+                        if records.is_empty() {
+                            state.remove(&(p, s));
+                        }
+                        for o in old.iter().filter(|o| !new.contains(o)) {
+                            session.give((*o, t, -1));
+                        }
+                        for n in new.iter().filter(|n| !old.contains(n)) {
+                            session.give((*n, t, 1));
+                        }
+                    }
+                }
+            }
+        },
+    )
+}
