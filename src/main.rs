@@ -8,6 +8,12 @@ use clap::Parser;
 use cli::{Cli, LogFormat};
 use tracing_subscriber::EnvFilter;
 
+/// mimalloc: the job keeps millions of small, long-lived allocations (its state) beside
+/// short-lived per-timestamp buffers; glibc's allocator slowed down as that heap grew (the day
+/// cost rose with history), mimalloc does not (docs/benchmarks.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn init_logging(format: LogFormat) {
     let filter = EnvFilter::try_from_env("STOCKFLOW_LOG")
         .unwrap_or_else(|_| EnvFilter::new("info,rdkafka=warn"));

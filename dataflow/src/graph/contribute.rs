@@ -6,7 +6,8 @@
 use super::pending::{route, Pending};
 use super::positions::Position;
 use chrono::NaiveDate;
-use std::collections::{BTreeMap, HashMap};
+use rustc_hash::FxHashMap as HashMap;
+use std::collections::BTreeMap;
 use stockflow_core::{Money, PriceInput};
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::Exchange;
@@ -55,7 +56,7 @@ where
         "Contribute",
         |_, _| {
             let mut pending: Pending<(PriceInput, isize), (Position, isize)> = Pending::default();
-            let mut stocks: HashMap<u32, Stock> = HashMap::new();
+            let mut stocks: HashMap<u32, Stock> = HashMap::default();
             move |closes_in, positions_in, output| {
                 closes_in.for_each(|cap, data| {
                     let cap = cap.retain();
@@ -68,7 +69,7 @@ where
                 let ready = pending.ready(&[closes_in.frontier(), positions_in.frontier()]);
                 for (cap, mut close_changes, position_changes) in ready {
                     let t = *cap.time();
-                    let mut acc: Acc = HashMap::new();
+                    let mut acc: Acc = HashMap::default();
                     // Old closes × position changes, then the positions change.
                     for (pos, diff) in position_changes {
                         let stock = stocks.entry(pos.stock).or_default();

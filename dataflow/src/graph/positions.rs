@@ -4,7 +4,7 @@
 use super::pending::{route, Pending};
 use crate::eval::intervals;
 use chrono::NaiveDate;
-use std::collections::{BTreeMap, HashMap};
+use rustc_hash::FxHashMap as HashMap;
 use stockflow_core::HoldingInput;
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::Exchange;
@@ -29,10 +29,13 @@ impl Position {
     }
 }
 
-fn positions_of(p: u32, s: u32, records: &BTreeMap<(NaiveDate, i64), isize>) -> Vec<Position> {
+/// A (portfolio, stock)'s latest records, (from, quantity) sorted, with counts.
+type Records = Vec<((NaiveDate, i64), isize)>;
+
+fn positions_of(p: u32, s: u32, records: &Records) -> Vec<Position> {
     let recs: Vec<(NaiveDate, i64)> = records
         .iter()
-        .filter(|(_, c)| **c > 0)
+        .filter(|(_, c)| *c > 0)
         .map(|(r, _)| *r)
         .collect();
     intervals(&recs)
@@ -59,7 +62,7 @@ where
         "Positions",
         |_, _| {
             let mut pending: Pending<(HoldingInput, isize), ()> = Pending::default();
-            let mut state: HashMap<(u32, u32), BTreeMap<(NaiveDate, i64), isize>> = HashMap::new();
+            let mut state: HashMap<(u32, u32), Records> = HashMap::default();
             move |input, output| {
                 input.for_each(|cap, data| {
                     let cap = cap.retain();
@@ -68,7 +71,7 @@ where
                 for (cap, updates, _) in pending.ready(&[input.frontier()]) {
                     let t = *cap.time();
                     let mut by_key: HashMap<(u32, u32), Vec<(HoldingInput, isize)>> =
-                        HashMap::new();
+                        HashMap::default();
                     for (h, d) in updates {
                         by_key
                             .entry((h.portfolio, h.stock))
@@ -77,15 +80,16 @@ where
                     }
                     let mut session = output.session(&cap);
                     for ((p, s), changes) in by_key {
-                        let records = state.entry((p, s)).or_default();
+                        let records = state.entry((p, s)).or_insert_with(|| Vec::with_capacity(1));
                         let old = positions_of(p, s, records);
                         for (h, d) in changes {
-                            let c = records.entry((h.from, h.quantity)).or_insert(0);
-                            *c += d;
-                            if *c == 0 {
-                                records.remove(&(h.from, h.quantity));
+                            let k = (h.from, h.quantity);
+                            match records.binary_search_by_key(&k, |(r, _)| *r) {
+                                Ok(i) => records[i].1 += d,
+                                Err(i) => records.insert(i, (k, d)),
                             }
                         }
+                        records.retain(|(_, c)| *c != 0);
                         let new = positions_of(p, s, records);
                         if records.is_empty() {
                             state.remove(&(p, s));
