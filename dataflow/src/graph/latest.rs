@@ -100,7 +100,7 @@ where
                 });
                 for (cap, mut updates, _) in pending.ready(&[input.frontier()]) {
                     let t = *cap.time();
-                    updates.sort_by(|a, b| a.0.key().cmp(&b.0.key()));
+                    updates.sort_by_key(|(r, _)| r.key());
                     let mut session = output.session(&cap);
                     let mut i = 0;
                     while i < updates.len() {
