@@ -330,19 +330,7 @@ fn a_poison_record_before_a_normal_day_stops_nothing() {
         "IBM",
         &[r#"{"TICK":"IBM","PRICE":"100000000000000000000000000","TS":"2001-03-06"}"#],
     );
-    run_ok(stockflow().args([
-        "exchange",
-        "all",
-        "--backfill",
-        "--from",
-        "2001-03-06",
-        "--days",
-        "1",
-        "--seed",
-        "7",
-        "--topic",
-        &prices,
-    ]));
+    backfill(&prices, "2001-03-06", "1", "7");
     let url = fresh_db("poison");
     run_ok(&mut job(&prices, &holdings, &url));
     let day4 = query(

@@ -45,19 +45,7 @@ fn a_lost_log_is_refused_and_the_documented_command_resumes_on_the_stored_state(
             .unwrap_or_else(|e| panic!("{e}"));
     }
     run_ok(stockflow().args(["holdings", "load", "--topic", &holdings]));
-    run_ok(stockflow().args([
-        "exchange",
-        "all",
-        "--backfill",
-        "--from",
-        "2002-03-01",
-        "--days",
-        "10",
-        "--seed",
-        "9",
-        "--topic",
-        &prices,
-    ]));
+    backfill(&prices, "2002-03-01", "10", "9");
 
     let refused = run_err(&mut job(&prices, &holdings, &url));
     assert!(

@@ -60,19 +60,7 @@ fn replays_into_a_full_database_leave_it_equal_to_an_uninterrupted_run() {
     std::thread::sleep(Duration::from_millis(50));
     let between = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
     std::thread::sleep(Duration::from_millis(50));
-    run_ok(stockflow().args([
-        "exchange",
-        "all",
-        "--backfill",
-        "--from",
-        "2004-07-01",
-        "--days",
-        "80",
-        "--seed",
-        "11",
-        "--topic",
-        &prices,
-    ]));
+    backfill(&prices, "2004-07-01", "80", "11");
     let url = fresh_db("replay");
     let out = run_ok(job(&prices, &holdings, &url).args(["--until-caught-up"]));
     assert_eq!(summary_of(&out)["ticks"], 200 * 24);
@@ -98,19 +86,7 @@ fn replays_into_a_full_database_leave_it_equal_to_an_uninterrupted_run() {
         assert_eq!(tables(&url), want, "resume after --from {from}");
     }
     // --from latest says what it skips.
-    run_ok(stockflow().args([
-        "exchange",
-        "all",
-        "--backfill",
-        "--from",
-        "2004-11-01",
-        "--days",
-        "2",
-        "--seed",
-        "11",
-        "--topic",
-        &prices,
-    ]));
+    backfill(&prices, "2004-11-01", "2", "11");
     let out = job(&prices, &holdings, &url)
         .args(["--until-caught-up", "--from", "latest"])
         .env("STOCKFLOW_LOG", "warn")
@@ -156,19 +132,7 @@ fn one_writer_per_job_and_takeover_fences_the_old_run() {
     );
     assert!(refused.contains("--takeover"), "{refused}");
     // With --takeover the second runs and the first stops, saying why.
-    run_ok(stockflow().args([
-        "exchange",
-        "all",
-        "--backfill",
-        "--from",
-        "2006-02-14",
-        "--days",
-        "10",
-        "--seed",
-        "4",
-        "--topic",
-        &prices,
-    ]));
+    backfill(&prices, "2006-02-14", "10", "4");
     run_ok(job(&prices, &holdings, &url).args(["--until-caught-up", "--takeover"]));
     let status = wait_exit(&mut first, Duration::from_secs(30));
     assert!(!status.success(), "the fenced run stops with an error");

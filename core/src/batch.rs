@@ -109,6 +109,12 @@ pub struct StoredState {
     pub seeds: Vec<Seed>,
 }
 
+impl StoredState {
+    pub fn is_empty(&self) -> bool {
+        self.prices.is_empty() && self.holdings.is_empty() && self.offsets.is_empty()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -127,11 +133,5 @@ mod tests {
             Restore::From(d(3, 1)).window(d(1, 2), d(6, 1)),
             Some(d(3, 1))
         );
-    }
-}
-
-impl StoredState {
-    pub fn is_empty(&self) -> bool {
-        self.prices.is_empty() && self.holdings.is_empty() && self.offsets.is_empty()
     }
 }

@@ -6,7 +6,7 @@
 //!   evaluations, issues, dead letters, log positions);
 //! - `batch`: what a sink receives per completed timestamp, and the state a sink stores;
 //! - `sink`: the sink trait (load stored state and offsets, apply a batch);
-//! - `error`: an error that says whose fault it is and whether to retry.
+//! - `error`: an error that says whose fault it is and whether to retry, and the retry backoff.
 
 pub mod batch;
 pub mod error;
@@ -16,7 +16,7 @@ pub mod sink;
 pub mod types;
 
 pub use batch::{Batch, Restore, Seed, StoredState};
-pub use error::{Error, Fault, Result};
+pub use error::{backoff, Error, Fault, Result};
 pub use money::{Fixed6, Money, Percent};
 pub use sink::{CollectSink, Sink};
 pub use types::{

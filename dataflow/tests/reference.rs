@@ -5,7 +5,7 @@ use proptest::prelude::*;
 use rust_decimal::{Decimal, RoundingStrategy};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
-use stockflow_core::{Issue, IssueKind, Money};
+use stockflow_core::{Issue, IssueKind, Money, Version};
 use stockflow_dataflow::memory::{run, InputBatch};
 use stockflow_dataflow::{CollectSink, Evaluation, HoldingInput, PriceInput};
 
@@ -46,8 +46,8 @@ enum Event {
 /// The reference: latest versions, then every portfolio-day by brute force; the days with some
 /// but not all closes of the held stocks are incomplete.
 fn reference(events: &[Event]) -> (BTreeSet<Evaluation>, BTreeSet<Issue>) {
-    let mut closes: BTreeMap<(u32, NaiveDate), ((i64, i32, i64), Decimal)> = BTreeMap::new();
-    let mut records: BTreeMap<(u32, u32, NaiveDate), ((i64, i32, i64), i64)> = BTreeMap::new();
+    let mut closes: BTreeMap<(u32, NaiveDate), (Version, Decimal)> = BTreeMap::new();
+    let mut records: BTreeMap<(u32, u32, NaiveDate), (Version, i64)> = BTreeMap::new();
     for e in events {
         match e {
             Event::Price(p) => {

@@ -121,6 +121,12 @@ pub fn market_topics(
     let prices = fresh_topic(&format!("{name}-prices"), partitions.0);
     let holdings = fresh_topic(&format!("{name}-holdings"), partitions.1);
     run_ok(stockflow().args(["holdings", "load", "--topic", &holdings]));
+    backfill(&prices, from, days, seed);
+    (prices, holdings)
+}
+
+/// Both exchanges backfill `days` trading days from `from` with `seed` into `topic`.
+pub fn backfill(topic: &str, from: &str, days: &str, seed: &str) {
     run_ok(stockflow().args([
         "exchange",
         "all",
@@ -132,9 +138,8 @@ pub fn market_topics(
         "--seed",
         seed,
         "--topic",
-        &prices,
+        topic,
     ]));
-    (prices, holdings)
 }
 
 /// Produces payloads byte for byte (bad input included) to `topic` under `key`, in order.

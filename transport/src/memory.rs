@@ -61,6 +61,30 @@ fn unknown_topic(topic: &str) -> Error {
     Error::new(ErrorKind::UnknownTopic, topic, "the topic does not exist")
 }
 
+fn unknown_partition(topic: &str, partition: i32) -> Error {
+    Error::new(
+        ErrorKind::UnknownPartition,
+        topic,
+        format!("no partition {partition}"),
+    )
+}
+
+impl Topic {
+    fn partition(&self, topic: &str, partition: i32) -> Result<&Partition> {
+        usize::try_from(partition)
+            .ok()
+            .and_then(|i| self.partitions.get(i))
+            .ok_or_else(|| unknown_partition(topic, partition))
+    }
+
+    fn partition_mut(&mut self, topic: &str, partition: i32) -> Result<&mut Partition> {
+        usize::try_from(partition)
+            .ok()
+            .and_then(|i| self.partitions.get_mut(i))
+            .ok_or_else(|| unknown_partition(topic, partition))
+    }
+}
+
 impl MemoryLog {
     pub fn new() -> Self {
         Self::default()
@@ -92,16 +116,7 @@ impl MemoryLog {
             .topics
             .get_mut(topic)
             .ok_or_else(|| unknown_topic(topic))?;
-        let p = usize::try_from(partition)
-            .ok()
-            .and_then(|i| t.partitions.get_mut(i))
-            .ok_or_else(|| {
-                Error::new(
-                    ErrorKind::UnknownPartition,
-                    topic,
-                    format!("no partition {partition}"),
-                )
-            })?;
+        let p = t.partition_mut(topic, partition)?;
         p.entries.push_back(Entry {
             key: key.map(<[u8]>::to_vec),
             payload: payload.map(<[u8]>::to_vec),
@@ -124,10 +139,7 @@ impl MemoryLog {
             .topics
             .get_mut(topic)
             .ok_or_else(|| unknown_topic(topic))?;
-        if let Some(p) = usize::try_from(partition)
-            .ok()
-            .and_then(|i| t.partitions.get_mut(i))
-        {
+        if let Ok(p) = t.partition_mut(topic, partition) {
             while p.low < offset && !p.entries.is_empty() {
                 p.entries.pop_front();
                 p.low += 1;
@@ -193,16 +205,7 @@ impl Log for MemoryLog {
     fn offset_for_time(&self, topic: &str, partition: i32, ms: i64) -> Result<Option<i64>> {
         let st = self.lock();
         let t = st.topics.get(topic).ok_or_else(|| unknown_topic(topic))?;
-        let p = usize::try_from(partition)
-            .ok()
-            .and_then(|i| t.partitions.get(i))
-            .ok_or_else(|| {
-                Error::new(
-                    ErrorKind::UnknownPartition,
-                    topic,
-                    format!("no partition {partition}"),
-                )
-            })?;
+        let p = t.partition(topic, partition)?;
         Ok(p.entries
             .iter()
             .position(|e| e.timestamp_ms >= ms)

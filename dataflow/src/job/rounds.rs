@@ -10,7 +10,6 @@ use super::start::PartitionStart;
 use super::JobConfig;
 use crate::runtime::{build, Built, Control};
 use crate::{Error, Result};
-use backon::BackoffBuilder;
 use std::collections::{BTreeMap, HashMap};
 use std::ops::ControlFlow;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
@@ -81,12 +80,7 @@ impl SourceRetry {
     }
 
     fn policy() -> backon::ExponentialBackoff {
-        backon::ExponentialBuilder::default()
-            .with_min_delay(Duration::from_millis(100))
-            .with_max_delay(Duration::from_secs(5))
-            .with_jitter()
-            .without_max_times()
-            .build()
+        stockflow_core::backoff()
     }
 
     fn waiting(&self) -> bool {

@@ -12,7 +12,6 @@ pub mod state;
 pub mod statements;
 
 use crate::{Error, Result};
-use backon::BackoffBuilder;
 use lease::{Heartbeat, Holder};
 use mysql::prelude::Queryable;
 use mysql::{Conn, Opts, OptsBuilder, TxOpts};
@@ -374,14 +373,9 @@ fn run(tx: &mut mysql::Transaction<'_>, stmts: &[Statement]) -> Result<()> {
     Ok(())
 }
 
-/// The backoff of every MySQL retry: exponential from 100 ms to 5 s, with jitter.
+/// The backoff of every MySQL retry (stockflow's one policy).
 fn policy() -> backon::ExponentialBackoff {
-    backon::ExponentialBuilder::default()
-        .with_min_delay(Duration::from_millis(100))
-        .with_max_delay(Duration::from_secs(5))
-        .with_jitter()
-        .without_max_times()
-        .build()
+    stockflow_core::backoff()
 }
 
 /// Runs `f` until it succeeds, retrying errors that may pass for up to `give_up`.
