@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """One benchmark suite: producers, dataflow (core and end to end), MySQL sink and reports, on the
 spec market and a large synthetic one, with their raw-limit baselines. Writes one markdown table
-to bench/results-YYYY-MM-DD.md (and prints it). About 8 minutes on 2 cores.
+to bench/results-YYYY-MM-DD.md, or -2, -3... when a run of that day exists (and prints it). About 8 minutes on 2 cores.
 
     python3 bench/run.py            # or: scripts/bench
 Sizes: SYNTH (synthetic:STOCKS:PORTFOLIOS:MIN:MAX:SEED), DAYS (dataflow, default 120),
@@ -73,6 +73,10 @@ def main():
         add("dataflow", f"end to end -w {w}: evaluations/s, peak RSS MiB", f"{fmt(e2e['evaluations_per_second'])}, {fmt(e2e['peak_rss_mib'])}")
         core = sh(SF, "--output", "json", "bench", "dataflow", "-w", w, "--days", str(DAYS), "--market", SYNTH, json_out=True)
         add("dataflow", f"core from memory -w {w} (ticks/s per worker)", fmt(core["ticks_per_second_per_worker"]))
+        add("dataflow", f"core -w {w} vs a plain non-incremental loop, same days and rows (ticks/s)",
+            fmt(core["ticks_per_second"]), f"plain loop {fmt(core['baseline_ticks_per_second'])}",
+            f"{core['dataflow_to_baseline']:.3f}")
+        add("dataflow", f"core -w {w}: peak RSS MiB", fmt(core["peak_rss_mib"]))
         add("dataflow", f"core -w {w}: day early / late in history (ms)", f"{core['early_day_ms']:.1f} / {core['late_day_ms']:.1f}",
             "", f"{core['late_day_ms'] / core['early_day_ms']:.2f}")
         add("dataflow", f"core -w {w}: one restated close (ms, rows out/in)",
@@ -133,7 +137,11 @@ def main():
            "| area | measure | value | raw-limit baseline | ratio |", "|---|---|---:|---:|---:|"]
     out += [f"| {a} | {m} | {v} | {b} | {r} |" for a, m, v, b, r in rows]
     text = "\n".join(out) + "\n"
-    path = os.path.join(ROOT, "bench", f"results-{datetime.date.today()}.md")
+    # Never overwrite an earlier run of the same day: results-DATE.md, then results-DATE-2.md, ...
+    path, n = os.path.join(ROOT, "bench", f"results-{datetime.date.today()}.md"), 1
+    while os.path.exists(path):
+        n += 1
+        path = os.path.join(ROOT, "bench", f"results-{datetime.date.today()}-{n}.md")
     open(path, "w").write(text)
     print(text)
     print(f"written to {path}", file=sys.stderr)

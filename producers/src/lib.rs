@@ -10,7 +10,7 @@ pub mod publish;
 pub mod server;
 
 pub use plan::{DayTicks, Schedule};
-pub use server::{run_exchange, ExchangeReport, Pacing, Shutdown};
+pub use server::{run_exchange, DayGate, ExchangeReport, Pacing, Shutdown};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

@@ -5,10 +5,12 @@ use crate::Result;
 use chrono::NaiveDate;
 use futures::stream::{FuturesOrdered, StreamExt};
 use indicatif::ProgressBar;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use stockflow_market::Tick;
 use stockflow_transport::LogProducer;
-use tokio::sync::watch;
+use tokio::sync::{watch, Notify};
 
 /// How fast days go out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -24,6 +26,70 @@ impl Pacing {
     pub const DEFAULT_BACKFILL: Pacing = Pacing::Backfill {
         days_in_flight: 512,
     };
+}
+
+/// Keeps exchanges that backfill together in step: an exchange starts day `i` only once every
+/// other one has started day `i - lead`. Without it one exchange can run hundreds of days ahead
+/// of the other, and the log holds day D+300 of one exchange before day D of the other: a
+/// job reading it evaluates every day in between without half of its closes first (and
+/// corrects it later). A live exchange is paced by the clock and needs no gate.
+#[derive(Debug)]
+pub struct DayGate {
+    started: Vec<AtomicUsize>,
+    lead: usize,
+    changed: Notify,
+}
+
+impl DayGate {
+    pub fn new(exchanges: usize, lead: usize) -> Arc<Self> {
+        Arc::new(DayGate {
+            started: (0..exchanges).map(|_| AtomicUsize::new(0)).collect(),
+            lead,
+            changed: Notify::new(),
+        })
+    }
+
+    /// Whether exchange `me` may start its day number `day` (0-based).
+    pub fn may_start(&self, me: usize, day: usize) -> bool {
+        self.started
+            .iter()
+            .enumerate()
+            .all(|(k, n)| k == me || n.load(Ordering::Acquire).saturating_add(self.lead) >= day)
+    }
+
+    /// Exchange `me` has started `days` days.
+    pub fn started(&self, me: usize, days: usize) {
+        if let Some(n) = self.started.get(me) {
+            n.store(days, Ordering::Release);
+        }
+        self.changed.notify_waiters();
+    }
+
+    /// Exchange `me` starts no more days (finished, failed or stopped): nobody waits for it.
+    pub fn leave(&self, me: usize) {
+        self.started(me, usize::MAX);
+    }
+
+    async fn wait_until(&self, me: usize, day: usize) {
+        loop {
+            let changed = self.changed.notified();
+            if self.may_start(me, day) {
+                return;
+            }
+            changed.await;
+        }
+    }
+}
+
+/// Leaves the gate however the exchange's run ends.
+struct Leave<'a>(Option<(&'a DayGate, usize)>);
+
+impl Drop for Leave<'_> {
+    fn drop(&mut self) {
+        if let Some((gate, me)) = self.0 {
+            gate.leave(me);
+        }
+    }
 }
 
 /// A clean-stop signal shared by every task of a command (Ctrl-C sets it).
@@ -95,7 +161,9 @@ pub async fn run_exchange<S: LogProducer + ?Sized>(
     pacing: Pacing,
     mut shutdown: Shutdown,
     progress: Option<ProgressBar>,
+    gate: Option<(&DayGate, usize)>,
 ) -> Result<ExchangeReport> {
+    let _leave = Leave(gate);
     let plan = schedule.plan()?;
     let started = Instant::now();
     let mut report = ExchangeReport {
@@ -115,12 +183,27 @@ pub async fn run_exchange<S: LogProducer + ?Sized>(
             // Days go out in order with up to `days_in_flight` awaiting acknowledgement; once
             // the signal comes no new day is started and the started ones complete.
             let mut in_flight = FuturesOrdered::new();
-            let mut days = plan.iter();
+            let mut days = plan.iter().peekable();
+            let mut started_days = 0usize;
             loop {
                 while in_flight.len() < days_in_flight.max(1) && !shutdown.is_triggered() {
-                    match days.next() {
-                        Some(day) => in_flight.push_back(send_day(sink, topic, day)),
-                        None => break,
+                    if days.peek().is_none() {
+                        break;
+                    }
+                    if let Some((g, me)) = gate {
+                        if !g.may_start(me, started_days) {
+                            if !in_flight.is_empty() {
+                                break;
+                            }
+                            g.wait_until(me, started_days).await;
+                        }
+                    }
+                    if let Some(day) = days.next() {
+                        in_flight.push_back(send_day(sink, topic, day));
+                        started_days += 1;
+                        if let Some((g, me)) = gate {
+                            g.started(me, started_days);
+                        }
                     }
                 }
                 let Some(done) = in_flight.next().await else {
@@ -166,4 +249,21 @@ pub async fn run_exchange<S: LogProducer + ?Sized>(
         pb.finish();
     }
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::DayGate;
+
+    #[test]
+    fn exchanges_keep_within_the_lead() {
+        let g = DayGate::new(2, 2);
+        assert!(g.may_start(0, 2));
+        assert!(!g.may_start(0, 3));
+        g.started(1, 1);
+        assert!(g.may_start(0, 3));
+        // An exchange that left holds nobody back.
+        g.leave(1);
+        assert!(g.may_start(0, 1_000_000));
+    }
 }

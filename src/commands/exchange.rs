@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 use stockflow_market::{Exchange, PriceModel, TickDecoder, Universe};
-use stockflow_producers::{run_exchange, ExchangeReport, Pacing, Schedule};
+use stockflow_producers::{run_exchange, DayGate, ExchangeReport, Pacing, Schedule};
 use stockflow_transport::Log;
 
 pub async fn run(g: &Global, command: ExchangeCommand) -> Result<ExitCode> {
@@ -79,15 +79,20 @@ pub async fn serve_exchanges(
     let universe = Arc::new(super::universe(&a.market)?);
     let shutdown = shutdown_on_signal();
     let multi = MultiProgress::new();
+    // Backfilling exchanges keep in step (two days apart at most), so that the log holds
+    // the days in order across exchanges, as live exchanges write them.
+    let gate = (a.backfill && exchanges.len() > 1).then(|| DayGate::new(exchanges.len(), 2));
     let mut tasks = Vec::new();
-    for &exchange in exchanges {
+    for (me, &exchange) in exchanges.iter().enumerate() {
+        let gate = gate.clone();
         let sink = log.producer()?;
         let schedule = schedule(exchange, a, Arc::clone(&universe));
         let topic = a.topic.clone();
         let shutdown = shutdown.clone();
         let pb = show_progress.then(|| progress_bar(&multi, exchange));
         tasks.push(tokio::spawn(async move {
-            run_exchange(sink.as_ref(), &topic, &schedule, pacing, shutdown, pb).await
+            let gate = gate.as_deref().map(|g| (g, me));
+            run_exchange(sink.as_ref(), &topic, &schedule, pacing, shutdown, pb, gate).await
         }));
     }
     let mut reports = Vec::new();

@@ -151,7 +151,26 @@ pub trait LogSource: Send {
         wait: Duration,
         on_record: &mut dyn FnMut(RecordRef<'_>) -> ControlFlow<()>,
     ) -> Result<usize>;
+
+    /// Merge the partitions by this key (smallest first; None first of all) instead of the
+    /// records' log time. The job orders by trading day. Sources that cannot look ahead
+    /// ignore it.
+    fn order_by(&mut self, _key: OrderKey) {}
+
+    /// The order key of the next record this source would hand over, as far as it knows: a
+    /// lower bound while a partition with a backlog has nothing fetched yet; None when it has
+    /// nothing pending. Lets several sources (the job's workers) read in step.
+    fn next_key(&self) -> Option<i64> {
+        None
+    }
+
+    /// Hand over no record whose order key is after `key` (None: no limit) until told
+    /// otherwise.
+    fn hold_after(&mut self, _key: Option<i64>) {}
 }
+
+/// The order in which a source merges its partitions (see `LogSource::order_by`).
+pub type OrderKey = Box<dyn FnMut(&RecordRef<'_>) -> Option<i64> + Send>;
 
 /// Writes records. Sends are pipelined: many may be in flight; each resolves when the log has
 /// durably acknowledged its record.

@@ -1,10 +1,11 @@
 //! Records to dataflow inputs under the input contract; a record that breaks it becomes a dead
 //! letter with a stable code (`docs/input.md`).
 
+use chrono::Datelike;
 use std::sync::Arc;
 use stockflow_core::{DeadLetter, HoldingInput, PriceInput, Version};
 use stockflow_market::{decode_holding, Calendar, TickDecoder, Universe};
-use stockflow_transport::RecordRef;
+use stockflow_transport::{OrderKey, RecordRef};
 
 /// What a record became.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -109,4 +110,19 @@ mod tests {
         )));
         assert!(matches!(weekend, Decoded::Rejected(dl) if dl.code == "not_a_trading_day"));
     }
+}
+
+/// The order in which a worker's source merges its partitions: price records by trading day
+/// (so that a catch-up reads every partition's day D before any partition's day D+1, as a live
+/// run receives them), everything else first (holdings, records that will be rejected).
+pub fn trading_day_order(universe: &Universe, prices_topic: &str) -> OrderKey {
+    let mut ticks = TickDecoder::for_universe(universe);
+    let topic = prices_topic.to_string();
+    Box::new(move |r: &RecordRef<'_>| {
+        if r.topic != topic {
+            return None;
+        }
+        let tick = ticks.decode(r.payload.unwrap_or_default()).ok()?;
+        Some(i64::from(tick.date.num_days_from_ce()))
+    })
 }

@@ -9,6 +9,7 @@
 //! - `committer`: the commit thread behind a bounded queue;
 //! - `counters`: what the summary and the metrics endpoint read.
 
+mod align;
 pub mod committer;
 pub mod counters;
 pub mod decode;
@@ -145,6 +146,9 @@ pub fn run_job(
     };
     let commit_state = outlet.as_ref().map(|o| Arc::clone(&o.state));
     let outlet = Arc::new(Mutex::new(outlet));
+    let align = Arc::new(align::Align::new(
+        config.cluster.workers.max(1) * config.cluster.processes.max(1),
+    ));
     let shared = Arc::new((config, log, plan));
     let (counters_w, stop_w) = (Arc::clone(&counters), Arc::clone(&stop));
     let guards = timely::execute(timely_config, move |worker| {
@@ -168,6 +172,7 @@ pub fn run_job(
                 stop: &stop_w,
                 state: if first { state.clone() } else { None },
                 outlet,
+                align: &align,
             },
         )
     })

@@ -3,6 +3,7 @@
 //! sink, not read from the log), 1 the holdings present at start (read to their end before any
 //! price, so that no portfolio is evaluated on a partial view of its positions), 2… live rounds.
 
+use super::align::Align;
 use super::committer::Outlet;
 use super::counters::JobCounters;
 use super::decode::{Decoded, Decoder};
@@ -41,6 +42,8 @@ pub(super) struct WorkerSetup<'a> {
     /// Worker 0 of process 0: the commit queue, and the stored state to load at timestamp 0.
     pub outlet: Option<Outlet>,
     pub state: Option<Arc<StoredState>>,
+    /// The process's workers read in step by log time.
+    pub align: &'a Align,
 }
 
 /// A partition this worker reads: where it stands and where it ended when the job started.
@@ -119,6 +122,7 @@ pub(super) fn run_worker<A: Allocate>(
         stop,
         outlet,
         state,
+        align,
     } = setup;
     let index = worker.index();
     let peers = worker.peers();
@@ -153,7 +157,13 @@ pub(super) fn run_worker<A: Allocate>(
     if !slots.is_empty() {
         let start: Vec<Position> = slots.iter().map(|s| s.position(s.next)).collect();
         match log.open_source(&start) {
-            Ok(s) => source = Some(s),
+            Ok(mut s) => {
+                s.order_by(super::decode::trading_day_order(
+                    &config.universe,
+                    &config.topics.prices,
+                ));
+                source = Some(s);
+            }
             Err(e) => {
                 cluster_stop.raise(&format!("{STOP_ERROR}{e}"));
                 error = Some(e.into());
@@ -315,6 +325,7 @@ pub(super) fn run_worker<A: Allocate>(
                         ControlFlow::Continue(())
                     }
                 };
+                src.hold_after(align.step(index, src.next_key()));
                 match src.poll_batch(config.max_batch, wait, &mut on_record) {
                     Ok(_) => retry.succeeded(),
                     Err(e) if e.is_retryable() => {
@@ -382,6 +393,7 @@ pub(super) fn run_worker<A: Allocate>(
         }
     }
     // Close the inputs and let everything read so far reach the sink.
+    align.done(index);
     drop(inputs);
     cluster_stop.close();
     while worker.step_or_park(Some(Duration::from_millis(1))) {

@@ -9,15 +9,17 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::util::Timeout;
 use rdkafka::{Offset, TopicPartitionList};
-use std::ops::ControlFlow;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+mod source;
+pub use source::KafkaSource;
 use stockflow_transport::{
-    Error, ErrorKind, Log, LogProducer, LogSource, Position, RecordRef, Result, Retention,
-    SendFuture, TopicRetention, TopicSpec, TopicState, Watermarks,
+    Error, ErrorKind, Log, LogProducer, LogSource, Position, Result, Retention, SendFuture,
+    TopicRetention, TopicSpec, TopicState, Watermarks,
 };
 
 /// How long a metadata or watermark request may take.
@@ -315,51 +317,40 @@ impl Log for KafkaLog {
         consumer
             .assign(&tpl)
             .map_err(kafka("assigning partitions"))?;
-        Ok(Box::new(KafkaSource { consumer }))
+        // One queue per partition (split right after the assignment, before any poll), and
+        // where each partition's log ends now: below it the source merges in log-time order.
+        let consumer = Arc::new(consumer);
+        let mut lanes = Vec::with_capacity(start.len());
+        for p in start {
+            let (_, high) = self
+                .metadata
+                .fetch_watermarks(&p.topic, p.partition, Timeout::After(REQUEST_TIMEOUT))
+                .map_err(kafka(format!(
+                    "reading the watermarks of {}/{}",
+                    p.topic, p.partition
+                )))?;
+            let queue = consumer
+                .split_partition_queue(&p.topic, p.partition)
+                .ok_or_else(|| {
+                    Error::new(
+                        ErrorKind::Other,
+                        format!("reading {}/{}", p.topic, p.partition),
+                        "librdkafka gave no queue for an assigned partition",
+                    )
+                })?;
+            lanes.push(source::Lane {
+                topic: p.topic.clone(),
+                partition: p.partition,
+                backlog_end: high,
+                queue,
+            });
+        }
+        let next = start.iter().map(|p| p.offset).collect();
+        Ok(Box::new(KafkaSource::new(consumer, lanes, next)))
     }
 
     fn producer(&self) -> Result<Box<dyn LogProducer>> {
         Ok(Box::new(KafkaProducer::new(&self.config)?))
-    }
-}
-
-/// A consumer over explicitly assigned partitions (no group rebalancing, no offset commits:
-/// stockflow keeps its offsets itself).
-pub struct KafkaSource {
-    consumer: BaseConsumer,
-}
-
-impl LogSource for KafkaSource {
-    fn poll_batch(
-        &mut self,
-        max: usize,
-        wait: Duration,
-        on_record: &mut dyn FnMut(RecordRef<'_>) -> ControlFlow<()>,
-    ) -> Result<usize> {
-        let mut n = 0;
-        let mut timeout = wait;
-        while n < max {
-            match self.consumer.poll(timeout) {
-                None => break,
-                Some(Err(e)) => return Err(map_error("reading from the broker", &e)),
-                Some(Ok(m)) => {
-                    let flow = on_record(RecordRef {
-                        topic: m.topic(),
-                        partition: m.partition(),
-                        offset: m.offset(),
-                        key: m.key(),
-                        payload: m.payload(),
-                        timestamp_ms: m.timestamp().to_millis(),
-                    });
-                    n += 1;
-                    timeout = Duration::ZERO;
-                    if flow.is_break() {
-                        break;
-                    }
-                }
-            }
-        }
-        Ok(n)
     }
 }
 

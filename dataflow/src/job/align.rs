@@ -1,0 +1,62 @@
+//! The workers of one process read in step by trading day: before each read a worker publishes
+//! the order key (`decode::trading_day_order`) of the next record its source would hand over,
+//! and reads nothing later than the earliest of all. Without it, workers that read partitions of different sizes or speeds
+//! drift apart during a catch-up, and days are evaluated while another worker has not read
+//! their closes yet (correct in the end, but every such day is written twice).
+//!
+//! The worker with the earliest next record can always read it, so the workers never wait on
+//! each other for good. Workers of other processes are not aligned.
+
+use std::sync::atomic::{AtomicI64, Ordering::Relaxed};
+
+/// Per worker of the cluster: its next record's order key; `i64::MAX` when it has nothing to
+/// read (caught up, finished, or in another process).
+pub(super) struct Align {
+    next: Vec<AtomicI64>,
+}
+
+impl Align {
+    pub fn new(workers: usize) -> Self {
+        Align {
+            next: (0..workers).map(|_| AtomicI64::new(i64::MAX)).collect(),
+        }
+    }
+
+    /// Publishes worker `index`'s next record key and returns the latest key it may read.
+    pub fn step(&self, index: usize, next: Option<i64>) -> Option<i64> {
+        if let Some(slot) = self.next.get(index) {
+            slot.store(next.unwrap_or(i64::MAX), Relaxed);
+        }
+        match self.next.iter().map(|a| a.load(Relaxed)).min() {
+            Some(i64::MAX) | None => None,
+            Some(t) => Some(t),
+        }
+    }
+
+    /// Worker `index` reads nothing more.
+    pub fn done(&self, index: usize) {
+        if let Some(slot) = self.next.get(index) {
+            slot.store(i64::MAX, Relaxed);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Align;
+
+    #[test]
+    fn the_earliest_worker_sets_the_limit() {
+        let a = Align::new(3);
+        assert_eq!(a.step(0, Some(50)), Some(50));
+        assert_eq!(a.step(1, Some(20)), Some(20));
+        // Worker 2 has nothing to read: it holds nobody back.
+        assert_eq!(a.step(2, None), Some(20));
+        // The earliest worker may always read its own next record.
+        assert_eq!(a.step(1, Some(20)), Some(20));
+        a.done(1);
+        assert_eq!(a.step(0, Some(60)), Some(60));
+        a.done(0);
+        assert_eq!(a.step(2, None), None);
+    }
+}
