@@ -39,9 +39,14 @@ fn chunked(head: &str, tail: &str, cols: usize, rows: Vec<Vec<Value>>) -> Vec<St
         .collect()
 }
 
+/// Keys per DELETE. MariaDB's range analysis of a row-constructor IN list grows with the
+/// square of its length on a table with a second index over the same columns: 1,000 keys took
+/// 1.2 s on `evaluation_issues` (100 keys: 14 ms), and DELETE takes no index hint.
+pub const DELETE_CHUNK: usize = 100;
+
 /// `DELETE FROM table WHERE (k1, k2, …) IN ((…), …)`.
 fn deletes(table: &str, key_cols: &[&str], keys: Vec<Vec<Value>>) -> Vec<Statement> {
-    keys.chunks(CHUNK)
+    keys.chunks(DELETE_CHUNK)
         .map(|chunk| Statement {
             sql: format!(
                 "DELETE FROM {table} WHERE ({}) IN ({})",
@@ -378,6 +383,15 @@ mod tests {
         assert_eq!(stmts[0].sql.matches("(?, ?, ?, ?, ?, ?)").count(), CHUNK);
         assert_eq!(stmts[0].params[3], text("0.000000"));
         assert!(progress("j", &[]).is_empty());
+    }
+
+    #[test]
+    fn deletes_are_chunked_short() {
+        let keys: Vec<Vec<Value>> = (0..250).map(|i| vec![Value::Int(i), text("x")]).collect();
+        let stmts = deletes("evaluation_issues", &["portfolio", "kind"], keys);
+        assert_eq!(stmts.len(), 3);
+        assert_eq!(stmts[0].params.len(), DELETE_CHUNK * 2);
+        assert_eq!(stmts[2].params.len(), 50 * 2);
     }
 
     #[test]
