@@ -317,18 +317,12 @@ impl Log for KafkaLog {
         consumer
             .assign(&tpl)
             .map_err(kafka("assigning partitions"))?;
-        // One queue per partition (split right after the assignment, before any poll), and
-        // where each partition's log ends now: below it the source merges in log-time order.
+        // One queue per partition, split right after the assignment (records fetched before a
+        // split arrive on the main queue: the source hands those over too); then where each
+        // partition's log ends now: below it the source merges by its order key.
         let consumer = Arc::new(consumer);
-        let mut lanes = Vec::with_capacity(start.len());
+        let mut queues = Vec::with_capacity(start.len());
         for p in start {
-            let (_, high) = self
-                .metadata
-                .fetch_watermarks(&p.topic, p.partition, Timeout::After(REQUEST_TIMEOUT))
-                .map_err(kafka(format!(
-                    "reading the watermarks of {}/{}",
-                    p.topic, p.partition
-                )))?;
             let queue = consumer
                 .split_partition_queue(&p.topic, p.partition)
                 .ok_or_else(|| {
@@ -338,6 +332,17 @@ impl Log for KafkaLog {
                         "librdkafka gave no queue for an assigned partition",
                     )
                 })?;
+            queues.push(queue);
+        }
+        let mut lanes = Vec::with_capacity(start.len());
+        for (p, queue) in start.iter().zip(queues) {
+            let (_, high) = self
+                .metadata
+                .fetch_watermarks(&p.topic, p.partition, Timeout::After(REQUEST_TIMEOUT))
+                .map_err(kafka(format!(
+                    "reading the watermarks of {}/{}",
+                    p.topic, p.partition
+                )))?;
             lanes.push(source::Lane {
                 topic: p.topic.clone(),
                 partition: p.partition,

@@ -17,6 +17,7 @@ use crate::map_error;
 use rdkafka::consumer::base_consumer::PartitionQueue;
 use rdkafka::consumer::{BaseConsumer, DefaultConsumerContext};
 use rdkafka::message::{BorrowedMessage, Message, OwnedMessage};
+use std::collections::VecDeque;
 use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -96,6 +97,9 @@ pub struct KafkaSource {
     pub(crate) hold: Option<i64>,
     /// The merge order (`LogSource::order_by`); the log time without one.
     pub(crate) order: Option<OrderKey>,
+    /// Per lane: records librdkafka delivered on the consumer's main queue (fetched before the
+    /// partition's queue was split off); handed over first, never dropped.
+    pub(crate) stray: Vec<VecDeque<OwnedMessage>>,
 }
 
 impl KafkaSource {
@@ -107,6 +111,7 @@ impl KafkaSource {
             last_key: lanes.iter().map(|_| None).collect(),
             hold: None,
             order: None,
+            stray: lanes.iter().map(|_| VecDeque::new()).collect(),
             lanes,
             next: start,
         }
@@ -133,6 +138,7 @@ impl LogSource for KafkaSource {
             last_key,
             hold,
             order,
+            stray,
         } = self;
         let mut key_of = |m: &Head<'_>| -> i64 {
             let r = m.record();
@@ -144,8 +150,19 @@ impl LogSource for KafkaSource {
         };
         // Serve the consumer's events (errors that concern no partition come out here; every
         // assigned partition has its own queue, so no record does).
-        if let Some(Err(e)) = consumer.poll(Duration::ZERO) {
-            return Err(map_error("reading from the broker", &e));
+        while let Some(polled) = consumer.poll(Duration::ZERO) {
+            let m = polled.map_err(|e| map_error("reading from the broker", &e))?;
+            let lane = lanes
+                .iter()
+                .position(|l| l.partition == m.partition() && l.topic == m.topic());
+            match lane {
+                Some(i) => stray[i].push_back(m.detach()),
+                None => tracing::warn!(
+                    topic = m.topic(),
+                    partition = m.partition(),
+                    "a record of a partition this source does not read; ignored"
+                ),
+            }
         }
         let lanes: &Vec<Lane> = lanes;
         let mut heads: Vec<Option<(Head<'_>, i64)>> = kept
@@ -160,6 +177,12 @@ impl LogSource for KafkaSource {
             let mut blocking = None;
             for (i, lane) in lanes.iter().enumerate() {
                 if heads[i].is_none() {
+                    if let Some(m) = stray[i].pop_front() {
+                        let h = Head::Owned(m);
+                        let key = key_of(&h);
+                        heads[i] = Some((h, key));
+                        continue;
+                    }
                     match lane.queue.poll(Duration::ZERO) {
                         Some(Ok(m)) => {
                             let h = Head::Borrowed(m);
@@ -268,6 +291,7 @@ impl LogSource for KafkaSource {
             .enumerate()
             .filter_map(|(i, lane)| match &self.kept[i] {
                 Some((_, key)) => Some(*key),
+                None if !self.stray[i].is_empty() => Some(self.last_key[i].unwrap_or(i64::MIN)),
                 None if self.next[i] < lane.backlog_end && waiting(i) => {
                     Some(self.last_key[i].unwrap_or(i64::MIN))
                 }
