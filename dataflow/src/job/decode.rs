@@ -81,6 +81,21 @@ fn reject(r: &RecordRef<'_>, code: &str, reason: &str) -> Decoded {
     ))
 }
 
+/// The order in which a worker's source merges its partitions: price records by trading day
+/// (so that a catch-up reads every partition's day D before any partition's day D+1, as a live
+/// run receives them), everything else first (holdings, records that will be rejected).
+pub fn trading_day_order(universe: &Universe, prices_topic: &str) -> OrderKey {
+    let mut ticks = TickDecoder::for_universe(universe);
+    let topic = prices_topic.to_string();
+    Box::new(move |r: &RecordRef<'_>| {
+        if r.topic != topic {
+            return None;
+        }
+        let tick = ticks.decode(r.payload.unwrap_or_default()).ok()?;
+        Some(i64::from(tick.date.num_days_from_ce()))
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -110,19 +125,4 @@ mod tests {
         )));
         assert!(matches!(weekend, Decoded::Rejected(dl) if dl.code == "not_a_trading_day"));
     }
-}
-
-/// The order in which a worker's source merges its partitions: price records by trading day
-/// (so that a catch-up reads every partition's day D before any partition's day D+1, as a live
-/// run receives them), everything else first (holdings, records that will be rejected).
-pub fn trading_day_order(universe: &Universe, prices_topic: &str) -> OrderKey {
-    let mut ticks = TickDecoder::for_universe(universe);
-    let topic = prices_topic.to_string();
-    Box::new(move |r: &RecordRef<'_>| {
-        if r.topic != topic {
-            return None;
-        }
-        let tick = ticks.decode(r.payload.unwrap_or_default()).ok()?;
-        Some(i64::from(tick.date.num_days_from_ce()))
-    })
 }
