@@ -118,8 +118,24 @@ impl KafkaSource {
     }
 }
 
-fn read_error(lane: &Lane, e: &rdkafka::error::KafkaError) -> stockflow_transport::Error {
-    map_error(format!("reading {}/{}", lane.topic, lane.partition), e)
+/// A head with its order key (`order`, or the log time without one; none: first).
+fn keyed<'q>(head: Head<'q>, order: &mut Option<OrderKey>) -> (Head<'q>, i64) {
+    let r = head.record();
+    let key = match order.as_mut() {
+        Some(f) => f(&r),
+        None => r.timestamp_ms,
+    };
+    (head, key.unwrap_or(i64::MIN))
+}
+
+impl Lane {
+    /// The partition's next fetched record, waiting up to `timeout`.
+    fn pop(&self, timeout: Duration) -> Result<Option<BorrowedMessage<'_>>> {
+        self.queue
+            .poll(timeout)
+            .transpose()
+            .map_err(|e| map_error(format!("reading {}/{}", self.topic, self.partition), &e))
+    }
 }
 
 impl LogSource for KafkaSource {
@@ -140,14 +156,6 @@ impl LogSource for KafkaSource {
             order,
             stray,
         } = self;
-        let mut key_of = |m: &Head<'_>| -> i64 {
-            let r = m.record();
-            let key = match order.as_mut() {
-                Some(f) => f(&r),
-                None => r.timestamp_ms,
-            };
-            key.unwrap_or(i64::MIN)
-        };
         // Serve the consumer's events (errors that concern no partition come out here; every
         // assigned partition has its own queue, so no record does).
         while let Some(polled) = consumer.poll(Duration::ZERO) {
@@ -178,22 +186,15 @@ impl LogSource for KafkaSource {
             for (i, lane) in lanes.iter().enumerate() {
                 if heads[i].is_none() {
                     if let Some(m) = stray[i].pop_front() {
-                        let h = Head::Owned(m);
-                        let key = key_of(&h);
-                        heads[i] = Some((h, key));
+                        heads[i] = Some(keyed(Head::Owned(m), order));
                         continue;
                     }
-                    match lane.queue.poll(Duration::ZERO) {
-                        Some(Ok(m)) => {
-                            let h = Head::Borrowed(m);
-                            let key = key_of(&h);
-                            heads[i] = Some((h, key));
-                        }
-                        Some(Err(e)) => {
-                            failed = Some(read_error(lane, &e));
+                    match lane.pop(Duration::ZERO) {
+                        Ok(m) => heads[i] = m.map(|m| keyed(Head::Borrowed(m), order)),
+                        Err(e) => {
+                            failed = Some(e);
                             break 'batch;
                         }
-                        None => {}
                     }
                 }
                 if heads[i].is_some() || next[i] >= lane.backlog_end {
@@ -226,17 +227,12 @@ impl LogSource for KafkaSource {
             if let Some(i) = wait_on {
                 let Some(lane) = lanes.get(i) else { break };
                 let t0 = Instant::now();
-                match lane.queue.poll(STEP) {
-                    Some(Ok(m)) => {
-                        let h = Head::Borrowed(m);
-                        let key = key_of(&h);
-                        heads[i] = Some((h, key));
-                    }
-                    Some(Err(e)) => {
-                        failed = Some(read_error(lane, &e));
+                match lane.pop(STEP) {
+                    Ok(m) => heads[i] = m.map(|m| keyed(Head::Borrowed(m), order)),
+                    Err(e) => {
+                        failed = Some(e);
                         break;
                     }
-                    None => {}
                 }
                 waited += t0.elapsed();
                 continue;
