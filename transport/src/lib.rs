@@ -13,6 +13,7 @@ use std::pin::Pin;
 use std::time::Duration;
 
 pub mod memory;
+pub mod merge;
 
 pub use stockflow_core::Position;
 
@@ -138,7 +139,8 @@ impl TopicRetention {
 /// A boxed future of a producer's acknowledgement.
 pub type SendFuture<'a> = Pin<Box<dyn Future<Output = Result<Position>> + Send + 'a>>;
 
-/// Reads records from assigned partitions, each in offset order. A position the log no longer
+/// Reads records from assigned partitions, each in offset order unless `order_by` asks for a
+/// merge with a lookahead (then `resume_offset` says where to resume). A position the log no longer
 /// has (below the log start or beyond the end) is an error of kind `OffsetOutOfRange`, never a
 /// silent jump.
 pub trait LogSource: Send {
@@ -153,12 +155,15 @@ pub trait LogSource: Send {
     ) -> Result<usize>;
 
     /// Merge the partitions by this key (smallest first; None first of all) instead of the
-    /// records' log time. The job orders by trading day. Sources that cannot look ahead
-    /// ignore it.
-    fn order_by(&mut self, _key: OrderKey) {}
+    /// records' log time. While a partition has a backlog the source reads it `lookahead` keys
+    /// past a record before handing the record over, since one partition's records may be out
+    /// of key order too (several producers); the lookahead grows with the disorder it meets
+    /// (`merge` explains it all). The job orders by trading day. Sources that cannot look
+    /// ahead ignore it.
+    fn order_by(&mut self, _key: OrderKey, _lookahead: Lookahead) {}
 
     /// The order key of the next record this source would hand over, as far as it knows: a
-    /// lower bound while a partition with a backlog has nothing fetched yet; None when it has
+    /// lower bound while a partition with a backlog is not read far enough; None when it has
     /// nothing pending. Lets several sources (the job's workers) read in step.
     fn next_key(&self) -> Option<i64> {
         None
@@ -167,6 +172,22 @@ pub trait LogSource: Send {
     /// Hand over no record whose order key is after `key` (None: no limit) until told
     /// otherwise.
     fn hold_after(&mut self, _key: Option<i64>) {}
+
+    /// Where a reader of this partition may resume so that it misses nothing: the lowest offset
+    /// not handed over yet. A source that hands records over out of offset order (a merge
+    /// with a lookahead) can be ahead of it; None means the offset after the last record handed
+    /// over (sources that keep offset order).
+    fn resume_offset(&self, _topic: &str, _partition: i32) -> Option<i64> {
+        None
+    }
+}
+
+/// How far past a record a source reads a partition before handing the record over, in order
+/// key units: `initial`, growing up to `max` as the partitions show more disorder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lookahead {
+    pub initial: i64,
+    pub max: i64,
 }
 
 /// The order in which a source merges its partitions (see `LogSource::order_by`).

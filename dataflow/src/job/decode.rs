@@ -5,7 +5,7 @@ use chrono::Datelike;
 use std::sync::Arc;
 use stockflow_core::{DeadLetter, HoldingInput, PriceInput, Version};
 use stockflow_market::{decode_holding, Calendar, TickDecoder, Universe};
-use stockflow_transport::{OrderKey, RecordRef};
+use stockflow_transport::{Lookahead, OrderKey, RecordRef};
 
 /// What a record became.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -84,6 +84,17 @@ fn reject(r: &RecordRef<'_>, code: &str, reason: &str) -> Decoded {
 /// The order in which a worker's source merges its partitions: price records by trading day
 /// (so that a catch-up reads every partition's day D before any partition's day D+1, as a live
 /// run receives them), everything else first (holdings, records that will be rejected).
+/// How far out of day order the job expects one partition's closes to be, in calendar days (the
+/// order key's unit): a partition is read this far past a close before the close is handed
+/// over, during a catch-up. Two exchanges writing side by side interleave their producers'
+/// batches: a backfill through tansu was out of order by 34 days (300 days backfilled) and 63
+/// days (2,500). The merge grows the lookahead to the disorder it meets, up to `max` (a year);
+/// the memory it costs is that many days of closes per partition.
+pub const DAY_LOOKAHEAD: Lookahead = Lookahead {
+    initial: 31,
+    max: 366,
+};
+
 pub fn trading_day_order(universe: &Universe, prices_topic: &str) -> OrderKey {
     let mut ticks = TickDecoder::for_universe(universe);
     let topic = prices_topic.to_string();

@@ -158,10 +158,10 @@ pub(super) fn run_worker<A: Allocate>(
         let start: Vec<Position> = slots.iter().map(|s| s.position(s.next)).collect();
         match log.open_source(&start) {
             Ok(mut s) => {
-                s.order_by(super::decode::trading_day_order(
-                    &config.universe,
-                    &config.topics.prices,
-                ));
+                s.order_by(
+                    super::decode::trading_day_order(&config.universe, &config.topics.prices),
+                    super::decode::DAY_LOOKAHEAD,
+                );
                 source = Some(s);
             }
             Err(e) => {
@@ -366,6 +366,13 @@ pub(super) fn run_worker<A: Allocate>(
         }
         for (i, (offset, at, newest)) in advanced {
             let s = &mut slots[i];
+            // A merging source hands records over out of offset order: resume from the lowest
+            // one it still holds (records after it already handed over are read again after a
+            // restart, and ignored: same version).
+            let offset = source
+                .as_ref()
+                .and_then(|src| src.resume_offset(&s.topic, s.partition))
+                .unwrap_or(offset);
             s.next = s.next.max(offset);
             inputs
                 .control

@@ -306,7 +306,15 @@ impl Log for KafkaLog {
             // A position the log no longer has is an error, never a silent jump.
             .set("auto.offset.reset", "error")
             .set("fetch.wait.max.ms", "100")
-            .set("queued.min.messages", "200000")
+            // Fair fetches during a catch-up: tansu 0.6.0 fills a fetch response (at most
+            // 5 MiB) from the first partitions of the request, so with librdkafka's defaults a
+            // 4-partition backlog came partition by partition and the merge waited 5 s for the
+            // last ones. Smaller responses and a partition leaving the fetch once 50,000 of its
+            // records are queued bring every partition within a second; raw consume of a
+            // 500,000-record topic 48.5k/s (50.5k before), the job 13.4 s (16.5 s), peak RSS
+            // 0.5 GB (1.4 GB). Apache Kafka fills responses fairly; these settings do no harm.
+            .set("queued.min.messages", "50000")
+            .set("fetch.max.bytes", "2097152")
             .create()
             .map_err(kafka("creating the Kafka consumer"))?;
         let mut tpl = TopicPartitionList::new();
