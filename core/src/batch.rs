@@ -55,6 +55,60 @@ impl Batch {
             .map(|(_, d)| d.unsigned_abs() as u64)
             .sum()
     }
+
+    /// Rows a sink writes for this batch (evaluations, issues, state, dead letters).
+    pub fn rows(&self) -> usize {
+        self.evaluations.len()
+            + self.issues.len()
+            + self.prices.len()
+            + self.holdings.len()
+            + self.dead_letters.len()
+    }
+
+    /// Appends the next batch (`later`, of a later timestamp): the result is what the two
+    /// together change, consolidated (a row inserted by one and retracted by the other is
+    /// gone), with the later offsets. A sink that is behind commits several batches as one
+    /// transaction this way: fewer, larger transactions, and rows that one timestamp wrote and
+    /// the next corrected are never written at all.
+    pub fn absorb(&mut self, later: Batch) {
+        self.time = self.time.max(later.time);
+        consolidate_into(&mut self.evaluations, later.evaluations);
+        consolidate_into(&mut self.issues, later.issues);
+        consolidate_into(&mut self.prices, later.prices);
+        consolidate_into(&mut self.holdings, later.holdings);
+        self.dead_letters.extend(later.dead_letters);
+        let mut offsets: BTreeMap<(String, i32), i64> = BTreeMap::new();
+        for p in self.offsets.drain(..).chain(later.offsets) {
+            offsets.insert((p.topic, p.partition), p.offset);
+        }
+        self.offsets = offsets
+            .into_iter()
+            .map(|((topic, partition), offset)| Position {
+                topic,
+                partition,
+                offset,
+            })
+            .collect();
+        self.newest_record_ms = self.newest_record_ms.max(later.newest_record_ms);
+    }
+}
+
+/// `diffs` and `more` summed per row, sorted by row, zero sums dropped.
+fn consolidate_into<T: Ord>(diffs: &mut Vec<(T, isize)>, more: Vec<(T, isize)>) {
+    if more.is_empty() {
+        return;
+    }
+    diffs.extend(more);
+    diffs.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut out: Vec<(T, isize)> = Vec::with_capacity(diffs.len());
+    for (row, d) in diffs.drain(..) {
+        match out.last_mut() {
+            Some((last, sum)) if *last == row => *sum += d,
+            _ => out.push((row, d)),
+        }
+    }
+    out.retain(|(_, d)| *d != 0);
+    *diffs = out;
 }
 
 /// How much of the stored state a job restores into its dataflow.
@@ -118,6 +172,51 @@ impl StoredState {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn issue(portfolio: u32, day: u32, priced: i64) -> Issue {
+        Issue {
+            portfolio,
+            date: NaiveDate::from_ymd_opt(2001, 1, day).unwrap_or_default(),
+            kind: crate::types::IssueKind::Incomplete,
+            held: 5,
+            priced,
+        }
+    }
+
+    fn at(partition: i32, offset: i64) -> Position {
+        Position {
+            topic: "p".into(),
+            partition,
+            offset,
+        }
+    }
+
+    #[test]
+    fn absorbing_a_later_batch_keeps_what_both_change() {
+        let mut first = Batch {
+            time: 3,
+            issues: vec![(issue(1, 2, 2), 1), (issue(2, 2, 4), 1)],
+            offsets: vec![at(0, 10), at(1, 7)],
+            newest_record_ms: Some(50),
+            ..Batch::default()
+        };
+        let later = Batch {
+            time: 4,
+            // Portfolio 1's day is complete now; portfolio 2's has one more close.
+            issues: vec![(issue(1, 2, 2), -1), (issue(2, 2, 4), -1), (issue(2, 2, 3), 1)],
+            offsets: vec![at(1, 9)],
+            newest_record_ms: Some(40),
+            ..Batch::default()
+        };
+        first.absorb(later);
+        assert_eq!(first.time, 4);
+        assert_eq!(first.issues, vec![(issue(2, 2, 3), 1)]);
+        assert_eq!(first.offsets, vec![at(0, 10), at(1, 9)]);
+        assert_eq!(first.newest_record_ms, Some(50));
+        assert_eq!(first.rows(), 1);
+        first.absorb(Batch::default());
+        assert_eq!(first.issues, vec![(issue(2, 2, 3), 1)]);
+    }
 
     #[test]
     fn windows() {

@@ -157,7 +157,7 @@ pub async fn run(g: &Global, a: RunArgs) -> Result<ExitCode> {
         },
         universe: Arc::clone(&universe),
         max_batch: a.max_batch.max(1),
-        queue_depth: 4,
+        queue_depth: 32,
         keep_state,
         source_give_up: Duration::from_secs(a.source_retry_secs),
         window: None,

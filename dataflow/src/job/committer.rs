@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
+use stockflow_core::limits::MAX_DEAD_LETTER_BYTES_PER_ROUND;
 use stockflow_core::{Batch, Sink};
 
 /// How often an idle commit thread asks the sink whether it may go on.
@@ -54,6 +55,29 @@ impl Outlet {
     }
 }
 
+/// A transaction takes further waiting batches while it has fewer rows than this.
+const COALESCE_ROWS: usize = 100_000;
+
+/// `batch` and the batches waiting behind it, as one (`Batch::absorb`), up to `COALESCE_ROWS`
+/// rows and a round's worth of dead letters. A sink that keeps up commits every batch alone
+/// (lowest latency); one that is behind, as during a catch-up, commits larger transactions
+/// and never writes the rows one timestamp wrote and the next corrected.
+fn coalesce(mut batch: Batch, rx: &Receiver<Batch>) -> Batch {
+    let dead_bytes = |b: &Batch| -> usize {
+        b.dead_letters
+            .iter()
+            .map(|d| d.payload.len() + d.reason.len())
+            .sum()
+    };
+    while batch.rows() < COALESCE_ROWS && dead_bytes(&batch) < MAX_DEAD_LETTER_BYTES_PER_ROUND {
+        match rx.try_recv() {
+            Ok(next) => batch.absorb(next),
+            Err(_) => break,
+        }
+    }
+    batch
+}
+
 /// Starts the commit thread with a queue of `depth` batches. The thread gives the sink back
 /// when the queue closes (or the sink fails).
 pub fn start(
@@ -74,7 +98,7 @@ pub fn start(
                 state_t.failed.store(true, Ordering::SeqCst);
             };
             loop {
-                match rx.recv_timeout(IDLE_CHECK) {
+                match rx.recv_timeout(IDLE_CHECK).map(|b| coalesce(b, &rx)) {
                     Ok(batch) => match sink.apply(&batch) {
                         Ok(()) => counters.committed(&batch),
                         Err(e) => {
