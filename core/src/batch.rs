@@ -203,7 +203,11 @@ mod tests {
         let later = Batch {
             time: 4,
             // Portfolio 1's day is complete now; portfolio 2's has one more close.
-            issues: vec![(issue(1, 2, 2), -1), (issue(2, 2, 4), -1), (issue(2, 2, 3), 1)],
+            issues: vec![
+                (issue(1, 2, 2), -1),
+                (issue(2, 2, 4), -1),
+                (issue(2, 2, 3), 1),
+            ],
             offsets: vec![at(1, 9)],
             newest_record_ms: Some(40),
             ..Batch::default()

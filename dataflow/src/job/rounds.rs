@@ -23,7 +23,7 @@ use timely::communication::Allocate;
 use timely::worker::Worker;
 
 /// Rounds a worker may run ahead of the dataflow's completed timestamps.
-const MAX_ROUNDS_IN_FLIGHT: u64 = 4;
+const MAX_ROUNDS_IN_FLIGHT: usize = 4;
 /// Completed batches worker 0 may hold when the commit queue is full before it stops reading.
 const MAX_HELD_BATCHES: usize = 2;
 /// Stop messages: an error makes every process exit with an error; a signal is a clean stop.
@@ -225,6 +225,8 @@ pub(super) fn run_worker<A: Allocate>(
     };
 
     let mut t = 0u64;
+    // The timestamps of the last rounds, for the rounds-in-flight limit.
+    let mut recent: std::collections::VecDeque<u64> = std::collections::VecDeque::new();
     loop {
         if stop.load(Relaxed) {
             cluster_stop.raise(&format!("{STOP_SIGNAL}stopped by a signal"));
@@ -250,8 +252,26 @@ pub(super) fn run_worker<A: Allocate>(
         }
         // Per slot read this round: (next offset, timestamp, newest record time).
         let mut advanced: BTreeMap<usize, (i64, u64, Option<i64>)> = BTreeMap::new();
+        let mut keyed = false;
         match source.as_mut() {
             Some(src) if !retry.waiting() => {
+                let hold = align.step(index, src.next_key());
+                src.hold_after(hold);
+                // During a catch-up the records of trading day D go to timestamp `day_time(D)`
+                // in every worker, so a day read by several workers is evaluated once, complete
+                // (each worker's own round counter would split it). Other rounds count on from
+                // there.
+                if t >= 2 {
+                    let day_t = hold.and_then(day_time);
+                    if let Some(day_t) = day_t.filter(|&d| d >= t) {
+                        keyed = true;
+                        if day_t > t {
+                            t = day_t;
+                            inputs.advance_to(t);
+                            recent.push_back(t);
+                        }
+                    }
+                }
                 let wait = if probe.less_than(&t) {
                     Duration::ZERO
                 } else {
@@ -325,7 +345,6 @@ pub(super) fn run_worker<A: Allocate>(
                         ControlFlow::Continue(())
                     }
                 };
-                src.hold_after(align.step(index, src.next_key()));
                 match src.poll_batch(config.max_batch, wait, &mut on_record) {
                     Ok(_) => retry.succeeded(),
                     Err(e) if e.is_retryable() => {
@@ -382,16 +401,28 @@ pub(super) fn run_worker<A: Allocate>(
             // This worker stops reading now (a record it must not pass, or an error).
             break;
         }
+        // The next round gets a new timestamp, unless the next day's records will move it
+        // (keyed rounds).
         let phase_done = match t {
+            0 => true,
             1 => slots.iter().all(|s| s.is_prices || s.next >= s.end),
-            _ => true,
+            _ => !keyed,
         };
         if phase_done {
             t += 1;
             inputs.advance_to(t);
+            recent.push_back(t);
         }
+        while recent.len() > MAX_ROUNDS_IN_FLIGHT {
+            recent.pop_front();
+        }
+        // The timestamp of the round MAX_ROUNDS_IN_FLIGHT rounds back.
+        let floor = match recent.len() {
+            MAX_ROUNDS_IN_FLIGHT => recent.front().copied().unwrap_or(0),
+            _ => 0,
+        };
         worker.step();
-        while probe.less_than(&t.saturating_sub(MAX_ROUNDS_IN_FLIGHT)) {
+        while probe.less_than(&floor) {
             forward(&outlet);
             if cluster_stop.received().is_some() {
                 break;
@@ -429,6 +460,15 @@ pub(super) fn run_worker<A: Allocate>(
 }
 
 /// What a source error that will not pass means, and what to do.
+/// The timestamp of trading day `key` (days from CE) during a catch-up: far apart (2^32 per
+/// day), so that the rounds counted between two days' records never reach the next day's.
+fn day_time(key: i64) -> Option<u64> {
+    u64::try_from(key)
+        .ok()?
+        .checked_mul(1 << 32)?
+        .checked_add(2)
+}
+
 fn source_failure(e: &stockflow_transport::Error) -> String {
     use stockflow_transport::ErrorKind;
     match e.kind {
