@@ -273,10 +273,6 @@ impl<M> Merge<M> {
     pub fn disorder(&self) -> Vec<i64> {
         self.lanes.iter().map(|l| l.disorder).collect()
     }
-
-    pub fn lanes(&self) -> usize {
-        self.lanes.len()
-    }
 }
 
 #[cfg(test)]
