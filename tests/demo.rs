@@ -26,8 +26,8 @@ fn the_first_readme_command_runs_the_whole_system() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     let days = stockflow_market::Calendar::new()
         .trading_days(
-            chrono::NaiveDate::from_ymd_opt(2024, 11, 1).unwrap_or_default(),
-            chrono::NaiveDate::from_ymd_opt(2025, 1, 31).unwrap_or_default(),
+            chrono::NaiveDate::from_ymd_opt(2024, 11, 1).expect("a valid date"),
+            chrono::NaiveDate::from_ymd_opt(2025, 1, 31).expect("a valid date"),
         )
         .len();
     let rows = query(&url, "SELECT COUNT(*) FROM evaluations");
@@ -134,7 +134,7 @@ fn the_metrics_endpoint_tells_the_truth() {
     );
     let rows: f64 = query(&url, "SELECT COUNT(*) FROM evaluations")[0][0]
         .parse()
-        .unwrap_or(-1.0);
+        .expect("a count");
     assert_eq!(rows, 400.0 * 6.0);
     assert_eq!(value(&last, "stockflow_ticks_total"), Some(400.0 * 24.0));
     assert_eq!(value(&last, "stockflow_holdings_total"), Some(36.0));
@@ -149,9 +149,11 @@ fn the_metrics_endpoint_tells_the_truth() {
     );
     let dead: f64 = query(&url, "SELECT COUNT(*) FROM dead_letters")[0][0]
         .parse()
-        .unwrap_or(-1.0);
+        .expect("a count");
     assert_eq!(dead, 2.0);
-    assert!(value(&last, "stockflow_sink_transactions_total").unwrap_or(0.0) >= 1.0);
+    assert!(
+        value(&last, "stockflow_sink_transactions_total").expect("the sink's transactions") >= 1.0
+    );
     assert_eq!(
         last.matches("stockflow_partition_lag{").count(),
         3,

@@ -17,9 +17,9 @@ fn decode_all(topic: &str) -> Vec<(String, Tick)> {
     read_topic(topic)
         .into_iter()
         .map(|r| {
-            let key = String::from_utf8(r.key.unwrap_or_default()).unwrap_or_default();
+            let key = String::from_utf8(r.key.expect("every tick has a key")).expect("a UTF-8 key");
             let tick = dec
-                .decode(r.payload.as_deref().unwrap_or_default())
+                .decode(r.payload.as_deref().expect("every tick has a payload"))
                 .unwrap_or_else(|e| panic!("record at {:?} does not decode: {e}", r.position));
             (key, tick)
         })
@@ -84,7 +84,7 @@ fn backfill_lands_every_tick_with_the_models_prices() {
     let mut partitions: BTreeMap<Vec<u8>, BTreeSet<i32>> = BTreeMap::new();
     for r in read_topic(&topic) {
         partitions
-            .entry(r.key.unwrap_or_default())
+            .entry(r.key.expect("every tick has a key"))
             .or_default()
             .insert(r.position.partition);
     }

@@ -265,9 +265,9 @@ fn a_hostile_corpus_is_accounted_for_record_by_record() {
     let out = run_ok(&mut job(&prices, &holdings, &url));
     let s = summary_of(&out);
     let produced = baseline + (ticks.len() + records.len()) as i64;
-    let accounted = s["ticks"].as_i64().unwrap_or(0)
-        + s["holdings"].as_i64().unwrap_or(0)
-        + s["dead_letters"].as_i64().unwrap_or(0);
+    let accounted = s["ticks"].as_i64().expect("ticks counted")
+        + s["holdings"].as_i64().expect("holdings counted")
+        + s["dead_letters"].as_i64().expect("dead letters counted");
     assert_eq!(
         accounted, produced,
         "ticks + holdings + dead letters = records: {s}"
@@ -444,7 +444,10 @@ fn status_lists_incomplete_days_with_their_missing_stocks() {
     ]));
     let v: serde_json::Value =
         serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}"));
-    let issues = v["issues"].as_array().cloned().unwrap_or_default();
+    let issues = v["issues"]
+        .as_array()
+        .cloned()
+        .expect("status lists issues");
     // Every portfolio needs both exchanges; P21 holds SE2 stocks only, so it has no input at
     // all for the day yet (nothing to list), the five others are incomplete.
     assert_eq!(issues.len(), 5, "{v}");

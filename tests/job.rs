@@ -75,7 +75,7 @@ fn run_job(t: &Topics, extra: &[&str]) -> (BTreeMap<Vec<String>, i64>, serde_jso
         .iter()
         .map(|f| v[f].as_str().unwrap_or("NULL").to_string())
         .collect();
-        *state.entry(key).or_default() += v["diff"].as_i64().unwrap_or(0);
+        *state.entry(key).or_default() += v["diff"].as_i64().expect("every line has a diff");
     }
     state.retain(|_, c| *c != 0);
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -103,7 +103,7 @@ fn closes(from: NaiveDate, days: usize) -> BTreeMap<(String, NaiveDate), Decimal
         .unwrap_or_else(|e| panic!("{e}"));
         for day in plan {
             for t in day.ticks {
-                let price = Decimal::from_str(&t.price.to_string()).unwrap_or_default();
+                let price = Decimal::from_str(&t.price.to_string()).expect("a decimal price");
                 out.insert((t.ticker, t.date), price);
             }
         }
@@ -138,12 +138,12 @@ fn evaluates_every_portfolio_day_through_the_broker_for_any_worker_count() {
     assert_eq!(one, three, "same result with 1 and 3 workers");
 
     // Values against the model's closes and the spec's holdings.
-    let start = NaiveDate::from_ymd_opt(2005, 12, 20).unwrap_or_default();
+    let start = NaiveDate::from_ymd_opt(2005, 12, 20).expect("a valid date");
     let closes = closes(start, 30);
     let mut by_portfolio: BTreeMap<String, Vec<(NaiveDate, Decimal, String)>> = BTreeMap::new();
     for row in one.keys() {
-        let day = NaiveDate::from_str(&row[2]).unwrap_or_default();
-        let value = Decimal::from_str(&row[3]).unwrap_or_default();
+        let day = NaiveDate::from_str(&row[2]).expect("a stored date");
+        let value = Decimal::from_str(&row[3]).expect("a stored value");
         by_portfolio
             .entry(row[1].clone())
             .or_default()
@@ -300,7 +300,7 @@ fn a_two_process_cluster_gives_the_same_result() {
         .status;
     assert!(status.success());
     assert!(
-        summary["ticks"].as_u64().unwrap_or(0) < 20 * 24,
+        summary["ticks"].as_u64().expect("ticks counted") < 20 * 24,
         "process 0 read only its share"
     );
     assert_eq!(cluster, single);

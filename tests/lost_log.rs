@@ -49,7 +49,7 @@ fn a_lost_log_is_refused_and_the_documented_command_resumes_on_the_stored_state(
 
     let refused = run_err(&mut job(&prices, &holdings, &url));
     assert!(
-        refused.contains("the log lost records this job had read"),
+        refused.contains("the log is not the one this job read"),
         "{refused}"
     );
     assert!(

@@ -5,7 +5,6 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::ops::ControlFlow;
 use std::time::{Duration, Instant};
 use stockflow_transport::{Log, Lookahead, Position};
 
@@ -59,13 +58,13 @@ fn out_of_order_partitions_come_out_in_key_order_and_resume_skips_nothing() {
         assert!(Instant::now() < deadline, "read {} of {total}", keys.len());
         source
             .poll_batch(37, Duration::from_millis(100), &mut |r| {
-                let key: i64 = std::str::from_utf8(r.payload.unwrap_or_default())
+                let key: i64 = std::str::from_utf8(r.payload.expect("a payload"))
                     .ok()
                     .and_then(|s| s.parse().ok())
                     .unwrap_or_else(|| panic!("payload at {}", r.offset));
                 keys.push(key);
                 handed.entry(r.partition).or_default().insert(r.offset);
-                ControlFlow::Continue(())
+                stockflow_transport::Take::Next
             })
             .unwrap_or_else(|e| panic!("{e}"));
         for w in &marks {

@@ -138,7 +138,7 @@ fn crashes_at_random_moments_lose_and_duplicate_nothing() {
         progress(&crashed)
             .iter()
             .filter(|r| r[0] == s.prices)
-            .map(|r| r[2].parse::<i64>().unwrap_or(0))
+            .map(|r| r[2].parse::<i64>().expect("a stored offset"))
             .sum()
     };
     for _ in 0..8 {
@@ -165,7 +165,7 @@ fn crashes_at_random_moments_lose_and_duplicate_nothing() {
         let stored: i64 = progress(&crashed)
             .iter()
             .filter(|r| r[0] == s.prices)
-            .map(|r| r[2].parse::<i64>().unwrap_or(0))
+            .map(|r| r[2].parse::<i64>().expect("a stored offset"))
             .sum();
         if stored > 0 && stored < end {
             partial_kills += 1;
@@ -188,7 +188,7 @@ fn crashes_at_random_moments_lose_and_duplicate_nothing() {
     let stored: i64 = progress(&crashed)
         .iter()
         .filter(|r| r[0] == s.prices)
-        .map(|r| r[2].parse::<i64>().unwrap_or(0))
+        .map(|r| r[2].parse::<i64>().expect("a stored offset"))
         .sum();
     assert_eq!(stored, end);
     assert_eq!(progress(&crashed), progress(&reference));
@@ -289,26 +289,30 @@ fn publish_portfolios_writes_every_change_to_the_topic() {
     assert_eq!(records.len(), 5 * 6);
     let rows = evaluations(&url);
     for r in &records {
-        let v: serde_json::Value = serde_json::from_slice(r.payload.as_deref().unwrap_or_default())
+        let v: serde_json::Value = serde_json::from_slice(r.payload.as_deref().expect("a payload"))
             .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(v["retract"], false);
-        let key = String::from_utf8_lossy(r.key.as_deref().unwrap_or_default()).to_string();
+        let key = String::from_utf8_lossy(r.key.as_deref().expect("a key")).to_string();
         assert_eq!(
             key,
             format!(
                 "{}/{}",
-                v["investor"].as_str().unwrap_or(""),
-                v["portfolio"].as_str().unwrap_or("")
+                v["investor"].as_str().expect("an investor"),
+                v["portfolio"].as_str().expect("a portfolio")
             )
         );
-        let date = v["date"].as_str().unwrap_or("");
+        let date = v["date"].as_str().expect("a date");
         let row = rows
             .iter()
-            .find(|row| row[1] == v["portfolio"].as_str().unwrap_or("") && row[2] == date)
+            .find(|row| row[1] == v["portfolio"].as_str().expect("a portfolio") && row[2] == date)
             .unwrap_or_else(|| panic!("no row for {v}"));
         // The database keeps 6 decimals; the message the exact value.
-        let db_value: f64 = row[3].parse().unwrap_or(0.0);
-        let msg_value: f64 = v["value"].as_str().unwrap_or("0").parse().unwrap_or(-1.0);
+        let db_value: f64 = row[3].parse().expect("a stored value");
+        let msg_value: f64 = v["value"]
+            .as_str()
+            .expect("a value")
+            .parse()
+            .expect("a decimal value");
         assert!((db_value - msg_value).abs() < 1e-6, "{row:?} vs {v}");
     }
     drop_db(&url);

@@ -106,7 +106,7 @@ fn the_five_items_match_hand_computed_values() {
     let ps = v["stats"]["portfolios"]
         .as_array()
         .cloned()
-        .unwrap_or_default();
+        .expect("the report lists portfolios");
     assert_eq!(ps.len(), 2, "Inv1 only");
     let p = &ps[0];
     assert_eq!(p["portfolio"], "P11");
@@ -121,7 +121,7 @@ fn the_five_items_match_hand_computed_values() {
     assert_eq!(p["overall"]["max_change_pct"][0], "21.212121");
     assert_eq!(p["overall"]["min_change_pct"][0], "-25.00");
     // 2. per year (the first day's NULL change is not a change)
-    let years = p["yearly"].as_array().cloned().unwrap_or_default();
+    let years = p["yearly"].as_array().cloned().expect("yearly figures");
     assert_eq!(years.len(), 2);
     assert_eq!(years[0][0], 2023);
     assert_eq!(years[0][1]["max_change"][0], "10.00");
@@ -140,7 +140,7 @@ fn the_five_items_match_hand_computed_values() {
     assert!(close(&p["period"]["mean"], 103.0));
     assert!(close(&p["period"]["std"], sample_std(&in_period)));
     // 5. months, most recent first
-    let months = p["monthly"].as_array().cloned().unwrap_or_default();
+    let months = p["monthly"].as_array().cloned().expect("monthly figures");
     let got: Vec<(i64, i64, f64)> = months
         .iter()
         .map(|m| {

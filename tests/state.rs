@@ -66,19 +66,29 @@ fn replays_into_a_full_database_leave_it_equal_to_an_uninterrupted_run() {
     assert_eq!(summary_of(&out)["ticks"], 200 * 24);
     let want = tables(&url);
     assert_eq!(want[0].1.len(), 200 * 6);
-    let middle: Vec<String> = log_ends(&prices)
+    let ends = log_ends(&prices);
+    let middle: Vec<String> = ends
         .iter()
         .map(|(p, end)| format!("{p}:{}", end / 2))
         .collect();
-    for from in [
-        format!("offsets={}", middle.join(",")),
-        "offsets=0:400,1:400,2:400,3:400".to_string(),
-        format!("time={between}"),
-        "earliest".to_string(),
+    let from_middle: i64 = ends.iter().map(|(_, end)| end - end / 2).sum();
+    let from_400: i64 = ends.iter().map(|(_, end)| end - 400).sum();
+    // Each replay must read exactly what it names (a replay that reads nothing leaves the
+    // tables equal too).
+    for (from, ticks) in [
+        (format!("offsets={}", middle.join(",")), from_middle),
+        ("offsets=0:400,1:400,2:400,3:400".to_string(), from_400),
+        (format!("time={between}"), 80 * 24),
+        ("earliest".to_string(), 200 * 24),
     ] {
         let out =
             run_ok(job(&prices, &holdings, &url).args(["--until-caught-up", "--from", &from]));
         assert_eq!(summary_of(&out)["resumed"], true);
+        assert_eq!(
+            summary_of(&out)["ticks"],
+            ticks,
+            "ticks read with --from {from}"
+        );
         assert_eq!(tables(&url), want, "after --from {from}");
         // A plain resume afterwards: still equal, and nothing left to read.
         let out = run_ok(job(&prices, &holdings, &url).args(["--until-caught-up"]));

@@ -2,7 +2,7 @@
 
 use crate::money::Money;
 use crate::types::{
-    DeadLetter, Evaluation, HoldingInput, Issue, PortfolioId, Position, PriceInput,
+    DeadLetter, Evaluation, HoldingInput, Issue, Last, PortfolioId, PriceInput, Progress,
 };
 use chrono::NaiveDate;
 use std::collections::BTreeMap;
@@ -23,8 +23,9 @@ pub struct Batch {
     /// … and the latest holding record of each (portfolio, stock, from).
     pub holdings: Vec<(HoldingInput, isize)>,
     pub dead_letters: Vec<DeadLetter>,
-    /// The next offset of every partition any source has read so far (not only this batch's).
-    pub offsets: Vec<Position>,
+    /// The next offset of every partition any source has read so far (not only this batch's),
+    /// with the mark of the last record applied there.
+    pub offsets: Vec<Progress>,
     /// The newest log timestamp (ms since the epoch) among the records of this timestamp: for
     /// end-to-end latency (publish → commit).
     pub newest_record_ms: Option<i64>,
@@ -77,18 +78,11 @@ impl Batch {
         consolidate_into(&mut self.prices, later.prices);
         consolidate_into(&mut self.holdings, later.holdings);
         self.dead_letters.extend(later.dead_letters);
-        let mut offsets: BTreeMap<(String, i32), i64> = BTreeMap::new();
+        let mut offsets: BTreeMap<(String, i32), Progress> = BTreeMap::new();
         for p in self.offsets.drain(..).chain(later.offsets) {
-            offsets.insert((p.topic, p.partition), p.offset);
+            offsets.insert((p.position.topic.clone(), p.position.partition), p);
         }
-        self.offsets = offsets
-            .into_iter()
-            .map(|((topic, partition), offset)| Position {
-                topic,
-                partition,
-                offset,
-            })
-            .collect();
+        self.offsets = offsets.into_values().collect();
         self.newest_record_ms = self.newest_record_ms.max(later.newest_record_ms);
     }
 }
@@ -158,6 +152,9 @@ pub struct StoredState {
     pub holdings: Vec<HoldingInput>,
     /// (topic, partition) → next offset.
     pub offsets: BTreeMap<(String, i32), i64>,
+    /// (topic, partition) → what the job knows of the records below the offset (the last one
+    /// it applied): checked against the log at start (a replaced log is refused).
+    pub marks: BTreeMap<(String, i32), Last>,
     /// The first day whose closes are restored; None when the whole state is.
     pub window: Option<NaiveDate>,
     pub seeds: Vec<Seed>,
@@ -183,11 +180,14 @@ mod tests {
         }
     }
 
-    fn at(partition: i32, offset: i64) -> Position {
-        Position {
-            topic: "p".into(),
-            partition,
-            offset,
+    fn at(partition: i32, offset: i64) -> Progress {
+        Progress {
+            position: crate::Position {
+                topic: "p".into(),
+                partition,
+                offset,
+            },
+            last: Last::Unknown,
         }
     }
 

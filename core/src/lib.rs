@@ -20,6 +20,6 @@ pub use error::{backoff, Error, Fault, Result};
 pub use money::{Fixed6, Money, Percent};
 pub use sink::{CollectSink, Sink};
 pub use types::{
-    DeadLetter, Evaluation, HoldingInput, Issue, IssueKind, PortfolioId, Position, PriceInput,
-    StockId, Version,
+    DeadLetter, Evaluation, HoldingInput, Issue, IssueKind, Last, PortfolioId, Position,
+    PriceInput, Progress, RecordMark, StockId, Version,
 };

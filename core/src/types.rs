@@ -25,6 +25,62 @@ pub struct Position {
     pub offset: i64,
 }
 
+/// What identifies one record of a log: its offset, its log timestamp and a hash of its key and
+/// payload (xxh3, computed by the log interface). A job stores the mark of the last record it
+/// applied on each partition with its offsets, and at start compares it with what the log holds
+/// at that offset: a log that was replaced (a broker that lost its data and was refilled, a
+/// topic recreated and written again) holds another record there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct RecordMark {
+    pub offset: i64,
+    pub timestamp_ms: Option<i64>,
+    pub hash: u64,
+}
+
+/// What a job knows of the records of a partition below its next offset: what identifies the
+/// log it read.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
+)]
+pub enum Last {
+    /// Nothing known (the job started past records it did not read, or the log's start was
+    /// gone): the log cannot be checked there.
+    #[default]
+    Unknown,
+    /// The partition holds no record a reader is handed below the next offset (it starts
+    /// there, or holds only transaction markers below it).
+    Nothing,
+    /// A record the job applied below the next offset (the last one, as the job reads).
+    Record(RecordMark),
+}
+
+impl Last {
+    /// The record, if one is known.
+    pub fn record(&self) -> Option<RecordMark> {
+        match self {
+            Last::Record(m) => Some(*m),
+            _ => None,
+        }
+    }
+
+    /// What is still true of the records below `next`: a record at or above it names no
+    /// record below it.
+    pub fn below(self, next: i64) -> Last {
+        match self {
+            Last::Record(m) if m.offset >= next => Last::Unknown,
+            other => other,
+        }
+    }
+}
+
+/// How far a job has read one partition: the next offset to read, and what it knows of the
+/// records below it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Progress {
+    pub position: Position,
+    pub last: Last,
+}
+
 /// A close as read: several versions of one (stock, day) may arrive (duplicates, corrections).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct PriceInput {

@@ -4,15 +4,16 @@
 //! nothing here does I/O.
 
 use crate::graph::evaluate;
+use crate::job::machine::StopReason;
 use chrono::NaiveDate;
 use differential_dataflow::consolidation::consolidate;
 use differential_dataflow::input::{Input, InputSession};
 use serde::{Deserialize, Serialize};
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, VecDeque};
 use std::rc::Rc;
 use stockflow_core::{
-    Batch, DeadLetter, Evaluation, HoldingInput, Issue, Money, PortfolioId, Position, PriceInput,
+    Batch, DeadLetter, Evaluation, HoldingInput, Issue, Money, PortfolioId, PriceInput, Progress,
 };
 use timely::communication::Allocate;
 use timely::dataflow::channels::pact::Exchange;
@@ -26,9 +27,10 @@ use timely::worker::Worker;
 /// What the sources tell the sink besides the data: how far they read, and what they rejected.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum Control {
-    /// After this timestamp the partition's next offset to read is `position.offset`; the
-    /// newest record timestamp (ms) read into it, if any.
-    Offset(Position, Option<i64>),
+    /// After this timestamp the partition's next offset to read is `progress.position.offset`
+    /// (with the mark of the last record applied below it); the newest record timestamp (ms)
+    /// read into it, if any.
+    Offset(Progress, Option<i64>),
     DeadLetter(DeadLetter),
 }
 
@@ -68,35 +70,69 @@ impl WorkerInputs {
 /// Completed batches waiting for the driver (worker 0 only; empty elsewhere).
 pub type Outbox = Rc<RefCell<VecDeque<Batch>>>;
 
-/// A cluster-wide stop: any worker raises it with a reason; every worker sees it at its next
-/// steps, in every process.
-pub struct StopSignal {
-    input: Option<InputHandle<u64, String>>,
-    raised: bool,
-    received: Rc<RefCell<Option<String>>>,
+/// What workers tell each other outside the data: a stop (with its reason), and the time a
+/// worker has reached (so that a worker with nothing to read never holds the others back).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+enum Notice {
+    Stop(StopReason),
+    Time(u64),
 }
 
-impl StopSignal {
-    /// Tells every worker to stop (once).
-    pub fn raise(&mut self, reason: &str) {
-        if self.raised {
+/// The cluster's control plane: any worker raises a stop with a reason, or publishes its time;
+/// every worker of every process sees them at its next steps.
+pub struct ControlPlane {
+    input: Option<InputHandle<u64, Notice>>,
+    /// The strongest reason this worker sent.
+    sent: Option<StopReason>,
+    received: Rc<RefCell<Option<StopReason>>>,
+    peer_time: Rc<Cell<u64>>,
+    sent_time: u64,
+}
+
+impl ControlPlane {
+    /// Tells every worker to stop, with a reason (again only with a stronger one: a failure
+    /// found after a signal is still sent).
+    pub fn raise(&mut self, reason: StopReason) {
+        if self
+            .sent
+            .as_ref()
+            .is_some_and(|s| s.rank() >= reason.rank())
+        {
             return;
         }
-        self.raised = true;
+        self.sent = Some(reason.clone());
         if let Some(input) = self.input.as_mut() {
-            input.send(reason.to_string());
+            input.send(Notice::Stop(reason));
             input.flush();
         }
     }
 
-    /// Whether this worker raised it.
+    /// Whether this worker raised a stop.
     pub fn raised(&self) -> bool {
-        self.raised
+        self.sent.is_some()
     }
 
-    /// The first reason any worker gave, once it has arrived here.
-    pub fn received(&self) -> Option<String> {
+    /// The strongest reason any worker gave (an error over a rewind over a signal), once it
+    /// has arrived here.
+    pub fn received(&self) -> Option<StopReason> {
         self.received.borrow().clone()
+    }
+
+    /// Publishes this worker's time to every worker (when it moved).
+    pub fn publish_time(&mut self, time: u64) {
+        if time <= self.sent_time {
+            return;
+        }
+        self.sent_time = time;
+        if let Some(input) = self.input.as_mut() {
+            input.send(Notice::Time(time));
+            input.flush();
+        }
+    }
+
+    /// The latest time any worker published, as far as it has arrived here.
+    pub fn peer_time(&self) -> u64 {
+        self.peer_time.get()
     }
 
     /// Closes this worker's side (at the end of the run).
@@ -110,7 +146,9 @@ pub struct Built {
     pub inputs: WorkerInputs,
     pub probe: ProbeHandle<u64>,
     pub outbox: Outbox,
-    pub stop: StopSignal,
+    pub stop: ControlPlane,
+    /// Set once every input is closed and the last batch is in the outbox.
+    pub finished: Rc<Cell<bool>>,
 }
 
 /// Builds the job's dataflow on this worker. With `keep_state`, batches also carry the changes
@@ -123,6 +161,8 @@ pub fn build<A: Allocate>(
 ) -> Built {
     let outbox: Outbox = Rc::default();
     let outbox_op = Rc::clone(&outbox);
+    let finished: Rc<Cell<bool>> = Rc::default();
+    let finished_op = Rc::clone(&finished);
     let probe = ProbeHandle::new();
     let inputs = worker.dataflow::<u64, _, _>(|scope| {
         let (prices_in, prices) = scope.new_collection();
@@ -146,7 +186,7 @@ pub fn build<A: Allocate>(
                 );
         }
         let mut pending: BTreeMap<u64, Vec<SinkItem>> = BTreeMap::new();
-        let mut offsets: BTreeMap<(String, i32), i64> = BTreeMap::new();
+        let mut offsets: BTreeMap<(String, i32), Progress> = BTreeMap::new();
         items.sink(
             Exchange::new(|_: &(SinkItem, u64)| 0u64),
             "Batches",
@@ -165,6 +205,9 @@ pub fn build<A: Allocate>(
                     let batch = assemble(t, entry.remove(), &mut offsets);
                     outbox_op.borrow_mut().push_back(batch);
                 }
+                if frontier.is_empty() && pending.is_empty() {
+                    finished_op.set(true);
+                }
             },
         );
         out.evaluations.inner.probe_with(&probe);
@@ -177,14 +220,19 @@ pub fn build<A: Allocate>(
             control: control_in,
         }
     });
-    let received: Rc<RefCell<Option<String>>> = Rc::default();
-    let received_op = Rc::clone(&received);
+    let received: Rc<RefCell<Option<StopReason>>> = Rc::default();
+    let peer_time: Rc<Cell<u64>> = Rc::default();
+    let (received_op, peer_time_op) = (Rc::clone(&received), Rc::clone(&peer_time));
     let stop_input = worker.dataflow::<u64, _, _>(|scope| {
-        let (input, stream) = scope.new_input::<String>();
-        stream.broadcast().inspect(move |reason| {
-            received_op
-                .borrow_mut()
-                .get_or_insert_with(|| reason.clone());
+        let (input, stream) = scope.new_input::<Notice>();
+        stream.broadcast().inspect(move |notice| match notice {
+            Notice::Stop(reason) => {
+                let mut slot = received_op.borrow_mut();
+                if slot.as_ref().is_none_or(|s| reason.rank() > s.rank()) {
+                    *slot = Some(reason.clone());
+                }
+            }
+            Notice::Time(t) => peer_time_op.set(peer_time_op.get().max(*t)),
         });
         input
     });
@@ -192,16 +240,23 @@ pub fn build<A: Allocate>(
         inputs,
         probe,
         outbox,
-        stop: StopSignal {
+        finished,
+        stop: ControlPlane {
             input: Some(stop_input),
-            raised: false,
+            sent: None,
             received,
+            peer_time,
+            sent_time: 0,
         },
     }
 }
 
-/// One completed timestamp's items as a batch; `offsets` keeps every partition's position.
-fn assemble(t: u64, items: Vec<SinkItem>, offsets: &mut BTreeMap<(String, i32), i64>) -> Batch {
+/// One completed timestamp's items as a batch; `offsets` keeps every partition's progress.
+fn assemble(
+    t: u64,
+    items: Vec<SinkItem>,
+    offsets: &mut BTreeMap<(String, i32), Progress>,
+) -> Batch {
     let mut batch = Batch {
         time: t,
         ..Batch::default()
@@ -214,8 +269,16 @@ fn assemble(t: u64, items: Vec<SinkItem>, offsets: &mut BTreeMap<(String, i32), 
             SinkItem::Holding(h, d) => batch.holdings.push((h, d)),
             SinkItem::Control(Control::Offset(p, ts)) => {
                 batch.newest_record_ms = batch.newest_record_ms.max(ts);
-                let next = offsets.entry((p.topic, p.partition)).or_insert(p.offset);
-                *next = (*next).max(p.offset);
+                let key = (p.position.topic.clone(), p.position.partition);
+                match offsets.get_mut(&key) {
+                    // Reports of one partition only move forward (a worker's resume offset
+                    // never goes back); of two in one timestamp the later one wins.
+                    Some(known) if known.position.offset > p.position.offset => {}
+                    Some(known) => *known = p,
+                    None => {
+                        offsets.insert(key, p);
+                    }
+                }
             }
             SinkItem::Control(Control::DeadLetter(dl)) => batch.dead_letters.push(dl),
         }
@@ -226,13 +289,6 @@ fn assemble(t: u64, items: Vec<SinkItem>, offsets: &mut BTreeMap<(String, i32), 
     consolidate(&mut batch.holdings);
     batch.dead_letters.sort();
     batch.dead_letters.dedup_by(|a, b| a.position == b.position);
-    batch.offsets = offsets
-        .iter()
-        .map(|((topic, partition), offset)| Position {
-            topic: topic.clone(),
-            partition: *partition,
-            offset: *offset,
-        })
-        .collect();
+    batch.offsets = offsets.values().cloned().collect();
     batch
 }

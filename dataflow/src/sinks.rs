@@ -81,9 +81,15 @@ pub struct StoreTables {
         std::collections::BTreeMap<(u32, u32, chrono::NaiveDate), stockflow_core::HoldingInput>,
     pub dead_letters: std::collections::BTreeSet<stockflow_core::Position>,
     pub offsets: std::collections::BTreeMap<(String, i32), i64>,
+    pub marks: std::collections::BTreeMap<(String, i32), stockflow_core::Last>,
     /// Batches applied, rows retracted over all batches.
     pub batches: u64,
     pub retracted: u64,
+    /// Tests: the apply that would make `batches` reach this fails instead, and so does every
+    /// later one until it is cleared (a job that dies between two commits).
+    pub fail_at_batch: Option<u64>,
+    /// Applies refused because of `fail_at_batch`.
+    pub failures: u64,
 }
 
 /// A stateful sink in memory, with the MySQL sink's semantics (one atomic apply per batch,
@@ -132,6 +138,7 @@ impl Sink for MemoryStore {
                 .collect(),
             holdings: t.holdings.values().cloned().collect(),
             offsets: t.offsets.clone(),
+            marks: t.marks.clone(),
             window,
             seeds: seeds.into_values().collect(),
         })
@@ -146,6 +153,10 @@ impl Sink for MemoryStore {
             .tables
             .lock()
             .map_err(|_| Error::internal("store lock poisoned"))?;
+        if t.fail_at_batch.is_some_and(|n| t.batches + 1 >= n) {
+            t.failures += 1;
+            return Err(Error::internal("the store failed (a test asked it to)"));
+        }
         t.batches += 1;
         t.retracted += batch.retracted();
         for (e, d) in &batch.evaluations {
@@ -182,7 +193,12 @@ impl Sink for MemoryStore {
             t.dead_letters.insert(dl.position.clone());
         }
         for p in &batch.offsets {
-            t.offsets.insert((p.topic.clone(), p.partition), p.offset);
+            let key = (p.position.topic.clone(), p.position.partition);
+            t.offsets.insert(key.clone(), p.position.offset);
+            match p.last {
+                stockflow_core::Last::Unknown => t.marks.remove(&key),
+                known => t.marks.insert(key, known),
+            };
         }
         Ok(())
     }

@@ -86,6 +86,7 @@ fn config(u: &Arc<Universe>, workers: usize) -> JobConfig {
         keep_state: true,
         source_give_up: Duration::from_secs(5),
         window: None,
+        days_per_time: job::DAYS_PER_TIME,
     }
 }
 
@@ -120,7 +121,7 @@ fn run_restoring(
             spec,
             reset_offsets: reset,
             restore,
-            follower_offsets: Default::default(),
+            follower: Default::default(),
         },
         Arc::new(AtomicBool::new(false)),
         Arc::new(JobCounters::default()),
@@ -184,15 +185,19 @@ fn a_log_whose_head_is_gone_still_gives_the_uninterrupted_result() {
     assert!(run(&log, &u, &store, StartSpec::Resume, false, 2).is_ok());
     // Retention drops everything read so far (and the holdings).
     for topic in ["prices", "holdings"] {
-        for w in log.watermarks(topic).unwrap_or_default() {
+        for w in log.watermarks(topic).expect("the topic exists") {
             let _ = log.truncate_before(topic, w.partition, w.high);
         }
     }
     publish_days(&log, &u, &all, 8..16);
+    let snapshot = store.snapshot();
     let plan = job::plan(
         &log,
         &topics(),
-        &store.snapshot().offsets,
+        &job::Stored {
+            offsets: snapshot.offsets.clone(),
+            marks: snapshot.marks.clone(),
+        },
         &StartSpec::Resume,
         false,
     );
@@ -216,8 +221,12 @@ fn a_lost_log_is_refused_then_read_from_its_new_start() {
     publish_holdings(&log, &u);
     publish_days(&log, &u, &all, 10..14);
     let refused = run(&log, &u, &store, StartSpec::Resume, false, 1);
-    let msg = refused.err().map(|e| e.to_string()).unwrap_or_default();
-    assert!(msg.contains("the log lost records"), "{msg}");
+    let msg = refused.expect_err("a lost log is refused").to_string();
+    assert!(
+        msg.contains("the log is not the one this job read"),
+        "{msg}"
+    );
+    assert!(msg.contains("prices/0 ends at offset"), "{msg}");
     assert!(msg.contains("--reset-offsets"), "{msg}");
     assert_eq!(
         store.snapshot().evaluations,
@@ -253,7 +262,7 @@ fn replays_on_top_of_the_state_change_nothing() {
     assert!(run(&log, &u, &store, StartSpec::Resume, false, 2).is_ok());
     let middle: std::collections::BTreeMap<i32, i64> = log
         .watermarks("prices")
-        .unwrap_or_default()
+        .expect("the topic exists")
         .iter()
         .map(|w| (w.partition, w.high / 2))
         .collect();

@@ -213,10 +213,34 @@ fn parse_price(field: Field<'_>) -> Result<Money, Error> {
     Ok(price)
 }
 
-/// A strict ISO 8601 date: `YYYY-MM-DD`, alone or followed by a time
-/// (`THH:MM[:SS[.f]]` or ` HH:MM:SS[.f]`, with an optional `Z` or `±HH:MM` offset). The date
-/// as written is the trading day. Dates before 2000-01-01 are refused; four-digit years keep
-/// every date within what a MySQL `DATE` holds (9999-12-31).
+/// A strict ISO 8601 date: `YYYY-MM-DD`, alone or followed by a time: `T` or a space, then
+/// `HH:MM`, optional `:SS`, optional fraction `.f…`, then optionally `Z` or `±HH:MM`
+/// (`docs/input.md`). The date as written is the trading day. Dates before 2000-01-01 are
+/// refused; four-digit years keep every date within what a MySQL `DATE` holds (9999-12-31).
+/// Every date-time form `parse_date` takes: separator × time × zone.
+const TIME_FORMATS: [&str; 12] = [
+    "%Y-%m-%dT%H:%M",
+    "%Y-%m-%dT%H:%MZ",
+    "%Y-%m-%dT%H:%M%:z",
+    "%Y-%m-%dT%H:%M:%S%.f",
+    "%Y-%m-%dT%H:%M:%S%.fZ",
+    "%Y-%m-%dT%H:%M:%S%.f%:z",
+    "%Y-%m-%d %H:%M",
+    "%Y-%m-%d %H:%MZ",
+    "%Y-%m-%d %H:%M%:z",
+    "%Y-%m-%d %H:%M:%S%.f",
+    "%Y-%m-%d %H:%M:%S%.fZ",
+    "%Y-%m-%d %H:%M:%S%.f%:z",
+];
+
+fn time_parses(s: &str, format: &str) -> bool {
+    if format.ends_with("%:z") {
+        DateTime::parse_from_str(s, format).is_ok()
+    } else {
+        NaiveDateTime::parse_from_str(s, format).is_ok()
+    }
+}
+
 pub fn parse_date(s: &str) -> Result<NaiveDate, Error> {
     let bad = || Error::BadDate(s.to_string());
     let b = s.as_bytes();
@@ -233,23 +257,8 @@ pub fn parse_date(s: &str) -> Result<NaiveDate, Error> {
         _ => return Err(bad()),
     };
     let date = NaiveDate::from_ymd_opt(y as i32, m, d).ok_or_else(bad)?;
-    if b.len() > 10 {
-        let valid_time = DateTime::parse_from_rfc3339(s).is_ok()
-            || [
-                "%Y-%m-%dT%H:%M:%S%.f",
-                "%Y-%m-%d %H:%M:%S%.f",
-                "%Y-%m-%dT%H:%M",
-                "%Y-%m-%dT%H:%M:%S%.f%:z",
-                "%Y-%m-%d %H:%M:%S%.f%:z",
-            ]
-            .iter()
-            .any(|f| {
-                NaiveDateTime::parse_from_str(s, f).is_ok()
-                    || DateTime::parse_from_str(s, f).is_ok()
-            });
-        if !valid_time {
-            return Err(bad());
-        }
+    if b.len() > 10 && !TIME_FORMATS.iter().any(|f| time_parses(s, f)) {
+        return Err(bad());
     }
     if date < FIRST_DATE {
         return Err(Error::BeforeMarket(date));
@@ -320,6 +329,11 @@ mod tests {
             r#"{"TICK": "IBM", "PRICE": 256.9, "TS": "2000-01-03"}"#,
             r#"{"TICK": "IBM", "PRICE": 256.90, "TS": "2000-01-03T17:30:00"}"#,
             r#"{"TICK": "IBM", "PRICE": "256.9", "TS": "2000-01-03 17:30:00.123"}"#,
+            r#"{"TICK": "IBM", "PRICE": "256.9", "TS": "2000-01-03 17:30"}"#,
+            r#"{"TICK": "IBM", "PRICE": "256.9", "TS": "2000-01-03T17:30Z"}"#,
+            r#"{"TICK": "IBM", "PRICE": "256.9", "TS": "2000-01-03 17:30+02:00"}"#,
+            r#"{"TICK": "IBM", "PRICE": "256.9", "TS": "2000-01-03T17:30:05.5-05:00"}"#,
+            r#"{"TICK": "IBM", "PRICE": "256.9", "TS": "2000-01-03 17:30:05Z"}"#,
             r#"{"TICK": "IBM", "PRICE": "2.569e2", "TS": "2000-01-03T23:30:00+02:00"}"#,
             r#"{"TICK": "IBM", "PRICE": 2569E-1, "TS": "2000-01-03T09:00"}"#,
             r#"{"TICK": "ibm", "PRICE": "256.900000", "TS": "2000-01-03T09:00:00Z", "EXCHANGE": "se1"}"#,
@@ -441,6 +455,18 @@ mod tests {
             ),
             (
                 br#"{"TICK": "IBM", "PRICE": "1.00", "TS": "2000-01-03junk"}"#,
+                "bad_date",
+            ),
+            (
+                br#"{"TICK": "IBM", "PRICE": "1.00", "TS": "2000-01-03 17"}"#,
+                "bad_date",
+            ),
+            (
+                br#"{"TICK": "IBM", "PRICE": "1.00", "TS": "2000-01-03T17:30+2"}"#,
+                "bad_date",
+            ),
+            (
+                br#"{"TICK": "IBM", "PRICE": "1.00", "TS": "2000-01-03t17:30"}"#,
                 "bad_date",
             ),
             (

@@ -3,7 +3,6 @@ use super::open_log;
 use crate::cli::{BenchCommand, Global, Model, Output, ServerArgs};
 use anyhow::Result;
 use futures::stream::{self, StreamExt};
-use std::ops::ControlFlow;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -206,7 +205,7 @@ fn raw_consume(log: &dyn Log, topic: &str) -> Result<serde_json::Value> {
     while seen < total {
         seen += source.poll_batch(50_000, Duration::from_millis(100), &mut |r| {
             bytes += r.payload.map_or(0, <[u8]>::len);
-            ControlFlow::Continue(())
+            stockflow_transport::Take::Next
         })? as i64;
     }
     let secs = started.elapsed().as_secs_f64().max(1e-9);

@@ -60,7 +60,8 @@ fn open_sink(
                 return Ok(Opened {
                     sink: None,
                     state: StoredState {
-                        offsets,
+                        offsets: offsets.next,
+                        marks: offsets.marks,
                         ..StoredState::default()
                     },
                     metrics: None,
@@ -161,6 +162,7 @@ pub async fn run(g: &Global, a: RunArgs) -> Result<ExitCode> {
         keep_state,
         source_give_up: Duration::from_secs(a.source_retry_secs),
         window: None,
+        days_per_time: job::DAYS_PER_TIME,
     };
     // A cluster restores everything (its processes cannot re-run together); a single
     // process restores the recent window and re-runs wider when a record needs it.
@@ -216,7 +218,10 @@ pub async fn run(g: &Global, a: RunArgs) -> Result<ExitCode> {
         spec: spec.clone(),
         reset_offsets: a.reset_offsets,
         restore,
-        follower_offsets: state.offsets,
+        follower: job::Stored {
+            offsets: state.offsets,
+            marks: state.marks,
+        },
     };
     let prices_topic = a.topics.prices.clone();
     let (workers, from, until) = (a.workers, a.from.clone(), a.until_caught_up);

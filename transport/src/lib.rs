@@ -8,14 +8,14 @@
 //! for tests of the job's logic without a broker. `docs/backends.md` says how to add one.
 
 use std::future::Future;
-use std::ops::ControlFlow;
 use std::pin::Pin;
 use std::time::Duration;
 
 pub mod memory;
 pub mod merge;
+pub mod reader;
 
-pub use stockflow_core::Position;
+pub use stockflow_core::{Position, RecordMark};
 
 /// One record read from the log.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,6 +47,16 @@ impl RecordRef<'_> {
         }
     }
 
+    /// What identifies this record in its partition (`RecordMark`): offset, log timestamp and
+    /// the xxh3 hash of its key and payload (each length-prefixed, absent ≠ empty).
+    pub fn mark(&self) -> RecordMark {
+        RecordMark {
+            offset: self.offset,
+            timestamp_ms: self.timestamp_ms,
+            hash: content_hash(self.key, self.payload),
+        }
+    }
+
     pub fn to_record(&self) -> Record {
         Record {
             position: self.position(),
@@ -55,6 +65,48 @@ impl RecordRef<'_> {
             timestamp_ms: self.timestamp_ms,
         }
     }
+}
+
+impl Record {
+    pub fn as_ref(&self) -> RecordRef<'_> {
+        RecordRef {
+            topic: &self.position.topic,
+            partition: self.position.partition,
+            offset: self.position.offset,
+            key: self.key.as_deref(),
+            payload: self.payload.as_deref(),
+            timestamp_ms: self.timestamp_ms,
+        }
+    }
+}
+
+/// xxh3-64 of a record's key and payload, each prefixed by its length (u64::MAX when absent),
+/// so that (key "ab", payload "c") and (key "a", payload "bc") differ. Stable across builds and
+/// platforms: stored in databases.
+pub fn content_hash(key: Option<&[u8]>, payload: Option<&[u8]>) -> u64 {
+    let mut h = xxhash_rust::xxh3::Xxh3::new();
+    for part in [key, payload] {
+        match part {
+            Some(bytes) => {
+                h.update(&(bytes.len() as u64).to_le_bytes());
+                h.update(bytes);
+            }
+            None => h.update(&u64::MAX.to_le_bytes()),
+        }
+    }
+    h.digest()
+}
+
+/// What a reader did with a record a source handed it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Take {
+    /// Applied; hand over the next one.
+    Next,
+    /// Applied; end this batch after it.
+    Last,
+    /// Not applied: the source keeps it (it is handed over first again, and the partition's
+    /// resume offset stays at or below it); end this batch.
+    Refuse,
 }
 
 /// The range of offsets a partition holds: `low..high` (high is the next offset to be written).
@@ -139,47 +191,43 @@ impl TopicRetention {
 /// A boxed future of a producer's acknowledgement.
 pub type SendFuture<'a> = Pin<Box<dyn Future<Output = Result<Position>> + Send + 'a>>;
 
-/// Reads records from assigned partitions, each in offset order unless `order_by` asks for a
-/// merge with a lookahead (then `resume_offset` says where to resume). A position the log no longer
-/// has (below the log start or beyond the end) is an error of kind `OffsetOutOfRange`, never a
-/// silent jump.
+/// Reads records from assigned partitions. Records of one partition come in offset order unless
+/// `order_by` asks for a merge with a lookahead; either way `resume_offset` says where a reader
+/// may resume so that it misses nothing. A position the log no longer has (below its start or
+/// beyond its end) is an error of kind `OffsetOutOfRange`, never a silent jump.
+/// `reader::MergedSource` implements all of it over a backend's per-partition fetches.
 pub trait LogSource: Send {
-    /// Hands up to `max` records to `on_record`, waiting up to `wait` for the first one; the
-    /// callback returns `Break` to end the batch after the current record. Returns how many
-    /// records were handed over.
+    /// Hands up to `max` records to `on_record`, waiting up to `wait` for the first one. The
+    /// callback says whether it applied the record and whether to go on ([`Take`]). Returns
+    /// how many records were applied.
     fn poll_batch(
         &mut self,
         max: usize,
         wait: Duration,
-        on_record: &mut dyn FnMut(RecordRef<'_>) -> ControlFlow<()>,
+        on_record: &mut dyn FnMut(RecordRef<'_>) -> Take,
     ) -> Result<usize>;
 
     /// Merge the partitions by this key (smallest first; None first of all) instead of the
     /// records' log time. While a partition has a backlog the source reads it `lookahead` keys
     /// past a record before handing the record over, since one partition's records may be out
     /// of key order too (several producers); the lookahead grows with the disorder it meets
-    /// (`merge` explains it all). The job orders by trading day. Sources that cannot look
-    /// ahead ignore it.
-    fn order_by(&mut self, _key: OrderKey, _lookahead: Lookahead) {}
+    /// (`merge` explains it all). The job orders by trading day.
+    fn order_by(&mut self, key: OrderKey, lookahead: Lookahead);
 
     /// The order key of the next record this source would hand over, as far as it knows: a
     /// lower bound while a partition with a backlog is not read far enough; None when it has
     /// nothing pending. Lets several sources (the job's workers) read in step.
-    fn next_key(&self) -> Option<i64> {
-        None
-    }
+    fn next_key(&self) -> Option<i64>;
 
     /// Hand over no record whose order key is after `key` (None: no limit) until told
     /// otherwise.
-    fn hold_after(&mut self, _key: Option<i64>) {}
+    fn hold_after(&mut self, key: Option<i64>);
 
     /// Where a reader of this partition may resume so that it misses nothing: the lowest offset
-    /// not handed over yet. A source that hands records over out of offset order (a merge
-    /// with a lookahead) can be ahead of it; None means the offset after the last record handed
-    /// over (sources that keep offset order).
-    fn resume_offset(&self, _topic: &str, _partition: i32) -> Option<i64> {
-        None
-    }
+    /// not handed over (and applied) yet, past records the log holds but never hands over
+    /// (transaction markers) once the partition's end is reached. None for a partition this
+    /// source does not read.
+    fn resume_offset(&self, topic: &str, partition: i32) -> Option<i64>;
 }
 
 /// How far past a record a source reads a partition before handing the record over, in order
@@ -228,6 +276,13 @@ pub trait Log: Send + Sync {
     /// A source reading each given partition from the given offset.
     fn open_source(&self, start: &[Position]) -> Result<Box<dyn LogSource>>;
 
+    /// The first record a reader is handed at or after each position (None when the
+    /// partition holds none there now; a position below the log's start reads from the start),
+    /// read within `timeout`. What the job's check of its log reads at start (`RecordMark`).
+    fn first_records(&self, at: &[Position], timeout: Duration) -> Result<Vec<Option<Record>>> {
+        first_records(self, at, timeout)
+    }
+
     /// A producer (idempotent where the backend can: no duplicates on retry).
     fn producer(&self) -> Result<Box<dyn LogProducer>>;
 }
@@ -269,10 +324,77 @@ pub fn read_to_end(log: &dyn Log, topic: &str, timeout: Duration) -> Result<Vec<
                 remaining -= 1;
                 out.push(r.to_record());
             }
-            ControlFlow::Continue(())
+            Take::Next
         })?;
     }
     out.sort_by(|a, b| a.position.cmp(&b.position));
+    Ok(out)
+}
+
+/// The first record at or after each position, through a source opened there: the default
+/// of [`Log::first_records`].
+pub fn first_records<L: Log + ?Sized>(
+    log: &L,
+    at: &[Position],
+    timeout: Duration,
+) -> Result<Vec<Option<Record>>> {
+    let mut out: Vec<Option<Record>> = vec![None; at.len()];
+    // Where each position reads from, and the partition's end now (nothing at or past it).
+    let mut ranges: std::collections::BTreeMap<String, Vec<Watermarks>> = Default::default();
+    let mut wanted: Vec<(usize, Position, i64)> = Vec::new();
+    for (i, p) in at.iter().enumerate() {
+        if !ranges.contains_key(&p.topic) {
+            ranges.insert(p.topic.clone(), log.watermarks(&p.topic)?);
+        }
+        let w = ranges
+            .get(&p.topic)
+            .and_then(|marks| marks.iter().find(|w| w.partition == p.partition).copied());
+        if let Some(w) = w {
+            let from = p.offset.max(w.low);
+            if from < w.high {
+                let start = Position {
+                    offset: from,
+                    ..p.clone()
+                };
+                wanted.push((i, start, w.high));
+            }
+        }
+    }
+    if wanted.is_empty() {
+        return Ok(out);
+    }
+    let start: Vec<Position> = wanted.iter().map(|(_, p, _)| p.clone()).collect();
+    let mut source = log.open_source(&start)?;
+    let deadline = std::time::Instant::now() + timeout;
+    while !wanted.is_empty() {
+        if std::time::Instant::now() >= deadline {
+            let p = &wanted[0].1;
+            return Err(Error::new(
+                ErrorKind::Timeout,
+                format!(
+                    "reading {}/{} from offset {}",
+                    p.topic, p.partition, p.offset
+                ),
+                format!("no record within {timeout:?}"),
+            ));
+        }
+        source.poll_batch(1_000, Duration::from_millis(100), &mut |r| {
+            if let Some(k) = wanted
+                .iter()
+                .position(|(_, p, _)| p.topic == r.topic && p.partition == r.partition)
+            {
+                let (i, _, _) = wanted.swap_remove(k);
+                out[i] = Some(r.to_record());
+            }
+            Take::Next
+        })?;
+        // A partition read to its end without a record holds none.
+        wanted.retain(|(_, p, end)| {
+            source
+                .resume_offset(&p.topic, p.partition)
+                .is_none_or(|r| r < *end)
+        });
+    }
     Ok(out)
 }
 

@@ -3,20 +3,22 @@
 //! the log no longer has. Tests use it to drive the job without a broker, and to do what a
 //! real broker makes hard: drop a partition's head (retention) or lose a topic's data.
 
+use crate::reader::{Fetched, Lanes, MergedSource};
 use crate::{
     Error, ErrorKind, Log, LogProducer, LogSource, Position, RecordRef, Result, Retention,
     SendFuture, TopicRetention, TopicSpec, TopicState, Watermarks,
 };
 use std::collections::{BTreeMap, VecDeque};
-use std::ops::ControlFlow;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 #[derive(Debug, Clone)]
 struct Entry {
     key: Option<Vec<u8>>,
     payload: Option<Vec<u8>>,
     timestamp_ms: i64,
+    /// A record the log holds but never hands to readers (a Kafka transaction marker).
+    control: bool,
 }
 
 #[derive(Debug, Default)]
@@ -43,6 +45,8 @@ struct State {
     topics: BTreeMap<String, Topic>,
     /// The last timestamp handed out: timestamps are strictly increasing.
     clock_ms: i64,
+    /// Reads fail as if the broker could not be reached.
+    unreachable: bool,
 }
 
 #[derive(Debug, Default)]
@@ -106,6 +110,37 @@ impl MemoryLog {
         key: Option<&[u8]>,
         payload: Option<&[u8]>,
     ) -> Result<Position> {
+        self.push(topic, partition, key, payload, false)
+            .map(|(p, _)| p)
+    }
+
+    /// Appends a record and returns its position and log timestamp (its version, for a
+    /// reader keyed by version).
+    pub fn append_timed(
+        &self,
+        topic: &str,
+        partition: i32,
+        key: Option<&[u8]>,
+        payload: Option<&[u8]>,
+    ) -> Result<(Position, i64)> {
+        self.push(topic, partition, key, payload, false)
+    }
+
+    /// Appends a record that readers never see but that takes an offset, as a Kafka
+    /// transaction's commit marker does.
+    pub fn append_control(&self, topic: &str, partition: i32) -> Result<Position> {
+        self.push(topic, partition, None, None, true)
+            .map(|(p, _)| p)
+    }
+
+    fn push(
+        &self,
+        topic: &str,
+        partition: i32,
+        key: Option<&[u8]>,
+        payload: Option<&[u8]>,
+        control: bool,
+    ) -> Result<(Position, i64)> {
         let mut st = self.lock();
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -121,15 +156,25 @@ impl MemoryLog {
             key: key.map(<[u8]>::to_vec),
             payload: payload.map(<[u8]>::to_vec),
             timestamp_ms: ts,
+            control,
         });
         let offset = p.high() - 1;
         drop(st);
         self.shared.appended.notify_all();
-        Ok(Position {
-            topic: topic.to_string(),
-            partition,
-            offset,
-        })
+        Ok((
+            Position {
+                topic: topic.to_string(),
+                partition,
+                offset,
+            },
+            ts,
+        ))
+    }
+
+    /// While set, every read fails as if the broker could not be reached (retryable).
+    pub fn set_unreachable(&self, unreachable: bool) {
+        self.lock().unreachable = unreachable;
+        self.shared.appended.notify_all();
     }
 
     /// Drops the records below `offset` (what retention does to a partition's head).
@@ -265,11 +310,29 @@ impl Log for MemoryLog {
                 }
             }
         }
-        Ok(Box::new(MemorySource {
-            log: self.clone(),
-            positions: start.to_vec(),
-            next_slot: 0,
-        }))
+        let st = self.lock();
+        let lanes = start
+            .iter()
+            .map(|p| MemoryLane {
+                topic: p.topic.clone(),
+                partition: p.partition,
+                next: p.offset,
+                backlog_end: st
+                    .topics
+                    .get(&p.topic)
+                    .and_then(|t| t.partitions.get(p.partition as usize))
+                    .map_or(0, Partition::high),
+            })
+            .collect();
+        drop(st);
+        let offsets: Vec<i64> = start.iter().map(|p| p.offset).collect();
+        Ok(Box::new(MergedSource::new(
+            MemoryLanes {
+                log: self.clone(),
+                lanes,
+            },
+            &offsets,
+        )))
     }
 
     fn producer(&self) -> Result<Box<dyn LogProducer>> {
@@ -291,78 +354,121 @@ impl LogProducer for MemoryLog {
     }
 }
 
-struct MemorySource {
-    log: MemoryLog,
-    positions: Vec<Position>,
-    /// Where the next poll starts, so that partitions take turns.
-    next_slot: usize,
+/// One partition a memory source reads.
+struct MemoryLane {
+    topic: String,
+    partition: i32,
+    /// The next offset to fetch.
+    next: i64,
+    backlog_end: i64,
 }
 
-impl LogSource for MemorySource {
-    fn poll_batch(
-        &mut self,
-        max: usize,
-        wait: Duration,
-        on_record: &mut dyn FnMut(RecordRef<'_>) -> ControlFlow<()>,
-    ) -> Result<usize> {
-        let deadline = Instant::now() + wait;
-        let shared = Arc::clone(&self.log.shared);
-        let mut st = self.log.lock();
-        loop {
-            let mut handed = 0usize;
-            let n = self.positions.len();
-            'slots: for k in 0..n {
-                let slot = (self.next_slot + k) % n.max(1);
-                let pos = &mut self.positions[slot];
-                let t = st
-                    .topics
-                    .get(&pos.topic)
-                    .ok_or_else(|| unknown_topic(&pos.topic))?;
-                let p = &t.partitions[pos.partition as usize];
-                if pos.offset < p.low || pos.offset > p.high() {
-                    return Err(Error::new(
-                        ErrorKind::OffsetOutOfRange,
-                        format!("{}/{}", pos.topic, pos.partition),
-                        format!(
-                            "offset {} is not in the log (start {}, end {})",
-                            pos.offset,
-                            p.low,
-                            p.high()
-                        ),
-                    ));
-                }
-                while pos.offset < p.high() && handed < max {
-                    let e = &p.entries[(pos.offset - p.low) as usize];
-                    let flow = on_record(RecordRef {
-                        topic: &pos.topic,
-                        partition: pos.partition,
-                        offset: pos.offset,
-                        key: e.key.as_deref(),
-                        payload: e.payload.as_deref(),
-                        timestamp_ms: Some(e.timestamp_ms),
-                    });
-                    pos.offset += 1;
-                    handed += 1;
-                    if flow.is_break() {
-                        self.next_slot = slot + 1;
-                        break 'slots;
-                    }
-                }
-                if handed >= max {
-                    self.next_slot = slot + 1;
-                    break;
-                }
-            }
-            let now = Instant::now();
-            if handed > 0 || now >= deadline {
-                return Ok(handed);
-            }
-            st = shared
-                .appended
-                .wait_timeout(st, deadline - now)
-                .map(|(g, _)| g)
-                .unwrap_or_else(|e| e.into_inner().0);
+/// A fetched record.
+pub struct MemoryRecord {
+    offset: i64,
+    key: Option<Vec<u8>>,
+    payload: Option<Vec<u8>>,
+    timestamp_ms: i64,
+}
+
+/// The memory log's partitions for [`MergedSource`]: the same merge, hold and resume code as
+/// the Kafka backend.
+struct MemoryLanes {
+    log: MemoryLog,
+    lanes: Vec<MemoryLane>,
+}
+
+impl MemoryLanes {
+    /// One try: the lane's next record, its end, or an error.
+    fn try_fetch(st: &State, lane: &mut MemoryLane) -> Result<Option<Fetched<MemoryRecord>>> {
+        if st.unreachable {
+            return Err(Error::new(
+                ErrorKind::Unreachable,
+                format!("reading {}/{}", lane.topic, lane.partition),
+                "the memory log is unreachable (a test said so)",
+            ));
         }
+        let t = st
+            .topics
+            .get(&lane.topic)
+            .ok_or_else(|| unknown_topic(&lane.topic))?;
+        let p = t.partition(&lane.topic, lane.partition)?;
+        if lane.next < p.low || lane.next > p.high() {
+            return Err(Error::new(
+                ErrorKind::OffsetOutOfRange,
+                format!("{}/{}", lane.topic, lane.partition),
+                format!(
+                    "offset {} is not in the log (start {}, end {})",
+                    lane.next,
+                    p.low,
+                    p.high()
+                ),
+            ));
+        }
+        while lane.next < p.high() {
+            let e = &p.entries[(lane.next - p.low) as usize];
+            let offset = lane.next;
+            lane.next += 1;
+            if !e.control {
+                return Ok(Some(Fetched::Record(MemoryRecord {
+                    offset,
+                    key: e.key.clone(),
+                    payload: e.payload.clone(),
+                    timestamp_ms: e.timestamp_ms,
+                })));
+            }
+        }
+        Ok(None)
+    }
+}
+
+impl Lanes for MemoryLanes {
+    type Msg = MemoryRecord;
+
+    fn count(&self) -> usize {
+        self.lanes.len()
+    }
+
+    fn name(&self, lane: usize) -> (&str, i32) {
+        self.lanes
+            .get(lane)
+            .map_or(("", -1), |l| (l.topic.as_str(), l.partition))
+    }
+
+    fn backlog_end(&self, lane: usize) -> i64 {
+        self.lanes.get(lane).map_or(0, |l| l.backlog_end)
+    }
+
+    fn view<'a>(&'a self, lane: usize, m: &'a MemoryRecord) -> RecordRef<'a> {
+        let (topic, partition) = self.name(lane);
+        RecordRef {
+            topic,
+            partition,
+            offset: m.offset,
+            key: m.key.as_deref(),
+            payload: m.payload.as_deref(),
+            timestamp_ms: Some(m.timestamp_ms),
+        }
+    }
+
+    fn fetch(&mut self, lane: usize, wait: Duration) -> Result<Fetched<MemoryRecord>> {
+        let Some(l) = self.lanes.get_mut(lane) else {
+            return Ok(Fetched::Nothing);
+        };
+        let shared = Arc::clone(&self.log.shared);
+        let st = self.log.lock();
+        if let Some(f) = Self::try_fetch(&st, l)? {
+            return Ok(f);
+        }
+        if wait.is_zero() {
+            return Ok(Fetched::End { next: l.next });
+        }
+        let st = shared
+            .appended
+            .wait_timeout(st, wait)
+            .map(|(g, _)| g)
+            .unwrap_or_else(|e| e.into_inner().0);
+        Ok(Self::try_fetch(&st, l)?.unwrap_or(Fetched::End { next: l.next }))
     }
 }
 
@@ -409,11 +515,11 @@ mod tests {
             offset: o,
         };
         let mut below = log.open_source(&[pos(1)])?;
-        let err = below.poll_batch(10, Duration::ZERO, &mut |_| ControlFlow::Continue(()));
+        let err = below.poll_batch(10, Duration::ZERO, &mut |_| crate::Take::Next);
         assert!(matches!(err, Err(e) if e.kind == ErrorKind::OffsetOutOfRange));
         log.recreate("t")?;
         let mut beyond = log.open_source(&[pos(4)])?;
-        let err = beyond.poll_batch(10, Duration::ZERO, &mut |_| ControlFlow::Continue(()));
+        let err = beyond.poll_batch(10, Duration::ZERO, &mut |_| crate::Take::Next);
         assert!(
             matches!(err, Err(e) if e.kind == ErrorKind::OffsetOutOfRange && !e.is_retryable())
         );
@@ -433,8 +539,8 @@ mod tests {
             offset: 0,
         }])?;
         let n = src.poll_batch(10, Duration::ZERO, &mut |r| {
-            stamps.push(r.timestamp_ms.unwrap_or(0));
-            ControlFlow::Break(())
+            stamps.push(r.timestamp_ms.expect("memory records have timestamps"));
+            crate::Take::Last
         })?;
         assert_eq!(n, 1);
         assert_eq!(log.offset_for_time("t", 0, stamps[0] + 1)?, Some(1));

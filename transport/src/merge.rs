@@ -252,6 +252,23 @@ impl<M> Merge<M> {
         Some((key, record))
     }
 
+    /// Gives back a record [`Merge::pop`] handed over and its reader did not apply: it is the
+    /// lane's earliest again, and the lane's resume offset stays at or below it.
+    pub fn unpop(&mut self, lane: usize, key: Option<i64>, offset: i64, record: M) {
+        if let Some(l) = self.lanes.get_mut(lane) {
+            l.window.insert((key.unwrap_or(UNORDERED), offset), record);
+        }
+    }
+
+    /// The backend says `lane` holds nothing more now, and its next offset is `next` (past the
+    /// last record fetched when the partition ends in records that are never handed over,
+    /// such as Kafka's transaction markers).
+    pub fn at_end(&mut self, lane: usize, next: i64) {
+        if let Some(l) = self.lanes.get_mut(lane) {
+            l.fetched = l.fetched.max(next);
+        }
+    }
+
     /// The offset `lane` may resume from: its lowest offset not handed over.
     pub fn resume(&self, lane: usize) -> Option<i64> {
         let l = self.lanes.get(lane)?;
@@ -406,6 +423,29 @@ mod tests {
         assert_eq!(m.next(now), Step::Take(0));
         assert_eq!(m.pop(0), Some((None, "holding")));
         assert!(m.wants(1));
+    }
+
+    #[test]
+    fn a_record_given_back_comes_first_again_and_holds_the_resume_offset() {
+        let mut m: Merge<&str> = Merge::new(&[(0, 3)], 0, PATIENCE);
+        m.insert(0, Some(1), 0, "a");
+        m.insert(0, Some(2), 1, "b");
+        m.insert(0, Some(3), 2, "c");
+        let now = Instant::now();
+        assert_eq!(m.next(now), Step::Take(0));
+        assert_eq!(m.pop(0), Some((Some(1), "a")));
+        assert_eq!(m.resume(0), Some(1));
+        let (key, rec) = m.pop(0).expect("b is pending");
+        m.unpop(0, key, 1, rec);
+        assert_eq!(m.resume(0), Some(1), "b was not applied");
+        assert_eq!(m.pop(0), Some((Some(2), "b")));
+        assert_eq!(m.pop(0), Some((Some(3), "c")));
+        assert_eq!(m.resume(0), Some(3));
+        // The partition ends in two records a reader never sees (transaction markers).
+        m.at_end(0, 5);
+        assert_eq!(m.resume(0), Some(5));
+        m.at_end(0, 4);
+        assert_eq!(m.resume(0), Some(5), "never backwards");
     }
 
     #[test]

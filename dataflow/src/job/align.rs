@@ -5,21 +5,37 @@
 //! their closes yet (correct in the end, but every such day is written twice).
 //!
 //! The worker with the earliest next record can always read it, so the workers never wait on
-//! each other for good. Workers of other processes are not aligned.
+//! each other for good. Workers of other processes are not aligned by key; they learn each
+//! other's times through the control plane (`runtime::ControlPlane`).
+//!
+//! Each worker also publishes the time it has reached here: a worker with nothing to read takes
+//! the latest, so that it never holds the others' timestamps back (the machine's rule).
 
-use std::sync::atomic::{AtomicI64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 
-/// Per worker of the cluster: its next record's order key; `i64::MAX` when it has nothing to
-/// read (caught up, finished, or in another process).
+/// Per worker of the process: its next record's order key (`i64::MAX` when it has nothing to
+/// read: caught up or finished) and its time.
 pub(super) struct Align {
     next: Vec<AtomicI64>,
+    time: AtomicU64,
 }
 
 impl Align {
     pub fn new(workers: usize) -> Self {
         Align {
             next: (0..workers).map(|_| AtomicI64::new(i64::MAX)).collect(),
+            time: AtomicU64::new(0),
         }
+    }
+
+    /// A worker reached `time`.
+    pub fn publish_time(&self, time: u64) {
+        self.time.fetch_max(time, Relaxed);
+    }
+
+    /// The latest time any worker of the process reached.
+    pub fn latest_time(&self) -> u64 {
+        self.time.load(Relaxed)
     }
 
     /// Publishes worker `index`'s next record key and returns the latest key it may read.

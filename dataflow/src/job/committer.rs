@@ -17,10 +17,17 @@ const IDLE_CHECK: std::time::Duration = std::time::Duration::from_millis(500);
 #[derive(Debug, Default)]
 pub struct CommitState {
     failed: AtomicBool,
+    /// The thread has stopped: the queue closed and every batch in it was applied, or the
+    /// sink failed.
+    finished: AtomicBool,
     error: Mutex<Option<stockflow_core::Error>>,
 }
 
 impl CommitState {
+    pub fn finished(&self) -> bool {
+        self.finished.load(Ordering::SeqCst)
+    }
+
     pub fn failed(&self) -> bool {
         self.failed.load(Ordering::SeqCst)
     }
@@ -81,7 +88,7 @@ fn coalesce(mut batch: Batch, rx: &Receiver<Batch>) -> Batch {
 /// Starts the commit thread with a queue of `depth` batches. The thread gives the sink back
 /// when the queue closes (or the sink fails).
 pub fn start(
-    mut sink: Box<dyn Sink>,
+    sink: Box<dyn Sink>,
     depth: usize,
     counters: Arc<JobCounters>,
 ) -> std::io::Result<(Outlet, JoinHandle<Box<dyn Sink>>)> {
@@ -91,31 +98,43 @@ pub fn start(
     let handle = std::thread::Builder::new()
         .name("stockflow-commit".into())
         .spawn(move || {
-            let fail = |e: stockflow_core::Error| {
-                if let Ok(mut slot) = state_t.error.lock() {
-                    slot.get_or_insert(e);
-                }
-                state_t.failed.store(true, Ordering::SeqCst);
-            };
-            loop {
-                match rx.recv_timeout(IDLE_CHECK).map(|b| coalesce(b, &rx)) {
-                    Ok(batch) => match sink.apply(&batch) {
-                        Ok(()) => counters.committed(&batch),
-                        Err(e) => {
-                            fail(e);
-                            return sink;
-                        }
-                    },
-                    Err(RecvTimeoutError::Timeout) => {
-                        if let Err(e) = sink.check() {
-                            fail(e);
-                            return sink;
-                        }
-                    }
-                    // The queue closed: the job stopped.
-                    Err(RecvTimeoutError::Disconnected) => return sink,
-                }
-            }
+            let sink = commit_loop(sink, &rx, &state_t, &counters);
+            state_t.finished.store(true, Ordering::SeqCst);
+            sink
         })?;
     Ok((Outlet { tx, state }, handle))
+}
+
+/// Applies batches until the queue closes or the sink fails; gives the sink back.
+fn commit_loop(
+    mut sink: Box<dyn Sink>,
+    rx: &Receiver<Batch>,
+    state_t: &CommitState,
+    counters: &JobCounters,
+) -> Box<dyn Sink> {
+    let fail = |e: stockflow_core::Error| {
+        if let Ok(mut slot) = state_t.error.lock() {
+            slot.get_or_insert(e);
+        }
+        state_t.failed.store(true, Ordering::SeqCst);
+    };
+    loop {
+        match rx.recv_timeout(IDLE_CHECK).map(|b| coalesce(b, rx)) {
+            Ok(batch) => match sink.apply(&batch) {
+                Ok(()) => counters.committed(&batch),
+                Err(e) => {
+                    fail(e);
+                    return sink;
+                }
+            },
+            Err(RecvTimeoutError::Timeout) => {
+                if let Err(e) = sink.check() {
+                    fail(e);
+                    return sink;
+                }
+            }
+            // The queue closed: the job stopped.
+            Err(RecvTimeoutError::Disconnected) => return sink,
+        }
+    }
 }

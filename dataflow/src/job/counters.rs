@@ -30,6 +30,10 @@ pub struct JobCounters {
     /// The earliest day a record touched before the restored window (this run stops and the
     /// job re-runs with a window from there).
     pub rewind_to: Mutex<Option<chrono::NaiveDate>>,
+    /// Per partition, the offsets a pass applied beyond the offset it committed last (records
+    /// are handed over out of offset order): the next pass reads them again, and does not
+    /// count them twice in `ticks`/`holdings`/`dead_letters`.
+    pub read_ahead: Mutex<BTreeMap<(String, i32), std::collections::BTreeSet<i64>>>,
 }
 
 impl JobCounters {
@@ -49,7 +53,10 @@ impl JobCounters {
         }
         if let Ok(mut o) = self.offsets.lock() {
             for p in &batch.offsets {
-                o.insert((p.topic.clone(), p.partition), p.offset);
+                o.insert(
+                    (p.position.topic.clone(), p.position.partition),
+                    p.position.offset,
+                );
             }
         }
     }

@@ -3,9 +3,13 @@
 //! round enters the dataflow at that round's timestamp, so the sink sees each completed
 //! timestamp with the offsets the sources had reached by then.
 //!
-//! - `start`: where each partition starts (stored offsets, `--from`), lost logs refused;
+//! - `start`: where each partition starts (stored offsets, `--from`), lost or replaced logs
+//!   refused;
 //! - `decode`: records to inputs under the input contract, or dead letters;
-//! - `rounds`: one worker's loop (timestamp phases, rounds in flight, caught up, stop);
+//! - `machine`: the reading loop's decisions as a state machine without I/O (timestamps,
+//!   holds, rewinds, the offsets that may be committed, why it stops);
+//! - `rounds`: one worker's loop: the machine driven by a reader and a forwarder;
+//! - `retry`: retrying source errors that may pass;
 //! - `committer`: the commit thread behind a bounded queue;
 //! - `counters`: what the summary and the metrics endpoint read.
 
@@ -13,11 +17,15 @@ mod align;
 pub mod committer;
 pub mod counters;
 pub mod decode;
+pub mod machine;
+mod retry;
 mod rounds;
 pub mod start;
 
+pub use rounds::DAYS_PER_TIME;
+
 pub use counters::JobCounters;
-pub use start::{plan, PartitionStart, StartPlan, StartSpec, Topics};
+pub use start::{plan, PartitionStart, StartPlan, StartSpec, Stored, Topics};
 
 use crate::{Error, Result};
 use std::sync::atomic::AtomicBool;
@@ -98,6 +106,9 @@ pub struct JobConfig {
     /// The first day of the restored state (set per pass from the stored state); records
     /// about earlier days make the job re-run with a wider window.
     pub window: Option<chrono::NaiveDate>,
+    /// During a catch-up, the records of this many trading days share one timestamp
+    /// (`DAYS_PER_TIME` by default).
+    pub days_per_time: i64,
 }
 
 /// What a run did.
@@ -149,6 +160,7 @@ pub fn run_job(
     let align = Arc::new(align::Align::new(
         config.cluster.workers.max(1) * config.cluster.processes.max(1),
     ));
+    let remote_peers = config.cluster.processes > 1;
     let shared = Arc::new((config, log, plan));
     let (counters_w, stop_w) = (Arc::clone(&counters), Arc::clone(&stop));
     let guards = timely::execute(timely_config, move |worker| {
@@ -173,6 +185,7 @@ pub fn run_job(
                 state: if first { state.clone() } else { None },
                 outlet,
                 align: &align,
+                remote_peers,
             },
         )
     })
@@ -234,8 +247,8 @@ pub struct RunRequest {
     pub spec: StartSpec,
     pub reset_offsets: bool,
     pub restore: Restore,
-    /// On processes other than 0 (no sink): the offsets stored by the job.
-    pub follower_offsets: std::collections::BTreeMap<(String, i32), i64>,
+    /// On processes other than 0 (no sink): the offsets (and marks) stored by the job.
+    pub follower: Stored,
 }
 
 /// Days a re-run's window reaches before the earliest day that needed it, so that a replay
@@ -265,11 +278,18 @@ pub fn run(
         let state = match sink.as_mut() {
             Some(s) => s.load(restore)?,
             None => StoredState {
-                offsets: request.follower_offsets.clone(),
+                offsets: request.follower.offsets.clone(),
+                marks: request.follower.marks.clone(),
                 ..StoredState::default()
             },
         };
-        let plan = match plan(log.as_ref(), &config.topics, &state.offsets, &spec, reset) {
+        let plan = match plan(
+            log.as_ref(),
+            &config.topics,
+            &Stored::from(&state),
+            &spec,
+            reset,
+        ) {
             Ok(p) => p,
             Err(e) => {
                 if let Some(s) = sink.as_mut() {

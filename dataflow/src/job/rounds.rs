@@ -1,36 +1,40 @@
-//! One worker's loop: read its partitions in rounds, each round entering the dataflow at its
-//! own timestamp, with the offsets reached. Timestamp 0 holds the stored state (loaded by the
-//! sink, not read from the log), 1 the holdings present at start (read to their end before any
-//! price, so that no portfolio is evaluated on a partial view of its positions), 2… live rounds.
+//! One worker's loop: the reading machine (`machine`, no I/O) driven by three small parts:
+//!
+//! - [`Reader`]: the worker's source, its partitions, the decoder and the retry of source
+//!   errors; it hands records to the machine and what the machine accepts to the dataflow;
+//! - [`Forwarder`]: worker 0 of process 0 hands completed batches to the commit thread;
+//! - [`run_worker`]: the rounds: ask the machine for the round's time and hold, read, report
+//!   offsets, step the dataflow, wait for rounds in flight, stop when the machine says so.
 
 use super::align::Align;
 use super::committer::Outlet;
 use super::counters::JobCounters;
 use super::decode::{Decoded, Decoder};
+use super::machine::{
+    day_key, Input, LaneSpec, Machine, MachineConfig, OffsetReport, StopReason, Verdict,
+};
+use super::retry::{Retry, SourceRetry};
 use super::start::PartitionStart;
 use super::JobConfig;
-use crate::runtime::{build, Built, Control};
+use crate::runtime::{build, Built, Control, Outbox, WorkerInputs};
 use crate::{Error, Result};
-use std::collections::{BTreeMap, HashMap};
-use std::ops::ControlFlow;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use stockflow_core::limits::MAX_DEAD_LETTER_BYTES_PER_ROUND;
-use stockflow_core::{Position, StoredState};
-use stockflow_transport::{Log, LogSource, RecordRef};
+use stockflow_core::{Position, Progress, StoredState};
+use stockflow_transport::{Log, LogSource, RecordRef, Take};
 use timely::communication::Allocate;
 use timely::worker::Worker;
 
-/// Rounds a worker may run ahead of the dataflow's completed timestamps.
-const MAX_ROUNDS_IN_FLIGHT: usize = 4;
 /// Completed batches worker 0 may hold when the commit queue is full before it stops reading.
 const MAX_HELD_BATCHES: usize = 2;
-/// Stop messages: an error makes every process exit with an error; a signal is a clean stop.
-pub(super) const STOP_ERROR: &str = "error: ";
-const STOP_SIGNAL: &str = "signal: ";
-/// A record touched a day before the restored window: stop cleanly, re-run wider.
-const STOP_REWIND: &str = "rewind: ";
+/// How long a round waits for input when the dataflow is idle.
+const IDLE_WAIT: Duration = Duration::from_millis(20);
+/// Trading days whose records share one catch-up timestamp.
+pub const DAYS_PER_TIME: i64 = 1;
+/// Records dated more than this many days after today never move time (`MachineConfig`).
+const FUTURE_DAYS: i64 = 30;
 
 /// What one worker needs beyond its dataflow.
 pub(super) struct WorkerSetup<'a> {
@@ -42,71 +46,261 @@ pub(super) struct WorkerSetup<'a> {
     /// Worker 0 of process 0: the commit queue, and the stored state to load at timestamp 0.
     pub outlet: Option<Outlet>,
     pub state: Option<Arc<StoredState>>,
-    /// The process's workers read in step by log time.
+    /// The process's workers read in step by trading day, and share their times.
     pub align: &'a Align,
+    /// Whether the cluster has other processes (times then travel through the dataflow).
+    pub remote_peers: bool,
 }
 
-/// A partition this worker reads: where it stands and where it ended when the job started.
-struct Slot {
+/// One partition this worker reads.
+struct Lane {
     topic: String,
     partition: i32,
-    is_prices: bool,
-    next: i64,
-    end: i64,
+    input: Input,
+    /// Offsets an earlier pass of this run applied already (not counted again).
+    read_before: std::collections::BTreeSet<i64>,
 }
 
-impl Slot {
-    fn position(&self, offset: i64) -> Position {
-        Position {
-            topic: self.topic.clone(),
-            partition: self.partition,
-            offset,
+/// The worker's source and what it takes to turn records into inputs.
+struct Reader {
+    lanes: Vec<Lane>,
+    /// lane index by (is prices, partition).
+    by_partition: [Vec<Option<usize>>; 2],
+    source: Option<Box<dyn LogSource>>,
+    decoder: Decoder,
+    retry: SourceRetry,
+    rejected_logged: u64,
+}
+
+/// What one poll did.
+#[derive(Default)]
+struct Polled {
+    ticks: u64,
+    holdings: u64,
+    dead: u64,
+}
+
+impl Reader {
+    /// Reads one batch into the dataflow as the machine says. Errors that may pass are
+    /// retried here; the rest are returned.
+    fn poll(
+        &mut self,
+        machine: &mut Machine,
+        inputs: &mut WorkerInputs,
+        config: &JobConfig,
+        wait: Duration,
+    ) -> std::result::Result<Polled, String> {
+        let mut polled = Polled::default();
+        let Reader {
+            lanes,
+            by_partition,
+            source,
+            decoder,
+            retry,
+            rejected_logged,
+        } = self;
+        let Some(src) = source.as_mut() else {
+            return Ok(polled);
+        };
+        if retry.waiting(Instant::now()) {
+            std::thread::sleep(wait.min(Duration::from_millis(5)));
+            return Ok(polled);
+        }
+        let prices_topic = config.topics.prices.as_str();
+        let mut dead_bytes = 0usize;
+        let mut on_record = |r: RecordRef<'_>| {
+            let is_prices = r.topic == prices_topic;
+            let Some(lane) = usize::try_from(r.partition).ok().and_then(|i| {
+                by_partition[usize::from(is_prices)]
+                    .get(i)
+                    .copied()
+                    .flatten()
+            }) else {
+                tracing::warn!(
+                    topic = r.topic,
+                    partition = r.partition,
+                    "a record of a partition this worker does not read; ignored"
+                );
+                return Take::Next;
+            };
+            let decoded = if is_prices {
+                decoder.price(&r)
+            } else {
+                decoder.holding(&r)
+            };
+            let day = match &decoded {
+                Decoded::Price(p) => Some(p.date),
+                Decoded::Holding(h) => Some(h.from),
+                Decoded::Rejected(_) => None,
+            };
+            let at = match machine.record(lane, r.offset, day, r.mark()) {
+                Verdict::Apply { at } => at,
+                Verdict::Refuse => return Take::Refuse,
+            };
+            let first_read =
+                lanes[lane].read_before.is_empty() || !lanes[lane].read_before.remove(&r.offset);
+            match decoded {
+                Decoded::Price(p) => {
+                    polled.ticks += u64::from(first_read);
+                    inputs.prices.update_at(p, at, 1);
+                }
+                Decoded::Holding(h) => {
+                    polled.holdings += u64::from(first_read);
+                    inputs.holdings.update_at(h, at, 1);
+                }
+                Decoded::Rejected(dl) => {
+                    polled.dead += u64::from(first_read);
+                    dead_bytes += dl.payload.len() + dl.reason.len();
+                    *rejected_logged += 1;
+                    if *rejected_logged <= 100 || rejected_logged.is_multiple_of(1000) {
+                        tracing::warn!(
+                            topic = r.topic,
+                            partition = r.partition,
+                            offset = r.offset,
+                            code = dl.code,
+                            rejected = *rejected_logged,
+                            "dead letter: {}",
+                            dl.reason
+                        );
+                    }
+                    inputs.control.send((Control::DeadLetter(dl), at));
+                }
+            }
+            if dead_bytes >= MAX_DEAD_LETTER_BYTES_PER_ROUND {
+                Take::Last
+            } else {
+                Take::Next
+            }
+        };
+        match src.poll_batch(config.max_batch, wait, &mut on_record) {
+            Ok(n) => {
+                if n > 0 {
+                    retry.delivered();
+                }
+                Ok(polled)
+            }
+            Err(e) if e.is_retryable() => match retry.failed(Instant::now()) {
+                Retry::After(delay) => {
+                    tracing::warn!(
+                        retry_in_ms = delay.as_millis() as u64,
+                        "source error (retrying with backoff): {e}"
+                    );
+                    Ok(polled)
+                }
+                Retry::GiveUp(failing) => Err(format!(
+                    "the log has failed for {} s in a row, giving up: {e}",
+                    failing.as_secs()
+                )),
+            },
+            Err(e) => Err(source_failure(&e)),
+        }
+    }
+
+    /// The source's resume offset of each lane.
+    fn resume(&self, lane: usize) -> Option<i64> {
+        let l = self.lanes.get(lane)?;
+        self.source.as_ref()?.resume_offset(&l.topic, l.partition)
+    }
+
+    fn progress(&self, r: &OffsetReport) -> Option<Progress> {
+        let l = self.lanes.get(r.lane)?;
+        Some(Progress {
+            position: Position {
+                topic: l.topic.clone(),
+                partition: l.partition,
+                offset: r.next,
+            },
+            last: r.last,
+        })
+    }
+}
+
+/// Worker 0 of process 0: completed batches to the commit thread.
+struct Forwarder {
+    outlet: Option<Outlet>,
+    outbox: Outbox,
+    /// The stored state's own output (timestamp 0) is what the database holds: only its
+    /// offsets (where this pass starts) are committed.
+    strip_first: bool,
+    forwarded_first: bool,
+}
+
+impl Forwarder {
+    fn forward(&mut self) {
+        let Some(outlet) = &self.outlet else {
+            self.outbox.borrow_mut().clear();
+            return;
+        };
+        loop {
+            let Some(mut batch) = self.outbox.borrow_mut().pop_front() else {
+                return;
+            };
+            if !self.forwarded_first {
+                self.forwarded_first = true;
+                if self.strip_first && batch.time == 0 {
+                    batch = stockflow_core::Batch {
+                        time: 0,
+                        offsets: batch.offsets,
+                        dead_letters: batch.dead_letters,
+                        ..Default::default()
+                    };
+                }
+            }
+            if outlet.state.failed() {
+                continue;
+            }
+            if let Some(batch) = outlet.offer(batch) {
+                self.outbox.borrow_mut().push_front(batch);
+                return;
+            }
+        }
+    }
+
+    fn held(&self) -> usize {
+        self.outbox.borrow().len()
+    }
+
+    fn failure(&self) -> Option<String> {
+        let o = self.outlet.as_ref().filter(|o| o.state.failed())?;
+        Some(
+            o.state
+                .describe()
+                .unwrap_or_else(|| "the sink failed".into()),
+        )
+    }
+
+    /// At the very end: closes the queue and waits (stepping) until the commit thread has
+    /// applied everything; the failure that stopped it, if any.
+    fn finish(&mut self, mut step: impl FnMut()) -> Option<String> {
+        let outlet = self.outlet.take()?;
+        let state = Arc::clone(&outlet.state);
+        drop(outlet);
+        while !state.finished() {
+            step();
+        }
+        state
+            .failed()
+            .then(|| state.describe().unwrap_or_else(|| "the sink failed".into()))
+    }
+
+    /// At the end: waits until the queue takes what is left, unless the commits stopped.
+    fn drain(&mut self) {
+        self.forward();
+        while self.held() > 0 {
+            match &self.outlet {
+                Some(o) if !o.state.failed() => {
+                    self.forward();
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                _ => break,
+            }
         }
     }
 }
 
-/// Backoff for source errors that may pass (broker unreachable): exponential with jitter,
-/// giving up after `give_up` of failures in a row.
-struct SourceRetry {
-    delays: backon::ExponentialBackoff,
-    until: Option<Instant>,
-    failing_since: Option<Instant>,
-}
-
-impl SourceRetry {
-    fn new() -> Self {
-        SourceRetry {
-            delays: Self::policy(),
-            until: None,
-            failing_since: None,
-        }
-    }
-
-    fn policy() -> backon::ExponentialBackoff {
-        stockflow_core::backoff()
-    }
-
-    fn waiting(&self) -> bool {
-        self.until.is_some_and(|u| Instant::now() < u)
-    }
-
-    fn succeeded(&mut self) {
-        if self.failing_since.take().is_some() {
-            self.delays = Self::policy();
-            self.until = None;
-        }
-    }
-
-    /// Schedules the next try; false once the failures have lasted `give_up`.
-    fn failed(&mut self, give_up: Duration) -> bool {
-        let since = *self.failing_since.get_or_insert_with(Instant::now);
-        if since.elapsed() >= give_up {
-            return false;
-        }
-        let delay = self.delays.next().unwrap_or(Duration::from_secs(5));
-        self.until = Some(Instant::now() + delay);
-        true
-    }
+/// The last day whose records may move time: today plus a margin.
+fn day_cap() -> i64 {
+    day_key(chrono::Utc::now().date_naive()) + FUTURE_DAYS
 }
 
 /// Runs one worker until the job stops. Returns this worker's own error, if it had one.
@@ -123,6 +317,7 @@ pub(super) fn run_worker<A: Allocate>(
         outlet,
         state,
         align,
+        remote_peers,
     } = setup;
     let index = worker.index();
     let peers = worker.peers();
@@ -130,49 +325,94 @@ pub(super) fn run_worker<A: Allocate>(
         mut inputs,
         probe,
         outbox,
-        stop: mut cluster_stop,
+        stop: mut plane,
+        finished,
     } = build(worker, config.keep_state, config.window);
-    let skip_first = state.as_ref().is_some_and(|s| !s.is_empty());
     let mut error: Option<Error> = None;
 
     // This worker's share of the partitions; each partition is read by exactly one worker.
-    let mut slots: Vec<Slot> = partitions
+    let mine: Vec<&PartitionStart> = partitions
         .iter()
         .enumerate()
         .filter(|(i, _)| i % peers == index)
-        .map(|(_, p)| Slot {
-            topic: p.topic.clone(),
-            partition: p.partition,
-            is_prices: p.topic == config.topics.prices,
-            next: p.start,
-            end: p.end,
-        })
+        .map(|(_, p)| p)
         .collect();
-    let slot_of: HashMap<(bool, i32), usize> = slots
-        .iter()
-        .enumerate()
-        .map(|(i, s)| ((s.is_prices, s.partition), i))
-        .collect();
-    let mut source: Option<Box<dyn LogSource>> = None;
-    if !slots.is_empty() {
-        let start: Vec<Position> = slots.iter().map(|s| s.position(s.next)).collect();
+    // What an earlier pass read of this worker's partitions beyond their committed offsets.
+    let read_before = |topic: &str, partition: i32| {
+        counters
+            .read_ahead
+            .lock()
+            .ok()
+            .and_then(|mut m| m.remove(&(topic.to_string(), partition)))
+            .unwrap_or_default()
+    };
+    let mut reader = Reader {
+        lanes: mine
+            .iter()
+            .map(|p| Lane {
+                topic: p.topic.clone(),
+                partition: p.partition,
+                input: if p.topic == config.topics.prices {
+                    Input::Prices
+                } else {
+                    Input::Holdings
+                },
+                read_before: read_before(&p.topic, p.partition),
+            })
+            .collect(),
+        by_partition: [Vec::new(), Vec::new()],
+        source: None,
+        decoder: Decoder::new(Arc::clone(&config.universe)),
+        retry: SourceRetry::new(config.source_give_up),
+        rejected_logged: 0,
+    };
+    for (i, l) in reader.lanes.iter().enumerate() {
+        let slot = &mut reader.by_partition[usize::from(l.input == Input::Prices)];
+        let p = usize::try_from(l.partition).unwrap_or(0);
+        if slot.len() <= p {
+            slot.resize(p + 1, None);
+        }
+        slot[p] = Some(i);
+    }
+    let mut machine = Machine::new(
+        MachineConfig {
+            window: config.window,
+            until_caught_up: config.until_caught_up,
+            day_cap: day_cap(),
+            days_per_time: config.days_per_time,
+        },
+        mine.iter()
+            .zip(&reader.lanes)
+            .map(|(p, l)| LaneSpec {
+                input: l.input,
+                start: p.start,
+                end: p.end,
+                last: p.last,
+            })
+            .collect(),
+    );
+    if !mine.is_empty() {
+        let start: Vec<Position> = mine.iter().map(|p| p.position()).collect();
         match log.open_source(&start) {
             Ok(mut s) => {
                 s.order_by(
                     super::decode::trading_day_order(&config.universe, &config.topics.prices),
                     super::decode::DAY_LOOKAHEAD,
                 );
-                source = Some(s);
+                reader.source = Some(s);
             }
             Err(e) => {
-                cluster_stop.raise(&format!("{STOP_ERROR}{e}"));
+                let msg = source_failure(&e);
+                plane.raise(StopReason::Failed(msg.clone()));
+                machine.stop(StopReason::Failed(msg));
                 error = Some(e.into());
             }
         }
     }
-    tracing::debug!(worker = index, partitions = ?slots.iter().map(|s| (&s.topic, s.partition, s.next)).collect::<Vec<_>>(), "assigned");
+    tracing::debug!(worker = index, partitions = ?mine.iter().map(|p| (&p.topic, p.partition, p.start)).collect::<Vec<_>>(), "assigned");
 
     // Timestamp 0: the stored state, and every partition's start position.
+    let strip_first = state.as_ref().is_some_and(|s| !s.is_empty());
     if let Some(state) = &state {
         for p in &state.prices {
             inputs.prices.update_at(p.clone(), 0, 1);
@@ -186,245 +426,95 @@ pub(super) fn run_worker<A: Allocate>(
                 .update_at((seed.portfolio, seed.date, seed.value), 0, 1);
         }
     }
-    for s in &slots {
-        inputs
-            .control
-            .send((Control::Offset(s.position(s.next), None), 0));
-    }
-
-    let mut decoder = Decoder::new(Arc::clone(&config.universe));
-    let mut rewind_to: Option<chrono::NaiveDate> = None;
-    let mut retry = SourceRetry::new();
-    let mut forwarded_first = false;
-    let mut rejected_logged = 0u64;
-    // Forwards completed batches to the commit thread (worker 0 of process 0 only).
-    let mut forward = |outlet: &Option<Outlet>| {
-        let Some(outlet) = outlet else {
-            outbox.borrow_mut().clear();
-            return;
-        };
-        loop {
-            let Some(batch) = outbox.borrow_mut().pop_front() else {
-                return;
-            };
-            if !forwarded_first {
-                forwarded_first = true;
-                if skip_first && batch.time == 0 {
-                    // The stored state's own output: the database has it already.
-                    continue;
-                }
-            }
-            if outlet.state.failed() {
-                continue;
-            }
-            if let Some(batch) = outlet.offer(batch) {
-                outbox.borrow_mut().push_front(batch);
-                return;
-            }
+    for r in machine.initial_reports() {
+        if let Some(p) = reader.progress(&r) {
+            inputs.control.send((Control::Offset(p, None), 0));
         }
+    }
+    let mut forwarder = Forwarder {
+        outlet,
+        outbox,
+        strip_first,
+        forwarded_first: false,
     };
 
-    let mut t = 0u64;
-    // The timestamps of the last rounds, for the rounds-in-flight limit.
-    let mut recent: std::collections::VecDeque<u64> = std::collections::VecDeque::new();
     loop {
+        // Reasons to stop from outside the machine: a signal, the sink, another worker.
         if stop.load(Relaxed) {
-            cluster_stop.raise(&format!("{STOP_SIGNAL}stopped by a signal"));
+            machine.stop(StopReason::Signal);
         }
-        if let Some(o) = outlet.as_ref().filter(|o| o.state.failed()) {
-            let why = o
-                .state
-                .describe()
-                .unwrap_or_else(|| "the sink failed".into());
-            cluster_stop.raise(&format!("{STOP_ERROR}{why}"));
+        if let Some(why) = forwarder.failure() {
+            machine.stop(StopReason::Failed(why));
         }
-        if cluster_stop.received().is_some() {
+        if let Some(reason) = plane.received() {
+            machine.stop(reason);
+        }
+        if let Some(reason) = machine.stopped() {
+            if *reason != StopReason::CaughtUp {
+                plane.raise(reason.clone());
+            }
             break;
         }
-        if config.until_caught_up && slots.iter().all(|s| s.next >= s.end) {
-            break;
-        }
-        forward(&outlet);
-        if outbox.borrow().len() > MAX_HELD_BATCHES {
+        forwarder.forward();
+        if forwarder.held() > MAX_HELD_BATCHES {
             // The commit queue is full: read nothing more until it drains.
             worker.step_or_park(Some(Duration::from_millis(5)));
             continue;
         }
-        // Per slot read this round: (next offset, timestamp, newest record time).
-        let mut advanced: BTreeMap<usize, (i64, u64, Option<i64>)> = BTreeMap::new();
-        let mut keyed = false;
-        match source.as_mut() {
-            Some(src) if !retry.waiting() => {
-                let hold = align.step(index, src.next_key());
-                src.hold_after(hold);
-                // During a catch-up the records of trading day D go to timestamp `day_time(D)`
-                // in every worker, so a day read by several workers is evaluated once, complete
-                // (each worker's own round counter would split it). Other rounds count on from
-                // there.
-                if t >= 2 {
-                    let day_t = hold.and_then(day_time);
-                    if let Some(day_t) = day_t.filter(|&d| d >= t) {
-                        keyed = true;
-                        if day_t > t {
-                            t = day_t;
-                            inputs.advance_to(t);
-                            recent.push_back(t);
-                        }
-                    }
+        let next_key = reader.source.as_ref().and_then(|s| s.next_key());
+        let hold = align.step(index, next_key);
+        let peer_time = align.latest_time().max(plane.peer_time());
+        let before = machine.time();
+        let round = machine.begin_round(hold, next_key.is_some(), peer_time);
+        if round.time != before {
+            inputs.advance_to(round.time);
+        }
+        align.publish_time(round.time);
+        if remote_peers {
+            plane.publish_time(round.time);
+        }
+        if let Some(src) = reader.source.as_mut() {
+            src.hold_after(round.hold_after);
+        }
+        let wait = if probe.less_than(&round.time) {
+            Duration::ZERO
+        } else {
+            IDLE_WAIT
+        };
+        if reader.source.is_some() {
+            match reader.poll(&mut machine, &mut inputs, config, wait) {
+                Ok(p) => {
+                    counters.ticks.fetch_add(p.ticks, Relaxed);
+                    counters.holdings.fetch_add(p.holdings, Relaxed);
+                    counters.dead_letters.fetch_add(p.dead, Relaxed);
                 }
-                let wait = if probe.less_than(&t) {
-                    Duration::ZERO
-                } else {
-                    Duration::from_millis(20)
-                };
-                let (mut ticks, mut holdings, mut dead, mut dead_bytes) =
-                    (0u64, 0u64, 0u64, 0usize);
-                let prices_in = &mut inputs.prices;
-                let holdings_in = &mut inputs.holdings;
-                let control = &mut inputs.control;
-                let slots_ref = &slots;
-                let mut on_record = |r: RecordRef<'_>| {
-                    let is_prices = r.topic == config.topics.prices;
-                    let decoded = if is_prices {
-                        decoder.price(&r)
-                    } else {
-                        decoder.holding(&r)
-                    };
-                    // A record about a day before the restored window: stop before it; the
-                    // job re-runs with a window that covers it.
-                    let day = match &decoded {
-                        Decoded::Price(p) => Some(p.date),
-                        Decoded::Holding(h) => Some(h.from),
-                        Decoded::Rejected(_) => None,
-                    };
-                    if let (Some(w), Some(d)) = (config.window, day) {
-                        if d < w {
-                            rewind_to = Some(rewind_to.map_or(d, |r: chrono::NaiveDate| r.min(d)));
-                            return ControlFlow::Break(());
-                        }
-                    }
-                    let slot = slot_of.get(&(is_prices, r.partition)).copied();
-                    let at = match slot.map(|i| &slots_ref[i]) {
-                        Some(s) if !is_prices && r.offset < s.end => t.max(1),
-                        _ => t.max(2),
-                    };
-                    if let Some(i) = slot {
-                        let entry = advanced.entry(i).or_insert((0, at, None));
-                        *entry = (r.offset + 1, entry.1.max(at), entry.2.max(r.timestamp_ms));
-                    }
-                    match decoded {
-                        Decoded::Price(p) => {
-                            ticks += 1;
-                            prices_in.update_at(p, at, 1);
-                        }
-                        Decoded::Holding(h) => {
-                            holdings += 1;
-                            holdings_in.update_at(h, at, 1);
-                        }
-                        Decoded::Rejected(dl) => {
-                            dead += 1;
-                            dead_bytes += dl.payload.len() + dl.reason.len();
-                            rejected_logged += 1;
-                            if rejected_logged <= 100 || rejected_logged.is_multiple_of(1000) {
-                                tracing::warn!(
-                                    topic = r.topic,
-                                    partition = r.partition,
-                                    offset = r.offset,
-                                    code = dl.code,
-                                    rejected = rejected_logged,
-                                    "dead letter: {}",
-                                    dl.reason
-                                );
-                            }
-                            control.send((Control::DeadLetter(dl), at));
-                        }
-                    }
-                    if dead_bytes >= MAX_DEAD_LETTER_BYTES_PER_ROUND {
-                        ControlFlow::Break(())
-                    } else {
-                        ControlFlow::Continue(())
-                    }
-                };
-                match src.poll_batch(config.max_batch, wait, &mut on_record) {
-                    Ok(_) => retry.succeeded(),
-                    Err(e) if e.is_retryable() => {
-                        counters.source_errors.fetch_add(1, Relaxed);
-                        if retry.failed(config.source_give_up) {
-                            tracing::warn!(
-                                worker = index,
-                                "source error (retrying with backoff): {e}"
-                            );
-                        } else {
-                            let msg = format!(
-                                "the log has failed for {:?} in a row, giving up: {e}",
-                                config.source_give_up
-                            );
-                            cluster_stop.raise(&format!("{STOP_ERROR}{msg}"));
-                            error = Some(Error::Source(msg));
-                        }
-                    }
-                    Err(e) => {
-                        let msg = source_failure(&e);
-                        cluster_stop.raise(&format!("{STOP_ERROR}{msg}"));
-                        error = Some(Error::Source(msg));
-                    }
-                }
-                counters.ticks.fetch_add(ticks, Relaxed);
-                counters.holdings.fetch_add(holdings, Relaxed);
-                counters.dead_letters.fetch_add(dead, Relaxed);
-                if let Some(day) = rewind_to.take() {
-                    if let Ok(mut r) = counters.rewind_to.lock() {
-                        *r = Some(r.map_or(day, |r| r.min(day)));
-                    }
-                    cluster_stop.raise(&format!("{STOP_REWIND}{day}"));
+                Err(msg) => {
+                    counters.source_errors.fetch_add(1, Relaxed);
+                    machine.stop(StopReason::Failed(msg.clone()));
+                    error = Some(Error::Source(msg));
                 }
             }
-            _ => {
-                worker.step_or_park(Some(Duration::from_millis(20)));
+        } else {
+            worker.step_or_park(Some(wait));
+        }
+        let end = machine.end_round(|i| reader.resume(i));
+        for r in &end.reports {
+            if let Some(p) = reader.progress(r) {
+                inputs.control.send((Control::Offset(p, r.newest_ms), r.at));
             }
         }
-        for (i, (offset, at, newest)) in advanced {
-            let s = &mut slots[i];
-            // A merging source hands records over out of offset order: resume from the lowest
-            // one it still holds (records after it already handed over are read again after a
-            // restart, and ignored: same version).
-            let offset = source
-                .as_ref()
-                .and_then(|src| src.resume_offset(&s.topic, s.partition))
-                .unwrap_or(offset);
-            s.next = s.next.max(offset);
-            inputs
-                .control
-                .send((Control::Offset(s.position(offset), newest), at));
+        if let Some(StopReason::Rewind(day)) = machine.stopped() {
+            if let Ok(mut r) = counters.rewind_to.lock() {
+                *r = Some(r.map_or(*day, |r| r.min(*day)));
+            }
         }
-        if cluster_stop.raised() {
-            // This worker stops reading now (a record it must not pass, or an error).
-            break;
+        if end.time != round.time {
+            inputs.advance_to(end.time);
         }
-        // The next round gets a new timestamp, unless the next day's records will move it
-        // (keyed rounds).
-        let phase_done = match t {
-            0 => true,
-            1 => slots.iter().all(|s| s.is_prices || s.next >= s.end),
-            _ => !keyed,
-        };
-        if phase_done {
-            t += 1;
-            inputs.advance_to(t);
-            recent.push_back(t);
-        }
-        while recent.len() > MAX_ROUNDS_IN_FLIGHT {
-            recent.pop_front();
-        }
-        // The timestamp of the round MAX_ROUNDS_IN_FLIGHT rounds back.
-        let floor = match recent.len() {
-            MAX_ROUNDS_IN_FLIGHT => recent.front().copied().unwrap_or(0),
-            _ => 0,
-        };
         worker.step();
-        while probe.less_than(&floor) {
-            forward(&outlet);
-            if cluster_stop.received().is_some() {
+        while probe.less_than(&end.wait_for) {
+            forwarder.forward();
+            if plane.received().is_some() {
                 break;
             }
             worker.step_or_park(Some(Duration::from_millis(1)));
@@ -432,43 +522,43 @@ pub(super) fn run_worker<A: Allocate>(
     }
     // Close the inputs and let everything read so far reach the sink.
     align.done(index);
-    drop(inputs);
-    cluster_stop.close();
-    while worker.step_or_park(Some(Duration::from_millis(1))) {
-        forward(&outlet);
-    }
-    forward(&outlet);
-    // Whatever the queue still refuses is lost to this run (the sink failed, or the queue is
-    // full): wait for room, unless the commits have stopped.
-    while !outbox.borrow().is_empty() {
-        match &outlet {
-            Some(o) if !o.state.failed() => {
-                forward(&outlet);
-                std::thread::sleep(Duration::from_millis(1));
+    if let Ok(mut ahead) = counters.read_ahead.lock() {
+        for (i, l) in reader.lanes.iter().enumerate() {
+            let offsets = machine.applied_ahead(i);
+            if !offsets.is_empty() {
+                ahead.insert(
+                    (l.topic.clone(), l.partition),
+                    offsets.into_iter().collect(),
+                );
             }
-            _ => break,
         }
     }
-    if let Some(reason) = cluster_stop.received() {
-        if let Some(msg) = reason.strip_prefix(STOP_ERROR) {
-            if error.is_none() {
-                return Err(Error::Stopped(msg.to_string()));
-            }
+    drop(inputs);
+    drop(reader);
+    // Everything read so far reaches the sink.
+    while !finished.get() {
+        worker.step_or_park(Some(Duration::from_millis(1)));
+        forwarder.forward();
+    }
+    forwarder.drain();
+    // Worker 0 of process 0 keeps the control plane open until the last commit is done, so
+    // that a failed commit stops every process of the cluster with an error.
+    if let Some(why) = forwarder.finish(|| {
+        worker.step_or_park(Some(Duration::from_millis(1)));
+    }) {
+        plane.raise(StopReason::Failed(why));
+    }
+    plane.close();
+    while worker.step_or_park(Some(Duration::from_millis(1))) {}
+    if let Some(StopReason::Failed(msg)) = plane.received() {
+        if error.is_none() {
+            return Err(Error::Stopped(msg));
         }
     }
     error.map_or(Ok(()), Err)
 }
 
 /// What a source error that will not pass means, and what to do.
-/// The timestamp of trading day `key` (days from CE) during a catch-up: far apart (2^32 per
-/// day), so that the rounds counted between two days' records never reach the next day's.
-fn day_time(key: i64) -> Option<u64> {
-    u64::try_from(key)
-        .ok()?
-        .checked_mul(1 << 32)?
-        .checked_add(2)
-}
-
 fn source_failure(e: &stockflow_transport::Error) -> String {
     use stockflow_transport::ErrorKind;
     match e.kind {

@@ -5,7 +5,12 @@
 use crate::{Error, Result};
 use std::collections::BTreeMap;
 use std::str::FromStr;
-use stockflow_transport::{ErrorKind, Log, Position, Watermarks};
+use std::time::Duration;
+use stockflow_core::{Last, RecordMark};
+use stockflow_transport::{ErrorKind, Log, Position, Record, Watermarks};
+
+/// How long the check of the log's identity may take to read the records it compares.
+const IDENTITY_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Where the sources start (`--from`). Without it a job resumes from its stored offsets (or
 /// reads each topic from its start when nothing is stored).
@@ -85,6 +90,8 @@ pub struct PartitionStart {
     pub start: i64,
     /// The end of the partition (next offset to be written) when the plan was made.
     pub end: i64,
+    /// What the job knows of the records below `start` (carried into its first commit).
+    pub last: Last,
 }
 
 impl PartitionStart {
@@ -133,19 +140,81 @@ fn lost_partition(topic: &str, partition: i32, stored: i64, marks: Option<&Water
 
 fn lost_log_refusal(lost: &[String]) -> Error {
     Error::Refused(format!(
-        "the log lost records this job had read: {} (the topic was recreated or the broker's \
-         data was lost). The job's state and tables are intact in the database. To read the new \
-         log from its start on top of the stored state, run the job again with --reset-offsets; \
-         `stockflow status` shows every partition's stored offset and log range",
+        "the log is not the one this job read: {} (the topic was recreated, or the broker lost \
+         its data and was written again). The job's state and tables are intact in the \
+         database. To read the new log from its start on top of the stored state, run the job \
+         again with --reset-offsets (`stockflow run --reset-offsets`); `stockflow status` shows \
+         every partition's stored offset and log range",
         lost.join("; ")
     ))
 }
 
-/// Plans the start of every partition of both topics.
+/// What one replaced partition looks like, for the refusal.
+fn replaced_partition(
+    topic: &str,
+    partition: i32,
+    mark: &RecordMark,
+    found: Option<&Record>,
+) -> String {
+    let found = match found {
+        Some(r) => format!(
+            "a record with log time {} and another content",
+            r.timestamp_ms
+                .map_or_else(|| "none".to_string(), |t| t.to_string())
+        ),
+        None => "no record".to_string(),
+    };
+    format!(
+        "{topic}/{partition} holds {found} at offset {}, where this job applied a record with log \
+         time {}",
+        mark.offset,
+        mark.timestamp_ms
+            .map_or_else(|| "none".to_string(), |t| t.to_string())
+    )
+}
+
+/// A partition where the job read no record below `next`, and the log holds one now.
+fn filled_partition(topic: &str, partition: i32, next: i64, found: &Record) -> String {
+    format!(
+        "{topic}/{partition} holds a record at offset {} below offset {next}, where this job \
+         read none",
+        found.position.offset
+    )
+}
+
+/// Whether `record` is the one `mark` names.
+fn same_record(mark: &RecordMark, record: Option<&Record>) -> bool {
+    record.is_some_and(|r| {
+        let r = r.as_ref();
+        r.offset == mark.offset && r.timestamp_ms == mark.timestamp_ms && r.mark().hash == mark.hash
+    })
+}
+
+/// What the job stored: the next offset of every partition, and the mark of the last record it
+/// applied there (where known).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Stored {
+    pub offsets: BTreeMap<(String, i32), i64>,
+    pub marks: BTreeMap<(String, i32), Last>,
+}
+
+impl From<&stockflow_core::StoredState> for Stored {
+    fn from(s: &stockflow_core::StoredState) -> Self {
+        Stored {
+            offsets: s.offsets.clone(),
+            marks: s.marks.clone(),
+        }
+    }
+}
+
+/// Plans the start of every partition of both topics. A partition whose log lost records the
+/// job had read (it ends before the stored offset), or holds another record where the job
+/// applied one (the log was replaced), is refused, or read from its start with
+/// `reset_offsets`.
 pub fn plan(
     log: &dyn Log,
     topics: &Topics,
-    stored: &BTreeMap<(String, i32), i64>,
+    stored: &Stored,
     spec: &StartSpec,
     reset_offsets: bool,
 ) -> Result<StartPlan> {
@@ -162,10 +231,69 @@ pub fn plan(
             )));
         }
     }
+    let mut ranges: Vec<(&String, bool, Vec<Watermarks>)> = Vec::new();
     for (topic, is_prices) in [(&topics.prices, true), (&topics.holdings, false)] {
         let marks = log.watermarks(topic).map_err(|e| missing_topic(e, topic))?;
+        ranges.push((topic, is_prices, marks));
+    }
+    // The log's identity: where the job applied a record, the log holds that record; where it
+    // read none, the log holds none.
+    enum Check {
+        Same(RecordMark),
+        Empty(i64),
+    }
+    let mut checks: Vec<((String, i32), Position, Check)> = Vec::new();
+    for (topic, _, marks) in &ranges {
+        for w in marks {
+            let key = ((*topic).clone(), w.partition);
+            let at = |offset| Position {
+                topic: (*topic).clone(),
+                partition: w.partition,
+                offset,
+            };
+            match stored.marks.get(&key) {
+                Some(Last::Record(m)) if w.low <= m.offset && m.offset < w.high => {
+                    checks.push((key, at(m.offset), Check::Same(*m)));
+                }
+                Some(Last::Nothing) => {
+                    if let Some(&next) = stored.offsets.get(&key).filter(|&&o| o > w.low) {
+                        checks.push((key, at(w.low), Check::Empty(next)));
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    let positions: Vec<Position> = checks.iter().map(|c| c.1.clone()).collect();
+    let found = if positions.is_empty() {
+        Vec::new()
+    } else {
+        log.first_records(&positions, IDENTITY_TIMEOUT)?
+    };
+    let mut replaced: BTreeMap<(String, i32), String> = BTreeMap::new();
+    for ((key, _, check), record) in checks.iter().zip(&found) {
+        let why = match (check, record) {
+            (Check::Same(m), r) if !same_record(m, r.as_ref()) => {
+                Some(replaced_partition(&key.0, key.1, m, r.as_ref()))
+            }
+            (Check::Empty(next), Some(r)) if r.position.offset < *next => {
+                Some(filled_partition(&key.0, key.1, *next, r))
+            }
+            _ => None,
+        };
+        if let Some(why) = why {
+            replaced.insert(key.clone(), why);
+        }
+    }
+    // Partitions started where the job did not stand: the record below the start, if any.
+    let mut lookups: Vec<Position> = Vec::new();
+    for (topic, is_prices, marks) in &ranges {
+        let (topic, is_prices) = (*topic, *is_prices);
         // Stored partitions the topic no longer has.
-        for ((t, p), o) in stored.range((topic.clone(), i32::MIN)..=(topic.clone(), i32::MAX)) {
+        for ((t, p), o) in stored
+            .offsets
+            .range((topic.clone(), i32::MIN)..=(topic.clone(), i32::MAX))
+        {
             if t == topic && !marks.iter().any(|w| w.partition == *p) {
                 if reset_offsets {
                     out.notes.push(format!(
@@ -176,8 +304,9 @@ pub fn plan(
                 }
             }
         }
-        for w in &marks {
-            let stored_at = stored.get(&(topic.clone(), w.partition)).copied();
+        for w in marks {
+            let key = (topic.clone(), w.partition);
+            let stored_at = stored.offsets.get(&key).copied();
             let explicit = match (is_prices, spec) {
                 (_, StartSpec::Earliest) => Some(w.low),
                 (true, StartSpec::Latest) => {
@@ -209,8 +338,16 @@ pub fn plan(
                 ),
                 _ => None,
             };
+            let replaced_here = replaced.get(&key);
             let start = match (explicit, stored_at) {
-                (Some(o), _) => o,
+                (Some(o), _) => {
+                    if let Some(why) = replaced_here {
+                        out.notes.push(format!(
+                            "{why}: the log was replaced; reading it from offset {o} as asked"
+                        ));
+                    }
+                    o
+                }
                 (None, None) => w.low,
                 (None, Some(s)) if s > w.high => {
                     if !reset_offsets {
@@ -219,6 +356,17 @@ pub fn plan(
                     out.notes.push(format!(
                         "{topic}/{}: stored offset {s} is beyond the log's end {}; reading the log from its start {} (--reset-offsets)",
                         w.partition, w.high, w.low
+                    ));
+                    w.low
+                }
+                (None, Some(_)) if replaced_here.is_some() => {
+                    let why = replaced_here.cloned().unwrap_or_default();
+                    if !reset_offsets {
+                        lost.push(why.clone());
+                    }
+                    out.notes.push(format!(
+                        "{why}: the log was replaced; reading it from its start {} (--reset-offsets)",
+                        w.low
                     ));
                     w.low
                 }
@@ -231,16 +379,53 @@ pub fn plan(
                 }
                 (None, Some(s)) => s,
             };
+            let last = if start == 0 {
+                Last::Nothing
+            } else if replaced.contains_key(&key) {
+                Last::Unknown
+            } else if stored_at.is_some_and(|s| s == start || (s < w.low && start == w.low)) {
+                stored
+                    .marks
+                    .get(&key)
+                    .copied()
+                    .unwrap_or_default()
+                    .below(start)
+            } else {
+                if start > w.low {
+                    lookups.push(Position {
+                        topic: topic.clone(),
+                        partition: w.partition,
+                        offset: start - 1,
+                    });
+                }
+                Last::Unknown
+            };
             out.partitions.push(PartitionStart {
                 topic: topic.clone(),
                 partition: w.partition,
                 start,
                 end: w.high,
+                last,
             });
         }
     }
     if !lost.is_empty() {
         return Err(lost_log_refusal(&lost));
+    }
+    if !lookups.is_empty() {
+        let below = log.first_records(&lookups, IDENTITY_TIMEOUT)?;
+        for (p, r) in lookups.iter().zip(below) {
+            let Some(r) = r.filter(|r| r.position.offset == p.offset) else {
+                continue;
+            };
+            if let Some(start) = out
+                .partitions
+                .iter_mut()
+                .find(|s| s.topic == p.topic && s.partition == p.partition)
+            {
+                start.last = Last::Record(r.as_ref().mark());
+            }
+        }
     }
     Ok(out)
 }
@@ -312,16 +497,20 @@ mod tests {
             .collect()
     }
 
-    fn stored(list: &[(&str, i32, i64)]) -> BTreeMap<(String, i32), i64> {
-        list.iter()
-            .map(|(t, p, o)| ((t.to_string(), *p), *o))
-            .collect()
+    fn stored(list: &[(&str, i32, i64)]) -> Stored {
+        Stored {
+            offsets: list
+                .iter()
+                .map(|(t, p, o)| ((t.to_string(), *p), *o))
+                .collect(),
+            marks: BTreeMap::new(),
+        }
     }
 
     #[test]
     fn resumes_from_stored_offsets_or_the_start() -> Result<()> {
         let (log, topics) = log();
-        let p = plan(&log, &topics, &BTreeMap::new(), &StartSpec::Resume, false)?;
+        let p = plan(&log, &topics, &Stored::default(), &StartSpec::Resume, false)?;
         assert!(starts(&p).iter().all(|s| s.2 == 0));
         assert_eq!(p.backlog(), 11);
         let st = stored(&[("prices", 0, 3), ("prices", 1, 5), ("holdings", 0, 1)]);
@@ -345,7 +534,7 @@ mod tests {
         log.recreate("prices")?;
         let _ = log.append("prices", 0, None, Some(b"new"));
         let err = plan(&log, &topics, &st, &StartSpec::Resume, false);
-        let msg = err.err().map(|e| e.to_string()).unwrap_or_default();
+        let msg = err.expect_err("a lost log is refused").to_string();
         assert!(msg.contains("prices/0 ends at offset 1"), "{msg}");
         assert!(msg.contains("offset 5"), "{msg}");
         assert!(msg.contains("--reset-offsets"), "{msg}");
@@ -395,10 +584,74 @@ mod tests {
             holdings: "holdings".into(),
         };
         let msg = plan(&log, &missing, &st, &StartSpec::Resume, false)
-            .err()
-            .map(|e| e.to_string())
-            .unwrap_or_default();
+            .expect_err("a missing topic is refused")
+            .to_string();
         assert!(msg.contains("stockflow topics create"), "{msg}");
+        Ok(())
+    }
+
+    /// The marks of the records at these offsets of `topic` (what a job that read them stores).
+    fn marks_of(log: &MemoryLog, topic: &str, at: &[(i32, i64)]) -> Stored {
+        let mut out = Stored::default();
+        for &(p, o) in at {
+            let pos = Position {
+                topic: topic.into(),
+                partition: p,
+                offset: o,
+            };
+            let rec = log
+                .first_records(&[pos], Duration::from_secs(1))
+                .expect("the memory log answers")
+                .remove(0)
+                .expect("the record exists");
+            out.offsets.insert((topic.into(), p), o + 1);
+            out.marks
+                .insert((topic.into(), p), Last::Record(rec.as_ref().mark()));
+        }
+        out
+    }
+
+    #[test]
+    fn a_log_refilled_past_the_stored_offsets_is_refused_until_reset() -> Result<()> {
+        let (log, topics) = log();
+        let st = marks_of(&log, "prices", &[(0, 3), (1, 2)]);
+        // The same log: resumed.
+        let p = plan(&log, &topics, &st, &StartSpec::Resume, false)?;
+        assert_eq!(
+            starts(&p)[..2],
+            [("prices".into(), 0, 4), ("prices".into(), 1, 3)]
+        );
+        assert_eq!(
+            Some(p.partitions[0].last),
+            st.marks.get(&("prices".into(), 0)).copied()
+        );
+        // The broker loses its data and the history is published again, further than before.
+        log.recreate("prices")?;
+        for i in 0..20 {
+            log.append("prices", i % 2, None, Some(b"x"))?;
+        }
+        let msg = plan(&log, &topics, &st, &StartSpec::Resume, false)
+            .expect_err("a replaced log is refused")
+            .to_string();
+        assert!(
+            msg.contains("prices/0 holds a record with log time"),
+            "{msg}"
+        );
+        assert!(msg.contains("at offset 3"), "{msg}");
+        assert!(msg.contains("stockflow run --reset-offsets"), "{msg}");
+        let p = plan(&log, &topics, &st, &StartSpec::Resume, true)?;
+        assert_eq!(
+            starts(&p)[..2],
+            [("prices".into(), 0, 0), ("prices".into(), 1, 0)]
+        );
+        assert_eq!(p.partitions[0].last, Last::Nothing, "read from offset 0");
+        // A replay from the start of the new log is what was asked: noted, not refused.
+        let p = plan(&log, &topics, &st, &StartSpec::Earliest, false)?;
+        assert!(
+            p.notes.iter().any(|n| n.contains("replaced")),
+            "{:?}",
+            p.notes
+        );
         Ok(())
     }
 }

@@ -20,7 +20,7 @@ use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use stockflow_core::{Batch, Position, Sink, StoredState};
+use stockflow_core::{Batch, Sink, StoredState};
 use stockflow_market::Universe;
 
 mod embedded {
@@ -171,11 +171,9 @@ fn load_reference(conn: &mut Conn, u: &Universe) -> Result<()> {
     Ok(())
 }
 
-/// The next offsets a job has committed, per (topic, partition).
-pub fn stored_offsets(
-    cfg: &MySqlConfig,
-    job: &str,
-) -> Result<std::collections::BTreeMap<(String, i32), i64>> {
+/// The next offsets a job has committed, per (topic, partition), and the marks of the last
+/// records it applied (what a follower process of a cluster starts from).
+pub fn stored_offsets(cfg: &MySqlConfig, job: &str) -> Result<state::Offsets> {
     let mut conn = cfg.connect()?;
     state::offsets(&mut conn, job)
 }
@@ -238,7 +236,7 @@ pub struct MySqlSink {
     universe: Arc<Universe>,
     epoch: i64,
     heartbeat: Option<Heartbeat>,
-    last_offsets: Vec<Position>,
+    last_offsets: Vec<stockflow_core::Progress>,
     /// 'refused' issue rows the table holds: only then do writes clear them.
     refused_known: u64,
     retry_for: Duration,

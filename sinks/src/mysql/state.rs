@@ -5,7 +5,9 @@ use chrono::NaiveDate;
 use mysql::prelude::Queryable;
 use mysql::Conn;
 use std::collections::{BTreeMap, BTreeSet};
-use stockflow_core::{HoldingInput, Money, PriceInput, Restore, Seed, StoredState};
+use stockflow_core::{
+    HoldingInput, Last, Money, PriceInput, RecordMark, Restore, Seed, StoredState,
+};
 use stockflow_market::Universe;
 
 fn date(s: &str) -> Result<NaiveDate> {
@@ -17,13 +19,40 @@ fn money(s: &str) -> Result<Money> {
     Money::parse(s).map_err(|e| Error::State(format!("stored amount {s:?} unreadable: {e}")))
 }
 
-/// The next offsets a job has committed, per (topic, partition).
-pub fn offsets(conn: &mut Conn, job: &str) -> Result<BTreeMap<(String, i32), i64>> {
-    let rows: Vec<(String, i32, i64)> = conn.exec(
-        "SELECT topic, kafka_partition, next_offset FROM stream_progress WHERE job = ?",
+/// A job's stored offsets: per (topic, partition) the next offset, and what the job knows of
+/// the records below it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Offsets {
+    pub next: BTreeMap<(String, i32), i64>,
+    pub marks: BTreeMap<(String, i32), Last>,
+}
+
+/// The next offsets a job has committed, per (topic, partition), with the marks.
+pub fn offsets<Q: Queryable>(conn: &mut Q, job: &str) -> Result<Offsets> {
+    type Row = (String, i32, i64, Option<i64>, Option<i64>, Option<u64>);
+    let rows: Vec<Row> = conn.exec(
+        "SELECT topic, kafka_partition, next_offset, last_offset, last_timestamp_ms, last_hash \
+         FROM stream_progress WHERE job = ?",
         (job,),
     )?;
-    Ok(rows.into_iter().map(|(t, p, o)| ((t, p), o)).collect())
+    let mut out = Offsets::default();
+    for (topic, partition, next, last_offset, timestamp_ms, hash) in rows {
+        let key = (topic, partition);
+        let last = match (last_offset, hash) {
+            (Some(-1), _) => Last::Nothing,
+            (Some(offset), Some(hash)) => Last::Record(RecordMark {
+                offset,
+                timestamp_ms,
+                hash,
+            }),
+            _ => Last::Unknown,
+        };
+        if last != Last::Unknown {
+            out.marks.insert(key.clone(), last);
+        }
+        out.next.insert(key, next);
+    }
+    Ok(out)
 }
 
 /// Loads the job's stored state (all of it, or a window as `restore` asks), in one consistent
@@ -50,12 +79,10 @@ fn load_in(
     job: &str,
     restore: Restore,
 ) -> Result<StoredState> {
-    let rows: Vec<(String, i32, i64)> = conn.exec(
-        "SELECT topic, kafka_partition, next_offset FROM stream_progress WHERE job = ?",
-        (job,),
-    )?;
-    let offsets: BTreeMap<(String, i32), i64> =
-        rows.into_iter().map(|(t, p, o)| ((t, p), o)).collect();
+    let Offsets {
+        next: offsets,
+        marks,
+    } = offsets(conn, job)?;
     let span: Option<(Option<String>, Option<String>)> =
         conn.query_first("SELECT CAST(MIN(as_of) AS CHAR), CAST(MAX(as_of) AS CHAR) FROM prices")?;
     let window = match span {
@@ -164,6 +191,7 @@ fn load_in(
         prices,
         holdings,
         offsets,
+        marks,
         window,
         seeds,
     })

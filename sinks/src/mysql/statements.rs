@@ -4,7 +4,9 @@
 use mysql::Value;
 use std::collections::HashSet;
 use std::hash::Hash;
-use stockflow_core::{Batch, DeadLetter, Evaluation, HoldingInput, Issue, Position, PriceInput};
+use stockflow_core::{
+    Batch, DeadLetter, Evaluation, HoldingInput, Issue, Last, PriceInput, Progress,
+};
 use stockflow_market::Universe;
 
 /// Rows per multi-row statement.
@@ -288,19 +290,35 @@ pub fn dead_letters(letters: &[DeadLetter]) -> Vec<Statement> {
     )
 }
 
-pub fn progress(job: &str, offsets: &[Position]) -> Vec<Statement> {
+pub fn progress(job: &str, offsets: &[Progress]) -> Vec<Statement> {
     chunked(
-        "INSERT INTO stream_progress (job, topic, kafka_partition, next_offset)",
-        " ON DUPLICATE KEY UPDATE next_offset = VALUES(next_offset)",
-        4,
+        "INSERT INTO stream_progress (job, topic, kafka_partition, next_offset, last_offset, \
+         last_timestamp_ms, last_hash)",
+        " ON DUPLICATE KEY UPDATE next_offset = VALUES(next_offset), \
+         last_offset = VALUES(last_offset), last_timestamp_ms = VALUES(last_timestamp_ms), \
+         last_hash = VALUES(last_hash)",
+        7,
         offsets
             .iter()
             .map(|p| {
+                // last_offset NULL: nothing known; -1: no record below next_offset.
+                let (offset, timestamp, hash) = match p.last {
+                    Last::Unknown => (Value::NULL, Value::NULL, Value::NULL),
+                    Last::Nothing => (Value::Int(-1), Value::NULL, Value::NULL),
+                    Last::Record(m) => (
+                        Value::Int(m.offset),
+                        m.timestamp_ms.map_or(Value::NULL, Value::Int),
+                        Value::UInt(m.hash),
+                    ),
+                };
                 vec![
                     text(job),
-                    text(&p.topic),
-                    Value::Int(i64::from(p.partition)),
-                    Value::Int(p.offset),
+                    text(&p.position.topic),
+                    Value::Int(i64::from(p.position.partition)),
+                    Value::Int(p.position.offset),
+                    offset,
+                    timestamp,
+                    hash,
                 ]
             })
             .collect(),
@@ -410,10 +428,17 @@ mod tests {
                 },
                 1,
             )],
-            offsets: vec![Position {
-                topic: "t".into(),
-                partition: 0,
-                offset: 3,
+            offsets: vec![Progress {
+                position: stockflow_core::Position {
+                    topic: "t".into(),
+                    partition: 0,
+                    offset: 3,
+                },
+                last: Last::Record(stockflow_core::RecordMark {
+                    offset: 2,
+                    timestamp_ms: Some(7),
+                    hash: u64::MAX,
+                }),
             }],
             ..Batch::default()
         };
@@ -422,6 +447,14 @@ mod tests {
         assert_eq!(plan.evaluation_deletes.len(), 1);
         assert_eq!(plan.others.len(), 2);
         assert!(plan.others[0].sql.starts_with("INSERT INTO prices"));
+        assert!(plan.others[1]
+            .sql
+            .starts_with("INSERT INTO stream_progress"));
+        assert_eq!(
+            plan.others[1].params[6],
+            Value::UInt(u64::MAX),
+            "the hash, unsigned"
+        );
         assert_eq!(plan.touched().len(), 2);
     }
 }

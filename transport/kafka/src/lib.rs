@@ -302,7 +302,8 @@ impl Log for KafkaLog {
             .set("group.id", "stockflow-job")
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
-            .set("enable.partition.eof", "false")
+            // A partition's end is reported, with the position past any transaction markers there.
+            .set("enable.partition.eof", "true")
             // A position the log no longer has is an error, never a silent jump.
             .set("auto.offset.reset", "error")
             .set("fetch.wait.max.ms", "100")
@@ -358,8 +359,8 @@ impl Log for KafkaLog {
                 queue,
             });
         }
-        let next = start.iter().map(|p| p.offset).collect();
-        Ok(Box::new(KafkaSource::new(consumer, lanes, next)))
+        let next: Vec<i64> = start.iter().map(|p| p.offset).collect();
+        Ok(Box::new(source::source(consumer, lanes, &next)))
     }
 
     fn producer(&self) -> Result<Box<dyn LogProducer>> {

@@ -1,38 +1,28 @@
-//! The job's consumer: assigned partitions, each on its own librdkafka queue, merged by an order
-//! key (the job's: trading day) while they catch up.
+//! The job's consumer: assigned partitions, each on its own librdkafka queue, read through the
+//! shared merged reader (`stockflow_transport::reader`), which merges them by an order key (the
+//! job's: trading day) while they catch up.
 //!
-//! Why: with one shared queue librdkafka hands over whatever the broker's fetch responses hold,
-//! and a broker may fill them partition by partition (tansu did: a 500,000-record backlog came
-//! as all of partition 0, then 1, then 2, with partition 3 at offset 503). The job would then
-//! evaluate ten years of days with a quarter of the closes missing and correct every one of them
-//! later: millions of transient rows written and deleted. Within a partition, records of
-//! several producers are only roughly in order too; `stockflow_transport::merge` keeps a small
-//! sorted window per partition and reads a partition with a backlog a few keys ahead before
-//! handing its earliest record over.
+//! Why one queue per partition: with one shared queue librdkafka hands over whatever the
+//! broker's fetch responses hold, and a broker may fill them partition by partition (tansu did:
+//! a 500,000-record backlog came as all of partition 0, then 1, then 2, with partition 3 at
+//! offset 503). The job would then evaluate ten years of days with a quarter of the closes
+//! missing and correct every one of them later.
 //!
-//! The merge waits for a partition that is not read far enough only while it still has a
-//! backlog (its offset is below the log end seen at open), and at most `PATIENCE` in a row:
-//! then it warns once and reads the others ahead of it. Alignment saves work; it never stalls
-//! the job.
+//! A partition's end is reported (`enable.partition.eof`) with the consumer's position there,
+//! which is past records the broker holds but never hands over (transaction markers): a
+//! partition ending in one is caught up all the same.
 
 use crate::map_error;
 use rdkafka::consumer::base_consumer::PartitionQueue;
-use rdkafka::consumer::{BaseConsumer, DefaultConsumerContext};
-use rdkafka::message::{BorrowedMessage, Message, OwnedMessage};
-use std::ops::ControlFlow;
+use rdkafka::consumer::{BaseConsumer, Consumer, DefaultConsumerContext};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{Message, OwnedMessage};
+use rdkafka::Offset;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
-use stockflow_transport::merge::{Merge, Step};
-use stockflow_transport::{LogSource, Lookahead, OrderKey, RecordRef, Result};
-
-/// How long the merge waits, in a row, for a partition with a backlog that is not read far
-/// enough before it reads the others ahead of it (with a warning): alignment must never stall
-/// the job.
-const PATIENCE: Duration = Duration::from_secs(5);
-/// The longest one call waits for such a partition before it returns what it has.
-const CALL_WAIT: Duration = Duration::from_millis(50);
-/// One wait on an empty queue.
-const STEP: Duration = Duration::from_millis(5);
+use std::time::Duration;
+use stockflow_transport::reader::{Fetched, Lanes, MergedSource};
+use stockflow_transport::RecordRef;
+use stockflow_transport::Result;
 
 /// One assigned partition.
 pub(crate) struct Lane {
@@ -41,6 +31,19 @@ pub(crate) struct Lane {
     /// The log end when the source was opened: below it the partition has a backlog.
     pub backlog_end: i64,
     pub queue: PartitionQueue<DefaultConsumerContext>,
+}
+
+/// The assigned partitions of one consumer.
+pub struct KafkaLanes {
+    consumer: Arc<BaseConsumer>,
+    lanes: Vec<Lane>,
+}
+
+/// The job's Kafka source.
+pub type KafkaSource = MergedSource<KafkaLanes>;
+
+pub(crate) fn source(consumer: Arc<BaseConsumer>, lanes: Vec<Lane>, start: &[i64]) -> KafkaSource {
+    MergedSource::new(KafkaLanes { consumer, lanes }, start)
 }
 
 fn record_of<M: Message>(m: &M) -> RecordRef<'_> {
@@ -54,93 +57,74 @@ fn record_of<M: Message>(m: &M) -> RecordRef<'_> {
     }
 }
 
-impl Lane {
-    /// The partition's next fetched record, waiting up to `timeout`.
-    fn pop(&self, timeout: Duration) -> Result<Option<BorrowedMessage<'_>>> {
-        self.queue
-            .poll(timeout)
-            .transpose()
-            .map_err(|e| map_error(format!("reading {}/{}", self.topic, self.partition), &e))
-    }
-}
-
-pub struct KafkaSource {
-    consumer: Arc<BaseConsumer>,
-    lanes: Vec<Lane>,
-    merge: Merge<OwnedMessage>,
-    /// The merge order (`LogSource::order_by`); the log time without one.
-    order: Option<OrderKey>,
-}
-
-impl KafkaSource {
-    pub(crate) fn new(consumer: Arc<BaseConsumer>, lanes: Vec<Lane>, start: Vec<i64>) -> Self {
-        let ends: Vec<(i64, i64)> = lanes
-            .iter()
-            .zip(&start)
-            .map(|(l, &s)| (s, l.backlog_end))
-            .collect();
-        KafkaSource {
-            consumer,
-            merge: Merge::new(&ends, 0, PATIENCE),
-            lanes,
-            order: None,
+impl KafkaLanes {
+    /// The consumer's position in `lane` (the offset after the last record it consumed there,
+    /// control records included).
+    fn position(&self, lane: usize) -> Option<i64> {
+        let l = self.lanes.get(lane)?;
+        let list = self.consumer.position().ok()?;
+        match list.find_partition(&l.topic, l.partition)?.offset() {
+            Offset::Offset(o) => Some(o),
+            _ => None,
         }
     }
 }
 
-/// A fetched record into the merge, under its order key (`order`, or the log time).
-fn admit(
-    merge: &mut Merge<OwnedMessage>,
-    order: &mut Option<OrderKey>,
-    lane: usize,
-    m: OwnedMessage,
-) {
-    let r = record_of(&m);
-    let key = match order.as_mut() {
-        Some(f) => f(&r),
-        None => r.timestamp_ms,
-    };
-    let offset = r.offset;
-    merge.insert(lane, key, offset, m);
-}
+impl Lanes for KafkaLanes {
+    type Msg = OwnedMessage;
 
-impl Drop for KafkaSource {
-    fn drop(&mut self) {
-        for (lane, disorder) in self.lanes.iter().zip(self.merge.disorder()) {
-            tracing::debug!(
-                topic = lane.topic,
-                partition = lane.partition,
-                disorder,
-                lookahead = self.merge.lookahead(),
-                "the most a record of this partition came behind the largest key read before it"
-            );
+    fn count(&self) -> usize {
+        self.lanes.len()
+    }
+
+    fn name(&self, lane: usize) -> (&str, i32) {
+        self.lanes
+            .get(lane)
+            .map_or(("", -1), |l| (l.topic.as_str(), l.partition))
+    }
+
+    fn backlog_end(&self, lane: usize) -> i64 {
+        self.lanes.get(lane).map_or(0, |l| l.backlog_end)
+    }
+
+    fn view<'a>(&'a self, _lane: usize, m: &'a OwnedMessage) -> RecordRef<'a> {
+        record_of(m)
+    }
+
+    fn fetch(&mut self, lane: usize, wait: Duration) -> Result<Fetched<OwnedMessage>> {
+        let Some(l) = self.lanes.get(lane) else {
+            return Ok(Fetched::Nothing);
+        };
+        match l.queue.poll(wait) {
+            None => Ok(Fetched::Nothing),
+            Some(Ok(m)) => Ok(Fetched::Record(m.detach())),
+            Some(Err(KafkaError::PartitionEOF(_))) => Ok(match self.position(lane) {
+                Some(next) => Fetched::End { next },
+                None => Fetched::Nothing,
+            }),
+            Some(Err(e)) => Err(map_error(
+                format!("reading {}/{}", l.topic, l.partition),
+                &e,
+            )),
         }
     }
-}
 
-impl LogSource for KafkaSource {
-    fn poll_batch(
-        &mut self,
-        max: usize,
-        wait: Duration,
-        on_record: &mut dyn FnMut(RecordRef<'_>) -> ControlFlow<()>,
-    ) -> Result<usize> {
-        let KafkaSource {
-            consumer,
-            lanes,
-            merge,
-            order,
-        } = self;
-        // Serve the consumer's events (errors that concern no partition come out here). Every
-        // assigned partition has its own queue; records fetched before a queue was split off
-        // arrive here and join the merge too, never dropped.
-        while let Some(polled) = consumer.poll(Duration::ZERO) {
-            let m = polled.map_err(|e| map_error("reading from the broker", &e))?;
-            let lane = lanes
+    /// Serves the consumer's events: errors that concern no partition come out here, and
+    /// records fetched before a partition's queue was split off (handed over too, never
+    /// dropped).
+    fn shared(&mut self, found: &mut dyn FnMut(usize, OwnedMessage)) -> Result<()> {
+        while let Some(polled) = self.consumer.poll(Duration::ZERO) {
+            let m = match polled {
+                Ok(m) => m,
+                Err(KafkaError::PartitionEOF(_)) => continue,
+                Err(e) => return Err(map_error("reading from the broker", &e)),
+            };
+            let lane = self
+                .lanes
                 .iter()
                 .position(|l| l.partition == m.partition() && l.topic == m.topic());
             match lane {
-                Some(i) => admit(merge, order, i, m.detach()),
+                Some(i) => found(i, m.detach()),
                 None => tracing::warn!(
                     topic = m.topic(),
                     partition = m.partition(),
@@ -148,91 +132,6 @@ impl LogSource for KafkaSource {
                 ),
             }
         }
-        let mut n = 0;
-        let mut waited = Duration::ZERO;
-        let mut idle = 0usize;
-        while n < max {
-            // Fetch from every lane that is not read far enough, without waiting.
-            for (i, lane) in lanes.iter().enumerate() {
-                while merge.wants(i) {
-                    match lane.pop(Duration::ZERO)? {
-                        Some(m) => admit(merge, order, i, m.detach()),
-                        None => break,
-                    }
-                }
-            }
-            let step = merge.next(Instant::now());
-            if let Some(lookahead) = merge.take_growth() {
-                tracing::info!(
-                    lookahead,
-                    "the log is more out of order than the merge read ahead; reading this many \
-                     keys ahead of every partition with a backlog from now on"
-                );
-            }
-            for i in merge.take_warnings() {
-                if let Some(lane) = lanes.get(i) {
-                    tracing::warn!(
-                        topic = lane.topic,
-                        partition = lane.partition,
-                        "the broker sent too little of this partition for {PATIENCE:?} though it \
-                         has a backlog; reading the others ahead of it (days may be evaluated \
-                         incomplete first and corrected when its records come)"
-                    );
-                }
-            }
-            let wait_on = match step {
-                Step::Take(i) => {
-                    let Some((_, m)) = merge.pop(i) else { break };
-                    n += 1;
-                    if on_record(record_of(&m)).is_break() {
-                        break;
-                    }
-                    continue;
-                }
-                Step::Held => {
-                    if n == 0 {
-                        std::thread::sleep(wait.min(Duration::from_millis(1)));
-                    }
-                    break;
-                }
-                Step::Wait(i) if waited < CALL_WAIT.max(wait) => i,
-                Step::Wait(_) => break,
-                Step::Empty if n == 0 && waited < wait && !lanes.is_empty() => {
-                    idle += 1;
-                    idle % lanes.len()
-                }
-                Step::Empty => break,
-            };
-            let Some(lane) = lanes.get(wait_on) else {
-                break;
-            };
-            let t0 = Instant::now();
-            if let Some(m) = lane.pop(STEP)? {
-                admit(merge, order, wait_on, m.detach());
-            }
-            waited += t0.elapsed();
-        }
-        Ok(n)
-    }
-
-    fn order_by(&mut self, key: OrderKey, lookahead: Lookahead) {
-        self.order = Some(key);
-        self.merge.set_lookahead(lookahead.initial, lookahead.max);
-    }
-
-    fn next_key(&self) -> Option<i64> {
-        self.merge.next_key(Instant::now())
-    }
-
-    fn hold_after(&mut self, key: Option<i64>) {
-        self.merge.hold_after(key);
-    }
-
-    fn resume_offset(&self, topic: &str, partition: i32) -> Option<i64> {
-        let i = self
-            .lanes
-            .iter()
-            .position(|l| l.partition == partition && l.topic == topic)?;
-        self.merge.resume(i)
+        Ok(())
     }
 }
