@@ -93,8 +93,9 @@ fn db_init_is_idempotent_and_creates_the_course_tables() {
         &url,
         "SELECT version, name FROM refinery_schema_history ORDER BY version",
     );
-    assert_eq!(migrations.len(), 4);
+    assert_eq!(migrations.len(), 5);
     assert_eq!(migrations[3], ["4", "job_state"]);
+    assert_eq!(migrations[4], ["5", "record_marks"]);
     for table in [
         "prices",
         "holding_records",
