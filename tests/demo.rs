@@ -1,6 +1,9 @@
 //! The README's first command in a reduced form (a short date range, its own topics, database
 //! and report folder), and the metrics endpoint of a running job.
 
+// Tests say why they expect a value; clippy.toml allows it in #[test] functions only.
+#![allow(clippy::expect_used)]
+
 mod common;
 
 use common::*;

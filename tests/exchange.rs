@@ -1,5 +1,8 @@
 //! The exchange servers and the publisher through the real broker.
 
+// Tests say why they expect a value; clippy.toml allows it in #[test] functions only.
+#![allow(clippy::expect_used)]
+
 mod common;
 
 use chrono::NaiveDate;

@@ -1,5 +1,8 @@
 //! `stockflow run` through the real broker.
 
+// Tests say why they expect a value; clippy.toml allows it in #[test] functions only.
+#![allow(clippy::expect_used)]
+
 mod common;
 
 use chrono::NaiveDate;

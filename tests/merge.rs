@@ -2,6 +2,9 @@
 //! order (as two producers leave them) come out in key order across partitions, and the resume
 //! offset it reports never skips a record it has not handed over.
 
+// Tests say why they expect a value; clippy.toml allows it in #[test] functions only.
+#![allow(clippy::expect_used)]
+
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};

@@ -3,6 +3,9 @@
 //! on eight partitions live, SIGKILLs while late changes arrive. Each ends with exactly the
 //! tables of one uninterrupted run over the same topics, and reads what it should.
 
+// Tests say why they expect a value; clippy.toml allows it in #[test] functions only.
+#![allow(clippy::expect_used)]
+
 mod common;
 
 use common::*;

@@ -5,6 +5,9 @@
 //! wrongly. One test function in its own binary: it wipes the shared broker while nothing else
 //! runs (cargo runs test binaries one at a time).
 
+// Tests say why they expect a value; clippy.toml allows it in #[test] functions only.
+#![allow(clippy::expect_used)]
+
 mod common;
 
 use common::*;

@@ -1,5 +1,8 @@
 //! `stockflow report` on a small hand-filled database, and on the pipeline's own output.
 
+// Tests say why they expect a value; clippy.toml allows it in #[test] functions only.
+#![allow(clippy::expect_used)]
+
 mod common;
 
 use common::*;

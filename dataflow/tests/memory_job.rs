@@ -3,6 +3,9 @@
 //! log refused and reset, replays on top of the state, holdings read before prices.
 //! Fast: no broker, no database.
 
+// Tests say why they expect a value; clippy.toml allows it in #[test] functions only.
+#![allow(clippy::expect_used)]
+
 use chrono::NaiveDate;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;

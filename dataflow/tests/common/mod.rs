@@ -108,14 +108,13 @@ pub fn reference(events: &[Event]) -> (BTreeSet<Evaluation>, BTreeSet<Issue>) {
     (out, issues)
 }
 
-/// The state a job must hold after applying `events`: the latest close of every (stock, day) and
-/// the latest record of every (portfolio, stock, from).
-pub fn latest_state(
-    events: &[Event],
-) -> (
-    BTreeMap<(u32, NaiveDate), PriceInput>,
-    BTreeMap<(u32, u32, NaiveDate), HoldingInput>,
-) {
+/// The latest close of every (stock, day).
+pub type Closes = BTreeMap<(u32, NaiveDate), PriceInput>;
+/// The latest holding record of every (portfolio, stock, from).
+pub type Records = BTreeMap<(u32, u32, NaiveDate), HoldingInput>;
+
+/// The state a job must hold after applying `events`.
+pub fn latest_state(events: &[Event]) -> (Closes, Records) {
     let mut closes: BTreeMap<(u32, NaiveDate), PriceInput> = BTreeMap::new();
     let mut records: BTreeMap<(u32, u32, NaiveDate), HoldingInput> = BTreeMap::new();
     for e in events {
