@@ -44,10 +44,7 @@ fn holding_records(url: &str) -> Vec<Vec<String>> {
 }
 
 fn count(url: &str, table: &str) -> i64 {
-    std::panic::catch_unwind(|| query(url, &format!("SELECT COUNT(*) FROM {table}")))
-        .ok()
-        .and_then(|rows| rows.first().and_then(|r| r[0].parse().ok()))
-        .unwrap_or(0)
+    poll_number(url, &format!("SELECT COUNT(*) FROM {table}"))
 }
 
 /// Waits until the job has committed `rows` evaluations (the progress signal), at most
@@ -67,6 +64,31 @@ fn wait_rows(url: &str, rows: i64, limit: Duration, child: &mut Child) {
             panic!("{n} of {rows} rows committed after {limit:?}: the job froze");
         }
         std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The sum of the next offsets the job has committed for `topic` (0 before its first commit).
+fn committed(url: &str, topic: &str) -> i64 {
+    poll_number(
+        url,
+        &format!(
+            "SELECT COALESCE(SUM(next_offset), 0) FROM stream_progress WHERE topic = '{topic}'"
+        ),
+    )
+}
+
+/// Waits until the job has committed `target` as the sum of `topic`'s next offsets.
+fn wait_committed(url: &str, topic: &str, target: i64, limit: Duration, child: &mut Child) {
+    let deadline = Instant::now() + limit;
+    while committed(url, topic) < target {
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("the job exited ({status}) before committing {topic} up to {target}");
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            panic!("{topic}: not committed up to {target} within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
@@ -209,29 +231,45 @@ fn sigkills_while_late_holdings_changes_arrive_lose_and_double_nothing() {
     let (prices, holdings) = market_topics("kills", (4, 2), "2001-01-01", "180", "8");
     let days = trading_days("2001-01-01", "2001-12-31");
     let url = fresh_db("kills");
-    let changes = [
-        ("P12", "EBAY", "700", 170usize),
-        ("P12", "EBAY", "300", 60),
-        ("P21", "VZ", "5000", 90),
-        ("P32", "VZ", "0", 20),
-        ("P11", "AMZN", "100", 120),
-        ("P22", "INTC", "4000", 5),
+    // Per round, changes published while the job runs: a late pair on one key (one
+    // partition), changes dated months back on several partitions, one inside the window.
+    let changes: [&[(&str, &str, &str, usize)]; 6] = [
+        &[("P12", "EBAY", "700", 170), ("P12", "EBAY", "300", 60)],
+        &[
+            ("P21", "VZ", "5000", 90),
+            ("P32", "VZ", "0", 20),
+            ("P11", "AMZN", "100", 120),
+        ],
+        &[("P22", "INTC", "4000", 5), ("P31", "IBM", "0", 100)],
+        &[("P12", "EBAY", "900", 30)],
+        &[("P11", "IBM", "2600", 178), ("P11", "IBM", "50", 40)],
+        &[("P21", "ZM", "0", 75), ("P22", "MSI", "10", 150)],
     ];
     let mut kills = 0;
     for round in 0..8usize {
+        // Changes published while the job was down, read together at its start.
+        for (p, t, q, d) in changes.get(round).copied().unwrap_or_default() {
+            set(&holdings, p, t, q, &days[*d]);
+        }
         let mut child = job(&prices, &holdings, &url)
             .args(["-w", "2"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("the job starts");
-        if let Some((p, t, q, d)) = changes.get(round) {
-            set(&holdings, p, t, q, &days[*d]);
-        }
         if round == 3 {
             backfill(&prices, "2001-10-01", "20", "8");
         }
-        std::thread::sleep(Duration::from_millis(200 + next(1_500)));
+        // The progress signal: the job has committed offsets up to the holdings topic's end
+        // (it read the late change), then it dies at a random moment.
+        wait_committed(
+            &url,
+            &holdings,
+            ends(&holdings),
+            Duration::from_secs(60),
+            &mut child,
+        );
+        std::thread::sleep(Duration::from_millis(next(800)));
         let _ = child.kill(); // SIGKILL: no clean shutdown, possibly mid-transaction
         let _ = child.wait();
         kills += 1;

@@ -78,13 +78,20 @@ pub fn fresh_db(prefix: &str) -> String {
     format!("{base}/{name}")
 }
 
-/// Rows of a query as strings (NULL as "NULL"), through the mariadb/mysql client.
+/// Rows of a query as strings (NULL as "NULL").
 pub fn query(url: &str, sql: &str) -> Vec<Vec<String>> {
+    try_query(url, sql).unwrap_or_else(|e| panic!("{sql}: {e}"))
+}
+
+/// Rows of a query, or why there are none (the database may not exist yet while a job starts:
+/// polling helpers wait on it).
+pub fn try_query(url: &str, sql: &str) -> Result<Vec<Vec<String>>, mysql::Error> {
     use mysql::prelude::Queryable;
     let opts = mysql::Opts::from_url(url).unwrap_or_else(|e| panic!("{e}"));
-    let mut conn = mysql::Conn::new(opts).unwrap_or_else(|e| panic!("connecting: {e}"));
-    let rows: Vec<mysql::Row> = conn.query(sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
-    rows.into_iter()
+    let mut conn = mysql::Conn::new(opts)?;
+    let rows: Vec<mysql::Row> = conn.query(sql)?;
+    Ok(rows
+        .into_iter()
         .map(|r| {
             r.unwrap()
                 .into_iter()
@@ -95,7 +102,19 @@ pub fn query(url: &str, sql: &str) -> Vec<Vec<String>> {
                 })
                 .collect()
         })
-        .collect()
+        .collect())
+}
+
+/// A number a query returns in its first cell, 0 while the database or table does not exist.
+pub fn poll_number(url: &str, sql: &str) -> i64 {
+    try_query(url, sql)
+        .ok()
+        .and_then(|rows| {
+            rows.first()
+                .and_then(|r| r.first())
+                .and_then(|c| c.parse().ok())
+        })
+        .unwrap_or(0)
 }
 
 pub fn drop_db(url: &str) {
