@@ -171,6 +171,9 @@ pub struct RunArgs {
     /// Most records a worker reads into one timestamp.
     #[arg(long, default_value_t = 50_000)]
     pub max_batch: usize,
+    /// During a catch-up, the trading days whose records share one timestamp (tuning).
+    #[arg(long, hide = true, default_value_t = stockflow_dataflow::job::DAYS_PER_TIME)]
+    pub days_per_timestamp: i64,
     /// Serve Prometheus metrics on this address (e.g. 127.0.0.1:9464), path /metrics.
     #[arg(long, env = "STOCKFLOW_METRICS_ADDR")]
     pub metrics_addr: Option<String>,

@@ -300,3 +300,73 @@ fn sigkills_while_late_holdings_changes_arrive_lose_and_double_nothing() {
     drop_db(&url);
     drop_db(&reference);
 }
+
+/// Two free ports on loopback for a cluster's hostfile.
+fn free_ports() -> (u16, u16) {
+    let a = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+    let b = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+    (
+        a.local_addr().expect("bound").port(),
+        b.local_addr().expect("bound").port(),
+    )
+}
+
+#[test]
+fn a_live_cluster_with_more_workers_than_partitions_and_a_far_future_tick_commits_every_day() {
+    let (prices, holdings) = market_topics("cluster_live", (2, 1), "2009-01-01", "30", "6");
+    let url = fresh_db("cluster_live");
+    let dir = std::env::temp_dir().join(format!("stockflow-cluster-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).expect("a temporary directory");
+    let hostfile = dir.join("hosts");
+    let (p0, p1) = free_ports();
+    std::fs::write(&hostfile, format!("127.0.0.1:{p0}\n127.0.0.1:{p1}\n")).expect("the hostfile");
+    let hosts = hostfile.to_string_lossy().to_string();
+    // Three workers a process, six in all, for three partitions: three read nothing.
+    let process = |i: &str| {
+        job(&prices, &holdings, &url)
+            .args([
+                "-w",
+                "3",
+                "--processes",
+                "2",
+                "--process",
+                i,
+                "--hostfile",
+                &hosts,
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("a process starts")
+    };
+    let mut first = process("0");
+    let mut second = process("1");
+    wait_rows(&url, 30 * 6, Duration::from_secs(90), &mut first);
+    // A close dated in year 9999 (the contract accepts it): it must not freeze anyone.
+    produce_raw(
+        &prices,
+        "IBM",
+        &[r#"{"TICK":"IBM","PRICE":"100.00","TS":"9999-12-31"}"#],
+    );
+    backfill(&prices, "2009-02-16", "5", "6");
+    wait_rows(&url, 35 * 6, Duration::from_secs(90), &mut first);
+    run_ok(Command::new("kill").args(["-INT", &first.id().to_string()]));
+    let s0 = wait_exit(&mut first, Duration::from_secs(60));
+    let s1 = wait_exit(&mut second, Duration::from_secs(60));
+    assert!(
+        s0.success() && s1.success(),
+        "both stop cleanly: {s0}, {s1}"
+    );
+    // The far-future close is stored, and its day is an incomplete one for IBM's holders.
+    let far = query(
+        &url,
+        "SELECT COUNT(*) FROM prices WHERE as_of = '9999-12-31'",
+    );
+    assert_eq!(far[0][0], "1");
+    let reference = fresh_db("cluster_live_ref");
+    run_ok(job(&prices, &holdings, &reference).args(["--until-caught-up", "-w", "1"]));
+    assert_eq!(tables(&url), tables(&reference));
+    drop_db(&url);
+    drop_db(&reference);
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -119,6 +119,17 @@ impl TickDecoder {
         Self::with_table(tickers)
     }
 
+    /// The day a payload is about, read as cheaply as the contract allows: the object and its
+    /// `TS` field only (no ticker, price or calendar). None when it names none: `decode` then
+    /// says why. What the job orders a catch-up by.
+    pub fn day_of(payload: &[u8]) -> Option<NaiveDate> {
+        check_size(payload).ok()?;
+        match Object::parse(payload).ok()?.get("TS") {
+            Field::Str(s) => parse_date(s).ok(),
+            _ => None,
+        }
+    }
+
     /// Decodes one message payload under the input contract.
     pub fn decode(&mut self, payload: &[u8]) -> Result<Tick, Error> {
         check_size(payload)?;

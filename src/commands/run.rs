@@ -162,7 +162,7 @@ pub async fn run(g: &Global, a: RunArgs) -> Result<ExitCode> {
         keep_state,
         source_give_up: Duration::from_secs(a.source_retry_secs),
         window: None,
-        days_per_time: job::DAYS_PER_TIME,
+        days_per_time: a.days_per_timestamp.max(1),
     };
     // A cluster restores everything (its processes cannot re-run together); a single
     // process restores the recent window and re-runs wider when a record needs it.

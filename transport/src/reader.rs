@@ -200,12 +200,9 @@ impl<L: Lanes> LogSource for MergedSource<L> {
                         }
                     }
                 }
-                Step::Held => {
-                    if n == 0 {
-                        std::thread::sleep(wait.min(Duration::from_millis(1)));
-                    }
-                    break;
-                }
+                // Held: the caller decides how to wait (the job parks its worker, so that
+                // its dataflow work goes on meanwhile).
+                Step::Held => break,
                 Step::Wait(i) if waited < CALL_WAIT.max(wait) => i,
                 Step::Wait(_) => break,
                 Step::Empty if n == 0 && waited < wait && n_lanes > 0 => {

@@ -95,15 +95,14 @@ pub const DAY_LOOKAHEAD: Lookahead = Lookahead {
     max: 366,
 };
 
-pub fn trading_day_order(universe: &Universe, prices_topic: &str) -> OrderKey {
-    let mut ticks = TickDecoder::for_universe(universe);
+pub fn trading_day_order(prices_topic: &str) -> OrderKey {
     let topic = prices_topic.to_string();
     Box::new(move |r: &RecordRef<'_>| {
         if r.topic != topic {
             return None;
         }
-        let tick = ticks.decode(r.payload.unwrap_or_default()).ok()?;
-        Some(i64::from(tick.date.num_days_from_ce()))
+        let day = TickDecoder::day_of(r.payload.unwrap_or_default())?;
+        Some(i64::from(day.num_days_from_ce()))
     })
 }
 

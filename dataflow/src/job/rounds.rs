@@ -32,7 +32,7 @@ const MAX_HELD_BATCHES: usize = 2;
 /// How long a round waits for input when the dataflow is idle.
 const IDLE_WAIT: Duration = Duration::from_millis(20);
 /// Trading days whose records share one catch-up timestamp.
-pub const DAYS_PER_TIME: i64 = 1;
+pub const DAYS_PER_TIME: i64 = 7;
 /// Records dated more than this many days after today never move time (`MachineConfig`).
 const FUTURE_DAYS: i64 = 30;
 
@@ -78,6 +78,8 @@ struct Polled {
     ticks: u64,
     holdings: u64,
     dead: u64,
+    /// Records an earlier pass of this run had read already.
+    again: u64,
 }
 
 impl Reader {
@@ -139,6 +141,7 @@ impl Reader {
             };
             let first_read =
                 lanes[lane].read_before.is_empty() || !lanes[lane].read_before.remove(&r.offset);
+            polled.again += u64::from(!first_read);
             match decoded {
                 Decoded::Price(p) => {
                     polled.ticks += u64::from(first_read);
@@ -396,7 +399,7 @@ pub(super) fn run_worker<A: Allocate>(
         match log.open_source(&start) {
             Ok(mut s) => {
                 s.order_by(
-                    super::decode::trading_day_order(&config.universe, &config.topics.prices),
+                    super::decode::trading_day_order(&config.topics.prices),
                     super::decode::DAY_LOOKAHEAD,
                 );
                 reader.source = Some(s);
@@ -481,9 +484,11 @@ pub(super) fn run_worker<A: Allocate>(
         } else {
             IDLE_WAIT
         };
+        let mut read = 0u64;
         if reader.source.is_some() {
             match reader.poll(&mut machine, &mut inputs, config, wait) {
                 Ok(p) => {
+                    read = p.ticks + p.holdings + p.dead + p.again;
                     counters.ticks.fetch_add(p.ticks, Relaxed);
                     counters.holdings.fetch_add(p.holdings, Relaxed);
                     counters.dead_letters.fetch_add(p.dead, Relaxed);
@@ -511,7 +516,14 @@ pub(super) fn run_worker<A: Allocate>(
         if end.time != round.time {
             inputs.advance_to(end.time);
         }
-        worker.step();
+        if read == 0 {
+            // Nothing read (held back by the other workers, or nothing there): park until
+            // the dataflow has work or a moment has passed, rather than spin against the
+            // broker, the database and the other workers for the machine's cores.
+            worker.step_or_park(Some(Duration::from_millis(1)));
+        } else {
+            worker.step();
+        }
         while probe.less_than(&end.wait_for) {
             forwarder.forward();
             if plane.received().is_some() {

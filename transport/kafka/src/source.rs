@@ -35,7 +35,8 @@ pub(crate) struct Lane {
 
 /// The assigned partitions of one consumer.
 pub struct KafkaLanes {
-    consumer: Arc<BaseConsumer>,
+    /// Taken only when the lanes are dropped.
+    consumer: Option<Arc<BaseConsumer>>,
     lanes: Vec<Lane>,
 }
 
@@ -43,7 +44,13 @@ pub struct KafkaLanes {
 pub type KafkaSource = MergedSource<KafkaLanes>;
 
 pub(crate) fn source(consumer: Arc<BaseConsumer>, lanes: Vec<Lane>, start: &[i64]) -> KafkaSource {
-    MergedSource::new(KafkaLanes { consumer, lanes }, start)
+    MergedSource::new(
+        KafkaLanes {
+            consumer: Some(consumer),
+            lanes,
+        },
+        start,
+    )
 }
 
 fn record_of<M: Message>(m: &M) -> RecordRef<'_> {
@@ -62,10 +69,25 @@ impl KafkaLanes {
     /// control records included).
     fn position(&self, lane: usize) -> Option<i64> {
         let l = self.lanes.get(lane)?;
-        let list = self.consumer.position().ok()?;
+        let list = self.consumer.as_ref()?.position().ok()?;
         match list.find_partition(&l.topic, l.partition)?.offset() {
             Offset::Offset(o) => Some(o),
             _ => None,
+        }
+    }
+}
+
+/// Closing a librdkafka consumer waits for its threads (about 100 ms): done on a thread of its
+/// own, so that neither the job's start (after the check of its log) nor its end waits for it.
+impl Drop for KafkaLanes {
+    fn drop(&mut self) {
+        let lanes = std::mem::take(&mut self.lanes);
+        let consumer = self.consumer.take();
+        let closing = std::thread::Builder::new()
+            .name("stockflow-consumer-close".into())
+            .spawn(move || drop((lanes, consumer)));
+        if let Err(e) = closing {
+            tracing::debug!("closing the consumer on this thread: {e}");
         }
     }
 }
@@ -113,7 +135,10 @@ impl Lanes for KafkaLanes {
     /// records fetched before a partition's queue was split off (handed over too, never
     /// dropped).
     fn shared(&mut self, found: &mut dyn FnMut(usize, OwnedMessage)) -> Result<()> {
-        while let Some(polled) = self.consumer.poll(Duration::ZERO) {
+        let Some(consumer) = self.consumer.as_ref() else {
+            return Ok(());
+        };
+        while let Some(polled) = consumer.poll(Duration::ZERO) {
             let m = match polled {
                 Ok(m) => m,
                 Err(KafkaError::PartitionEOF(_)) => continue,
