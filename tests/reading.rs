@@ -301,6 +301,16 @@ fn sigkills_while_late_holdings_changes_arrive_lose_and_double_nothing() {
     drop_db(&reference);
 }
 
+/// A process killed when the test ends, passed or not.
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// Two free ports on loopback for a cluster's hostfile.
 fn free_ports() -> (u16, u16) {
     let a = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
@@ -340,7 +350,9 @@ fn a_live_cluster_with_more_workers_than_partitions_and_a_far_future_tick_commit
             .expect("a process starts")
     };
     let mut first = process("0");
-    let mut second = process("1");
+    let second = process("1");
+    // Whatever happens, the other process does not outlive the test.
+    let mut second = KillOnDrop(second);
     wait_rows(&url, 30 * 6, Duration::from_secs(90), &mut first);
     // A close dated in year 9999 (the contract accepts it): it must not freeze anyone.
     produce_raw(
@@ -352,7 +364,7 @@ fn a_live_cluster_with_more_workers_than_partitions_and_a_far_future_tick_commit
     wait_rows(&url, 35 * 6, Duration::from_secs(90), &mut first);
     run_ok(Command::new("kill").args(["-INT", &first.id().to_string()]));
     let s0 = wait_exit(&mut first, Duration::from_secs(60));
-    let s1 = wait_exit(&mut second, Duration::from_secs(60));
+    let s1 = wait_exit(&mut second.0, Duration::from_secs(60));
     assert!(
         s0.success() && s1.success(),
         "both stop cleanly: {s0}, {s1}"

@@ -46,6 +46,8 @@ static REPLAYS: AtomicU64 = AtomicU64::new(0);
 const PRICES: &str = "prices";
 const HOLDINGS: &str = "holdings";
 const DAYS: usize = 30;
+/// The longest one run of the job over the model's log may take (they take milliseconds).
+const RUN_LIMIT: Duration = Duration::from_secs(60);
 /// Calendar days of closes a restart restores (the model's days span about six weeks).
 const RESTORE_DAYS: u32 = 10;
 
@@ -85,6 +87,8 @@ enum Op {
         crash_at: Option<u64>,
         from: From,
         max_batch: usize,
+        /// Trading days per catch-up timestamp.
+        days_per_time: i64,
     },
     /// The job catches up; then the broker loses its data and the first ‰ of what the log
     /// held is published again (records lost before any run read them are gone for good, so
@@ -141,6 +145,8 @@ struct World {
     last_ok: usize,
     /// The log was refilled since the last clean run.
     refilled: bool,
+    /// Trading days per catch-up timestamp of the next runs.
+    days_per_time: i64,
 }
 
 fn universe() -> Universe {
@@ -188,6 +194,7 @@ impl World {
             markers: BTreeSet::new(),
             last_ok: 0,
             refilled: false,
+            days_per_time: job::DAYS_PER_TIME,
         };
         // The initial holdings, from the first day.
         let initial: Vec<(u32, u32, i64)> =
@@ -363,7 +370,11 @@ impl World {
                 crash_at,
                 from,
                 max_batch,
-            } => self.run(*workers, *two_processes, *crash_at, from, *max_batch)?,
+                days_per_time,
+            } => {
+                self.days_per_time = *days_per_time;
+                self.run(*workers, *two_processes, *crash_at, from, *max_batch)?
+            }
         }
         Ok(())
     }
@@ -423,7 +434,7 @@ impl World {
             keep_state: true,
             source_give_up: Duration::from_secs(5),
             window: None,
-            days_per_time: job::DAYS_PER_TIME,
+            days_per_time: self.days_per_time,
         }
     }
 
@@ -445,21 +456,33 @@ impl World {
         }
         let log: Arc<dyn Log> = Arc::new(self.log.clone());
         if !two_processes {
-            let r = job::run(
-                self.config(workers, 1, 0, &[], max_batch),
-                log,
-                Some(Box::new(self.store.clone())),
-                RunRequest {
-                    spec: spec.clone(),
-                    reset_offsets: reset,
-                    restore: Restore::RecentDays(RESTORE_DAYS),
-                    follower: Stored::default(),
-                },
-                Arc::new(AtomicBool::new(false)),
-                Arc::new(JobCounters::default()),
-                |_, _| {},
-            );
-            return vec![r.map_err(|e| e.to_string())];
+            let config = self.config(workers, 1, 0, &[], max_batch);
+            let sink = Box::new(self.store.clone());
+            let request = RunRequest {
+                spec: spec.clone(),
+                reset_offsets: reset,
+                restore: Restore::RecentDays(RESTORE_DAYS),
+                follower: Stored::default(),
+            };
+            let (tx, rx) = std::sync::mpsc::channel();
+            std::thread::spawn(move || {
+                let r = job::run(
+                    config,
+                    log,
+                    Some(sink),
+                    request,
+                    Arc::new(AtomicBool::new(false)),
+                    Arc::new(JobCounters::default()),
+                    |_, _| {},
+                );
+                let _ = tx.send(r.map_err(|e| e.to_string()));
+            });
+            // A run over the model's small log takes milliseconds: one that does not end froze.
+            return vec![rx.recv_timeout(RUN_LIMIT).unwrap_or_else(|_| {
+                Err(format!(
+                    "the job did not end within {RUN_LIMIT:?}: it froze"
+                ))
+            })];
         }
         let addresses: Vec<String> = (0..2)
             .map(|_| {
@@ -504,11 +527,21 @@ impl World {
                 })
             })
             .collect();
+        let deadline = std::time::Instant::now() + RUN_LIMIT;
         handles
             .into_iter()
             .map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| Err("a process panicked".into()))
+                while !h.is_finished() && std::time::Instant::now() < deadline {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                if h.is_finished() {
+                    h.join()
+                        .unwrap_or_else(|_| Err("a process panicked".into()))
+                } else {
+                    Err(format!(
+                        "the cluster did not end within {RUN_LIMIT:?}: it froze"
+                    ))
+                }
             })
             .collect()
     }
@@ -609,6 +642,11 @@ impl World {
             t.fail_at_batch = Some(t.batches + n);
         }
         let results = self.run_job(workers, two_processes, &spec, false, max_batch);
+        for r in &results {
+            if let Err(e) = r {
+                prop_assert!(!e.contains("it froze"), "{e}");
+            }
+        }
         let crashed = {
             let mut t = self
                 .store
@@ -697,8 +735,8 @@ fn op_strategy() -> impl Strategy<Value = Op> {
             .prop_map(|(portfolio, stock, day, qty)| Op::Hold { portfolio, stock, day, qty }),
         1 => any::<usize>().prop_map(|partition| Op::Garbage { partition }),
         1 => any::<usize>().prop_map(|partition| Op::Marker { partition }),
-        5 => (1usize..=8, prop::bool::weighted(0.12), prop::option::weighted(0.25, 1u64..6), from_strategy(), 1usize..40)
-            .prop_map(|(workers, two_processes, crash_at, from, max_batch)| Op::Run { workers, two_processes, crash_at, from, max_batch }),
+        5 => (1usize..=8, prop::bool::weighted(0.12), prop::option::weighted(0.25, 1u64..6), from_strategy(), 1usize..40, prop::sample::select(vec![1i64, 3, 7]))
+            .prop_map(|(workers, two_processes, crash_at, from, max_batch, days_per_time)| Op::Run { workers, two_processes, crash_at, from, max_batch, days_per_time }),
         1 => (0u16..=1000, 1usize..=4).prop_map(|(keep, workers)| Op::Refill { keep, workers }),
     ]
 }
@@ -723,6 +761,7 @@ fn run_case(parts: (i32, i32), ops: &[Op], final_workers: usize) -> Result<(), T
         crash_at: None,
         from: From::Resume,
         max_batch: 25,
+        days_per_time: job::DAYS_PER_TIME,
     })
 }
 

@@ -268,14 +268,9 @@ impl Machine {
     }
 
     /// The start of a round. `hold`: the earliest order key any worker of this process will
-    /// hand over next (None: none has anything); `pending`: this worker's source holds a
-    /// record; `peers`: the latest time any worker of the job has reached.
-    pub fn begin_round(&mut self, hold: Option<i64>, pending: bool, peers: Time) -> RoundStart {
-        if self.time >= FIRST_ROUND && !pending {
-            // Nothing to read here: never hold the others back.
-            self.time = self.time.max(peers);
-        }
-        self.keyed = false;
+    /// hand over next (None: none has anything); `next`: this worker's (None: its source holds
+    /// nothing); `peers`: the latest time any worker of the job has reached.
+    pub fn begin_round(&mut self, hold: Option<i64>, next: Option<i64>, peers: Time) -> RoundStart {
         let width = self.config.days_per_time;
         let hold_after = hold.map(|k| {
             if k == i64::MIN || k > self.config.day_cap {
@@ -287,6 +282,17 @@ impl Machine {
                     .saturating_sub(1)
             }
         });
+        let can_read = match (next, hold_after) {
+            (None, _) => false,
+            (Some(_), None) => true,
+            (Some(k), Some(h)) => k <= h,
+        };
+        if self.time >= FIRST_ROUND && !can_read {
+            // Nothing this worker may read now (nothing there, or held back until the others
+            // have read earlier days): it must never hold their timestamps back.
+            self.time = self.time.max(peers);
+        }
+        self.keyed = false;
         if self.time >= FIRST_ROUND {
             let bucket = hold
                 .filter(|&k| k != i64::MIN && k <= self.config.day_cap)
@@ -443,7 +449,7 @@ mod tests {
             config(),
             vec![lane(Input::Holdings, 0, 2), lane(Input::Prices, 0, 5)],
         );
-        assert_eq!(m.begin_round(None, true, 0).time, 0);
+        assert_eq!(m.begin_round(None, Some(0), 0).time, 0);
         assert_eq!(
             m.record(0, 0, Some(day(1)), mark(0)),
             Verdict::Apply { at: 1 }
@@ -455,14 +461,14 @@ mod tests {
         let end = m.end_round(|i| Some([1, 1][i]));
         assert_eq!(end.time, 1);
         // The holdings are not read to their end: time stays at 1.
-        m.begin_round(None, true, 0);
+        m.begin_round(None, Some(0), 0);
         assert_eq!(
             m.record(0, 1, Some(day(1)), mark(1)),
             Verdict::Apply { at: 1 }
         );
         assert_eq!(m.end_round(|i| Some([2, 1][i])).time, 2);
         // A holding published after the start is an ordinary one.
-        m.begin_round(None, true, 0);
+        m.begin_round(None, Some(0), 0);
         assert_eq!(
             m.record(0, 2, Some(day(1)), mark(2)),
             Verdict::Apply { at: 2 }
@@ -478,7 +484,7 @@ mod tests {
             },
             vec![lane(Input::Holdings, 10, 20)],
         );
-        m.begin_round(None, true, 0);
+        m.begin_round(None, Some(0), 0);
         assert_eq!(
             m.record(0, 10, Some(day(150)), mark(10)),
             Verdict::Apply { at: 1 }
@@ -503,7 +509,7 @@ mod tests {
             vec![lane(Input::Prices, 0, 9)],
         );
         m.stop(StopReason::Signal);
-        m.begin_round(None, true, 0);
+        m.begin_round(None, Some(0), 0);
         assert_eq!(m.record(0, 0, Some(day(50)), mark(0)), Verdict::Refuse);
         assert_eq!(m.record(0, 1, Some(day(20)), mark(1)), Verdict::Refuse);
         assert_eq!(m.stopped(), Some(&StopReason::Rewind(day(20))));
@@ -523,19 +529,19 @@ mod tests {
             vec![],
         );
         for _ in 0..3 {
-            idle.begin_round(None, false, 0);
+            idle.begin_round(None, None, 0);
             idle.end_round(|_| None);
         }
         assert_eq!(idle.time(), 3);
         let far = bucket_time(day_key(day(5))).expect("fits");
-        assert_eq!(idle.begin_round(None, false, far).time, far);
+        assert_eq!(idle.begin_round(None, None, far).time, far);
         // A worker with something pending keeps its own pace.
         let mut busy = Machine::new(config(), vec![lane(Input::Prices, 0, 9)]);
         for _ in 0..3 {
-            busy.begin_round(None, true, 0);
+            busy.begin_round(None, Some(0), 0);
             busy.end_round(|_| Some(0));
         }
-        assert_eq!(busy.begin_round(None, true, far).time, 3);
+        assert_eq!(busy.begin_round(None, Some(0), far).time, 3);
     }
 
     #[test]
@@ -549,31 +555,52 @@ mod tests {
         let mut b = Machine::new(cfg.clone(), vec![]);
         for m in [&mut a, &mut b] {
             for _ in 0..2 {
-                m.begin_round(None, true, 0);
+                m.begin_round(None, Some(0), 0);
                 m.end_round(|_| Some(0));
             }
         }
         let k = day_key(day(3));
-        let ra = a.begin_round(Some(k), true, 0);
-        let rb = b.begin_round(Some(k), false, 0);
+        let ra = a.begin_round(Some(k), Some(k), 0);
+        let rb = b.begin_round(Some(k), None, 0);
         assert_eq!(ra.time, rb.time);
         assert_eq!(ra.hold_after, Some((k.div_euclid(7) + 1) * 7 - 1));
         // Another round of the same bucket keeps the time.
         a.end_round(|_| Some(1));
-        assert_eq!(a.begin_round(Some(k + 1), true, 0).time, ra.time);
+        assert_eq!(a.begin_round(Some(k + 1), Some(k + 1), 0).time, ra.time);
         // A record dated in year 9999: read in an ordinary round, time barely moves.
         let cap = cfg.day_cap;
         a.end_round(|_| Some(2));
-        let far = a.begin_round(Some(cap + 1_000_000), true, 0);
+        let far = a.begin_round(Some(cap + 1_000_000), Some(cap + 1_000_000), 0);
         assert!(far.time < bucket_time(cap.div_euclid(7)).expect("fits"));
         assert_eq!(far.hold_after, Some(cap + 1_000_000));
+    }
+
+    #[test]
+    fn a_worker_held_back_by_the_others_takes_their_time() {
+        // Worker a may read day 10; worker b's next record is day 40, held back until a has
+        // read day 10's bucket. a runs rounds ahead and waits for b's time: b must take it,
+        // or both wait for each other.
+        let mut b = Machine::new(config(), vec![lane(Input::Prices, 0, 100)]);
+        for _ in 0..3 {
+            b.begin_round(None, Some(0), 0);
+            b.end_round(|_| Some(0));
+        }
+        let before = b.time();
+        let far = bucket_time(10).expect("fits") + 7;
+        let held = b.begin_round(Some(10), Some(40), far);
+        assert_eq!(held.hold_after, Some(10));
+        assert_eq!(held.time, far, "took the others' time");
+        assert!(held.time > before);
+        // Once its record may be read, its time is its day's, not the peers'.
+        let free = b.begin_round(Some(40), Some(40), u64::MAX);
+        assert_eq!(free.time, bucket_time(40).expect("fits"));
     }
 
     #[test]
     fn holdings_first_hold_everything_ordered() {
         let mut m = Machine::new(config(), vec![lane(Input::Prices, 0, 1)]);
         assert_eq!(
-            m.begin_round(Some(i64::MIN), true, 0).hold_after,
+            m.begin_round(Some(i64::MIN), Some(3), 0).hold_after,
             Some(i64::MIN)
         );
     }
@@ -653,7 +680,7 @@ mod tests {
             let mut refused: Vec<std::collections::BTreeSet<i64>> = vec![Default::default(); partitions];
             let mut reported = vec![0i64; partitions];
             let mut last_time = 0;
-            m.begin_round(None, true, 0);
+            m.begin_round(None, Some(0), 0);
             for op in ops {
                 match op {
                     Op::Arrive(p) => {
@@ -699,7 +726,7 @@ mod tests {
                         if m.stopped().is_some() {
                             break;
                         }
-                        let start = m.begin_round(None, !pending.is_empty(), 0);
+                        let start = m.begin_round(None, (!pending.is_empty()).then_some(0), 0);
                         prop_assert!(start.time >= last_time);
                         last_time = start.time;
                     }

@@ -468,7 +468,7 @@ pub(super) fn run_worker<A: Allocate>(
         let hold = align.step(index, next_key);
         let peer_time = align.latest_time().max(plane.peer_time());
         let before = machine.time();
-        let round = machine.begin_round(hold, next_key.is_some(), peer_time);
+        let round = machine.begin_round(hold, next_key, peer_time);
         if round.time != before {
             inputs.advance_to(round.time);
         }
