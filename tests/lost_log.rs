@@ -8,11 +8,6 @@ mod common;
 use common::*;
 use stockflow_transport::{Log, TopicSpec};
 
-fn stack(args: &[&str]) {
-    let root = env!("CARGO_MANIFEST_DIR");
-    run_ok(std::process::Command::new(format!("{root}/compose/stack")).args(args));
-}
-
 fn job(prices: &str, holdings: &str, url: &str) -> std::process::Command {
     let mut c = stockflow();
     c.args(["run", "--output", "json", "--until-caught-up"])

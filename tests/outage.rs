@@ -8,11 +8,6 @@ use common::*;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn stack(args: &[&str]) {
-    let root = env!("CARGO_MANIFEST_DIR");
-    run_ok(Command::new(format!("{root}/compose/stack")).args(args));
-}
-
 fn evaluations(url: &str) -> Vec<Vec<String>> {
     query(
         url,
@@ -25,13 +20,7 @@ fn evaluations(url: &str) -> Vec<Vec<String>> {
 fn wait_for_progress(url: &str, topic: &str, target: i64, limit: Duration) -> bool {
     let deadline = Instant::now() + limit;
     while Instant::now() < deadline {
-        let stored: i64 = std::panic::catch_unwind(|| {
-            query(url, &format!("SELECT COALESCE(SUM(next_offset), 0) FROM stream_progress WHERE topic = '{topic}'"))
-        })
-        .ok()
-        .and_then(|rows| rows.first().and_then(|r| r[0].parse().ok()))
-        .unwrap_or(0);
-        if stored >= target {
+        if committed(url, topic) >= target {
             return true;
         }
         std::thread::sleep(Duration::from_millis(100));

@@ -4,8 +4,8 @@
 mod common;
 
 use common::*;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
 fn job(prices: &str, holdings: &str, url: &str) -> Command {
     let mut c = stockflow();
@@ -13,44 +13,6 @@ fn job(prices: &str, holdings: &str, url: &str) -> Command {
         .args(["--prices-topic", prices, "--holdings-topic", holdings])
         .args(["--mysql-url", url]);
     c
-}
-
-fn committed(url: &str, topic: &str) -> i64 {
-    std::panic::catch_unwind(|| {
-        query(
-            url,
-            &format!(
-                "SELECT COALESCE(SUM(next_offset), 0) FROM stream_progress WHERE topic = '{topic}'"
-            ),
-        )
-    })
-    .ok()
-    .and_then(|rows| rows.first().and_then(|r| r[0].parse().ok()))
-    .unwrap_or(0)
-}
-
-/// Waits (bounded) until the job has committed `target` as the topic's next offsets.
-fn wait_committed(url: &str, topic: &str, target: i64) {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while committed(url, topic) < target {
-        assert!(Instant::now() < deadline, "the job did not reach {target}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-/// Waits (bounded) for a child to exit.
-fn wait_exit(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Ok(Some(status)) = child.try_wait() {
-            return status;
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            panic!("the process did not stop within {limit:?}");
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 #[test]
@@ -132,7 +94,7 @@ fn one_writer_per_job_and_takeover_fences_the_old_run() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap_or_else(|e| panic!("{e}"));
-    wait_committed(&url, &prices, 30 * 24);
+    wait_committed(&url, &prices, 30 * 24, Duration::from_secs(120), None);
     // A second run of the same job refuses, naming the first.
     let refused = run_err(job(&prices, &holdings, &url).args(["--until-caught-up"]));
     assert!(refused.contains("is already running"), "{refused}");
@@ -198,7 +160,7 @@ fn a_cluster_stops_together_on_ctrl_c_or_an_error_in_one_process() {
     // Ctrl-C in process 1 stops both, cleanly.
     let mut p0 = start("0");
     let mut p1 = start("1");
-    wait_committed(&url, &prices, 20 * 24);
+    wait_committed(&url, &prices, 20 * 24, Duration::from_secs(120), None);
     run_ok(Command::new("kill").args(["-INT", &p1.id().to_string()]));
     assert!(wait_exit(&mut p1, Duration::from_secs(30)).success());
     assert!(wait_exit(&mut p0, Duration::from_secs(30)).success());

@@ -236,3 +236,63 @@ pub fn run_err(cmd: &mut Command) -> String {
     );
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
+
+/// The sum of the next offsets a job has committed for `topic` (0 before its first commit).
+pub fn committed(url: &str, topic: &str) -> i64 {
+    poll_number(
+        url,
+        &format!(
+            "SELECT COALESCE(SUM(next_offset), 0) FROM stream_progress WHERE topic = '{topic}'"
+        ),
+    )
+}
+
+/// Waits until a job has committed `target` as the sum of `topic`'s next offsets (the progress
+/// signal), at most `limit`; fails at once if `child` (the job) exits first.
+pub fn wait_committed(
+    url: &str,
+    topic: &str,
+    target: i64,
+    limit: std::time::Duration,
+    mut child: Option<&mut std::process::Child>,
+) {
+    let deadline = std::time::Instant::now() + limit;
+    while committed(url, topic) < target {
+        if let Some(c) = child.as_deref_mut() {
+            if let Ok(Some(status)) = c.try_wait() {
+                panic!("the job exited ({status}) before committing {topic} up to {target}");
+            }
+        }
+        if std::time::Instant::now() >= deadline {
+            if let Some(c) = child.as_deref_mut() {
+                let _ = c.kill();
+            }
+            panic!("{topic}: not committed up to {target} within {limit:?}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// Waits (bounded) for a child to exit; kills it and fails after `limit`.
+pub fn wait_exit(
+    child: &mut std::process::Child,
+    limit: std::time::Duration,
+) -> std::process::ExitStatus {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            return status;
+        }
+        if std::time::Instant::now() >= deadline {
+            let _ = child.kill();
+            panic!("the process did not stop within {limit:?}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// `compose/stack` with these arguments (the tests that wipe the shared broker).
+pub fn stack(args: &[&str]) {
+    let root = env!("CARGO_MANIFEST_DIR");
+    run_ok(std::process::Command::new(format!("{root}/compose/stack")).args(args));
+}

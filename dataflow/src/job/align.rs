@@ -12,12 +12,18 @@
 //! the latest, so that it never holds the others' timestamps back (the machine's rule).
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+use std::sync::Mutex;
+use std::thread::Thread;
 
 /// Per worker of the process: its next record's order key (`i64::MAX` when it has nothing to
 /// read: caught up or finished) and its time.
 pub(super) struct Align {
     next: Vec<AtomicI64>,
     time: AtomicU64,
+    /// The workers' threads: a worker held back parks, and is woken as soon as the earliest
+    /// key moves (not after its park's timeout: that latency, paid once per catch-up
+    /// timestamp, made -w 2 slower than -w 1).
+    threads: Mutex<Vec<Option<Thread>>>,
 }
 
 impl Align {
@@ -25,6 +31,37 @@ impl Align {
         Align {
             next: (0..workers).map(|_| AtomicI64::new(i64::MAX)).collect(),
             time: AtomicU64::new(0),
+            threads: Mutex::new(vec![None; workers]),
+        }
+    }
+
+    /// Worker `index` runs on the calling thread.
+    pub fn register(&self, index: usize) {
+        if let Ok(mut t) = self.threads.lock() {
+            if let Some(slot) = t.get_mut(index) {
+                *slot = Some(std::thread::current());
+            }
+        }
+    }
+
+    fn earliest(&self) -> i64 {
+        self.next
+            .iter()
+            .map(|a| a.load(Relaxed))
+            .min()
+            .unwrap_or(i64::MAX)
+    }
+
+    /// Wakes every other worker (the earliest key moved: one of them may read now).
+    fn wake_others(&self, index: usize) {
+        if let Ok(t) = self.threads.lock() {
+            for (i, th) in t.iter().enumerate() {
+                if i != index {
+                    if let Some(th) = th {
+                        th.unpark();
+                    }
+                }
+            }
         }
     }
 
@@ -40,13 +77,15 @@ impl Align {
 
     /// Publishes worker `index`'s next record key and returns the latest key it may read.
     pub fn step(&self, index: usize, next: Option<i64>) -> Option<i64> {
+        let before = self.earliest();
         if let Some(slot) = self.next.get(index) {
             slot.store(next.unwrap_or(i64::MAX), Relaxed);
         }
-        match self.next.iter().map(|a| a.load(Relaxed)).min() {
-            Some(i64::MAX) | None => None,
-            Some(t) => Some(t),
+        let now = self.earliest();
+        if now > before {
+            self.wake_others(index);
         }
+        (now != i64::MAX).then_some(now)
     }
 
     /// Worker `index` reads nothing more.
@@ -54,6 +93,7 @@ impl Align {
         if let Some(slot) = self.next.get(index) {
             slot.store(i64::MAX, Relaxed);
         }
+        self.wake_others(index);
     }
 }
 

@@ -324,6 +324,7 @@ pub(super) fn run_worker<A: Allocate>(
     } = setup;
     let index = worker.index();
     let peers = worker.peers();
+    align.register(index);
     let Built {
         mut inputs,
         probe,
