@@ -50,6 +50,11 @@ fn a_log_refilled_past_the_stored_offsets_is_refused_and_reset_reads_all_of_it()
             "SELECT kafka_partition, next_offset FROM stream_progress WHERE topic = '{prices}'"
         ),
     );
+    assert_eq!(
+        stored.len(),
+        4,
+        "the job stored every price partition's offset"
+    );
     for row in &stored {
         let (p, o): (i32, i64) = (
             row[0].parse().expect("a partition"),

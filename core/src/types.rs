@@ -55,14 +55,6 @@ pub enum Last {
 }
 
 impl Last {
-    /// The record, if one is known.
-    pub fn record(&self) -> Option<RecordMark> {
-        match self {
-            Last::Record(m) => Some(*m),
-            _ => None,
-        }
-    }
-
     /// What is still true of the records below `next`: a record at or above it names no
     /// record below it.
     pub fn below(self, next: i64) -> Last {

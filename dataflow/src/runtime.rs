@@ -107,11 +107,6 @@ impl ControlPlane {
         }
     }
 
-    /// Whether this worker raised a stop.
-    pub fn raised(&self) -> bool {
-        self.sent.is_some()
-    }
-
     /// The strongest reason any worker gave (an error over a rewind over a signal), once it
     /// has arrived here.
     pub fn received(&self) -> Option<StopReason> {

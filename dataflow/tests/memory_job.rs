@@ -396,3 +396,76 @@ fn a_restart_restores_a_window_and_a_late_correction_widens_it() {
         .count();
     assert_eq!(changed, ibm_holders.len());
 }
+
+#[test]
+fn a_log_that_fails_for_a_while_is_waited_for_and_one_that_keeps_failing_is_given_up() {
+    let (log, u) = market();
+    let all = days(first_trading_day(), 5);
+    publish_holdings(&log, &u);
+    publish_days(&log, &u, &all, 0..5);
+    // The broker is unreachable for half a second: the job retries and ends complete.
+    let store = MemoryStore::default();
+    log.set_unreachable(true);
+    let healer = {
+        let log = log.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(500));
+            log.set_unreachable(false);
+        })
+    };
+    let counters = Arc::new(JobCounters::default());
+    let r = job::run(
+        config(&u, 2),
+        Arc::new(log.clone()),
+        Some(Box::new(store.clone())),
+        RunRequest {
+            spec: StartSpec::Resume,
+            reset_offsets: false,
+            restore: Restore::RecentDays(10),
+            follower: Default::default(),
+        },
+        Arc::new(AtomicBool::new(false)),
+        Arc::clone(&counters),
+        |_, _| {},
+    )
+    .expect("a log that comes back is read to its end");
+    healer.join().expect("the healer ends");
+    assert_eq!(r.ticks, 5 * 24);
+    assert!(r.source_errors > 0, "the failures were seen and retried");
+    assert_eq!(store.snapshot().evaluations.len(), 5 * 6);
+
+    // Unreachable for good (a job with nothing stored: its start reads nothing): the job gives
+    // up after its limit (2 s here), saying so, though most polls in between return nothing
+    // rather than an error.
+    log.set_unreachable(true);
+    let fresh = MemoryStore::default();
+    let started = std::time::Instant::now();
+    let err = job::run(
+        JobConfig {
+            source_give_up: Duration::from_secs(2),
+            ..config(&u, 1)
+        },
+        Arc::new(log.clone()),
+        Some(Box::new(fresh.clone())),
+        RunRequest {
+            spec: StartSpec::Resume,
+            reset_offsets: false,
+            restore: Restore::RecentDays(10),
+            follower: Default::default(),
+        },
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(JobCounters::default()),
+        |_, _| {},
+    )
+    .expect_err("a log that keeps failing is given up");
+    let msg = err.to_string();
+    assert!(msg.contains("giving up"), "{msg}");
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "given up in time"
+    );
+    assert!(
+        fresh.snapshot().evaluations.is_empty(),
+        "nothing evaluated from a log never read"
+    );
+}

@@ -368,14 +368,18 @@ pub fn first_records<L: Log + ?Sized>(
     let deadline = std::time::Instant::now() + timeout;
     while !wanted.is_empty() {
         if std::time::Instant::now() >= deadline {
-            let p = &wanted[0].1;
+            let (_, p, end) = &wanted[0];
             return Err(Error::new(
                 ErrorKind::Timeout,
                 format!(
                     "reading {}/{} from offset {}",
                     p.topic, p.partition, p.offset
                 ),
-                format!("no record within {timeout:?}"),
+                format!(
+                    "no record within {timeout:?}, though the partition ends at {end}: the \
+                     broker is failing, or an open transaction holds those records back. Check \
+                     the broker (`stockflow status`, `compose/stack logs broker`) and start again"
+                ),
             ));
         }
         source.poll_batch(1_000, Duration::from_millis(100), &mut |r| {

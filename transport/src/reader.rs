@@ -81,10 +81,6 @@ impl<L: Lanes> MergedSource<L> {
         }
     }
 
-    pub fn lanes(&self) -> &L {
-        &self.lanes
-    }
-
     fn lane_of(&self, topic: &str, partition: i32) -> Option<usize> {
         (0..self.lanes.count()).find(|&i| self.lanes.name(i) == (topic, partition))
     }

@@ -159,6 +159,11 @@ struct Lane {
     refused: Option<i64>,
     /// This round: (latest time a record entered at, newest log timestamp).
     round: Option<(Time, Option<i64>)>,
+    /// The latest time any record of this lane entered at: a report enters no earlier, so
+    /// that an offset is never committed before the records below it (a round may move a
+    /// lane's offset past records the log never hands over while its last records entered at
+    /// a later time than the round's).
+    entered: Time,
 }
 
 /// One worker's reading loop.
@@ -198,6 +203,7 @@ impl Machine {
                 applied: BTreeMap::new(),
                 refused: None,
                 round: None,
+                entered: 0,
                 spec,
             })
             .collect();
@@ -216,6 +222,11 @@ impl Machine {
 
     pub fn time(&self) -> Time {
         self.time
+    }
+
+    /// The last day (order key) whose records may move time, as the clock moves on.
+    pub fn set_day_cap(&mut self, day_cap: i64) {
+        self.config.day_cap = day_cap;
     }
 
     pub fn stopped(&self) -> Option<&StopReason> {
@@ -355,6 +366,7 @@ impl Machine {
             Some((t, newest)) => (t.max(at), newest.max(mark.timestamp_ms)),
             None => (at, mark.timestamp_ms),
         });
+        l.entered = l.entered.max(at);
         l.applied.insert(offset, mark);
         Verdict::Apply { at }
     }
@@ -379,7 +391,7 @@ impl Machine {
                 lane: i,
                 next,
                 last: l.last.below(next),
-                at: round.map_or(time, |r| r.0),
+                at: round.map_or(time, |r| r.0).max(l.entered),
                 newest_ms: round.and_then(|r| r.1),
             });
         }
@@ -640,6 +652,9 @@ mod tests {
     enum Op {
         /// Hand over the pending record at this index (modulo), about this day.
         Hand(usize, i64),
+        /// A record the source never hands over (a transaction marker) in partition (modulo):
+        /// the resume offset jumps past it once everything before it was handed over.
+        Marker(usize),
         /// End the round; the source reports its resume offsets.
         EndRound,
         /// A record arrives in partition (modulo).
@@ -652,6 +667,7 @@ mod tests {
                 4 => (any::<usize>(), 0i64..60).prop_map(|(i, d)| Op::Hand(i, d)),
                 2 => Just(Op::EndRound),
                 2 => any::<usize>().prop_map(Op::Arrive),
+                1 => any::<usize>().prop_map(Op::Marker),
             ],
             0..120,
         )
@@ -679,6 +695,8 @@ mod tests {
             let mut applied: Vec<std::collections::BTreeSet<i64>> = vec![Default::default(); partitions];
             let mut refused: Vec<std::collections::BTreeSet<i64>> = vec![Default::default(); partitions];
             let mut reported = vec![0i64; partitions];
+            let mut markers: Vec<std::collections::BTreeSet<i64>> = vec![Default::default(); partitions];
+            let mut entered: std::collections::BTreeMap<(usize, i64), Time> = Default::default();
             let mut last_time = 0;
             m.begin_round(None, Some(0), 0);
             for op in ops {
@@ -686,6 +704,11 @@ mod tests {
                     Op::Arrive(p) => {
                         let p = p % partitions;
                         pending.push((p, len[p]));
+                        len[p] += 1;
+                    }
+                    Op::Marker(p) => {
+                        let p = p % partitions;
+                        markers[p].insert(len[p]);
                         len[p] += 1;
                     }
                     Op::Hand(i, d) if !pending.is_empty() => {
@@ -696,6 +719,7 @@ mod tests {
                                 prop_assert!(at >= now);
                                 pending.retain(|x| *x != (p, o));
                                 applied[p].insert(o);
+                                entered.insert((p, o), at);
                             }
                             // The source keeps it.
                             Verdict::Refuse => { refused[p].insert(o); }
@@ -710,7 +734,14 @@ mod tests {
                         let end = m.end_round(|i| resume.get(i).copied());
                         for r in &end.reports {
                             for o in 0..r.next {
-                                prop_assert!(applied[r.lane].contains(&o), "offset {} reported past unapplied {}", r.next, o);
+                                prop_assert!(
+                                    applied[r.lane].contains(&o) || markers[r.lane].contains(&o),
+                                    "offset {} reported past unapplied {}", r.next, o
+                                );
+                                // Committed no earlier than the records below it.
+                                if let Some(&at) = entered.get(&(r.lane, o)) {
+                                    prop_assert!(r.at >= at, "offset {} at {} before record {} at {}", r.next, r.at, o, at);
+                                }
                             }
                             prop_assert!(refused[r.lane].iter().all(|&o| o >= r.next));
                             let want = applied[r.lane]

@@ -80,6 +80,8 @@ struct Polled {
     dead: u64,
     /// Records an earlier pass of this run had read already.
     again: u64,
+    /// Source errors retried.
+    errors: u64,
 }
 
 impl Reader {
@@ -184,6 +186,7 @@ impl Reader {
             }
             Err(e) if e.is_retryable() => match retry.failed(Instant::now()) {
                 Retry::After(delay) => {
+                    polled.errors += 1;
                     tracing::warn!(
                         retry_in_ms = delay.as_millis() as u64,
                         "source error (retrying with backoff): {e}"
@@ -442,6 +445,7 @@ pub(super) fn run_worker<A: Allocate>(
         forwarded_first: false,
     };
 
+    let mut rounds_since_cap = 0u32;
     loop {
         // Reasons to stop from outside the machine: a signal, the sink, another worker.
         if stop.load(Relaxed) {
@@ -469,6 +473,12 @@ pub(super) fn run_worker<A: Allocate>(
         let hold = align.step(index, next_key);
         let peer_time = align.latest_time().max(plane.peer_time());
         let before = machine.time();
+        if rounds_since_cap >= 10_000 {
+            // The clock moves on: a live job running for months keeps today's cap.
+            machine.set_day_cap(day_cap());
+            rounds_since_cap = 0;
+        }
+        rounds_since_cap += 1;
         let round = machine.begin_round(hold, next_key, peer_time);
         if round.time != before {
             inputs.advance_to(round.time);
@@ -491,6 +501,7 @@ pub(super) fn run_worker<A: Allocate>(
                 Ok(p) => {
                     read = p.ticks + p.holdings + p.dead + p.again;
                     counters.ticks.fetch_add(p.ticks, Relaxed);
+                    counters.source_errors.fetch_add(p.errors, Relaxed);
                     counters.holdings.fetch_add(p.holdings, Relaxed);
                     counters.dead_letters.fetch_add(p.dead, Relaxed);
                 }

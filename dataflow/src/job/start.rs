@@ -272,6 +272,21 @@ pub fn plan(
     };
     let mut replaced: BTreeMap<(String, i32), String> = BTreeMap::new();
     for ((key, _, check), record) in checks.iter().zip(&found) {
+        if let (Check::Same(m), Some(r)) = (check, record) {
+            if r.position.offset > m.offset {
+                // The marked record is gone: retention moved the log's start past it since the
+                // ranges were read (a job down about as long as the retention). Nothing left
+                // to compare with; not a replaced log.
+                let low = log
+                    .watermarks(&key.0)?
+                    .iter()
+                    .find(|w| w.partition == key.1)
+                    .map_or(i64::MAX, |w| w.low);
+                if low > m.offset {
+                    continue;
+                }
+            }
+        }
         let why = match (check, record) {
             (Check::Same(m), r) if !same_record(m, r.as_ref()) => {
                 Some(replaced_partition(&key.0, key.1, m, r.as_ref()))

@@ -38,6 +38,9 @@ pub struct KafkaLanes {
     /// Taken only when the lanes are dropped.
     consumer: Option<Arc<BaseConsumer>>,
     lanes: Vec<Lane>,
+    /// Per lane: its end was reported but its position was not known yet (librdkafka reports
+    /// an end once): asked again at the next fetches that find nothing.
+    end_pending: Vec<bool>,
 }
 
 /// The job's Kafka source.
@@ -47,6 +50,7 @@ pub(crate) fn source(consumer: Arc<BaseConsumer>, lanes: Vec<Lane>, start: &[i64
     MergedSource::new(
         KafkaLanes {
             consumer: Some(consumer),
+            end_pending: vec![false; lanes.len()],
             lanes,
         },
         start,
@@ -92,6 +96,24 @@ impl Drop for KafkaLanes {
     }
 }
 
+impl KafkaLanes {
+    /// After an end was reported for `lane`: the end with the position there, once known.
+    fn end_of(&mut self, lane: usize) -> Fetched<OwnedMessage> {
+        if !self.end_pending.get(lane).copied().unwrap_or(false) {
+            return Fetched::Nothing;
+        }
+        match self.position(lane) {
+            Some(next) => {
+                if let Some(p) = self.end_pending.get_mut(lane) {
+                    *p = false;
+                }
+                Fetched::End { next }
+            }
+            None => Fetched::Nothing,
+        }
+    }
+}
+
 impl Lanes for KafkaLanes {
     type Msg = OwnedMessage;
 
@@ -118,12 +140,19 @@ impl Lanes for KafkaLanes {
             return Ok(Fetched::Nothing);
         };
         match l.queue.poll(wait) {
-            None => Ok(Fetched::Nothing),
-            Some(Ok(m)) => Ok(Fetched::Record(m.detach())),
-            Some(Err(KafkaError::PartitionEOF(_))) => Ok(match self.position(lane) {
-                Some(next) => Fetched::End { next },
-                None => Fetched::Nothing,
-            }),
+            None => Ok(self.end_of(lane)),
+            Some(Ok(m)) => {
+                if let Some(p) = self.end_pending.get_mut(lane) {
+                    *p = false;
+                }
+                Ok(Fetched::Record(m.detach()))
+            }
+            Some(Err(KafkaError::PartitionEOF(_))) => {
+                if let Some(p) = self.end_pending.get_mut(lane) {
+                    *p = true;
+                }
+                Ok(self.end_of(lane))
+            }
             Some(Err(e)) => Err(map_error(
                 format!("reading {}/{}", l.topic, l.partition),
                 &e,
@@ -141,7 +170,18 @@ impl Lanes for KafkaLanes {
         while let Some(polled) = consumer.poll(Duration::ZERO) {
             let m = match polled {
                 Ok(m) => m,
-                Err(KafkaError::PartitionEOF(_)) => continue,
+                // An end reported before the partition's queue was split: its lane asks for
+                // the position at its next fetch (the event names the partition only).
+                Err(KafkaError::PartitionEOF(partition)) => {
+                    for (i, l) in self.lanes.iter().enumerate() {
+                        if l.partition == partition {
+                            if let Some(p) = self.end_pending.get_mut(i) {
+                                *p = true;
+                            }
+                        }
+                    }
+                    continue;
+                }
                 Err(e) => return Err(map_error("reading from the broker", &e)),
             };
             let lane = self
