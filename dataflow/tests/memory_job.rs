@@ -115,10 +115,30 @@ fn run_restoring(
     workers: usize,
     restore: Restore,
 ) -> Result<job::JobReport, stockflow_dataflow::Error> {
-    let log: Arc<dyn Log> = Arc::new(log.clone());
-    job::run(
+    run_configured(
         config(u, workers),
         log,
+        store,
+        spec,
+        reset,
+        restore,
+        &Arc::new(JobCounters::default()),
+    )
+}
+
+/// One run of the job with this configuration, on `store`, counting into `counters`.
+fn run_configured(
+    config: JobConfig,
+    log: &MemoryLog,
+    store: &MemoryStore,
+    spec: StartSpec,
+    reset: bool,
+    restore: Restore,
+    counters: &Arc<JobCounters>,
+) -> Result<job::JobReport, stockflow_dataflow::Error> {
+    job::run(
+        config,
+        Arc::new(log.clone()),
         Some(Box::new(store.clone())),
         RunRequest {
             spec,
@@ -127,7 +147,7 @@ fn run_restoring(
             follower: Default::default(),
         },
         Arc::new(AtomicBool::new(false)),
-        Arc::new(JobCounters::default()),
+        Arc::clone(counters),
         |_, _| {},
     )
 }
@@ -414,19 +434,14 @@ fn a_log_that_fails_for_a_while_is_waited_for_and_one_that_keeps_failing_is_give
         })
     };
     let counters = Arc::new(JobCounters::default());
-    let r = job::run(
+    let r = run_configured(
         config(&u, 2),
-        Arc::new(log.clone()),
-        Some(Box::new(store.clone())),
-        RunRequest {
-            spec: StartSpec::Resume,
-            reset_offsets: false,
-            restore: Restore::RecentDays(10),
-            follower: Default::default(),
-        },
-        Arc::new(AtomicBool::new(false)),
-        Arc::clone(&counters),
-        |_, _| {},
+        &log,
+        &store,
+        StartSpec::Resume,
+        false,
+        Restore::RecentDays(10),
+        &counters,
     )
     .expect("a log that comes back is read to its end");
     healer.join().expect("the healer ends");
@@ -440,22 +455,17 @@ fn a_log_that_fails_for_a_while_is_waited_for_and_one_that_keeps_failing_is_give
     log.set_unreachable(true);
     let fresh = MemoryStore::default();
     let started = std::time::Instant::now();
-    let err = job::run(
+    let err = run_configured(
         JobConfig {
             source_give_up: Duration::from_secs(2),
             ..config(&u, 1)
         },
-        Arc::new(log.clone()),
-        Some(Box::new(fresh.clone())),
-        RunRequest {
-            spec: StartSpec::Resume,
-            reset_offsets: false,
-            restore: Restore::RecentDays(10),
-            follower: Default::default(),
-        },
-        Arc::new(AtomicBool::new(false)),
-        Arc::new(JobCounters::default()),
-        |_, _| {},
+        &log,
+        &fresh,
+        StartSpec::Resume,
+        false,
+        Restore::RecentDays(10),
+        &Arc::new(JobCounters::default()),
     )
     .expect_err("a log that keeps failing is given up");
     let msg = err.to_string();
