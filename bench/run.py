@@ -15,7 +15,11 @@ SYNTH = os.environ.get("SYNTH", "synthetic:2000:20000:10:50:1")
 DAYS = int(os.environ.get("DAYS", "120"))
 SINK_DAYS = int(os.environ.get("SINK_DAYS", "60"))
 REPORT_ROWS = int(os.environ.get("REPORT_ROWS", "5000000"))
-MYSQL = os.environ.get("STOCKFLOW_TEST_MYSQL", "mysql://stockflow:stockflow@127.0.0.1:3306")
+MYSQL = os.environ.get("STOCKFLOW_TEST_MYSQL", "mysql://stockflow@127.0.0.1:3306")
+# The password goes by environment, never on a command line: stockflow reads
+# STOCKFLOW_MYSQL_PASSWORD, the mariadb client MYSQL_PWD.
+os.environ.setdefault("STOCKFLOW_MYSQL_PASSWORD", "stockflow")
+os.environ["MYSQL_PWD"] = os.environ["STOCKFLOW_MYSQL_PASSWORD"]
 RUN = str(int(time.time()))
 rows = []  # (area, measure, value, baseline, ratio)
 
@@ -32,7 +36,7 @@ def sh(*args, json_out=False, stderr_json=False, env=None):
 
 
 def sql(statement, db=None):
-    subprocess.run(["mariadb", "-h127.0.0.1", "-ustockflow", "-pstockflow", "-e", statement] + ([db] if db else []), check=True)
+    subprocess.run(["mariadb", "-h127.0.0.1", "-ustockflow", "-e", statement] + ([db] if db else []), check=True)
 
 
 def add(area, measure, value, baseline="", ratio=""):

@@ -1,3 +1,12 @@
--- Lets the stockflow user create InvestorsDB and the tests' own databases (Docker stack).
-GRANT ALL PRIVILEGES ON *.* TO 'stockflow'@'%';
+-- The app user's privileges (Docker stack), the same as compose/stack gives the native one:
+-- tables in InvestorsDB and in the tests' and benchmarks' own databases (sf_*), nothing
+-- server-wide (no FILE, PROCESS or SUPER; ending its own connections, which a takeover does,
+-- needs no privilege). The image's MYSQL_DATABASE grant (ALL on InvestorsDB) is replaced.
+REVOKE ALL PRIVILEGES, GRANT OPTION FROM 'stockflow'@'%';
+GRANT SELECT, INSERT, UPDATE, DELETE, CREATE, DROP, INDEX, ALTER, REFERENCES,
+    CREATE TEMPORARY TABLES, LOCK TABLES, CREATE VIEW, SHOW VIEW
+    ON `InvestorsDB`.* TO 'stockflow'@'%';
+GRANT SELECT, INSERT, UPDATE, DELETE, CREATE, DROP, INDEX, ALTER, REFERENCES,
+    CREATE TEMPORARY TABLES, LOCK TABLES, CREATE VIEW, SHOW VIEW
+    ON `sf\_%`.* TO 'stockflow'@'%';
 FLUSH PRIVILEGES;

@@ -206,14 +206,44 @@ pub struct ReportArgs {
 
 #[derive(Debug, Clone, Args)]
 pub struct DbArgs {
-    /// MySQL URL (the password is never logged).
+    /// MySQL URL (the password is never logged). Default: the local stack's database with its
+    /// development user. Give the password by environment, not in a URL on a command line:
+    /// STOCKFLOW_MYSQL_PASSWORD (or MYSQL_PWD) replaces the URL's.
     #[arg(
         long = "mysql-url",
         env = "STOCKFLOW_MYSQL_URL",
         default_value = "mysql://stockflow:stockflow@127.0.0.1:3306/InvestorsDB",
         hide_default_value = true
     )]
-    pub url: String,
+    pub raw_url: String,
+}
+
+impl DbArgs {
+    /// The URL to connect with: the password from STOCKFLOW_MYSQL_PASSWORD or MYSQL_PWD when
+    /// one is set (so that no password needs to appear on a command line).
+    pub fn url(&self) -> anyhow::Result<String> {
+        let password = std::env::var("STOCKFLOW_MYSQL_PASSWORD")
+            .or_else(|_| std::env::var("MYSQL_PWD"))
+            .ok();
+        with_password(&self.raw_url, password.as_deref())
+    }
+}
+
+/// `url` with `password` set (percent-encoded), or as it is without one.
+pub fn with_password(url: &str, password: Option<&str>) -> anyhow::Result<String> {
+    let Some(password) = password else {
+        return Ok(url.to_string());
+    };
+    let mut parsed = url::Url::parse(url).map_err(|e| {
+        crate::exit::UserError(format!(
+            "--mysql-url {}: {e}",
+            stockflow_sinks::mysql::redact(url)
+        ))
+    })?;
+    parsed
+        .set_password(Some(password))
+        .map_err(|()| crate::exit::UserError("--mysql-url cannot take a password".into()))?;
+    Ok(parsed.to_string())
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

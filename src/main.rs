@@ -2,6 +2,7 @@
 
 mod cli;
 mod commands;
+mod exit;
 
 use anyhow::Result;
 use clap::Parser;
@@ -33,9 +34,11 @@ fn main() -> std::process::ExitCode {
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
-            tracing::error!("{e:#}");
+            let fault = exit::fault_of(&e);
+            let code = fault.map_or(exit::INTERNAL, exit::code);
+            tracing::error!(fault = fault.map(|f| f.to_string()), code, "{e:#}");
             eprintln!("error: {e:#}");
-            std::process::ExitCode::FAILURE
+            std::process::ExitCode::from(code)
         }
     }
 }

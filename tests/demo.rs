@@ -23,6 +23,7 @@ fn the_first_readme_command_runs_the_whole_system() {
             .env("STOCKFLOW_PRICES_TOPIC", &prices)
             .env("STOCKFLOW_HOLDINGS_TOPIC", &holdings)
             .env("STOCKFLOW_MYSQL_URL", &url)
+            .env("STOCKFLOW_MYSQL_PASSWORD", common::mysql_password())
             .env("STOCKFLOW_REPORTS", &reports)
             .env("STOCKFLOW_LOG", "warn"),
     );

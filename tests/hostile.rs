@@ -363,7 +363,7 @@ fn a_row_the_table_refuses_is_recorded_and_the_rest_commits() {
     // The table refuses one row (as a narrower column or a constraint would).
     {
         use mysql::prelude::Queryable;
-        let mut c = mysql::Conn::new(mysql::Opts::from_url(&url).unwrap_or_else(|e| panic!("{e}")))
+        let mut c = mysql::Conn::new(common::mysql_opts(&url))
             .unwrap_or_else(|e| panic!("{e}"));
         c.query_drop(
             "CREATE TRIGGER refuse_one BEFORE INSERT ON evaluations FOR EACH ROW \

@@ -40,6 +40,21 @@ pub enum Error {
     Chart(String, String),
 }
 
+impl Error {
+    /// Whose fault.
+    pub fn fault(&self) -> stockflow_core::Fault {
+        use stockflow_core::Fault;
+        match self {
+            Error::Database(_) | Error::Io { .. } => Fault::External,
+            Error::Url(_)
+            | Error::UnknownInvestor(..)
+            | Error::EmptyHistory(_)
+            | Error::BadPeriod(_) => Fault::User,
+            Error::Corrupt(_) | Error::Polars(_) | Error::Chart(..) => Fault::Internal,
+        }
+    }
+}
+
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// A period of whole years, inclusive: `2020..2024`.

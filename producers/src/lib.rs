@@ -34,6 +34,14 @@ impl Error {
             Error::Schedule(_) | Error::Io { .. } => false,
         }
     }
+
+    /// Whose fault.
+    pub fn fault(&self) -> stockflow_core::Fault {
+        match self {
+            Error::Transport(e) => e.fault(),
+            Error::Schedule(_) | Error::Io { .. } => stockflow_core::Fault::User,
+        }
+    }
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -26,6 +26,52 @@ pub enum Error {
          anything more"
     )]
     LeaseLost { job: String, holder: String },
+    #[error(
+        "the database {database} belongs to job {owner:?}: its tables hold that job's rows and \
+         state, and a job named {job:?} cannot share them. Run with --job {owner}, or give this \
+         job a database of its own (--mysql-url mysql://…/<another database>)"
+    )]
+    OtherJob {
+        database: String,
+        owner: String,
+        job: String,
+    },
+    #[error(
+        "the database no longer holds this run's last commit of job {job} (commit number \
+         {expected}; the database holds {found}): it was restored from a backup, or failed over \
+         and lost commits, while the job ran. Nothing more was written. Start the job again \
+         (`stockflow run`): it reloads its state from what the database holds and reads the \
+         log again from there"
+    )]
+    Diverged {
+        job: String,
+        expected: i64,
+        found: i64,
+    },
+    #[error(
+        "a `stockflow db rebuild` of {database} started at {since} and did not finish: the \
+         derived rows are partly rebuilt. Run `stockflow db rebuild` again to finish it, then \
+         start the job"
+    )]
+    RebuildPending { database: String, since: String },
+    #[error(
+        "a statement of {bytes} bytes is larger than the server accepts (max_allowed_packet = \
+         {limit} bytes): {what}. Raise max_allowed_packet on the server (SET GLOBAL \
+         max_allowed_packet = …, or in its configuration) and start the job again"
+    )]
+    PacketTooLarge {
+        what: String,
+        bytes: usize,
+        limit: usize,
+    },
+    #[error(
+        "stopped by a signal while MySQL was unavailable ({0}); the batch being written was not \
+         committed and nothing is lost: start the job again once MySQL is back"
+    )]
+    Interrupted(String),
+    /// MySQL stayed unreachable longer than the job waits.
+    #[error("{0}")]
+    Unavailable(String),
     #[error("{0}")]
     State(String),
 }
@@ -36,13 +82,20 @@ impl Error {
         match self {
             Error::Url(_) | Error::NotConfirmed(_) | Error::LeaseHeld { .. } => Fault::User,
             Error::LeaseLost { .. } | Error::State(_) => Fault::User,
+            Error::OtherJob { .. } | Error::RebuildPending { .. } => Fault::User,
             Error::MySql(_) | Error::Migration(_) => Fault::External,
+            Error::Diverged { .. }
+            | Error::PacketTooLarge { .. }
+            | Error::Interrupted(_)
+            | Error::Unavailable(_) => Fault::External,
         }
     }
 
     pub fn is_retryable(&self) -> bool {
         match self {
             Error::MySql(e) => is_retryable_mysql(e),
+            // A restart helps (it reloads from what the database holds, or finds MySQL back);
+            // retrying the same call in this process does not.
             _ => false,
         }
     }
@@ -65,6 +118,9 @@ impl Error {
     /// The message with what to fix, for errors that retrying does not cure.
     pub fn explain(&self) -> String {
         let hint = match self {
+            Error::MySql(e) if is_packet_too_large(e) => {
+                "a statement is larger than the server's max_allowed_packet: raise it on the server (SET GLOBAL max_allowed_packet = …) and start the job again"
+            }
             Error::MySql(::mysql::Error::MySqlError(e)) => match e.code {
                 1045 => "check the user and password in --mysql-url / STOCKFLOW_MYSQL_URL",
                 1044 | 1142 | 1143 | 1227 => "grant the MySQL user the privileges on InvestorsDB",
@@ -88,8 +144,23 @@ impl Error {
     }
 }
 
+/// Whether the client or the server refused a packet over `max_allowed_packet` (the same
+/// statement fails again: never retried).
+pub fn is_packet_too_large(e: &::mysql::Error) -> bool {
+    use ::mysql::Error as E;
+    match e {
+        E::DriverError(::mysql::DriverError::PacketTooLarge) => true,
+        E::CodecError(c) => c.to_string().to_ascii_lowercase().contains("too large"),
+        E::MySqlError(me) => matches!(me.code, 1153 | 1301),
+        _ => false,
+    }
+}
+
 fn is_retryable_mysql(e: &::mysql::Error) -> bool {
     use ::mysql::Error as E;
+    if is_packet_too_large(e) {
+        return false;
+    }
     match e {
         E::IoError(_) | E::DriverError(_) | E::CodecError(_) => true,
         // Deadlock, lock wait timeout, server shutdown / gone, too many connections, killed.

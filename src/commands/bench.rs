@@ -56,7 +56,7 @@ pub async fn run(g: &Global, command: BenchCommand) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         BenchCommand::MysqlInsert { rows, db } => {
-            let cfg = stockflow_sinks::mysql::MySqlConfig::from_url(&db.url)?;
+            let cfg = stockflow_sinks::mysql::MySqlConfig::from_url(&db.url()?)?;
             let u = stockflow_market::Universe::spec();
             let rate = tokio::task::spawn_blocking(move || {
                 stockflow_sinks::mysql::init(&cfg, &u, false)?;

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use stockflow_core::{CollectSink, Sink};
 use stockflow_dataflow::memory::{run_with, InputBatch};
-use stockflow_sinks::mysql::{init, rebuild, redact, MySqlConfig, MySqlSink};
+use stockflow_sinks::mysql::{init, rebuild, redact, MySqlConfig, MySqlSink, Purpose};
 
 pub async fn run(g: &Global, command: DbCommand) -> Result<ExitCode> {
     match command {
@@ -19,9 +19,9 @@ pub async fn run(g: &Global, command: DbCommand) -> Result<ExitCode> {
             if reset && !yes {
                 return Err(stockflow_sinks::Error::NotConfirmed("drop the database").into());
             }
-            let cfg = MySqlConfig::from_url(&db.url)?;
+            let cfg = MySqlConfig::from_url(&db.url()?)?;
             let u = universe(&market)?;
-            let shown = redact(&db.url);
+            let shown = redact(&db.raw_url);
             let applied = tokio::task::spawn_blocking(move || init(&cfg, &u, reset))
                 .await?
                 .with_context(|| format!("initialising {shown}"))?;
@@ -32,7 +32,7 @@ pub async fn run(g: &Global, command: DbCommand) -> Result<ExitCode> {
                 ),
                 Output::Text => println!(
                     "InvestorsDB ready ({}): {} migration(s) applied{}",
-                    redact(&db.url),
+                    redact(&db.raw_url),
                     applied.len(),
                     if reset { " after a reset" } else { "" }
                 ),
@@ -46,7 +46,7 @@ pub async fn run(g: &Global, command: DbCommand) -> Result<ExitCode> {
             takeover,
             workers,
         } => {
-            let cfg = MySqlConfig::from_url(&db.url)?;
+            let cfg = MySqlConfig::from_url(&db.url()?)?;
             let u = Arc::new(universe(&market)?);
             let output = g.output;
             tokio::task::spawn_blocking(move || rebuild_all(cfg, u, job, takeover, workers, output))
@@ -72,6 +72,7 @@ fn rebuild_all(
         Arc::clone(&universe),
         takeover,
         Duration::from_secs(60),
+        Purpose::Rebuild,
     )?;
     let state = sink.load(stockflow_core::Restore::All)?;
     tracing::info!(

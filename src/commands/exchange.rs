@@ -68,7 +68,7 @@ pub async fn serve_exchanges(
     }
     anyhow::ensure!(
         a.pace.is_finite() && a.pace >= 0.0,
-        "--pace must be a number of seconds ≥ 0"
+        crate::exit::UserError("--pace must be a number of seconds ≥ 0".into())
     );
     ensure_topic(log.as_ref(), &a.topic, a.partitions)?;
     let pacing = if a.backfill {

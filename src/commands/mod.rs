@@ -82,7 +82,10 @@ pub fn shutdown_on_signal() -> stockflow_producers::Shutdown {
 }
 
 fn calendar(g: &Global, from: chrono::NaiveDate, to: chrono::NaiveDate) -> Result<ExitCode> {
-    anyhow::ensure!(from <= to, "--from {from} is after --to {to}");
+    anyhow::ensure!(
+        from <= to,
+        crate::exit::UserError(format!("--from {from} is after --to {to}"))
+    );
     let days = stockflow_market::Calendar::new().trading_days(from, to);
     let mut out = String::with_capacity(days.len() * 11);
     match g.output {
@@ -113,13 +116,20 @@ pub fn universe(m: &crate::cli::MarketArgs) -> Result<stockflow_market::Universe
             let n = |s: &str, what: &str| -> Result<u64> {
                 s.trim()
                     .parse()
-                    .map_err(|_| anyhow::anyhow!("--market: {what} must be a number, got {s:?}"))
+                    .map_err(|_| {
+                        crate::exit::UserError(format!(
+                            "--market: {what} must be a number, got {s:?}"
+                        ))
+                        .into()
+                    })
             };
             let stocks = u32::try_from(n(stocks, "STOCKS")?)?;
             anyhow::ensure!(
                 (1..=stockflow_core::limits::MAX_STOCKS as u32).contains(&stocks),
-                "--market: STOCKS must be 1..={} (the input contract's bound)",
-                stockflow_core::limits::MAX_STOCKS
+                crate::exit::UserError(format!(
+                    "--market: STOCKS must be 1..={} (the input contract's bound)",
+                    stockflow_core::limits::MAX_STOCKS
+                ))
             );
             Ok(stockflow_market::Universe::synthetic(
                 stockflow_market::SyntheticSpec {
@@ -131,8 +141,9 @@ pub fn universe(m: &crate::cli::MarketArgs) -> Result<stockflow_market::Universe
                 },
             ))
         }
-        _ => anyhow::bail!(
+        _ => Err(crate::exit::UserError(format!(
             "--market must be `spec` or `synthetic:STOCKS:PORTFOLIOS:MIN:MAX:SEED`, got {spec:?}"
-        ),
+        ))
+        .into()),
     }
 }

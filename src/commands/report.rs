@@ -13,8 +13,8 @@ pub async fn run(g: &Global, a: ReportArgs) -> Result<ExitCode> {
 fn report(a: ReportArgs, output: Output) -> Result<ExitCode> {
     let period: Period = a.period.parse()?;
     let t0 = Instant::now();
-    let (reference, evals) = load::load(&a.db.url, a.investor.as_deref())
-        .with_context(|| format!("reading {}", stockflow_sinks::mysql::redact(&a.db.url)))?;
+    let (reference, evals) = load::load(&a.db.url()?, a.investor.as_deref())
+        .with_context(|| format!("reading {}", stockflow_sinks::mysql::redact(&a.db.raw_url)))?;
     let read_s = t0.elapsed().as_secs_f64();
     if evals.is_empty() {
         return Err(Error::EmptyHistory(

@@ -11,7 +11,9 @@ use std::time::Duration;
 use stockflow_core::{Restore, Sink, StoredState};
 use stockflow_dataflow::job::{self, Cluster, JobConfig, RunRequest, StartSpec, Topics};
 use stockflow_dataflow::{JsonLinesSink, NullSink};
-use stockflow_sinks::mysql::{init, retrying, stored_offsets, MySqlConfig, MySqlSink, SinkMetrics};
+use stockflow_sinks::mysql::{
+    init, retrying, stored_offsets, MySqlConfig, MySqlSink, Purpose, SinkMetrics,
+};
 
 fn read_hostfile(path: &std::path::Path) -> Result<Vec<String>> {
     let text = std::fs::read_to_string(path)
@@ -29,6 +31,8 @@ struct Opened {
     sink: Option<Box<dyn Sink>>,
     state: StoredState,
     metrics: Option<Arc<SinkMetrics>>,
+    /// Ends the sink's retries at once (a signal).
+    cancel: Option<Arc<AtomicBool>>,
 }
 
 fn open_sink(
@@ -38,9 +42,10 @@ fn open_sink(
 ) -> Result<Opened> {
     let retry_for = Duration::from_secs(a.sink_retry_secs);
     let mut metrics = None;
+    let mut cancel = None;
     let mut sink: Box<dyn Sink> = match a.sink {
         SinkKind::Mysql => {
-            let cfg = MySqlConfig::from_url(&a.db.url)?;
+            let cfg = MySqlConfig::from_url(&a.db.url()?)?;
             if a.process > 0 {
                 // Only process 0 writes; the others need the stored offsets to start from,
                 // once process 0 has created the schema.
@@ -65,6 +70,7 @@ fn open_sink(
                         ..StoredState::default()
                     },
                     metrics: None,
+                    cancel: None,
                 });
             }
             retrying(retry_for, "initialising the database", || {
@@ -77,8 +83,10 @@ fn open_sink(
                 Arc::clone(universe),
                 a.takeover,
                 retry_for,
+                Purpose::Run,
             )?;
             metrics = Some(Arc::clone(&sink.metrics));
+            cancel = Some(sink.cancel_flag());
             Box::new(sink)
         }
         SinkKind::Null => Box::new(NullSink),
@@ -114,6 +122,7 @@ fn open_sink(
         sink: (a.process == 0).then_some(sink),
         state: StoredState::default(),
         metrics,
+        cancel,
     })
 }
 
@@ -125,7 +134,9 @@ pub async fn run(g: &Global, a: RunArgs) -> Result<ExitCode> {
     };
     let addresses = match &a.hostfile {
         Some(p) => read_hostfile(p)?,
-        None if a.processes > 1 => anyhow::bail!("--processes > 1 needs --hostfile"),
+        None if a.processes > 1 => {
+            return Err(crate::exit::UserError("--processes > 1 needs --hostfile".into()).into())
+        }
         None => Vec::new(),
     };
     let topics = Topics {
@@ -145,6 +156,7 @@ pub async fn run(g: &Global, a: RunArgs) -> Result<ExitCode> {
         sink,
         state,
         metrics,
+        cancel,
     } = opened;
     let keep_state = a.sink == SinkKind::Mysql;
     let config = JobConfig {
@@ -177,6 +189,9 @@ pub async fn run(g: &Global, a: RunArgs) -> Result<ExitCode> {
     tokio::spawn(async move {
         shutdown.triggered().await;
         stop_signal.store(true, Ordering::SeqCst);
+        if let Some(c) = cancel {
+            c.store(true, Ordering::SeqCst);
+        }
     });
     let counters = Arc::new(job::JobCounters::default());
     if let Some(addr) = &a.metrics_addr {
@@ -208,7 +223,7 @@ pub async fn run(g: &Global, a: RunArgs) -> Result<ExitCode> {
                     "error: the cluster did not form within {} s",
                     limit.as_secs()
                 );
-                std::process::exit(1);
+                std::process::exit(i32::from(crate::exit::EXTERNAL));
             }
         });
     }

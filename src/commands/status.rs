@@ -42,11 +42,11 @@ pub async fn run(
     job: String,
     issues: usize,
 ) -> Result<ExitCode> {
-    let cfg = MySqlConfig::from_url(&db.url)?;
+    let cfg = MySqlConfig::from_url(&db.url()?)?;
     let job2 = job.clone();
     let st = tokio::task::spawn_blocking(move || status(&cfg, &job2, issues))
         .await?
-        .with_context(|| format!("reading {}", redact(&db.url)))?;
+        .with_context(|| format!("reading {}", redact(&db.raw_url)))?;
     let g2 = g.clone();
     let topic_names = [topics.prices.clone(), topics.holdings.clone()];
     let (partitions, retention) = tokio::task::spawn_blocking(move || -> Result<_> {

@@ -50,7 +50,9 @@ pub fn ends(topic: &str) -> i64 {
 pub fn stockflow() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_stockflow"));
     c.env("STOCKFLOW_BROKERS", brokers())
-        .env("STOCKFLOW_LOG", "warn");
+        .env("STOCKFLOW_LOG", "warn")
+        // The password goes by environment: the URLs on the command lines carry none.
+        .env("STOCKFLOW_MYSQL_PASSWORD", mysql_password());
     c
 }
 
@@ -67,14 +69,28 @@ pub fn run_ok(cmd: &mut Command) -> Output {
     out
 }
 
-/// A fresh database name on the local server, and its URL.
+/// The test user's password (the local stack's development default).
+pub fn mysql_password() -> String {
+    std::env::var("STOCKFLOW_TEST_MYSQL_PASSWORD").unwrap_or_else(|_| "stockflow".into())
+}
+
+/// Connection options of a test URL (which carries no password) with the password added.
+pub fn mysql_opts(url: &str) -> mysql::Opts {
+    let opts = mysql::Opts::from_url(url).unwrap_or_else(|e| panic!("{url}: {e}"));
+    mysql::OptsBuilder::from_opts(opts)
+        .pass(Some(mysql_password()))
+        .into()
+}
+
+/// A fresh database name on the local server, and its URL (without the password:
+/// `stockflow()` passes it by environment).
 pub fn fresh_db(prefix: &str) -> String {
     let name = format!(
         "sf_{prefix}_{}",
         &uuid::Uuid::new_v4().simple().to_string()[..12]
     );
     let base = std::env::var("STOCKFLOW_TEST_MYSQL")
-        .unwrap_or_else(|_| "mysql://stockflow:stockflow@127.0.0.1:3306".into());
+        .unwrap_or_else(|_| "mysql://stockflow@127.0.0.1:3306".into());
     format!("{base}/{name}")
 }
 
@@ -87,8 +103,7 @@ pub fn query(url: &str, sql: &str) -> Vec<Vec<String>> {
 /// polling helpers wait on it).
 pub fn try_query(url: &str, sql: &str) -> Result<Vec<Vec<String>>, mysql::Error> {
     use mysql::prelude::Queryable;
-    let opts = mysql::Opts::from_url(url).unwrap_or_else(|e| panic!("{e}"));
-    let mut conn = mysql::Conn::new(opts)?;
+    let mut conn = mysql::Conn::new(mysql_opts(url))?;
     let rows: Vec<mysql::Row> = conn.query(sql)?;
     Ok(rows
         .into_iter()
@@ -120,8 +135,8 @@ pub fn poll_number(url: &str, sql: &str) -> i64 {
 pub fn drop_db(url: &str) {
     if let Some((base, name)) = url.rsplit_once('/') {
         use mysql::prelude::Queryable;
-        if let Ok(opts) = mysql::Opts::from_url(base) {
-            if let Ok(mut c) = mysql::Conn::new(opts) {
+        if mysql::Opts::from_url(base).is_ok() {
+            if let Ok(mut c) = mysql::Conn::new(mysql_opts(base)) {
                 let _ = c.query_drop(format!("DROP DATABASE IF EXISTS `{name}`"));
             }
         }

@@ -1,8 +1,18 @@
-//! One writer per job: a lease row per job (epoch, host, pid, started, heartbeat). A run takes
-//! the lease at start (refusing while another live run holds it, unless told to take over,
-//! which bumps the epoch), refreshes the heartbeat from a thread, and every batch's
-//! transaction checks that its epoch still holds it. A run killed without a word leaves a
-//! stale lease: on the same host its pid is gone, elsewhere its heartbeat stops.
+//! One writer per database: a lease row per job (epoch, the run's random id, its host, pid and
+//! pid namespace, the MySQL connection its transactions run on, the commit sequence number)
+//! and a heartbeat row beside it.
+//!
+//! A run takes the lease at start: it refuses while another live run holds it, unless told to
+//! take over, which bumps the epoch. Every transaction locks the lease row, checks the epoch and
+//! the commit sequence number it last wrote, and bumps the number. A holder that hangs with a
+//! transaction open (a stopped process, a partitioned host) keeps the row locked: the lease is
+//! taken with short lock waits, and a run entitled to it (a takeover, or a stale holder) ends
+//! the holder's MySQL connection, which rolls the holder's transaction back. The holder, if it
+//! wakes, finds another epoch and writes nothing more. The heartbeat is refreshed from a thread
+//! on a row no commit locks, so a long commit never makes a live run look stale.
+//!
+//! The first job that takes a lease on a database owns it (`database_owner`): the tables hold
+//! one job's rows and state, and other job names are refused.
 
 use crate::{Error, Result};
 use mysql::prelude::Queryable;
@@ -10,34 +20,58 @@ use mysql::{Conn, TxOpts};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// A lease whose heartbeat is older than this is stale.
 pub const LEASE_TIMEOUT: Duration = Duration::from_secs(15);
 /// How often the holder refreshes its heartbeat.
 pub const HEARTBEAT: Duration = Duration::from_secs(2);
+/// How long taking the lease waits for its row lock before asking who holds it.
+pub const LOCK_WAIT_SECS: u32 = 2;
+/// How long taking the lease keeps trying (a holder's connection ended, a commit finishing).
+const ACQUIRE_FOR: Duration = Duration::from_secs(30);
 
 /// Who holds (or asks for) a lease.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Holder {
     pub host: String,
     pub pid: u32,
+    /// The boot id and pid namespace: two processes with the same host name see each other's
+    /// pids only when these match (containers share host names and pid 1).
+    pub pid_ns: String,
+    /// Random per run: the lease's identity.
+    pub run_id: String,
+}
+
+fn first_line(path: &str) -> Option<String> {
+    std::fs::read_to_string(path)
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
 }
 
 impl Holder {
-    /// This process.
+    /// This process, with a new run id.
     pub fn this_process() -> Self {
-        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-            .or_else(|_| std::fs::read_to_string("/etc/hostname"))
-            .map(|h| h.trim().to_string())
-            .ok()
-            .filter(|h| !h.is_empty())
+        let host = first_line("/proc/sys/kernel/hostname")
+            .or_else(|| first_line("/etc/hostname"))
             .or_else(|| std::env::var("HOSTNAME").ok())
             .unwrap_or_else(|| "unknown-host".into());
+        let boot = first_line("/proc/sys/kernel/random/boot_id").unwrap_or_default();
+        let ns = std::fs::read_link("/proc/self/ns/pid")
+            .map(|p| p.display().to_string())
+            .unwrap_or_default();
         Holder {
             host,
             pid: std::process::id(),
+            pid_ns: format!("{boot}/{ns}"),
+            run_id: uuid::Uuid::new_v4().simple().to_string(),
         }
+    }
+
+    /// Whether this process can tell if `other`'s pid is alive.
+    fn shares_pids_with(&self, other: &Holder) -> bool {
+        self.host == other.host && !self.pid_ns.is_empty() && self.pid_ns == other.pid_ns
     }
 }
 
@@ -48,25 +82,38 @@ pub struct LeaseRow {
     pub holder: Holder,
     pub started_at: String,
     pub heartbeat_age: Duration,
+    /// The MySQL connection the holder's transactions run on (0: not known).
+    pub conn_id: u64,
+    /// The holder's last commit.
+    pub commit_seq: i64,
 }
 
 impl LeaseRow {
+    pub fn released(&self) -> bool {
+        self.holder.pid == 0
+    }
+
     pub fn describe(&self) -> String {
-        if self.holder.pid == 0 {
+        if self.released() {
             return format!(
                 "epoch {}, released by host {} (started {})",
                 self.epoch, self.holder.host, self.started_at
             );
         }
         format!(
-            "epoch {} on host {} (pid {}), started {}, last heartbeat {:.1} s ago",
+            "epoch {} on host {} (pid {}, run {}), started {}, last heartbeat {:.1} s ago",
             self.epoch,
             self.holder.host,
             self.holder.pid,
+            short(&self.holder.run_id),
             self.started_at,
             self.heartbeat_age.as_secs_f64()
         )
     }
+}
+
+fn short(run_id: &str) -> &str {
+    run_id.get(..8).unwrap_or(run_id)
 }
 
 /// Whether a process of this host is alive (Linux: /proc/PID exists).
@@ -78,109 +125,308 @@ fn pid_alive(pid: u32) -> bool {
     }
 }
 
-/// Whether the lease still protects a live run.
+/// Whether the lease still protects a live run other than `me`: not released, a fresh
+/// heartbeat, and (when `me` can see the holder's pids) a holder process that exists.
 pub fn is_live(row: &LeaseRow, me: &Holder) -> bool {
-    if row.holder.pid == 0 || row.heartbeat_age >= LEASE_TIMEOUT {
+    if row.released() || row.heartbeat_age >= LEASE_TIMEOUT {
         return false;
     }
-    if row.holder.host == me.host {
-        return row.holder.pid != me.pid && pid_alive(row.holder.pid);
+    if row.holder.run_id == me.run_id {
+        return false;
+    }
+    if me.shares_pids_with(&row.holder) && row.holder.pid != me.pid {
+        return pid_alive(row.holder.pid);
     }
     true
 }
 
-const SELECT: &str = "SELECT epoch, host, pid, CAST(started_at AS CHAR), \
-     GREATEST(TIMESTAMPDIFF(MICROSECOND, heartbeat_at, NOW(6)), 0) FROM job_leases WHERE job = ?";
+const SELECT: &str = "SELECT l.epoch, l.host, l.pid, l.pid_ns, l.run_id, l.conn_id, l.commit_seq, \
+     CAST(l.started_at AS CHAR), \
+     GREATEST(TIMESTAMPDIFF(MICROSECOND, COALESCE(h.heartbeat_at, l.heartbeat_at), NOW(6)), 0) \
+     FROM job_leases l LEFT JOIN job_heartbeats h ON h.job = l.job WHERE l.job = ?";
 
-type Raw = (i64, String, i64, String, i64);
+type Raw = (i64, String, i64, String, String, u64, i64, String, i64);
 
-fn row((epoch, host, pid, started_at, age_us): Raw) -> LeaseRow {
+fn row((epoch, host, pid, pid_ns, run_id, conn_id, commit_seq, started_at, age_us): Raw) -> LeaseRow {
     LeaseRow {
         epoch,
         holder: Holder {
             host,
             pid: u32::try_from(pid).unwrap_or(0),
+            pid_ns,
+            run_id,
         },
         started_at,
         heartbeat_age: Duration::from_micros(u64::try_from(age_us).unwrap_or(0)),
+        conn_id,
+        commit_seq,
     }
 }
 
-/// The job's lease, if one was ever taken.
-pub fn read(conn: &mut Conn, job: &str) -> Result<Option<LeaseRow>> {
+/// The job's lease, if one was ever taken (a plain read: never waits for a lock).
+pub fn read<Q: Queryable>(conn: &mut Q, job: &str) -> Result<Option<LeaseRow>> {
     Ok(conn.exec_first::<Raw, _, _>(SELECT, (job,))?.map(row))
 }
 
-/// Takes the job's lease: refuses while a live run holds it, unless `takeover`. Returns the
-/// new epoch.
-pub fn acquire(conn: &mut Conn, job: &str, me: &Holder, takeover: bool) -> Result<i64> {
-    for _ in 0..3 {
-        let mut tx = conn.start_transaction(TxOpts::default())?;
-        let current = tx
-            .exec_first::<Raw, _, _>(format!("{SELECT} FOR UPDATE"), (job,))?
-            .map(row);
-        let epoch = match current {
-            Some(cur) if is_live(&cur, me) && !takeover => {
-                return Err(Error::LeaseHeld {
+/// What taking the lease gave.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Acquired {
+    pub epoch: i64,
+    /// The commit sequence number the database holds.
+    pub commit_seq: i64,
+    /// Set when a `db rebuild` started and did not finish (its start time).
+    pub rebuild_started: Option<String>,
+}
+
+fn is_lock_wait_timeout(e: &mysql::Error) -> bool {
+    matches!(e, mysql::Error::MySqlError(me) if me.code == 1205)
+}
+
+/// The job that owns the database, claiming it for `job` when nobody does. Refuses another
+/// job's database. Runs inside the lease's transaction.
+fn claim_database(tx: &mut mysql::Transaction<'_>, job: &str) -> Result<Option<String>> {
+    let owner: Option<(String, Option<String>)> = tx.query_first(
+        "SELECT job, CAST(rebuild_started_at AS CHAR) FROM database_owner WHERE id = 1 FOR UPDATE",
+    )?;
+    let database: Option<String> = tx.query_first("SELECT DATABASE()")?;
+    let database = database.unwrap_or_default();
+    match owner {
+        Some((owner, _)) if owner != job => Err(Error::OtherJob {
+            database,
+            owner,
+            job: job.to_string(),
+        }),
+        Some((_, rebuild)) => Ok(rebuild),
+        None => {
+            // A database written before owners were kept: its owner is the job it has
+            // progress or a lease for.
+            let other: Option<String> = tx.exec_first(
+                "SELECT job FROM (SELECT job FROM stream_progress UNION SELECT job FROM job_leases) j \
+                 WHERE job <> ? LIMIT 1",
+                (job,),
+            )?;
+            if let Some(owner) = other {
+                return Err(Error::OtherJob {
+                    database,
+                    owner,
                     job: job.to_string(),
-                    holder: cur.describe(),
                 });
             }
-            Some(cur) => {
-                if is_live(&cur, me) {
-                    tracing::warn!(job, "taking over the lease from {}", cur.describe());
-                } else {
-                    tracing::info!(
-                        job,
-                        "taking the lease (previous holder gone: {})",
-                        cur.describe()
-                    );
-                }
-                let epoch = cur.epoch + 1;
-                tx.exec_drop(
-                    "UPDATE job_leases SET epoch = ?, host = ?, pid = ?, started_at = NOW(6), \
-                     heartbeat_at = NOW(6) WHERE job = ?",
-                    (epoch, &me.host, me.pid, job),
-                )?;
-                epoch
+            tx.exec_drop(
+                "INSERT INTO database_owner (id, job) VALUES (1, ?)",
+                (job,),
+            )?;
+            Ok(None)
+        }
+    }
+}
+
+/// Takes the job's lease: refuses while a live run holds it, unless `takeover`, and refuses
+/// a database another job owns. A holder whose transaction keeps the lease row locked is cut
+/// off (its MySQL connection ended) when this run is entitled to the lease.
+pub fn acquire(conn: &mut Conn, job: &str, me: &Holder, takeover: bool) -> Result<Acquired> {
+    conn.query_drop(format!(
+        "SET SESSION innodb_lock_wait_timeout = {LOCK_WAIT_SECS}"
+    ))?;
+    let out = acquire_with_short_waits(conn, job, me, takeover);
+    let restored = conn.query_drop("SET SESSION innodb_lock_wait_timeout = DEFAULT");
+    let out = out?;
+    restored?;
+    Ok(out)
+}
+
+fn acquire_with_short_waits(
+    conn: &mut Conn,
+    job: &str,
+    me: &Holder,
+    takeover: bool,
+) -> Result<Acquired> {
+    let started = Instant::now();
+    let own_conn: Option<u64> = conn.query_first("SELECT CONNECTION_ID()")?;
+    let own_conn = own_conn.unwrap_or(0);
+    while started.elapsed() < ACQUIRE_FOR {
+        match try_acquire(conn, job, me, takeover, own_conn) {
+            Err(Error::MySql(e)) if is_lock_wait_timeout(&e) => {
+                cut_off_blocking_holder(conn, job, me, takeover, own_conn)?
             }
-            None => {
-                let inserted = tx.exec_drop(
-                    "INSERT INTO job_leases (job, epoch, host, pid) VALUES (?, 1, ?, ?)",
-                    (job, &me.host, me.pid),
-                );
-                match inserted {
-                    Ok(()) => 1,
-                    // Another run inserted it first: look again.
-                    Err(mysql::Error::MySqlError(e)) if e.code == 1062 => continue,
-                    Err(e) => return Err(e.into()),
-                }
-            }
-        };
-        tx.commit()?;
-        return Ok(epoch);
+            // Another run inserted the first lease row at the same time: look again.
+            Err(Error::MySql(mysql::Error::MySqlError(e))) if e.code == 1062 => {}
+            other => return other,
+        }
     }
     Err(Error::LeaseHeld {
         job: job.to_string(),
-        holder: "another run (the lease changed hands while this one started)".into(),
+        holder: format!(
+            "another run (the lease row stayed locked for {} s)",
+            ACQUIRE_FOR.as_secs()
+        ),
     })
 }
 
-/// Checks, inside a batch's transaction, that `epoch` still holds the lease (and locks the row
-/// until the transaction ends, so a takeover waits for the commit).
-pub fn check(tx: &mut mysql::Transaction<'_>, job: &str, epoch: i64) -> Result<()> {
-    let current = tx
-        .exec_first::<Raw, _, _>(format!("{SELECT} FOR UPDATE"), (job,))?
-        .map(row);
-    match current {
-        Some(cur) if cur.epoch == epoch => Ok(()),
-        Some(cur) => Err(Error::LeaseLost {
+/// The lease row is locked by a transaction that does not end. If this run may take the
+/// lease (a takeover, or the holder is gone), ends the holder's connection.
+fn cut_off_blocking_holder(
+    conn: &mut Conn,
+    job: &str,
+    me: &Holder,
+    takeover: bool,
+    own_conn: u64,
+) -> Result<()> {
+    let Some(cur) = read(conn, job)? else {
+        return Ok(());
+    };
+    if is_live(&cur, me) && !takeover {
+        return Err(Error::LeaseHeld {
             job: job.to_string(),
-            holder: cur.describe(),
+            holder: format!("{} (committing now)", cur.describe()),
+        });
+    }
+    if cur.conn_id == 0 || cur.conn_id == own_conn {
+        return Ok(());
+    }
+    tracing::warn!(
+        job,
+        connection = cur.conn_id,
+        "the lease's holder ({}) keeps a transaction open on the lease: ending its MySQL \
+         connection {} (its open transaction rolls back; if it wakes it finds the lease taken \
+         and writes nothing more)",
+        cur.describe(),
+        cur.conn_id
+    );
+    match conn.query_drop(format!("KILL CONNECTION {}", cur.conn_id)) {
+        Ok(()) => Ok(()),
+        // Already gone.
+        Err(mysql::Error::MySqlError(e)) if e.code == 1094 => Ok(()),
+        Err(mysql::Error::MySqlError(e)) if e.code == 1095 => Err(Error::State(format!(
+            "the lease of job {job} is locked by MySQL connection {} ({}), which belongs to \
+             another MySQL user: end it as an administrator (KILL CONNECTION {}) and start \
+             this run again",
+            cur.conn_id,
+            cur.describe(),
+            cur.conn_id
+        ))),
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn try_acquire(
+    conn: &mut Conn,
+    job: &str,
+    me: &Holder,
+    takeover: bool,
+    own_conn: u64,
+) -> Result<Acquired> {
+    let mut tx = conn.start_transaction(TxOpts::default())?;
+    // The lock first (a plain read could see a row a hung holder is about to change).
+    let locked: Option<i64> = tx.exec_first(
+        "SELECT epoch FROM job_leases WHERE job = ? FOR UPDATE",
+        (job,),
+    )?;
+    let current = match locked {
+        Some(_) => read(&mut tx, job)?,
+        None => None,
+    };
+    let rebuild_started = claim_database(&mut tx, job)?;
+    let (epoch, commit_seq) = match current {
+        Some(cur) if is_live(&cur, me) && !takeover => {
+            return Err(Error::LeaseHeld {
+                job: job.to_string(),
+                holder: cur.describe(),
+            });
+        }
+        Some(cur) => {
+            if is_live(&cur, me) {
+                tracing::warn!(job, "taking over the lease from {}", cur.describe());
+            } else {
+                tracing::info!(
+                    job,
+                    "taking the lease (previous holder gone: {})",
+                    cur.describe()
+                );
+            }
+            let epoch = cur.epoch + 1;
+            tx.exec_drop(
+                "UPDATE job_leases SET epoch = ?, host = ?, pid = ?, pid_ns = ?, run_id = ?, \
+                 conn_id = ?, started_at = NOW(6), heartbeat_at = NOW(6) WHERE job = ?",
+                (
+                    epoch,
+                    &me.host,
+                    me.pid,
+                    &me.pid_ns,
+                    &me.run_id,
+                    own_conn,
+                    job,
+                ),
+            )?;
+            (epoch, cur.commit_seq)
+        }
+        None => {
+            tx.exec_drop(
+                "INSERT INTO job_leases (job, epoch, host, pid, pid_ns, run_id, conn_id) \
+                 VALUES (?, 1, ?, ?, ?, ?, ?)",
+                (job, &me.host, me.pid, &me.pid_ns, &me.run_id, own_conn),
+            )?;
+            (1, 0)
+        }
+    };
+    tx.exec_drop(
+        "INSERT INTO job_heartbeats (job, epoch, heartbeat_at) VALUES (?, ?, NOW(6)) \
+         ON DUPLICATE KEY UPDATE epoch = VALUES(epoch), heartbeat_at = VALUES(heartbeat_at)",
+        (job, epoch),
+    )?;
+    tx.commit()?;
+    Ok(Acquired {
+        epoch,
+        commit_seq,
+        rebuild_started,
+    })
+}
+
+/// Records the connection the holder's transactions now run on (after a reconnect), so that a
+/// replacement can end it. Outside any transaction: a replacement must see it.
+pub fn record_connection(conn: &mut Conn, job: &str, epoch: i64) -> Result<u64> {
+    let id: Option<u64> = conn.query_first("SELECT CONNECTION_ID()")?;
+    let id = id.unwrap_or(0);
+    conn.exec_drop(
+        "UPDATE job_leases SET conn_id = ? WHERE job = ? AND epoch = ?",
+        (id, job, epoch),
+    )?;
+    Ok(id)
+}
+
+/// Checks, inside a transaction, that `epoch` still holds the lease and that the database
+/// holds this run's last commit (`seq`); bumps the sequence number and returns it. The row
+/// stays locked until the transaction ends, so a takeover waits for the commit (or ends it).
+pub fn check(tx: &mut mysql::Transaction<'_>, job: &str, epoch: i64, seq: i64) -> Result<i64> {
+    let current: Option<(i64, i64)> = tx.exec_first(
+        "SELECT epoch, commit_seq FROM job_leases WHERE job = ? FOR UPDATE",
+        (job,),
+    )?;
+    match current {
+        Some((e, found)) if e == epoch && found == seq => {
+            let next = seq + 1;
+            tx.exec_drop(
+                "UPDATE job_leases SET commit_seq = ? WHERE job = ?",
+                (next, job),
+            )?;
+            Ok(next)
+        }
+        Some((e, found)) if e == epoch => Err(Error::Diverged {
+            job: job.to_string(),
+            expected: seq,
+            found,
         }),
+        Some(_) => {
+            let holder = read(tx, job)?.map_or_else(|| "another run".into(), |l| l.describe());
+            Err(Error::LeaseLost {
+                job: job.to_string(),
+                holder,
+            })
+        }
         None => Err(Error::LeaseLost {
             job: job.to_string(),
-            holder: "nobody (the lease row was deleted)".into(),
+            holder: "nobody (the lease row was deleted: the database was restored or reset)"
+                .into(),
         }),
     }
 }
@@ -188,7 +434,11 @@ pub fn check(tx: &mut mysql::Transaction<'_>, job: &str, epoch: i64) -> Result<(
 /// Gives the lease up (a clean stop): the next run takes it at once.
 pub fn release(conn: &mut Conn, job: &str, epoch: i64) -> Result<()> {
     conn.exec_drop(
-        "UPDATE job_leases SET pid = 0, heartbeat_at = TIMESTAMP('1970-01-02') \
+        "UPDATE job_leases SET pid = 0, conn_id = 0 WHERE job = ? AND epoch = ?",
+        (job, epoch),
+    )?;
+    conn.exec_drop(
+        "UPDATE job_heartbeats SET heartbeat_at = TIMESTAMP('1970-01-02') \
          WHERE job = ? AND epoch = ?",
         (job, epoch),
     )?;
@@ -216,12 +466,13 @@ impl Heartbeat {
                 let mut conn: Option<Conn> = None;
                 while !stop_t.load(Ordering::SeqCst) {
                     if conn.is_none() {
-                        conn = cfg.connect().ok();
+                        conn = cfg.connect_with_timeout(HEARTBEAT * 2).ok();
                     }
                     if let Some(c) = conn.as_mut() {
                         let beat = c
                             .exec_drop(
-                                "UPDATE job_leases SET heartbeat_at = NOW(6) WHERE job = ? AND epoch = ?",
+                                "UPDATE job_heartbeats SET heartbeat_at = NOW(6) \
+                                 WHERE job = ? AND epoch = ?",
                                 (&job, epoch),
                             )
                             .and_then(|()| {
@@ -268,19 +519,39 @@ impl Drop for Heartbeat {
     }
 }
 
+/// Marks a `db rebuild` as started (inside a fenced transaction): `run` refuses to start
+/// until [`rebuild_finished`] clears it.
+pub fn rebuild_started(tx: &mut mysql::Transaction<'_>) -> Result<()> {
+    tx.query_drop("UPDATE database_owner SET rebuild_started_at = NOW(6) WHERE id = 1")?;
+    Ok(())
+}
+
+pub fn rebuild_finished(tx: &mut mysql::Transaction<'_>) -> Result<()> {
+    tx.query_drop("UPDATE database_owner SET rebuild_started_at = NULL WHERE id = 1")?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn lease(host: &str, pid: u32, age_s: u64) -> LeaseRow {
+    fn lease(holder: &Holder, age_s: u64) -> LeaseRow {
         LeaseRow {
             epoch: 3,
-            holder: Holder {
-                host: host.into(),
-                pid,
-            },
+            holder: holder.clone(),
             started_at: "2026-01-01 00:00:00".into(),
             heartbeat_age: Duration::from_secs(age_s),
+            conn_id: 7,
+            commit_seq: 11,
+        }
+    }
+
+    fn other(host: &str, pid: u32, pid_ns: &str) -> Holder {
+        Holder {
+            host: host.into(),
+            pid,
+            pid_ns: pid_ns.into(),
+            run_id: uuid::Uuid::new_v4().simple().to_string(),
         }
     }
 
@@ -288,12 +559,52 @@ mod tests {
     fn liveness() {
         let me = Holder::this_process();
         // Another host with a fresh heartbeat: live; with an old one: stale.
-        assert!(is_live(&lease("elsewhere", 1, 1), &me));
-        assert!(!is_live(&lease("elsewhere", 1, 60), &me));
-        // This host: live while the pid exists (our parent's does), not our own pid.
-        assert!(!is_live(&lease(&me.host, me.pid, 1), &me));
-        assert!(!is_live(&lease(&me.host, u32::MAX - 7, 1), &me));
+        assert!(is_live(&lease(&other("elsewhere", 1, "x"), 1), &me));
+        assert!(!is_live(&lease(&other("elsewhere", 1, "x"), 60), &me));
+        // This host and pid namespace: live while the pid exists (our parent's does).
+        let parent = std::os::unix::process::parent_id();
+        assert!(is_live(&lease(&other(&me.host, parent, &me.pid_ns), 1), &me));
+        assert!(!is_live(
+            &lease(&other(&me.host, u32::MAX - 7, &me.pid_ns), 1),
+            &me
+        ));
+        // Our own run's lease is not another live run.
+        assert!(!is_live(&lease(&me, 1), &me));
         // Released.
-        assert!(!is_live(&lease("elsewhere", 0, 1), &me));
+        assert!(!is_live(&lease(&other("elsewhere", 0, "x"), 1), &me));
+    }
+
+    #[test]
+    fn same_host_name_and_pid_in_another_namespace_is_not_taken_for_this_run() {
+        // Two containers with one host name, both pid 1: the other one's lease stays live
+        // while its heartbeat is fresh (a host and a pid no longer identify a run).
+        let me = Holder {
+            host: "app".into(),
+            pid: 1,
+            pid_ns: "boot-a/pid:[1]".into(),
+            run_id: "a".repeat(32),
+        };
+        let twin = Holder {
+            host: "app".into(),
+            pid: 1,
+            pid_ns: "boot-a/pid:[2]".into(),
+            run_id: "b".repeat(32),
+        };
+        assert!(is_live(&lease(&twin, 1), &me));
+        // Same namespace, same pid, another run: cannot be a live other process of ours,
+        // but its heartbeat is the only judge (pid 1 of this namespace is alive).
+        let same_ns = Holder {
+            pid_ns: me.pid_ns.clone(),
+            ..twin
+        };
+        assert!(is_live(&lease(&same_ns, 1), &me));
+        assert!(!is_live(&lease(&same_ns, 20), &me));
+    }
+
+    #[test]
+    fn each_run_has_its_own_id() {
+        let (a, b) = (Holder::this_process(), Holder::this_process());
+        assert_ne!(a.run_id, b.run_id);
+        assert_eq!(a.run_id.len(), 32);
     }
 }

@@ -11,13 +11,15 @@ pub mod rebuild;
 pub mod state;
 pub mod statements;
 
+pub use lease::Acquired;
+
 use crate::{Error, Result};
 use lease::{Heartbeat, Holder};
 use mysql::prelude::Queryable;
 use mysql::{Conn, Opts, OptsBuilder, TxOpts};
 use statements::{BatchPlan, Statement};
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use stockflow_core::{Batch, Sink, StoredState};
@@ -107,6 +109,17 @@ impl MySqlConfig {
     /// A connection to the database.
     pub fn connect(&self) -> Result<Conn> {
         Ok(Conn::new(self.builder(Some(self.database.clone())))?)
+    }
+
+    /// A connection to the database whose every wait ends within `timeout` (the lease's
+    /// heartbeat must not hang on a server that stopped answering).
+    pub fn connect_with_timeout(&self, timeout: Duration) -> Result<Conn> {
+        let opts = self
+            .builder(Some(self.database.clone()))
+            .tcp_connect_timeout(Some(timeout))
+            .read_timeout(Some(timeout))
+            .write_timeout(Some(timeout));
+        Ok(Conn::new(opts)?)
     }
 }
 
@@ -228,6 +241,15 @@ struct Applied {
     refused: u64,
 }
 
+/// What a run opens the sink for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Purpose {
+    /// The job: refuses a database whose last `db rebuild` did not finish.
+    Run,
+    /// `db rebuild`: marks the database while it works.
+    Rebuild,
+}
+
 /// The exactly-once sink (`docs/sink.md`).
 pub struct MySqlSink {
     cfg: MySqlConfig,
@@ -235,40 +257,61 @@ pub struct MySqlSink {
     job: String,
     universe: Arc<Universe>,
     epoch: i64,
+    /// The commit sequence number of this run's last commit (the database must hold it).
+    seq: i64,
+    /// A COMMIT was sent and its answer lost: the next check may find it landed.
+    commit_unknown: bool,
+    /// Parameter bytes a statement may take on this server.
+    budget: usize,
+    /// The server's `max_allowed_packet`.
+    packet_limit: usize,
     heartbeat: Option<Heartbeat>,
     last_offsets: Vec<stockflow_core::Progress>,
     /// 'refused' issue rows the table holds: only then do writes clear them.
     refused_known: u64,
     retry_for: Duration,
+    /// Set by a signal: retries stop waiting.
+    cancel: Arc<AtomicBool>,
     pub metrics: Arc<SinkMetrics>,
 }
 
 impl MySqlSink {
     /// Connects, takes the job's lease (refusing while another live run holds it, unless
-    /// `takeover`) and starts its heartbeat. MySQL errors that may pass are retried for up to
-    /// `retry_for`, here and for every batch.
+    /// `takeover`, and refusing a database another job owns) and starts its heartbeat. MySQL
+    /// errors that may pass are retried for up to `retry_for`, here and for every batch.
     pub fn open(
         cfg: MySqlConfig,
         job: String,
         universe: Arc<Universe>,
         takeover: bool,
         retry_for: Duration,
+        purpose: Purpose,
     ) -> Result<Self> {
         let me = Holder::this_process();
-        let (mut conn, epoch) = retrying(retry_for, "taking the job's lease", || {
+        let (mut conn, acquired) = retrying(retry_for, "taking the job's lease", || {
             let mut conn = cfg.connect()?;
-            let epoch = lease::acquire(&mut conn, &job, &me, takeover)?;
-            Ok((conn, epoch))
+            let acquired = lease::acquire(&mut conn, &job, &me, takeover)?;
+            Ok((conn, acquired))
         })?;
+        let heartbeat = Heartbeat::start(cfg.clone(), job.clone(), acquired.epoch)
+            .map_err(|e| Error::State(format!("starting the lease heartbeat: {e}")))?;
+        if let (Purpose::Run, Some(since)) = (purpose, &acquired.rebuild_started) {
+            let _ = lease::release(&mut conn, &job, acquired.epoch);
+            return Err(Error::RebuildPending {
+                database: cfg.database().to_string(),
+                since: since.clone(),
+            });
+        }
         let refused_known: Option<u64> =
             conn.query_first("SELECT COUNT(*) FROM evaluation_issues WHERE kind = 'refused'")?;
-        let heartbeat = Heartbeat::start(cfg.clone(), job.clone(), epoch)
-            .map_err(|e| Error::State(format!("starting the lease heartbeat: {e}")))?;
+        let packet_limit = max_allowed_packet(&mut conn)?;
         tracing::info!(
             job,
-            epoch,
+            epoch = acquired.epoch,
             host = me.host,
             pid = me.pid,
+            run = me.run_id,
+            commit_seq = acquired.commit_seq,
             "took the job's lease"
         );
         Ok(MySqlSink {
@@ -276,11 +319,16 @@ impl MySqlSink {
             conn: Some(conn),
             job,
             universe,
-            epoch,
+            epoch: acquired.epoch,
+            seq: acquired.commit_seq,
+            commit_unknown: false,
+            budget: statement_budget(packet_limit),
+            packet_limit,
             heartbeat: Some(heartbeat),
             last_offsets: Vec::new(),
             refused_known: refused_known.unwrap_or(0),
             retry_for,
+            cancel: Arc::new(AtomicBool::new(false)),
             metrics: Arc::new(SinkMetrics::default()),
         })
     }
@@ -289,32 +337,89 @@ impl MySqlSink {
         self.epoch
     }
 
+    /// The commit sequence number of this run's last commit.
+    pub fn commit_seq(&self) -> i64 {
+        self.seq
+    }
+
     pub fn universe(&self) -> &Universe {
         &self.universe
     }
 
+    /// A flag that, once set (a signal), ends the sink's retries at once.
+    pub fn cancel_flag(&self) -> Arc<AtomicBool> {
+        Arc::clone(&self.cancel)
+    }
+
+    /// The connection, opened again after an error; a new one is recorded with the lease (a
+    /// replacement ends it if this run hangs).
     fn conn(&mut self) -> Result<&mut Conn> {
         if self.conn.is_none() {
-            self.conn = Some(self.cfg.connect()?);
+            let mut conn = self.cfg.connect()?;
+            lease::record_connection(&mut conn, &self.job, self.epoch)?;
+            self.conn = Some(conn);
         }
         self.conn
             .as_mut()
             .ok_or_else(|| Error::State("no MySQL connection".into()))
     }
 
-    /// One transaction with the lease checked first; `body` runs inside it.
+    /// Refuses a statement the server would refuse for its size (a row larger than the
+    /// server's `max_allowed_packet`): an error with a hint, never a retry.
+    fn fits(&self, what: &str, stmts: &[Statement]) -> Result<()> {
+        match stmts.iter().map(Statement::bytes).max() {
+            Some(bytes) if bytes + 1024 > self.packet_limit => Err(Error::PacketTooLarge {
+                what: what.to_string(),
+                bytes,
+                limit: self.packet_limit,
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// One transaction with the lease and the commit sequence checked first; `body` runs
+    /// inside it.
     fn transaction<T>(
         &mut self,
         body: impl FnOnce(&mut mysql::Transaction<'_>, &Universe) -> Result<T>,
     ) -> Result<T> {
-        let (job, epoch) = (self.job.clone(), self.epoch);
+        let (job, epoch, seq) = (self.job.clone(), self.epoch, self.seq);
         let universe = Arc::clone(&self.universe);
-        let conn = self.conn()?;
+        self.conn()?;
+        let conn = self
+            .conn
+            .as_mut()
+            .ok_or_else(|| Error::State("no MySQL connection".into()))?;
         let mut tx = conn.start_transaction(TxOpts::default())?;
-        lease::check(&mut tx, &job, epoch)?;
+        let next = lease::check(&mut tx, &job, epoch, seq)?;
         let out = body(&mut tx, &universe)?;
+        self.commit_unknown = true;
         tx.commit()?;
+        self.commit_unknown = false;
+        self.seq = next;
         Ok(out)
+    }
+
+    /// After a COMMIT whose answer was lost, the check finds the database one commit ahead:
+    /// that commit was this batch's if the stored offsets are the batch's.
+    fn landed(&mut self, offsets: &[stockflow_core::Progress]) -> Result<bool> {
+        let job = self.job.clone();
+        let stored = state::offsets(self.conn()?, &job)?;
+        Ok(!offsets.is_empty()
+            && offsets.iter().all(|p| {
+                stored
+                    .next
+                    .get(&(p.position.topic.clone(), p.position.partition))
+                    == Some(&p.position.offset)
+            }))
+    }
+
+    /// Sleeps `delay`, or less once cancelled.
+    fn sleep(&self, delay: Duration) {
+        let until = Instant::now() + delay;
+        while Instant::now() < until && !self.cancel.load(Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_millis(50).min(until - Instant::now()));
+        }
     }
 
     fn try_apply(&mut self, plan: &BatchPlan<'_>, row_by_row: bool) -> Result<Applied> {
@@ -364,6 +469,18 @@ impl MySqlSink {
     }
 }
 
+/// The server's `max_allowed_packet`.
+fn max_allowed_packet(conn: &mut Conn) -> Result<usize> {
+    let v: Option<u64> = conn.query_first("SELECT @@max_allowed_packet")?;
+    Ok(v.and_then(|v| usize::try_from(v).ok()).unwrap_or(16 << 20))
+}
+
+/// The parameter bytes a statement may take: `STATEMENT_BYTES`, or a quarter of a smaller
+/// server's packet.
+fn statement_budget(packet_limit: usize) -> usize {
+    statements::STATEMENT_BYTES.min(packet_limit / 4).max(1024)
+}
+
 fn run(tx: &mut mysql::Transaction<'_>, stmts: &[Statement]) -> Result<()> {
     for s in stmts {
         tx.exec_drop(&s.sql, s.params.clone())?;
@@ -392,7 +509,7 @@ pub fn retrying<T>(give_up: Duration, what: &str, mut f: impl FnMut() -> Result<
                 std::thread::sleep(delay);
             }
             Err(e) if e.is_retryable() => {
-                return Err(Error::State(format!(
+                return Err(Error::Unavailable(format!(
                     "{what}: MySQL has been unavailable for {:.0} s, giving up: {e}",
                     started.elapsed().as_secs_f64()
                 )))
@@ -433,7 +550,8 @@ impl Sink for MySqlSink {
         }
         let job = self.job.clone();
         let universe = Arc::clone(&self.universe);
-        let plan = BatchPlan::new(&universe, &job, batch);
+        let plan = BatchPlan::new(&universe, &job, batch, self.budget);
+        self.fits("a dead letter (its payload and reason)", &plan.others)?;
         let started = Instant::now();
         let mut delays = policy();
         let mut row_by_row = false;
@@ -454,6 +572,29 @@ impl Sink for MySqlSink {
                     );
                     row_by_row = true;
                 }
+                Err(Error::Diverged { found, .. })
+                    if self.commit_unknown && found == self.seq + 1 && {
+                        let offsets = batch.offsets.clone();
+                        self.landed(&offsets).unwrap_or(false)
+                    } =>
+                {
+                    // The batch committed; only the answer to its COMMIT was lost.
+                    tracing::info!(
+                        time = batch.time,
+                        "the batch's commit had landed before the connection was lost"
+                    );
+                    self.seq = found;
+                    self.commit_unknown = false;
+                    break Applied {
+                        upserted: plan.evaluation_rows.len() as u64,
+                        deleted: plan.evaluation_deletes.len() as u64,
+                        refused: 0,
+                    };
+                }
+                Err(e) if e.is_retryable() && self.cancel.load(Ordering::SeqCst) => {
+                    self.conn = None;
+                    return Err(Error::Interrupted(e.to_string()).into());
+                }
                 Err(e) if e.is_retryable() && started.elapsed() < self.retry_for => {
                     self.conn = None;
                     self.metrics.retries.fetch_add(1, Ordering::Relaxed);
@@ -464,7 +605,7 @@ impl Sink for MySqlSink {
                         retry_in_ms = delay.as_millis() as u64,
                         "MySQL unavailable, retrying the batch: {e}"
                     );
-                    std::thread::sleep(delay);
+                    self.sleep(delay);
                 }
                 Err(e) if e.is_retryable() => {
                     return Err(stockflow_core::Error::external(format!(

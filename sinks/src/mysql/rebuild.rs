@@ -62,6 +62,8 @@ pub fn rebuild(
         ..RebuildReport::default()
     };
     let ids: Vec<PortfolioId> = (0..total as PortfolioId).collect();
+    // Until the last chunk commits, `run` refuses to start on a half-rebuilt database.
+    sink.transaction(|tx, _| super::lease::rebuild_started(tx))?;
     for chunk in ids.chunks(PORTFOLIOS_PER_CHUNK) {
         let names: Vec<String> = chunk
             .iter()
@@ -140,5 +142,6 @@ pub fn rebuild(
         report.issues_changed += chunk_report.issues_changed;
         progress((chunk[0] as usize + chunk.len()).min(total), total);
     }
+    sink.transaction(|tx, _| super::lease::rebuild_finished(tx))?;
     Ok(report)
 }

@@ -31,14 +31,63 @@ fn opt_text<T: ToString>(v: Option<T>) -> Value {
     v.map_or(Value::NULL, text)
 }
 
-/// Multi-row statements of `cols` columns each: `head VALUES (…), (…) tail`.
+/// The most bytes a statement's parameters take: well under the smallest common
+/// `max_allowed_packet` (MariaDB 16 MiB, MySQL 8 64 MiB). A smaller server gets a smaller
+/// budget from the sink (a quarter of its `max_allowed_packet`).
+pub const STATEMENT_BYTES: usize = 4 << 20;
+
+/// The bytes a parameter takes in a statement's packet (a close bound).
+pub fn value_bytes(v: &Value) -> usize {
+    match v {
+        Value::Bytes(b) => b.len() + 9,
+        _ => 9,
+    }
+}
+
+impl Statement {
+    /// The bytes the statement takes on the wire (a close bound).
+    pub fn bytes(&self) -> usize {
+        self.sql.len() + self.params.iter().map(value_bytes).sum::<usize>()
+    }
+}
+
+/// Multi-row statements of `cols` columns each: `head VALUES (…), (…) tail`, at most `CHUNK`
+/// rows and `STATEMENT_BYTES` of parameters each.
 fn chunked(head: &str, tail: &str, cols: usize, rows: Vec<Vec<Value>>) -> Vec<Statement> {
-    rows.chunks(CHUNK)
-        .map(|chunk| Statement {
-            sql: format!("{head} VALUES {}{tail}", placeholders(chunk.len(), cols)),
-            params: chunk.iter().flatten().cloned().collect(),
-        })
-        .collect()
+    chunked_within(head, tail, cols, rows, STATEMENT_BYTES)
+}
+
+/// As [`chunked`], at most `budget` bytes of parameters a statement (a row larger than the
+/// budget goes alone).
+fn chunked_within(
+    head: &str,
+    tail: &str,
+    cols: usize,
+    rows: Vec<Vec<Value>>,
+    budget: usize,
+) -> Vec<Statement> {
+    let mut out = Vec::new();
+    let mut chunk: Vec<Vec<Value>> = Vec::new();
+    let mut bytes = 0usize;
+    let flush = |chunk: &mut Vec<Vec<Value>>, out: &mut Vec<Statement>| {
+        if !chunk.is_empty() {
+            out.push(Statement {
+                sql: format!("{head} VALUES {}{tail}", placeholders(chunk.len(), cols)),
+                params: chunk.drain(..).flatten().collect(),
+            });
+        }
+    };
+    for row in rows {
+        let size: usize = row.iter().map(value_bytes).sum();
+        if !chunk.is_empty() && (chunk.len() >= CHUNK || bytes + size > budget) {
+            flush(&mut chunk, &mut out);
+            bytes = 0;
+        }
+        bytes += size;
+        chunk.push(row);
+    }
+    flush(&mut chunk, &mut out);
+    out
 }
 
 /// Keys per DELETE. MariaDB's range analysis of a row-constructor IN list grows with the
@@ -265,9 +314,11 @@ pub fn holdings(u: &Universe, diffs: &[(HoldingInput, isize)]) -> Vec<Statement>
     out
 }
 
-pub fn dead_letters(letters: &[DeadLetter]) -> Vec<Statement> {
+/// Dead letters, `budget` bytes of parameters a statement at most (payloads are up to 64 KiB
+/// each: a flood of large garbage must not make one statement over `max_allowed_packet`).
+pub fn dead_letters(letters: &[DeadLetter], budget: usize) -> Vec<Statement> {
     // A replay meets the same records again: one row per log position.
-    chunked(
+    chunked_within(
         "INSERT IGNORE INTO dead_letters (topic, kafka_partition, kafka_offset, payload, \
          payload_len, payload_sha256, code, reason)",
         "",
@@ -287,6 +338,7 @@ pub fn dead_letters(letters: &[DeadLetter]) -> Vec<Statement> {
                 ]
             })
             .collect(),
+        budget,
     )
 }
 
@@ -334,12 +386,14 @@ pub struct BatchPlan<'a> {
 }
 
 impl<'a> BatchPlan<'a> {
-    pub fn new(u: &Universe, job: &str, batch: &'a Batch) -> Self {
+    /// The plan of `batch`, each statement's parameters within `budget` bytes where a row
+    /// allows (`STATEMENT_BYTES`, or less for a server with a small `max_allowed_packet`).
+    pub fn new(u: &Universe, job: &str, batch: &'a Batch, budget: usize) -> Self {
         let (rows, deletes) = plan_rows(&batch.evaluations, |e: &Evaluation| (e.portfolio, e.date));
         let mut others = issues(u, &batch.issues);
         others.extend(prices(u, &batch.prices));
         others.extend(holdings(u, &batch.holdings));
-        others.extend(dead_letters(&batch.dead_letters));
+        others.extend(dead_letters(&batch.dead_letters, budget));
         others.extend(progress(job, &batch.offsets));
         BatchPlan {
             evaluation_deletes: deletes,
@@ -404,6 +458,36 @@ mod tests {
     }
 
     #[test]
+    fn dead_letters_are_chunked_by_bytes() {
+        let letters: Vec<DeadLetter> = (0..300)
+            .map(|i| {
+                DeadLetter::new(
+                    stockflow_core::Position {
+                        topic: "t".into(),
+                        partition: 0,
+                        offset: i,
+                    },
+                    &vec![b'x'; 60 * 1024],
+                    "bad_json",
+                    "garbage",
+                )
+            })
+            .collect();
+        // 300 payloads of 60 KiB: 18 MB, more than MariaDB's 16 MiB packet in one statement.
+        let stmts = dead_letters(&letters, STATEMENT_BYTES);
+        assert!(stmts.len() >= 5, "{} statements", stmts.len());
+        for s in &stmts {
+            assert!(s.bytes() <= STATEMENT_BYTES + 61 * 1024, "{} bytes", s.bytes());
+        }
+        let rows: usize = stmts.iter().map(|s| s.params.len() / 8).sum();
+        assert_eq!(rows, 300, "every letter is written once");
+        // A small budget: one row a statement, never an empty one.
+        let stmts = dead_letters(&letters[..3], 1000);
+        assert_eq!(stmts.len(), 3);
+        assert!(dead_letters(&[], 1000).is_empty());
+    }
+
+    #[test]
     fn deletes_are_chunked_short() {
         let keys: Vec<Vec<Value>> = (0..250).map(|i| vec![Value::Int(i), text("x")]).collect();
         let stmts = deletes("evaluation_issues", &["portfolio", "kind"], keys);
@@ -442,7 +526,7 @@ mod tests {
             }],
             ..Batch::default()
         };
-        let plan = BatchPlan::new(&u, "job", &batch);
+        let plan = BatchPlan::new(&u, "job", &batch, STATEMENT_BYTES);
         assert_eq!(plan.evaluation_rows.len(), 1);
         assert_eq!(plan.evaluation_deletes.len(), 1);
         assert_eq!(plan.others.len(), 2);

@@ -1,0 +1,379 @@
+//! One trustworthy writer, against the real broker and MariaDB: a takeover past a hung holder,
+//! a database rolled back under a running job, one owner per database, an interrupted rebuild,
+//! a dead-letter flood, and the exit codes.
+#![allow(clippy::expect_used)]
+
+mod common;
+
+use common::*;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn job(prices: &str, holdings: &str, url: &str) -> Command {
+    let mut c = stockflow();
+    c.args(["run", "--output", "json"])
+        .args(["--prices-topic", prices, "--holdings-topic", holdings])
+        .args(["--mysql-url", url]);
+    c
+}
+
+/// A job in the background, its stderr in a file (a pipe nobody reads could fill and stop it).
+struct Background {
+    child: Child,
+    stderr: std::path::PathBuf,
+}
+
+impl Background {
+    fn start(cmd: &mut Command, name: &str) -> Self {
+        let stderr = std::env::temp_dir().join(format!(
+            "stockflow-{name}-{}.stderr",
+            uuid::Uuid::new_v4().simple()
+        ));
+        let file = std::fs::File::create(&stderr).expect("a temporary file for stderr");
+        let child = cmd
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(file))
+            .spawn()
+            .expect("starting the job");
+        Background { child, stderr }
+    }
+
+    fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.stderr).expect("reading the job's stderr")
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.stderr);
+    }
+}
+
+fn signal(pid: u32, sig: &str) {
+    let ok = Command::new("kill")
+        .args([sig, &pid.to_string()])
+        .status()
+        .expect("running kill")
+        .success();
+    assert!(ok, "kill {sig} {pid}");
+}
+
+/// Whether a transaction holds the lease row locked now (a NOWAIT lock attempt fails).
+fn lease_locked(url: &str) -> bool {
+    use mysql::prelude::Queryable;
+    let mut c = mysql::Conn::new(mysql_opts(url)).expect("connecting to the test database");
+    c.query_drop("START TRANSACTION").expect("a transaction");
+    let locked = match c.query_drop("SELECT epoch FROM job_leases FOR UPDATE NOWAIT") {
+        Ok(()) => false,
+        Err(mysql::Error::MySqlError(e)) if e.code == 1205 => true,
+        Err(e) => panic!("trying the lease row's lock: {e}"),
+    };
+    c.query_drop("ROLLBACK").expect("rollback");
+    locked
+}
+
+fn progress_rows(url: &str) -> Vec<Vec<String>> {
+    query(
+        url,
+        "SELECT job, topic, kafka_partition, next_offset FROM stream_progress \
+         ORDER BY job, topic, kafka_partition",
+    )
+}
+
+#[test]
+fn a_takeover_gets_past_a_hung_holder_which_then_writes_nothing_more() {
+    // A catch-up long enough to stop the holder inside one of its transactions.
+    let (prices, holdings) = market_topics("hung", (4, 1), "2000-01-03", "3000", "5");
+    let reference = fresh_db("hung_ref");
+    run_ok(job(&prices, &holdings, &reference).args(["--until-caught-up"]));
+    let url = fresh_db("hung");
+    let mut holder = Background::start(
+        job(&prices, &holdings, &url).args(["-w", "1", "--until-caught-up"]),
+        "hung-holder",
+    );
+    wait_committed(
+        &url,
+        &prices,
+        1,
+        Duration::from_secs(120),
+        Some(&mut holder.child),
+    );
+    // SIGSTOP it while it holds a transaction open (as when a host hangs): stop, look at the
+    // lease row's lock, let it go on when it was between transactions.
+    let pid = holder.child.id();
+    let mut tries = 0;
+    loop {
+        signal(pid, "-STOP");
+        if lease_locked(&url) {
+            break;
+        }
+        signal(pid, "-CONT");
+        if let Ok(Some(status)) = holder.child.try_wait() {
+            panic!("the holder ended ({status}) before it was caught inside a transaction");
+        }
+        tries += 1;
+        assert!(tries < 20_000, "never caught the holder inside a transaction");
+        std::thread::sleep(Duration::from_millis(1 + tries % 7));
+    }
+    let stopped_at = committed(&url, &prices);
+    assert!(stopped_at < ends(&prices), "stopped before the end");
+    // The replacement gets the database and finishes the job.
+    let started = Instant::now();
+    let mut replacement = Background::start(
+        job(&prices, &holdings, &url).args(["--until-caught-up", "--takeover"]),
+        "hung-replacement",
+    );
+    let status = wait_exit(&mut replacement.child, Duration::from_secs(180));
+    let replacement_err = replacement.stderr();
+    assert!(status.success(), "the takeover failed: {replacement_err}");
+    eprintln!(
+        "takeover past a hung holder: {:.1} s (the holder had committed {stopped_at} of {} records)",
+        started.elapsed().as_secs_f64(),
+        ends(&prices)
+    );
+    assert!(
+        replacement_err.contains("ending its MySQL connection"),
+        "the replacement says what it did: {replacement_err}"
+    );
+    let want = tables(&reference);
+    assert_eq!(tables(&url), want, "after the takeover");
+    let progress = progress_rows(&url);
+    // The holder wakes: its connection was ended, the lease is another run's; it stops with
+    // an error and writes nothing.
+    signal(pid, "-CONT");
+    let status = wait_exit(&mut holder.child, Duration::from_secs(120));
+    let holder_err = holder.stderr();
+    assert!(!status.success(), "the fenced holder stops with an error");
+    assert_eq!(status.code(), Some(2), "fenced: exit code 2: {holder_err}");
+    assert!(holder_err.contains("was taken over"), "{holder_err}");
+    assert_eq!(tables(&url), want, "the woken holder wrote nothing");
+    assert_eq!(progress_rows(&url), progress, "nor moved an offset");
+    drop_db(&url);
+    drop_db(&reference);
+}
+
+const BACKED_UP: [&str; 7] = [
+    "evaluations",
+    "evaluation_issues",
+    "prices",
+    "holding_records",
+    "stream_progress",
+    "dead_letters",
+    "job_leases",
+];
+
+/// Copies the job's tables aside (a backup).
+fn backup(url: &str) {
+    use mysql::prelude::Queryable;
+    let mut c = mysql::Conn::new(mysql_opts(url)).expect("connecting");
+    c.query_drop("START TRANSACTION WITH CONSISTENT SNAPSHOT")
+        .expect("a snapshot");
+    for t in BACKED_UP {
+        c.query_drop(format!("CREATE TABLE bak_{t} AS SELECT * FROM {t}"))
+            .expect("copying a table");
+    }
+}
+
+/// Puts the backup back, in one transaction (the database loses the commits since).
+fn restore(url: &str) {
+    use mysql::prelude::Queryable;
+    let mut c = mysql::Conn::new(mysql_opts(url)).expect("connecting");
+    let mut tx = c
+        .start_transaction(mysql::TxOpts::default())
+        .expect("a transaction");
+    for t in BACKED_UP {
+        tx.query_drop(format!("DELETE FROM {t}")).expect("emptying");
+        tx.query_drop(format!("INSERT INTO {t} SELECT * FROM bak_{t}"))
+            .expect("restoring");
+    }
+    tx.commit().expect("committing the restore");
+}
+
+#[test]
+fn a_database_rolled_back_under_a_running_job_stops_it_and_a_restart_ends_equal() {
+    let (prices, holdings) = market_topics("rollback", (2, 1), "2005-01-03", "40", "8");
+    let url = fresh_db("rollback");
+    let mut live = Background::start(job(&prices, &holdings, &url).args(["-w", "2"]), "live");
+    wait_committed(
+        &url,
+        &prices,
+        ends(&prices),
+        Duration::from_secs(120),
+        Some(&mut live.child),
+    );
+    backup(&url);
+    backfill(&prices, "2005-03-01", "10", "8");
+    wait_committed(
+        &url,
+        &prices,
+        ends(&prices),
+        Duration::from_secs(120),
+        Some(&mut live.child),
+    );
+    let before_restore = committed(&url, &prices);
+    restore(&url);
+    assert!(committed(&url, &prices) < before_restore, "rolled back");
+    // The next commit finds the database behind this run: the job stops, saying so.
+    backfill(&prices, "2005-03-20", "10", "8");
+    let status = wait_exit(&mut live.child, Duration::from_secs(120));
+    let err = live.stderr();
+    assert_eq!(status.code(), Some(3), "an outside event, exit 3: {err}");
+    assert!(
+        err.contains("no longer holds this run's last commit"),
+        "{err}"
+    );
+    assert!(err.contains("Start the job again"), "{err}");
+    // It wrote nothing on top of the restored rows.
+    assert_eq!(committed(&url, &prices), committed_in_backup(&url, &prices));
+    // A restart reloads from what the database holds and ends as an uninterrupted run.
+    let out = run_ok(job(&prices, &holdings, &url).args(["--until-caught-up"]));
+    assert_eq!(summary_of(&out)["resumed"], true);
+    let reference = fresh_db("rollback_ref");
+    run_ok(job(&prices, &holdings, &reference).args(["--until-caught-up"]));
+    assert_eq!(tables(&url), tables(&reference));
+    assert_eq!(
+        query(&url, "SELECT COUNT(*) FROM evaluations")[0][0],
+        (60 * 6).to_string()
+    );
+    drop_db(&url);
+    drop_db(&reference);
+}
+
+fn committed_in_backup(url: &str, topic: &str) -> i64 {
+    poll_number(
+        url,
+        &format!("SELECT COALESCE(SUM(next_offset), 0) FROM bak_stream_progress WHERE topic = '{topic}'"),
+    )
+}
+
+#[test]
+fn a_database_belongs_to_one_job_and_an_interrupted_rebuild_blocks_runs() {
+    let (prices, holdings) = market_topics("owner", (2, 1), "2006-01-02", "20", "3");
+    let url = fresh_db("owner");
+    run_ok(job(&prices, &holdings, &url).args(["--until-caught-up", "--job", "first"]));
+    let want = tables(&url);
+    let progress = progress_rows(&url);
+    // Another job name on the same database is refused: it would overwrite the first's state.
+    let out = job(&prices, &holdings, &url)
+        .args(["--until-caught-up", "--job", "second"])
+        .output()
+        .expect("running the second job");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("belongs to job \"first\""), "{err}");
+    assert!(err.contains("--job first"), "{err}");
+    assert_eq!(tables(&url), want);
+    assert_eq!(progress_rows(&url), progress);
+    // A rebuild that did not finish (its marker left behind) stops every run until a rebuild
+    // finishes.
+    query(
+        &url,
+        "UPDATE database_owner SET rebuild_started_at = NOW(6) WHERE id = 1",
+    );
+    let out = job(&prices, &holdings, &url)
+        .args(["--until-caught-up", "--job", "first"])
+        .output()
+        .expect("running the job");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("did not finish"), "{err}");
+    assert!(err.contains("stockflow db rebuild"), "{err}");
+    run_ok(stockflow().args(["db", "rebuild", "--job", "first", "--mysql-url", &url]));
+    assert_eq!(
+        query(&url, "SELECT COUNT(*) FROM database_owner WHERE rebuild_started_at IS NULL")[0][0],
+        "1",
+        "a finished rebuild clears its marker"
+    );
+    let out = run_ok(job(&prices, &holdings, &url).args(["--until-caught-up", "--job", "first"]));
+    assert_eq!(summary_of(&out)["ticks"], 0);
+    assert_eq!(tables(&url), want);
+    drop_db(&url);
+}
+
+#[test]
+fn a_flood_of_large_dead_letters_is_written_in_statements_the_server_takes() {
+    let (prices, holdings) = market_topics("flood", (1, 1), "2006-01-02", "5", "3");
+    // 400 garbage records of 60 KiB: 24 MB of dead letters, more than one statement of
+    // MariaDB's 16 MiB max_allowed_packet can carry.
+    let garbage: Vec<Vec<u8>> = (0..400u32)
+        .map(|i| {
+            let mut p = format!("not json {i} ").into_bytes();
+            p.resize(60 * 1024, b'#');
+            p
+        })
+        .collect();
+    produce_raw(&prices, "SE1", &garbage);
+    let url = fresh_db("flood");
+    let out = run_ok(job(&prices, &holdings, &url).args([
+        "--until-caught-up",
+        "-w",
+        "1",
+        "--sink-retry-secs",
+        "20",
+    ]));
+    assert_eq!(summary_of(&out)["dead_letters"], 400);
+    assert_eq!(
+        query(
+            &url,
+            "SELECT COUNT(*), SUM(LENGTH(payload)), MIN(payload_len) FROM dead_letters"
+        )[0],
+        ["400", &(400 * 60 * 1024).to_string(), &(60 * 1024).to_string()]
+    );
+    assert_eq!(
+        query(&url, "SELECT COUNT(*) FROM evaluations")[0][0],
+        (5 * 6).to_string()
+    );
+    drop_db(&url);
+}
+
+#[test]
+fn exit_codes_say_whose_fault() {
+    // The user's input: 2.
+    let out = stockflow()
+        .args(["run", "--market", "nonsense", "--until-caught-up"])
+        .output()
+        .expect("running stockflow");
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // An outside service that is not there: 3 (a retry later may work).
+    let out = stockflow()
+        .args([
+            "run",
+            "--until-caught-up",
+            "--sink-retry-secs",
+            "1",
+            "--mysql-url",
+            "mysql://stockflow@127.0.0.1:1/sf_nowhere",
+        ])
+        .output()
+        .expect("running stockflow");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(err.contains("giving up"), "{err}");
+    // A run against a job that is already running: 2 (stop the other, or --takeover).
+    let (prices, holdings) = market_topics("codes", (1, 1), "2006-01-02", "5", "3");
+    let url = fresh_db("codes");
+    let mut live = Background::start(&mut job(&prices, &holdings, &url), "codes-live");
+    wait_committed(
+        &url,
+        &prices,
+        ends(&prices),
+        Duration::from_secs(120),
+        Some(&mut live.child),
+    );
+    let out = job(&prices, &holdings, &url)
+        .args(["--until-caught-up"])
+        .output()
+        .expect("running stockflow");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("is already running"), "{err}");
+    drop(live);
+    drop_db(&url);
+}
