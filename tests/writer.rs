@@ -61,11 +61,12 @@ fn signal(pid: u32, sig: &str) {
 }
 
 /// Whether a transaction holds the lease row locked now (a NOWAIT lock attempt fails).
-fn lease_locked(url: &str) -> bool {
+fn lease_locked(c: &mut mysql::Conn) -> bool {
     use mysql::prelude::Queryable;
-    let mut c = mysql::Conn::new(mysql_opts(url)).expect("connecting to the test database");
     c.query_drop("START TRANSACTION").expect("a transaction");
-    let locked = match c.query_drop("SELECT epoch FROM job_leases FOR UPDATE NOWAIT") {
+    // (`query`, not `query_drop`: the lock error must be read with the result.)
+    let r: Result<Vec<mysql::Row>, _> = c.query("SELECT epoch FROM job_leases FOR UPDATE NOWAIT");
+    let locked = match r.map(|_| ()) {
         Ok(()) => false,
         Err(mysql::Error::MySqlError(e)) if e.code == 1205 => true,
         Err(e) => panic!("trying the lease row's lock: {e}"),
@@ -84,8 +85,21 @@ fn progress_rows(url: &str) -> Vec<Vec<String>> {
 
 #[test]
 fn a_takeover_gets_past_a_hung_holder_which_then_writes_nothing_more() {
-    // A catch-up long enough to stop the holder inside one of its transactions.
-    let (prices, holdings) = market_topics("hung", (4, 1), "2000-01-03", "3000", "5");
+    // A synthetic market: 5,000 portfolios a day make transactions long enough to stop the
+    // holder inside one.
+    let market = "synthetic:200:5000:5:20:1";
+    let prices = fresh_topic("hung-prices", 4);
+    let holdings = fresh_topic("hung-holdings", 1);
+    run_ok(stockflow().args(["holdings", "load", "--market", market, "--topic", &holdings]));
+    run_ok(stockflow().args([
+        "exchange", "all", "--backfill", "--from", "2005-01-03", "--days", "40", "--seed", "5",
+        "--market", market, "--topic", &prices,
+    ]));
+    let job = |prices: &str, holdings: &str, url: &str| {
+        let mut c = job(prices, holdings, url);
+        c.args(["--market", market]);
+        c
+    };
     let reference = fresh_db("hung_ref");
     run_ok(job(&prices, &holdings, &reference).args(["--until-caught-up"]));
     let url = fresh_db("hung");
@@ -103,20 +117,24 @@ fn a_takeover_gets_past_a_hung_holder_which_then_writes_nothing_more() {
     // SIGSTOP it while it holds a transaction open (as when a host hangs): stop, look at the
     // lease row's lock, let it go on when it was between transactions.
     let pid = holder.child.id();
+    let mut probe = mysql::Conn::new(mysql_opts(&url)).expect("connecting to the test database");
     let mut tries = 0;
     loop {
         signal(pid, "-STOP");
-        if lease_locked(&url) {
+        if lease_locked(&mut probe) {
             break;
         }
         signal(pid, "-CONT");
         if let Ok(Some(status)) = holder.child.try_wait() {
-            panic!("the holder ended ({status}) before it was caught inside a transaction");
+            panic!(
+                "the holder ended ({status}) before it was caught inside a transaction ({tries} tries, committed {})",
+                committed(&url, &prices)
+            );
         }
         tries += 1;
         assert!(tries < 20_000, "never caught the holder inside a transaction");
-        std::thread::sleep(Duration::from_millis(1 + tries % 7));
     }
+    drop(probe);
     let stopped_at = committed(&url, &prices);
     assert!(stopped_at < ends(&prices), "stopped before the end");
     // The replacement gets the database and finishes the job.
