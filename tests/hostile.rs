@@ -363,8 +363,7 @@ fn a_row_the_table_refuses_is_recorded_and_the_rest_commits() {
     // The table refuses one row (as a narrower column or a constraint would).
     {
         use mysql::prelude::Queryable;
-        let mut c = mysql::Conn::new(common::mysql_opts(&url))
-            .unwrap_or_else(|e| panic!("{e}"));
+        let mut c = mysql::Conn::new(common::mysql_opts(&url)).unwrap_or_else(|e| panic!("{e}"));
         c.query_drop(
             "CREATE TRIGGER refuse_one BEFORE INSERT ON evaluations FOR EACH ROW \
              IF NEW.portfolio = 'P12' AND NEW.as_of = '2001-05-03' THEN \

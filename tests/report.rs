@@ -19,8 +19,7 @@ type Row<'a> = (
 
 fn insert_rows(url: &str, rows: &[Row<'_>]) {
     use mysql::prelude::Queryable;
-    let mut conn = mysql::Conn::new(common::mysql_opts(url))
-        .unwrap_or_else(|e| panic!("{e}"));
+    let mut conn = mysql::Conn::new(common::mysql_opts(url)).unwrap_or_else(|e| panic!("{e}"));
     conn.exec_batch(
         "INSERT INTO evaluations (investor, portfolio, as_of, nav, nav_change, nav_change_pct) VALUES (?, ?, ?, ?, ?, ?)",
         rows.iter().copied(),

@@ -92,8 +92,19 @@ fn a_takeover_gets_past_a_hung_holder_which_then_writes_nothing_more() {
     let holdings = fresh_topic("hung-holdings", 1);
     run_ok(stockflow().args(["holdings", "load", "--market", market, "--topic", &holdings]));
     run_ok(stockflow().args([
-        "exchange", "all", "--backfill", "--from", "2005-01-03", "--days", "40", "--seed", "5",
-        "--market", market, "--topic", &prices,
+        "exchange",
+        "all",
+        "--backfill",
+        "--from",
+        "2005-01-03",
+        "--days",
+        "40",
+        "--seed",
+        "5",
+        "--market",
+        market,
+        "--topic",
+        &prices,
     ]));
     let job = |prices: &str, holdings: &str, url: &str| {
         let mut c = job(prices, holdings, url);
@@ -132,7 +143,10 @@ fn a_takeover_gets_past_a_hung_holder_which_then_writes_nothing_more() {
             );
         }
         tries += 1;
-        assert!(tries < 20_000, "never caught the holder inside a transaction");
+        assert!(
+            tries < 20_000,
+            "never caught the holder inside a transaction"
+        );
     }
     drop(probe);
     let stopped_at = committed(&url, &prices);
@@ -262,7 +276,9 @@ fn a_database_rolled_back_under_a_running_job_stops_it_and_a_restart_ends_equal(
 fn committed_in_backup(url: &str, topic: &str) -> i64 {
     poll_number(
         url,
-        &format!("SELECT COALESCE(SUM(next_offset), 0) FROM bak_stream_progress WHERE topic = '{topic}'"),
+        &format!(
+            "SELECT COALESCE(SUM(next_offset), 0) FROM bak_stream_progress WHERE topic = '{topic}'"
+        ),
     )
 }
 
@@ -300,7 +316,10 @@ fn a_database_belongs_to_one_job_and_an_interrupted_rebuild_blocks_runs() {
     assert!(err.contains("stockflow db rebuild"), "{err}");
     run_ok(stockflow().args(["db", "rebuild", "--job", "first", "--mysql-url", &url]));
     assert_eq!(
-        query(&url, "SELECT COUNT(*) FROM database_owner WHERE rebuild_started_at IS NULL")[0][0],
+        query(
+            &url,
+            "SELECT COUNT(*) FROM database_owner WHERE rebuild_started_at IS NULL"
+        )[0][0],
         "1",
         "a finished rebuild clears its marker"
     );
@@ -337,7 +356,11 @@ fn a_flood_of_large_dead_letters_is_written_in_statements_the_server_takes() {
             &url,
             "SELECT COUNT(*), SUM(LENGTH(payload)), MIN(payload_len) FROM dead_letters"
         )[0],
-        ["400", &(400 * 60 * 1024).to_string(), &(60 * 1024).to_string()]
+        [
+            "400",
+            &(400 * 60 * 1024).to_string(),
+            &(60 * 1024).to_string()
+        ]
     );
     assert_eq!(
         query(&url, "SELECT COUNT(*) FROM evaluations")[0][0],
@@ -393,5 +416,99 @@ fn exit_codes_say_whose_fault() {
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("is already running"), "{err}");
     drop(live);
+    drop_db(&url);
+}
+
+fn messages(topic: &str) -> Vec<serde_json::Value> {
+    read_topic(topic)
+        .iter()
+        .map(|r| serde_json::from_slice(r.payload.as_deref().expect("a payload")).expect("JSON"))
+        .collect()
+}
+
+#[test]
+fn a_fenced_run_that_wakes_publishes_nothing_and_a_restart_publishes_the_outbox() {
+    let (prices, holdings) = market_topics("fenced-pub", (2, 1), "2006-01-02", "20", "6");
+    let out_topic = fresh_topic("fenced-pub-out", 2);
+    let url = fresh_db("fenced_pub");
+    let publish = ["--publish-portfolios", out_topic.as_str()];
+    let mut first = Background::start(
+        job(&prices, &holdings, &url).args(publish),
+        "fenced-publisher",
+    );
+    wait_committed(
+        &url,
+        &prices,
+        ends(&prices),
+        Duration::from_secs(120),
+        Some(&mut first.child),
+    );
+    // Every committed change is published, after its commit, with the run's epoch.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while ends(&out_topic) < 20 * 6 {
+        assert!(Instant::now() < deadline, "not published within 60 s");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let published = messages(&out_topic);
+    assert_eq!(published.len(), 20 * 6);
+    assert!(
+        published.iter().all(|m| m["epoch"] == 1),
+        "{:?}",
+        published[0]
+    );
+    // The first run hangs; another takes over and publishes 5 more days.
+    let pid = first.child.id();
+    signal(pid, "-STOP");
+    backfill(&prices, "2006-02-01", "5", "6");
+    run_ok(
+        job(&prices, &holdings, &url)
+            .args(["--until-caught-up", "--takeover"])
+            .args(publish),
+    );
+    let after_takeover = messages(&out_topic);
+    assert_eq!(after_takeover.len(), 25 * 6);
+    let by_epoch = |ms: &[serde_json::Value], e: i64| ms.iter().filter(|m| m["epoch"] == e).count();
+    assert_eq!(by_epoch(&after_takeover, 1), 20 * 6);
+    assert_eq!(by_epoch(&after_takeover, 2), 5 * 6, "the new run's epoch");
+    // The first wakes with the 5 days unread: it computes them, its commit is fenced, and
+    // it publishes nothing (before, it published first and failed to commit afterwards).
+    signal(pid, "-CONT");
+    let status = wait_exit(&mut first.child, Duration::from_secs(120));
+    let err = first.stderr();
+    assert_eq!(status.code(), Some(2), "{err}");
+    assert!(err.contains("was taken over"), "{err}");
+    assert_eq!(
+        messages(&out_topic),
+        after_takeover,
+        "the fenced run published nothing"
+    );
+    // A run that stopped between a commit and its publication left messages in the outbox:
+    // the next run publishes them first.
+    query(
+        &url,
+        "INSERT INTO publish_outbox (topic, msg_key, payload) \
+         SELECT CONCAT(topic, ''), 'Inv1/P11', '{\"left\": \"in the outbox\"}' FROM \
+         (SELECT DISTINCT topic FROM stream_progress LIMIT 1) t",
+    );
+    query(
+        &url,
+        &format!("UPDATE publish_outbox SET topic = '{out_topic}'"),
+    );
+    run_ok(
+        job(&prices, &holdings, &url)
+            .args(["--until-caught-up"])
+            .args(publish),
+    );
+    let last = messages(&out_topic);
+    assert_eq!(last.len(), 25 * 6 + 1);
+    assert_eq!(
+        last.iter().filter(|m| m["left"] == "in the outbox").count(),
+        1
+    );
+    assert_eq!(
+        query(&url, "SELECT COUNT(*) FROM publish_outbox")[0][0],
+        "0",
+        "the outbox is empty once published"
+    );
     drop_db(&url);
 }

@@ -69,6 +69,9 @@ pub enum Error {
          committed and nothing is lost: start the job again once MySQL is back"
     )]
     Interrupted(String),
+    /// Publishing the outbox to the log failed.
+    #[error("publishing the committed portfolio changes: {0}")]
+    Publish(stockflow_core::Error),
     /// MySQL stayed unreachable longer than the job waits.
     #[error("{0}")]
     Unavailable(String),
@@ -88,12 +91,14 @@ impl Error {
             | Error::PacketTooLarge { .. }
             | Error::Interrupted(_)
             | Error::Unavailable(_) => Fault::External,
+            Error::Publish(e) => e.fault,
         }
     }
 
     pub fn is_retryable(&self) -> bool {
         match self {
             Error::MySql(e) => is_retryable_mysql(e),
+            Error::Publish(e) => e.retryable,
             // A restart helps (it reloads from what the database holds, or finds MySQL back);
             // retrying the same call in this process does not.
             _ => false,

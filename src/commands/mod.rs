@@ -114,14 +114,10 @@ pub fn universe(m: &crate::cli::MarketArgs) -> Result<stockflow_market::Universe
     match parts.as_slice() {
         ["synthetic", stocks, portfolios, min, max, seed] => {
             let n = |s: &str, what: &str| -> Result<u64> {
-                s.trim()
-                    .parse()
-                    .map_err(|_| {
-                        crate::exit::UserError(format!(
-                            "--market: {what} must be a number, got {s:?}"
-                        ))
+                s.trim().parse().map_err(|_| {
+                    crate::exit::UserError(format!("--market: {what} must be a number, got {s:?}"))
                         .into()
-                    })
+                })
             };
             let stocks = u32::try_from(n(stocks, "STOCKS")?)?;
             anyhow::ensure!(

@@ -77,7 +77,7 @@ fn open_sink(
                 init(&cfg, universe, false)
             })
             .with_context(|| format!("initialising {}", cfg.shown()))?;
-            let sink = MySqlSink::open(
+            let mut sink = MySqlSink::open(
                 cfg,
                 a.job.clone(),
                 Arc::clone(universe),
@@ -87,7 +87,23 @@ fn open_sink(
             )?;
             metrics = Some(Arc::clone(&sink.metrics));
             cancel = Some(sink.cancel_flag());
-            Box::new(sink)
+            if let Some(topic) = &a.publish_portfolios {
+                // Published after each commit, from the outbox, under the lease.
+                let producer = publish_topic(g, topic)?;
+                sink.set_publisher(
+                    topic.clone(),
+                    Box::new(super::publish_sink::LogPublisher {
+                        producer,
+                        runtime: tokio::runtime::Handle::current(),
+                    }),
+                )?;
+            }
+            return Ok(Opened {
+                sink: (a.process == 0).then_some(Box::new(sink)),
+                state: StoredState::default(),
+                metrics,
+                cancel,
+            });
         }
         SinkKind::Null => Box::new(NullSink),
         SinkKind::Jsonl if a.sink_path.as_os_str() == "-" => Box::new(JsonLinesSink::new(
@@ -104,18 +120,14 @@ fn open_sink(
         }
     };
     if let Some(topic) = &a.publish_portfolios {
-        let log = open_log(g)?;
-        log.ensure_topic(&stockflow_transport::TopicSpec {
-            name: topic.clone(),
-            partitions: 4,
-            retention: stockflow_transport::Retention::BrokerDefault,
-        })?;
         sink = Box::new(super::publish_sink::PublishingSink {
             inner: sink,
-            producer: log.producer()?,
+            publisher: super::publish_sink::LogPublisher {
+                producer: publish_topic(g, topic)?,
+                runtime: tokio::runtime::Handle::current(),
+            },
             topic: topic.clone(),
             universe: Arc::clone(universe),
-            runtime: tokio::runtime::Handle::current(),
         });
     }
     Ok(Opened {
@@ -124,6 +136,17 @@ fn open_sink(
         metrics,
         cancel,
     })
+}
+
+/// The `--publish-portfolios` topic (created when missing) and a producer for it.
+fn publish_topic(g: &Global, topic: &str) -> Result<Box<dyn stockflow_transport::LogProducer>> {
+    let log = open_log(g)?;
+    log.ensure_topic(&stockflow_transport::TopicSpec {
+        name: topic.to_string(),
+        partitions: 4,
+        retention: stockflow_transport::Retention::BrokerDefault,
+    })?;
+    Ok(log.producer()?)
 }
 
 pub async fn run(g: &Global, a: RunArgs) -> Result<ExitCode> {

@@ -147,7 +147,9 @@ const SELECT: &str = "SELECT l.epoch, l.host, l.pid, l.pid_ns, l.run_id, l.conn_
 
 type Raw = (i64, String, i64, String, String, u64, i64, String, i64);
 
-fn row((epoch, host, pid, pid_ns, run_id, conn_id, commit_seq, started_at, age_us): Raw) -> LeaseRow {
+fn row(
+    (epoch, host, pid, pid_ns, run_id, conn_id, commit_seq, started_at, age_us): Raw,
+) -> LeaseRow {
     LeaseRow {
         epoch,
         holder: Holder {
@@ -212,10 +214,7 @@ fn claim_database(tx: &mut mysql::Transaction<'_>, job: &str) -> Result<Option<S
                     job: job.to_string(),
                 });
             }
-            tx.exec_drop(
-                "INSERT INTO database_owner (id, job) VALUES (1, ?)",
-                (job,),
-            )?;
+            tx.exec_drop("INSERT INTO database_owner (id, job) VALUES (1, ?)", (job,))?;
             Ok(None)
         }
     }
@@ -349,13 +348,7 @@ fn try_acquire(
                 "UPDATE job_leases SET epoch = ?, host = ?, pid = ?, pid_ns = ?, run_id = ?, \
                  conn_id = ?, started_at = NOW(6), heartbeat_at = NOW(6) WHERE job = ?",
                 (
-                    epoch,
-                    &me.host,
-                    me.pid,
-                    &me.pid_ns,
-                    &me.run_id,
-                    own_conn,
-                    job,
+                    epoch, &me.host, me.pid, &me.pid_ns, &me.run_id, own_conn, job,
                 ),
             )?;
             (epoch, cur.commit_seq)
@@ -425,8 +418,7 @@ pub fn check(tx: &mut mysql::Transaction<'_>, job: &str, epoch: i64, seq: i64) -
         }
         None => Err(Error::LeaseLost {
             job: job.to_string(),
-            holder: "nobody (the lease row was deleted: the database was restored or reset)"
-                .into(),
+            holder: "nobody (the lease row was deleted: the database was restored or reset)".into(),
         }),
     }
 }
@@ -563,7 +555,10 @@ mod tests {
         assert!(!is_live(&lease(&other("elsewhere", 1, "x"), 60), &me));
         // This host and pid namespace: live while the pid exists (our parent's does).
         let parent = std::os::unix::process::parent_id();
-        assert!(is_live(&lease(&other(&me.host, parent, &me.pid_ns), 1), &me));
+        assert!(is_live(
+            &lease(&other(&me.host, parent, &me.pid_ns), 1),
+            &me
+        ));
         assert!(!is_live(
             &lease(&other(&me.host, u32::MAX - 7, &me.pid_ns), 1),
             &me

@@ -7,6 +7,7 @@
 //! loads the state instead of re-reading the log (`docs/sink.md`).
 
 pub mod lease;
+pub mod outbox;
 pub mod rebuild;
 pub mod state;
 pub mod statements;
@@ -272,6 +273,8 @@ pub struct MySqlSink {
     retry_for: Duration,
     /// Set by a signal: retries stop waiting.
     cancel: Arc<AtomicBool>,
+    /// `--publish-portfolios`: the topic and the log's producer (through the outbox).
+    publish: Option<(String, Box<dyn outbox::Publisher>)>,
     pub metrics: Arc<SinkMetrics>,
 }
 
@@ -329,8 +332,95 @@ impl MySqlSink {
             refused_known: refused_known.unwrap_or(0),
             retry_for,
             cancel: Arc::new(AtomicBool::new(false)),
+            publish: None,
             metrics: Arc::new(SinkMetrics::default()),
         })
+    }
+
+    /// Publishes every batch's evaluation changes to `topic` after its commit, through the
+    /// outbox: first what a previous run committed and may not have published.
+    pub fn set_publisher(
+        &mut self,
+        topic: String,
+        publisher: Box<dyn outbox::Publisher>,
+    ) -> Result<()> {
+        self.publish = Some((topic, publisher));
+        self.drain_with_retries()
+    }
+
+    /// Publishes the outbox in transactions that hold the lease, and empties it. A fenced run
+    /// fails the lease check before it sends anything.
+    fn drain(&mut self) -> Result<usize> {
+        let Some((topic, mut publisher)) = self.publish.take() else {
+            return Ok(0);
+        };
+        let mut sent = 0usize;
+        let out = loop {
+            let topic_ref = topic.as_str();
+            let publisher_ref = &mut publisher;
+            let round = self.transaction(|tx, _, _| {
+                type Row = (i64, Vec<u8>, Vec<u8>);
+                let rows: Vec<Row> = tx.exec(
+                    "SELECT id, msg_key, payload FROM publish_outbox WHERE topic = ? \
+                     ORDER BY id LIMIT 10000",
+                    (topic_ref,),
+                )?;
+                let Some(last) = rows.last().map(|r| r.0) else {
+                    return Ok(0);
+                };
+                let messages: Vec<outbox::Message> = rows
+                    .into_iter()
+                    .map(|(_, key, payload)| outbox::Message { key, payload })
+                    .collect();
+                publisher_ref
+                    .publish(topic_ref, &messages)
+                    .map_err(Error::Publish)?;
+                tx.exec_drop(
+                    "DELETE FROM publish_outbox WHERE topic = ? AND id <= ?",
+                    (topic_ref, last),
+                )?;
+                Ok(messages.len())
+            });
+            match round {
+                Ok(0) => break Ok(sent),
+                Ok(n) => sent += n,
+                Err(e) => break Err(e),
+            }
+        };
+        self.publish = Some((topic, publisher));
+        out
+    }
+
+    /// [`drain`](Self::drain), retrying errors that may pass for up to `retry_for`.
+    fn drain_with_retries(&mut self) -> Result<()> {
+        let started = Instant::now();
+        let mut delays = policy();
+        loop {
+            match self.drain() {
+                Ok(n) => {
+                    if n > 0 {
+                        tracing::debug!(messages = n, "published the outbox");
+                    }
+                    return Ok(());
+                }
+                Err(e) if e.is_retryable() && self.cancel.load(Ordering::SeqCst) => {
+                    return Err(Error::Interrupted(e.to_string()));
+                }
+                Err(e) if e.is_retryable() && started.elapsed() < self.retry_for => {
+                    self.conn = None;
+                    let delay = delays.next().unwrap_or(Duration::from_secs(5));
+                    tracing::warn!(
+                        retry_in_ms = delay.as_millis() as u64,
+                        "publishing the committed portfolio changes, retrying: {e}"
+                    );
+                    self.sleep(delay);
+                }
+                Err(e) => {
+                    self.conn = None;
+                    return Err(e);
+                }
+            }
+        }
     }
 
     pub fn epoch(&self) -> i64 {
@@ -381,7 +471,7 @@ impl MySqlSink {
     /// inside it.
     fn transaction<T>(
         &mut self,
-        body: impl FnOnce(&mut mysql::Transaction<'_>, &Universe) -> Result<T>,
+        body: impl FnOnce(&mut mysql::Transaction<'_>, &Universe, i64) -> Result<T>,
     ) -> Result<T> {
         let (job, epoch, seq) = (self.job.clone(), self.epoch, self.seq);
         let universe = Arc::clone(&self.universe);
@@ -392,7 +482,7 @@ impl MySqlSink {
             .ok_or_else(|| Error::State("no MySQL connection".into()))?;
         let mut tx = conn.start_transaction(TxOpts::default())?;
         let next = lease::check(&mut tx, &job, epoch, seq)?;
-        let out = body(&mut tx, &universe)?;
+        let out = body(&mut tx, &universe, next)?;
         self.commit_unknown = true;
         tx.commit()?;
         self.commit_unknown = false;
@@ -422,9 +512,16 @@ impl MySqlSink {
         }
     }
 
-    fn try_apply(&mut self, plan: &BatchPlan<'_>, row_by_row: bool) -> Result<Applied> {
+    fn try_apply(
+        &mut self,
+        plan: &BatchPlan<'_>,
+        batch: &Batch,
+        row_by_row: bool,
+    ) -> Result<Applied> {
         let clear = (self.refused_known > 0).then(|| plan.touched());
-        self.transaction(|tx, u| {
+        let (epoch, budget) = (self.epoch, self.budget);
+        let topic = self.publish.as_ref().map(|(t, _)| t.clone());
+        self.transaction(|tx, u, commit| {
             let mut applied = Applied::default();
             run(
                 tx,
@@ -464,6 +561,10 @@ impl MySqlSink {
                 applied.upserted = plan.evaluation_rows.len() as u64;
             }
             run(tx, &plan.others)?;
+            if let Some(topic) = &topic {
+                let messages = outbox::messages(u, batch, epoch, commit);
+                run(tx, &statements::outbox(topic, &messages, budget))?;
+            }
             Ok(applied)
         })
     }
@@ -557,7 +658,7 @@ impl Sink for MySqlSink {
         let mut row_by_row = false;
         let applied = loop {
             let t0 = Instant::now();
-            match self.try_apply(&plan, row_by_row) {
+            match self.try_apply(&plan, batch, row_by_row) {
                 Ok(a) => {
                     metrics::histogram!("stockflow_sink_commit_seconds")
                         .record(t0.elapsed().as_secs_f64());
@@ -646,6 +747,9 @@ impl Sink for MySqlSink {
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_millis() as i64);
             m.record_latency(now - newest);
+        }
+        if self.publish.is_some() && !batch.evaluations.is_empty() {
+            self.drain_with_retries()?;
         }
         Ok(())
     }

@@ -342,6 +342,26 @@ pub fn dead_letters(letters: &[DeadLetter], budget: usize) -> Vec<Statement> {
     )
 }
 
+/// A batch's messages into the outbox, `budget` bytes of parameters a statement at most.
+pub fn outbox(topic: &str, messages: &[super::outbox::Message], budget: usize) -> Vec<Statement> {
+    chunked_within(
+        "INSERT INTO publish_outbox (topic, msg_key, payload)",
+        "",
+        3,
+        messages
+            .iter()
+            .map(|m| {
+                vec![
+                    text(topic),
+                    Value::Bytes(m.key.clone()),
+                    Value::Bytes(m.payload.clone()),
+                ]
+            })
+            .collect(),
+        budget,
+    )
+}
+
 pub fn progress(job: &str, offsets: &[Progress]) -> Vec<Statement> {
     chunked(
         "INSERT INTO stream_progress (job, topic, kafka_partition, next_offset, last_offset, \
@@ -477,7 +497,11 @@ mod tests {
         let stmts = dead_letters(&letters, STATEMENT_BYTES);
         assert!(stmts.len() >= 5, "{} statements", stmts.len());
         for s in &stmts {
-            assert!(s.bytes() <= STATEMENT_BYTES + 61 * 1024, "{} bytes", s.bytes());
+            assert!(
+                s.bytes() <= STATEMENT_BYTES + 61 * 1024,
+                "{} bytes",
+                s.bytes()
+            );
         }
         let rows: usize = stmts.iter().map(|s| s.params.len() / 8).sum();
         assert_eq!(rows, 300, "every letter is written once");
