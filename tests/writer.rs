@@ -512,3 +512,71 @@ fn a_fenced_run_that_wakes_publishes_nothing_and_a_restart_publishes_the_outbox(
     );
     drop_db(&url);
 }
+
+#[test]
+fn a_cluster_whose_processes_were_started_differently_refuses_to_run() {
+    let (prices, holdings) = market_topics("agree", (4, 1), "2009-01-05", "10", "6");
+    let url = fresh_db("agree");
+    let dir = std::env::temp_dir().join(format!("stockflow-agree-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).expect("a temporary folder");
+    let hosts = dir.join("hosts");
+    let base = 20_000 + (uuid::Uuid::new_v4().as_u128() % 20_000) as u16;
+    std::fs::write(
+        &hosts,
+        format!("127.0.0.1:{base}\n127.0.0.1:{}\n", base + 1),
+    )
+    .expect("writing the hostfile");
+    let hosts = hosts.to_string_lossy().to_string();
+    let start = |process: &str, market: &str| {
+        Background::start(
+            job(&prices, &holdings, &url).args([
+                "--until-caught-up",
+                "--processes",
+                "2",
+                "--process",
+                process,
+                "--hostfile",
+                &hosts,
+                "--market",
+                market,
+            ]),
+            "agree",
+        )
+    };
+    // Process 1 with another market: before, both exited 0 with a third of the rows.
+    let mut p0 = start("0", "spec");
+    let mut p1 = start("1", "synthetic:24:6:2:4:1");
+    let s0 = wait_exit(&mut p0.child, Duration::from_secs(120));
+    let s1 = wait_exit(&mut p1.child, Duration::from_secs(120));
+    for (status, p) in [(s0, &p0), (s1, &p1)] {
+        let err = p.stderr();
+        assert_eq!(status.code(), Some(2), "{err}");
+        assert!(err.contains("were not started alike"), "{err}");
+        assert!(err.contains("--market: "), "{err}");
+        assert!(err.contains("synthetic:24:6:2:4:1"), "{err}");
+    }
+    assert_eq!(
+        poll_number(&url, "SELECT COUNT(*) FROM evaluations"),
+        0,
+        "nothing was evaluated"
+    );
+    // Started alike, the same cluster runs.
+    let mut p0 = start("0", "spec");
+    let mut p1 = start("1", "spec");
+    assert!(
+        wait_exit(&mut p0.child, Duration::from_secs(120)).success(),
+        "{}",
+        p0.stderr()
+    );
+    assert!(
+        wait_exit(&mut p1.child, Duration::from_secs(120)).success(),
+        "{}",
+        p1.stderr()
+    );
+    assert_eq!(
+        query(&url, "SELECT COUNT(*) FROM evaluations")[0][0],
+        (10 * 6).to_string()
+    );
+    drop_db(&url);
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -90,6 +90,7 @@ fn config(u: &Arc<Universe>, workers: usize) -> JobConfig {
         source_give_up: Duration::from_secs(5),
         window: None,
         days_per_time: job::DAYS_PER_TIME,
+        settings: Vec::new(),
     }
 }
 

@@ -435,6 +435,7 @@ impl World {
             source_give_up: Duration::from_secs(5),
             window: None,
             days_per_time: self.days_per_time,
+            settings: Vec::new(),
         }
     }
 

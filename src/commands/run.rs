@@ -138,6 +138,35 @@ fn open_sink(
     })
 }
 
+/// What a process of a cluster must share with the others (compared before reading).
+fn cluster_settings(a: &RunArgs) -> Vec<(String, String)> {
+    if a.processes <= 1 {
+        return Vec::new();
+    }
+    let binary = std::env::current_exe()
+        .and_then(std::fs::read)
+        .map(|b| format!("{:016x}", xxhash_rust::xxh3::xxh3_64(&b)))
+        .unwrap_or_else(|e| format!("unreadable ({e})"));
+    [
+        ("stockflow version", env!("CARGO_PKG_VERSION").to_string()),
+        ("stockflow binary (xxh3)", binary),
+        ("--market", a.market.market.clone()),
+        ("--prices-topic", a.topics.prices.clone()),
+        ("--holdings-topic", a.topics.holdings.clone()),
+        ("--job", a.job.clone()),
+        ("--sink", format!("{:?}", a.sink)),
+        (
+            "--from",
+            a.from.clone().unwrap_or_else(|| "(resume)".into()),
+        ),
+        ("--reset-offsets", a.reset_offsets.to_string()),
+        ("--restore-days", a.restore_days.to_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect()
+}
+
 /// The `--publish-portfolios` topic (created when missing) and a producer for it.
 fn publish_topic(g: &Global, topic: &str) -> Result<Box<dyn stockflow_transport::LogProducer>> {
     let log = open_log(g)?;
@@ -198,6 +227,7 @@ pub async fn run(g: &Global, a: RunArgs) -> Result<ExitCode> {
         source_give_up: Duration::from_secs(a.source_retry_secs),
         window: None,
         days_per_time: a.days_per_timestamp.max(1),
+        settings: cluster_settings(&a),
     };
     // A cluster restores everything (its processes cannot re-run together); a single
     // process restores the recent window and re-runs wider when a record needs it.

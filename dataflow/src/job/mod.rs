@@ -13,6 +13,7 @@
 //! - `committer`: the commit thread behind a bounded queue;
 //! - `counters`: what the summary and the metrics endpoint read.
 
+pub mod agree;
 mod align;
 pub mod committer;
 pub mod counters;
@@ -109,6 +110,39 @@ pub struct JobConfig {
     /// During a catch-up, the records of this many trading days share one timestamp
     /// (`DAYS_PER_TIME` by default).
     pub days_per_time: i64,
+    /// What this process was started with (binary, market, topics, job, sink, …): the
+    /// processes of a cluster compare them, with the workers and the partition plan, before
+    /// reading anything (`agree`).
+    pub settings: agree::Settings,
+}
+
+/// How long the processes of a cluster wait for each other's settings once connected.
+const HANDSHAKE_LIMIT: Duration = Duration::from_secs(60);
+
+/// This process's settings for the handshake: the caller's, the workers and the plan.
+fn handshake_settings(config: &JobConfig, plan: &StartPlan) -> agree::Settings {
+    let mut s = config.settings.clone();
+    s.push((
+        "workers per process (-w)".into(),
+        config.cluster.workers.to_string(),
+    ));
+    s.push(("processes".into(), config.cluster.processes.to_string()));
+    s.push((
+        "days per timestamp".into(),
+        config.days_per_time.to_string(),
+    ));
+    s.push((
+        "--until-caught-up".into(),
+        config.until_caught_up.to_string(),
+    ));
+    s.push(("stateful sink".into(), config.keep_state.to_string()));
+    let starts: Vec<String> = plan
+        .partitions
+        .iter()
+        .map(|p| format!("{}/{}@{}", p.topic, p.partition, p.start))
+        .collect();
+    s.push(("partition plan (start offsets)".into(), starts.join(",")));
+    s
 }
 
 /// What a run did.
@@ -161,6 +195,7 @@ pub fn run_job(
         config.cluster.workers.max(1) * config.cluster.processes.max(1),
     ));
     let remote_peers = config.cluster.processes > 1;
+    let settings = handshake_settings(&config, &plan);
     let shared = Arc::new((config, log, plan));
     let (counters_w, stop_w) = (Arc::clone(&counters), Arc::clone(&stop));
     let guards = timely::execute(timely_config, move |worker| {
@@ -168,6 +203,9 @@ pub fn run_job(
         counters_w
             .started
             .store(true, std::sync::atomic::Ordering::SeqCst);
+        if remote_peers {
+            agree::handshake(worker, config.cluster.process, &settings, HANDSHAKE_LIMIT)?;
+        }
         let first = worker.index() == 0;
         let outlet = if first {
             outlet.lock().ok().and_then(|mut o| o.take())
