@@ -18,7 +18,10 @@ import json, os, subprocess, sys, time, urllib.parse
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SF = os.path.join(ROOT, "target", "release", "stockflow")
-MYSQL = os.environ.get("STOCKFLOW_TEST_MYSQL", "mysql://stockflow:stockflow@127.0.0.1:3306")
+MYSQL = os.environ.get("STOCKFLOW_TEST_MYSQL", "mysql://stockflow@127.0.0.1:3306")
+# The password travels in the environment, never on a command line: stockflow reads
+# STOCKFLOW_MYSQL_PASSWORD, the mariadb client MYSQL_PWD.
+os.environ.setdefault("STOCKFLOW_MYSQL_PASSWORD", "stockflow")
 ROUNDS = int(os.environ.get("ROUNDS", "2"))
 LONG_DAYS = int(os.environ.get("LONG_DAYS", "2500"))
 CORE = os.environ.get("CORE", "1") == "1"
@@ -43,7 +46,6 @@ def add(measure, value, note=""):
 
 
 def db_url(name):
-    # The password travels in the environment (STOCKFLOW_MYSQL_URL), never on a command line.
     return {"STOCKFLOW_MYSQL_URL": f"{MYSQL}/{name}"}
 
 
@@ -52,7 +54,7 @@ def drop(name):
     # MYSQL_PWD: the client reads the password from its environment, not its command line.
     subprocess.run(["mariadb", f"-h{url.hostname}", f"-P{url.port or 3306}", f"-u{url.username}",
                     "-e", f"DROP DATABASE IF EXISTS `{name}`"], capture_output=True,
-                   env={**os.environ, "MYSQL_PWD": urllib.parse.unquote(url.password or "")}, check=True)
+                   env={**os.environ, "MYSQL_PWD": os.environ["STOCKFLOW_MYSQL_PASSWORD"]}, check=True)
 
 
 def job(p, h, workers, sink, env=None, market=None, extra=()):
