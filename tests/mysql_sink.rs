@@ -96,16 +96,18 @@ fn db_init_is_idempotent_and_creates_the_course_tables() {
         &url,
         "SELECT version, name FROM refinery_schema_history ORDER BY version",
     );
-    assert_eq!(migrations.len(), 6);
+    assert_eq!(migrations.len(), 7);
     assert_eq!(migrations[3], ["4", "job_state"]);
     assert_eq!(migrations[4], ["5", "record_marks"]);
     assert_eq!(migrations[5], ["6", "one_writer"]);
+    assert_eq!(migrations[6], ["7", "publish_outbox"]);
     for table in [
         "prices",
         "holding_records",
         "job_leases",
         "job_heartbeats",
         "database_owner",
+        "publish_outbox",
         "evaluation_issues",
     ] {
         assert_eq!(
