@@ -69,6 +69,15 @@ pub enum Error {
          committed and nothing is lost: start the job again once MySQL is back"
     )]
     Interrupted(String),
+    #[error(
+        "job {job}'s lease stayed out of reach for {secs} s ({holder}); start the run again \
+         in a moment (or stop the other run)"
+    )]
+    LeaseBusy {
+        job: String,
+        holder: String,
+        secs: u64,
+    },
     /// Publishing the outbox to the log failed.
     #[error("publishing the committed portfolio changes: {0}")]
     Publish(stockflow_core::Error),
@@ -90,7 +99,8 @@ impl Error {
             Error::Diverged { .. }
             | Error::PacketTooLarge { .. }
             | Error::Interrupted(_)
-            | Error::Unavailable(_) => Fault::External,
+            | Error::Unavailable(_)
+            | Error::LeaseBusy { .. } => Fault::External,
             Error::Publish(e) => e.fault,
         }
     }

@@ -136,12 +136,14 @@ fn handshake_settings(config: &JobConfig, plan: &StartPlan) -> agree::Settings {
         config.until_caught_up.to_string(),
     ));
     s.push(("stateful sink".into(), config.keep_state.to_string()));
-    let starts: Vec<String> = plan
+    // The partitions, not their resolved starts: each process resolves `--from latest` (and
+    // the other positions) against the watermarks it read, which move while producers write.
+    let partitions: Vec<String> = plan
         .partitions
         .iter()
-        .map(|p| format!("{}/{}@{}", p.topic, p.partition, p.start))
+        .map(|p| format!("{}/{}", p.topic, p.partition))
         .collect();
-    s.push(("partition plan (start offsets)".into(), starts.join(",")));
+    s.push(("partitions".into(), partitions.join(",")));
     s
 }
 

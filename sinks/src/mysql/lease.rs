@@ -243,23 +243,37 @@ fn acquire_with_short_waits(
     let started = Instant::now();
     let own_conn: Option<u64> = conn.query_first("SELECT CONNECTION_ID()")?;
     let own_conn = own_conn.unwrap_or(0);
+    let mut last = String::from("another run");
     while started.elapsed() < ACQUIRE_FOR {
         match try_acquire(conn, job, me, takeover, own_conn) {
             Err(Error::MySql(e)) if is_lock_wait_timeout(&e) => {
+                last = "the lease row stayed locked by an open transaction".into();
                 cut_off_blocking_holder(conn, job, me, takeover, own_conn)?
             }
             // Another run inserted the first lease row at the same time: look again.
             Err(Error::MySql(mysql::Error::MySqlError(e))) if e.code == 1062 => {}
+            // The holder stopped beating (a crash elsewhere, a container restarted): its
+            // lease goes stale within LEASE_TIMEOUT; wait for that rather than refuse.
+            Err(Error::LeaseHeld { holder, .. }) if holder.contains(STOPPED_BEATING) => {
+                last = holder;
+                std::thread::sleep(HEARTBEAT);
+            }
             other => return other,
         }
     }
-    Err(Error::LeaseHeld {
+    Err(Error::LeaseBusy {
         job: job.to_string(),
-        holder: format!(
-            "another run (the lease row stayed locked for {} s)",
-            ACQUIRE_FOR.as_secs()
-        ),
+        holder: last,
+        secs: ACQUIRE_FOR.as_secs(),
     })
+}
+
+/// Said of a live holder whose heartbeat is older than a few beats.
+const STOPPED_BEATING: &str = "its heartbeat has stopped";
+
+/// A holder whose heartbeat is older than three beats has stopped (or hangs).
+fn stopped_beating(row: &LeaseRow) -> bool {
+    row.heartbeat_age > HEARTBEAT * 3
 }
 
 /// The lease row is locked by a transaction that does not end. If this run may take the
@@ -275,12 +289,28 @@ fn cut_off_blocking_holder(
         return Ok(());
     };
     if is_live(&cur, me) && !takeover {
+        if stopped_beating(&cur) {
+            // Wait for it to go stale (the caller retries).
+            return Ok(());
+        }
         return Err(Error::LeaseHeld {
             job: job.to_string(),
             holder: format!("{} (committing now)", cur.describe()),
         });
     }
     if cur.conn_id == 0 || cur.conn_id == own_conn {
+        return Ok(());
+    }
+    // Only a connection of this MySQL user that has been idle inside its transaction for the
+    // whole lock wait: a hung holder (a user sees its own threads without any privilege). A
+    // connection id that names something else (ids start again after a server restart), or
+    // a holder busy with a statement, is left alone and the lease asked for again.
+    let idle: Option<u64> = conn.exec_first(
+        "SELECT TIME FROM information_schema.PROCESSLIST WHERE ID = ? AND COMMAND = 'Sleep' \
+         AND USER = SUBSTRING_INDEX(CURRENT_USER(), '@', 1)",
+        (cur.conn_id,),
+    )?;
+    if idle.is_none_or(|secs| secs < u64::from(LOCK_WAIT_SECS)) {
         return Ok(());
     }
     tracing::warn!(
@@ -328,9 +358,14 @@ fn try_acquire(
     let rebuild_started = claim_database(&mut tx, job)?;
     let (epoch, commit_seq) = match current {
         Some(cur) if is_live(&cur, me) && !takeover => {
+            let holder = if stopped_beating(&cur) {
+                format!("{} ({STOPPED_BEATING})", cur.describe())
+            } else {
+                cur.describe()
+            };
             return Err(Error::LeaseHeld {
                 job: job.to_string(),
-                holder: cur.describe(),
+                holder,
             });
         }
         Some(cur) => {

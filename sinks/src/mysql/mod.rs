@@ -348,41 +348,53 @@ impl MySqlSink {
         self.drain_with_retries()
     }
 
-    /// Publishes the outbox in transactions that hold the lease, and empties it. A fenced run
-    /// fails the lease check before it sends anything.
+    /// Publishes the outbox in transactions that hold the lease, and empties it (the rows of
+    /// any topic: a previous run may have published to another one). A fenced run fails the
+    /// lease check before it sends anything.
     fn drain(&mut self) -> Result<usize> {
         let Some((topic, mut publisher)) = self.publish.take() else {
             return Ok(0);
         };
         let mut sent = 0usize;
         let out = loop {
-            let topic_ref = topic.as_str();
+            let waiting = self
+                .conn()
+                .and_then(|c| Ok(c.query_first::<i64, _>("SELECT id FROM publish_outbox LIMIT 1")?));
+            match waiting {
+                Ok(None) => break Ok(sent),
+                Ok(Some(_)) => {}
+                Err(e) => break Err(e),
+            }
             let publisher_ref = &mut publisher;
             let round = self.transaction(|tx, _, _| {
-                type Row = (i64, Vec<u8>, Vec<u8>);
-                let rows: Vec<Row> = tx.exec(
-                    "SELECT id, msg_key, payload FROM publish_outbox WHERE topic = ? \
-                     ORDER BY id LIMIT 10000",
-                    (topic_ref,),
+                type Row = (i64, String, Vec<u8>, Vec<u8>);
+                let rows: Vec<Row> = tx.query(
+                    "SELECT id, topic, msg_key, payload FROM publish_outbox ORDER BY id LIMIT 10000",
                 )?;
                 let Some(last) = rows.last().map(|r| r.0) else {
                     return Ok(0);
                 };
-                let messages: Vec<outbox::Message> = rows
-                    .into_iter()
-                    .map(|(_, key, payload)| outbox::Message { key, payload })
-                    .collect();
-                publisher_ref
-                    .publish(topic_ref, &messages)
-                    .map_err(Error::Publish)?;
-                tx.exec_drop(
-                    "DELETE FROM publish_outbox WHERE topic = ? AND id <= ?",
-                    (topic_ref, last),
-                )?;
-                Ok(messages.len())
+                let count = rows.len();
+                // In order, a run of messages per topic.
+                let mut pending: Vec<outbox::Message> = Vec::new();
+                let mut current: Option<String> = None;
+                for (_, row_topic, key, payload) in rows {
+                    if current.as_deref() != Some(row_topic.as_str()) {
+                        if let Some(t) = current.take() {
+                            publisher_ref.publish(&t, &pending).map_err(Error::Publish)?;
+                            pending.clear();
+                        }
+                        current = Some(row_topic);
+                    }
+                    pending.push(outbox::Message { key, payload });
+                }
+                if let Some(t) = current {
+                    publisher_ref.publish(&t, &pending).map_err(Error::Publish)?;
+                }
+                tx.exec_drop("DELETE FROM publish_outbox WHERE id <= ?", (last,))?;
+                Ok(count)
             });
             match round {
-                Ok(0) => break Ok(sent),
                 Ok(n) => sent += n,
                 Err(e) => break Err(e),
             }
@@ -481,27 +493,28 @@ impl MySqlSink {
             .as_mut()
             .ok_or_else(|| Error::State("no MySQL connection".into()))?;
         let mut tx = conn.start_transaction(TxOpts::default())?;
-        let next = lease::check(&mut tx, &job, epoch, seq)?;
+        let next = match lease::check(&mut tx, &job, epoch, seq) {
+            // This run's last COMMIT landed though its answer was lost (the database is one
+            // commit ahead under this run's epoch, which only this run writes). The body runs
+            // again: every write of a batch, an outbox round or a rebuild chunk is idempotent
+            // (upserts, deletes by key, INSERT IGNORE; outbox messages may go out twice).
+            Err(Error::Diverged { found, .. }) if self.commit_unknown && found == seq + 1 => {
+                tracing::info!(
+                    commit = found,
+                    "the last commit had landed before the connection was lost"
+                );
+                self.seq = found;
+                self.commit_unknown = false;
+                lease::check(&mut tx, &job, epoch, found)?
+            }
+            other => other?,
+        };
         let out = body(&mut tx, &universe, next)?;
         self.commit_unknown = true;
         tx.commit()?;
         self.commit_unknown = false;
         self.seq = next;
         Ok(out)
-    }
-
-    /// After a COMMIT whose answer was lost, the check finds the database one commit ahead:
-    /// that commit was this batch's if the stored offsets are the batch's.
-    fn landed(&mut self, offsets: &[stockflow_core::Progress]) -> Result<bool> {
-        let job = self.job.clone();
-        let stored = state::offsets(self.conn()?, &job)?;
-        Ok(!offsets.is_empty()
-            && offsets.iter().all(|p| {
-                stored
-                    .next
-                    .get(&(p.position.topic.clone(), p.position.partition))
-                    == Some(&p.position.offset)
-            }))
     }
 
     /// Sleeps `delay`, or less once cancelled.
@@ -672,25 +685,6 @@ impl Sink for MySqlSink {
                         "a row of the batch was refused ({e}); writing it row by row"
                     );
                     row_by_row = true;
-                }
-                Err(Error::Diverged { found, .. })
-                    if self.commit_unknown && found == self.seq + 1 && {
-                        let offsets = batch.offsets.clone();
-                        self.landed(&offsets).unwrap_or(false)
-                    } =>
-                {
-                    // The batch committed; only the answer to its COMMIT was lost.
-                    tracing::info!(
-                        time = batch.time,
-                        "the batch's commit had landed before the connection was lost"
-                    );
-                    self.seq = found;
-                    self.commit_unknown = false;
-                    break Applied {
-                        upserted: plan.evaluation_rows.len() as u64,
-                        deleted: plan.evaluation_deletes.len() as u64,
-                        refused: 0,
-                    };
                 }
                 Err(e) if e.is_retryable() && self.cancel.load(Ordering::SeqCst) => {
                     self.conn = None;
