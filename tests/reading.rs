@@ -12,14 +12,6 @@ use common::*;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn job(prices: &str, holdings: &str, url: &str) -> Command {
-    let mut c = stockflow();
-    c.args(["run", "--output", "json"])
-        .args(["--prices-topic", prices, "--holdings-topic", holdings])
-        .args(["--mysql-url", url]);
-    c
-}
-
 /// The trading days of a year range, as `stockflow calendar` prints them.
 fn trading_days(from: &str, to: &str) -> Vec<String> {
     let out = run_ok(stockflow().args(["calendar", "--from", from, "--to", to]));

@@ -7,14 +7,6 @@ use common::*;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-fn job(prices: &str, holdings: &str, url: &str) -> Command {
-    let mut c = stockflow();
-    c.args(["run", "--output", "json"])
-        .args(["--prices-topic", prices, "--holdings-topic", holdings])
-        .args(["--mysql-url", url]);
-    c
-}
-
 #[test]
 fn replays_into_a_full_database_leave_it_equal_to_an_uninterrupted_run() {
     let (prices, holdings) = market_topics("replay", (4, 2), "2004-01-01", "120", "11");
@@ -124,17 +116,6 @@ fn one_writer_per_job_and_takeover_fences_the_old_run() {
     run_ok(job(&prices, &holdings, &url).args(["--until-caught-up"]));
     drop_db(&url);
     drop_db(&reference);
-}
-
-fn hostfile() -> (std::path::PathBuf, String) {
-    let dir = std::env::temp_dir().join(format!("stockflow-stop-{}", uuid::Uuid::new_v4()));
-    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
-    let file = dir.join("hosts");
-    let base = 20_000 + (uuid::Uuid::new_v4().as_u128() % 20_000) as u16;
-    std::fs::write(&file, format!("127.0.0.1:{base}\n127.0.0.1:{}\n", base + 1))
-        .unwrap_or_else(|e| panic!("{e}"));
-    let hosts = file.to_string_lossy().to_string();
-    (dir, hosts)
 }
 
 #[test]

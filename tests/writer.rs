@@ -9,14 +9,6 @@ use common::*;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn job(prices: &str, holdings: &str, url: &str) -> Command {
-    let mut c = stockflow();
-    c.args(["run", "--output", "json"])
-        .args(["--prices-topic", prices, "--holdings-topic", holdings])
-        .args(["--mysql-url", url]);
-    c
-}
-
 /// A job in the background, its stderr in a file (a pipe nobody reads could fill and stop it).
 struct Background {
     child: Child,
@@ -517,16 +509,7 @@ fn a_fenced_run_that_wakes_publishes_nothing_and_a_restart_publishes_the_outbox(
 fn a_cluster_whose_processes_were_started_differently_refuses_to_run() {
     let (prices, holdings) = market_topics("agree", (4, 1), "2009-01-05", "10", "6");
     let url = fresh_db("agree");
-    let dir = std::env::temp_dir().join(format!("stockflow-agree-{}", uuid::Uuid::new_v4()));
-    std::fs::create_dir_all(&dir).expect("a temporary folder");
-    let hosts = dir.join("hosts");
-    let base = 20_000 + (uuid::Uuid::new_v4().as_u128() % 20_000) as u16;
-    std::fs::write(
-        &hosts,
-        format!("127.0.0.1:{base}\n127.0.0.1:{}\n", base + 1),
-    )
-    .expect("writing the hostfile");
-    let hosts = hosts.to_string_lossy().to_string();
+    let (dir, hosts) = hostfile();
     let start = |process: &str, market: &str| {
         Background::start(
             job(&prices, &holdings, &url).args([

@@ -56,6 +56,27 @@ pub fn stockflow() -> Command {
     c
 }
 
+/// `stockflow run` on these topics into this database, its summary as JSON on stdout.
+pub fn job(prices: &str, holdings: &str, url: &str) -> Command {
+    let mut c = stockflow();
+    c.args(["run", "--output", "json"])
+        .args(["--prices-topic", prices, "--holdings-topic", holdings])
+        .args(["--mysql-url", url]);
+    c
+}
+
+/// A hostfile of two processes on free-looking loopback ports: (its folder, its path).
+pub fn hostfile() -> (std::path::PathBuf, String) {
+    let dir = std::env::temp_dir().join(format!("stockflow-hosts-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
+    let file = dir.join("hosts");
+    let base = 20_000 + (uuid::Uuid::new_v4().as_u128() % 20_000) as u16;
+    std::fs::write(&file, format!("127.0.0.1:{base}\n127.0.0.1:{}\n", base + 1))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let hosts = file.to_string_lossy().to_string();
+    (dir, hosts)
+}
+
 pub fn run_ok(cmd: &mut Command) -> Output {
     let out = cmd
         .output()

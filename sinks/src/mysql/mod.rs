@@ -357,9 +357,9 @@ impl MySqlSink {
         };
         let mut sent = 0usize;
         let out = loop {
-            let waiting = self
-                .conn()
-                .and_then(|c| Ok(c.query_first::<i64, _>("SELECT id FROM publish_outbox LIMIT 1")?));
+            let waiting = self.conn().and_then(|c| {
+                Ok(c.query_first::<i64, _>("SELECT id FROM publish_outbox LIMIT 1")?)
+            });
             match waiting {
                 Ok(None) => break Ok(sent),
                 Ok(Some(_)) => {}
