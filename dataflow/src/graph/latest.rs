@@ -1,8 +1,14 @@
 //! The latest version of every record wins: per key, the record with the highest (version,
 //! value) among those present. Emits the winner's changes (−old, +new) as a collection.
+//!
+//! The inputs only grow (records read from an append-only log, and the stored state at time
+//! 0; a replay inserts the same records again), so each key keeps its winner alone: a flood of
+//! versions of one key costs constant memory and time per record, not a list searched per
+//! record.
 
 use super::pending::{route, Pending};
 use rustc_hash::FxHashMap as HashMap;
+use std::collections::hash_map::Entry;
 use std::hash::Hash;
 use stockflow_core::{HoldingInput, PriceInput, Version};
 use timely::container::CapacityContainerBuilder;
@@ -38,47 +44,10 @@ impl Versioned for HoldingInput {
     }
 }
 
-/// The versions present for one key. One live record is the rule, kept inline; other cases
-/// (a record twice, a retraction before its insertion) fall back to a list with counts.
-enum Versions<R> {
-    One(R),
-    Many(Vec<(R, isize)>),
-}
-
-impl<R: Versioned> Versions<R> {
-    fn best(&self) -> Option<&R> {
-        match self {
-            Versions::One(r) => Some(r),
-            Versions::Many(v) => v
-                .iter()
-                .filter(|(_, c)| *c > 0)
-                .map(|(r, _)| r)
-                .max_by_key(|r| r.rank()),
-        }
-    }
-
-    fn add(&mut self, r: R, d: isize) {
-        if let Versions::One(x) = self {
-            let x = std::mem::replace(x, r.clone());
-            *self = Versions::Many(vec![(x, 1)]);
-        }
-        if let Versions::Many(v) = self {
-            match v.iter_mut().find(|(p, _)| *p == r) {
-                Some(e) => e.1 += d,
-                None => v.push((r, d)),
-            }
-            v.retain(|(_, c)| *c != 0);
-            if v.len() == 1 && v[0].1 == 1 {
-                if let Some((only, _)) = v.pop() {
-                    *self = Versions::One(only);
-                }
-            }
-        }
-    }
-
-    fn is_empty(&self) -> bool {
-        matches!(self, Versions::Many(v) if v.is_empty())
-    }
+/// Whether `a` beats `b`: the higher rank, then the greater record (a total order, so the
+/// winner does not depend on arrival order).
+fn beats<R: Versioned>(a: &R, b: &R) -> bool {
+    (a.rank(), a) > (b.rank(), b)
 }
 
 /// The latest record of every key, as a collection of changes.
@@ -87,49 +56,57 @@ where
     G: Scope<Timestamp = u64>,
     R: Versioned,
 {
+    let name_string = name.to_string();
     records.unary_frontier::<CapacityContainerBuilder<Vec<(R, u64, isize)>>, _, _, _>(
         Exchange::new(|(r, _, _): &(R, u64, isize)| route(&r.key())),
         name,
         |_, _| {
+            let name_owned = name_string;
             let mut pending: Pending<(R, isize), ()> = Pending::default();
-            let mut state: HashMap<R::Key, Versions<R>> = HashMap::default();
+            let mut state: HashMap<R::Key, R> = HashMap::default();
             move |input, output| {
                 input.for_each(|cap, data| {
                     let cap = cap.retain();
                     pending.first(&cap, data.drain(..).map(|(r, t, d)| ((r, d), t)));
                 });
-                for (cap, mut updates, _) in pending.ready(&[input.frontier()]) {
+                for (cap, updates, _) in pending.ready(&[input.frontier()]) {
                     let t = *cap.time();
-                    updates.sort_by_key(|(r, _)| r.key());
                     let mut session = output.session(&cap);
-                    let mut i = 0;
-                    while i < updates.len() {
-                        let key = updates[i].0.key();
-                        let end = i + updates[i..].partition_point(|(r, _)| r.key() == key);
-                        let old = state.get(&key).and_then(|v| v.best()).cloned();
-                        for (r, d) in updates[i..end].iter().cloned() {
-                            match state.get_mut(&key) {
-                                Some(v) => v.add(r, d),
-                                None => {
-                                    let mut v = Versions::Many(Vec::new());
-                                    v.add(r, d);
-                                    state.insert(key.clone(), v);
+                    // Per key, the winner of this timestamp's records, then against the kept one.
+                    let mut round: HashMap<R::Key, R> = HashMap::default();
+                    for (r, d) in updates {
+                        if d <= 0 {
+                            tracing::error!(
+                                operator = name_owned.as_str(),
+                                "internal: a retraction reached an insert-only input; ignored"
+                            );
+                            continue;
+                        }
+                        match round.entry(r.key()) {
+                            Entry::Occupied(mut e) => {
+                                if beats(&r, e.get()) {
+                                    e.insert(r);
                                 }
                             }
-                        }
-                        let new = state.get(&key).and_then(|v| v.best()).cloned();
-                        if state.get(&key).is_some_and(Versions::is_empty) {
-                            state.remove(&key);
-                        }
-                        if old != new {
-                            if let Some(o) = old {
-                                session.give((o, t, -1));
-                            }
-                            if let Some(n) = new {
-                                session.give((n, t, 1));
+                            Entry::Vacant(e) => {
+                                e.insert(r);
                             }
                         }
-                        i = end;
+                    }
+                    for (key, r) in round {
+                        match state.entry(key) {
+                            Entry::Occupied(mut e) => {
+                                if beats(&r, e.get()) {
+                                    let old = std::mem::replace(e.get_mut(), r.clone());
+                                    session.give((old, t, -1));
+                                    session.give((r, t, 1));
+                                }
+                            }
+                            Entry::Vacant(e) => {
+                                e.insert(r.clone());
+                                session.give((r, t, 1));
+                            }
+                        }
                     }
                 }
             }

@@ -50,6 +50,42 @@ fn positions_of(p: u32, s: u32, records: &Records) -> Vec<Position> {
         .collect()
 }
 
+/// What turns `old` into `new`: the positions only in `old` (−1) and only in `new` (+1), in one
+/// pass over both sorted (a (portfolio, stock) with many records costs linear time per
+/// change, not quadratic).
+fn changes_between(mut old: Vec<Position>, mut new: Vec<Position>) -> Vec<(Position, isize)> {
+    old.sort_unstable();
+    new.sort_unstable();
+    let mut out = Vec::new();
+    let (mut i, mut j) = (0, 0);
+    while i < old.len() || j < new.len() {
+        match (old.get(i), new.get(j)) {
+            (Some(o), Some(n)) if o == n => {
+                i += 1;
+                j += 1;
+            }
+            (Some(o), Some(n)) if o < n => {
+                out.push((*o, -1));
+                i += 1;
+            }
+            (Some(_), Some(n)) => {
+                out.push((*n, 1));
+                j += 1;
+            }
+            (Some(o), None) => {
+                out.push((*o, -1));
+                i += 1;
+            }
+            (None, Some(n)) => {
+                out.push((*n, 1));
+                j += 1;
+            }
+            (None, None) => break,
+        }
+    }
+    out
+}
+
 /// The positions of every (portfolio, stock), as a collection of changes.
 pub fn positions<G>(
     records: &Stream<G, (HoldingInput, u64, isize)>,
@@ -94,15 +130,46 @@ where
                         if records.is_empty() {
                             state.remove(&(p, s));
                         }
-                        for o in old.iter().filter(|o| !new.contains(o)) {
-                            session.give((*o, t, -1));
-                        }
-                        for n in new.iter().filter(|n| !old.contains(n)) {
-                            session.give((*n, t, 1));
+                        for (pos, d) in changes_between(old, new) {
+                            session.give((pos, t, d));
                         }
                     }
                 }
             }
         },
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pos(day: u32, quantity: i64) -> Position {
+        Position {
+            portfolio: 1,
+            stock: 2,
+            from: NaiveDate::from_ymd_opt(2001, 1, day).unwrap_or_default(),
+            to: None,
+            quantity,
+        }
+    }
+
+    #[test]
+    fn changes_between_are_what_differs() {
+        let old = vec![pos(3, 10), pos(1, 5), pos(7, 0)];
+        let new = vec![pos(1, 5), pos(3, 12), pos(9, 1)];
+        let mut got = changes_between(old.clone(), new.clone());
+        got.sort();
+        let mut want = vec![
+            (pos(3, 10), -1),
+            (pos(7, 0), -1),
+            (pos(3, 12), 1),
+            (pos(9, 1), 1),
+        ];
+        want.sort();
+        assert_eq!(got, want);
+        assert!(changes_between(old.clone(), old).is_empty());
+        assert_eq!(changes_between(Vec::new(), new.clone()).len(), 3);
+        assert_eq!(changes_between(new, Vec::new()).len(), 3);
+    }
 }
