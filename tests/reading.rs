@@ -264,26 +264,11 @@ impl Drop for KillOnDrop {
     }
 }
 
-/// Two free ports on loopback for a cluster's hostfile.
-fn free_ports() -> (u16, u16) {
-    let a = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
-    let b = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
-    (
-        a.local_addr().expect("bound").port(),
-        b.local_addr().expect("bound").port(),
-    )
-}
-
 #[test]
 fn a_live_cluster_with_more_workers_than_partitions_and_a_far_future_tick_commits_every_day() {
     let (prices, holdings) = market_topics("cluster_live", (2, 1), "2009-01-01", "30", "6");
     let url = fresh_db("cluster_live");
-    let dir = std::env::temp_dir().join(format!("stockflow-cluster-{}", uuid::Uuid::new_v4()));
-    std::fs::create_dir_all(&dir).expect("a temporary directory");
-    let hostfile = dir.join("hosts");
-    let (p0, p1) = free_ports();
-    std::fs::write(&hostfile, format!("127.0.0.1:{p0}\n127.0.0.1:{p1}\n")).expect("the hostfile");
-    let hosts = hostfile.to_string_lossy().to_string();
+    let (dir, hosts) = hostfile();
     // Three workers a process, six in all, for three partitions: three read nothing.
     let process = |i: &str| {
         job(&prices, &holdings, &url)

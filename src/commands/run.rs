@@ -12,7 +12,7 @@ use stockflow_core::{Restore, Sink, StoredState};
 use stockflow_dataflow::job::{self, Cluster, JobConfig, RunRequest, StartSpec, Topics};
 use stockflow_dataflow::{JsonLinesSink, NullSink};
 use stockflow_sinks::mysql::{
-    init, retrying, stored_offsets, MySqlConfig, MySqlSink, Purpose, SinkMetrics,
+    init, retrying, schema_ready, stored_offsets, MySqlConfig, MySqlSink, Purpose, SinkMetrics,
 };
 
 fn read_hostfile(path: &std::path::Path) -> Result<Vec<String>> {
@@ -50,17 +50,13 @@ fn open_sink(
                 // Only process 0 writes; the others need the stored offsets to start from,
                 // once process 0 has created the schema.
                 let offsets = retrying(retry_for, "reading the stored offsets", || {
-                    stored_offsets(&cfg, &a.job).map_err(|e| match e {
-                        stockflow_sinks::Error::MySql(mysql::Error::MySqlError(me))
-                            if me.code == 1049 || me.code == 1146 =>
-                        {
-                            tracing::info!("waiting for process 0 to create the database");
-                            stockflow_sinks::Error::MySql(mysql::Error::IoError(
-                                std::io::Error::other("the database does not exist yet"),
-                            ))
-                        }
-                        other => other,
-                    })
+                    if !schema_ready(&cfg)? {
+                        tracing::info!("waiting for process 0 to create the database");
+                        return Err(stockflow_sinks::Error::MySql(mysql::Error::IoError(
+                            std::io::Error::other("the database or its schema is not ready yet"),
+                        )));
+                    }
+                    stored_offsets(&cfg, &a.job)
                 })?;
                 return Ok(Opened {
                     sink: None,

@@ -65,13 +65,21 @@ pub fn job(prices: &str, holdings: &str, url: &str) -> Command {
     c
 }
 
-/// A hostfile of two processes on free-looking loopback ports: (its folder, its path).
+/// A hostfile of two processes on loopback ports free now (the kernel picks them; a random
+/// port could be in use, by an outgoing connection of the ephemeral range for one): (its
+/// folder, its path).
 pub fn hostfile() -> (std::path::PathBuf, String) {
     let dir = std::env::temp_dir().join(format!("stockflow-hosts-{}", uuid::Uuid::new_v4()));
     std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
     let file = dir.join("hosts");
-    let base = 20_000 + (uuid::Uuid::new_v4().as_u128() % 20_000) as u16;
-    std::fs::write(&file, format!("127.0.0.1:{base}\n127.0.0.1:{}\n", base + 1))
+    let port = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .unwrap_or_else(|e| panic!("a free port: {e}"))
+    };
+    let (a, b) = (port(), port());
+    std::fs::write(&file, format!("127.0.0.1:{a}\n127.0.0.1:{b}\n"))
         .unwrap_or_else(|e| panic!("{e}"));
     let hosts = file.to_string_lossy().to_string();
     (dir, hosts)

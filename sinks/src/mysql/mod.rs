@@ -153,6 +153,23 @@ pub fn init(cfg: &MySqlConfig, universe: &Universe, reset: bool) -> Result<Vec<i
     Ok(applied)
 }
 
+/// Whether the database exists with every migration this build carries: a follower of a
+/// cluster waits for it (process 0 creates the schema; reading a half-migrated one fails).
+pub fn schema_ready(cfg: &MySqlConfig) -> Result<bool> {
+    let missing = |e: &mysql::Error| matches!(e, mysql::Error::MySqlError(me) if me.code == 1049 || me.code == 1146);
+    let mut conn = match cfg.connect() {
+        Err(Error::MySql(e)) if missing(&e) => return Ok(false),
+        other => other?,
+    };
+    let applied: Option<Option<i32>> =
+        match conn.query_first("SELECT MAX(version) FROM refinery_schema_history") {
+            Err(e) if missing(&e) => return Ok(false),
+            other => other?,
+        };
+    let carried = migrations().last().map(|(v, _)| *v);
+    Ok(applied.flatten() >= carried)
+}
+
 /// The migrations this build carries: (version, name).
 pub fn migrations() -> Vec<(i32, String)> {
     embedded::migrations::runner()
