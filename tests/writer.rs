@@ -563,3 +563,50 @@ fn a_cluster_whose_processes_were_started_differently_refuses_to_run() {
     drop_db(&url);
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[test]
+fn migrations_wait_for_no_live_run_unless_it_is_taken_over() {
+    let (prices, holdings) = market_topics("migrate", (1, 1), "2006-01-02", "5", "3");
+    let url = fresh_db("migrate");
+    let mut live = Background::start(&mut job(&prices, &holdings, &url), "migrate-live");
+    wait_committed(
+        &url,
+        &prices,
+        ends(&prices),
+        Duration::from_secs(120),
+        Some(&mut live.child),
+    );
+    // The database looks one migration behind this stockflow (as under an older binary).
+    query(
+        &url,
+        "DELETE FROM refinery_schema_history WHERE version = 7",
+    );
+    let out = stockflow()
+        .args(["db", "init", "--mysql-url", &url])
+        .output()
+        .expect("running db init");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("in use by a live run"), "{err}");
+    assert_eq!(
+        query(
+            &url,
+            "SELECT COUNT(*) FROM refinery_schema_history WHERE version = 7"
+        )[0][0],
+        "0",
+        "nothing migrated under the live run"
+    );
+    // A takeover migrates and fences the live run off.
+    run_ok(job(&prices, &holdings, &url).args(["--until-caught-up", "--takeover"]));
+    assert_eq!(
+        query(
+            &url,
+            "SELECT COUNT(*) FROM refinery_schema_history WHERE version = 7"
+        )[0][0],
+        "1"
+    );
+    let status = wait_exit(&mut live.child, Duration::from_secs(60));
+    assert_eq!(status.code(), Some(2), "{}", live.stderr());
+    drop(live);
+    drop_db(&url);
+}

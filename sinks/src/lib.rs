@@ -78,6 +78,12 @@ pub enum Error {
         holder: String,
         secs: u64,
     },
+    #[error(
+        "the database {database} is in use by a live run ({holder}) and this stockflow has \
+         migrations to apply: stop that run first, or start this one with --takeover (it fences \
+         the other run off; migrations only add columns and tables)"
+    )]
+    SchemaInUse { database: String, holder: String },
     /// Publishing the outbox to the log failed.
     #[error("publishing the committed portfolio changes: {0}")]
     Publish(stockflow_core::Error),
@@ -94,7 +100,9 @@ impl Error {
         match self {
             Error::Url(_) | Error::NotConfirmed(_) | Error::LeaseHeld { .. } => Fault::User,
             Error::LeaseLost { .. } | Error::State(_) => Fault::User,
-            Error::OtherJob { .. } | Error::RebuildPending { .. } => Fault::User,
+            Error::OtherJob { .. } | Error::RebuildPending { .. } | Error::SchemaInUse { .. } => {
+                Fault::User
+            }
             Error::MySql(_) | Error::Migration(_) => Fault::External,
             Error::Diverged { .. }
             | Error::PacketTooLarge { .. }

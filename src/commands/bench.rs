@@ -59,7 +59,7 @@ pub async fn run(g: &Global, command: BenchCommand) -> Result<ExitCode> {
             let cfg = stockflow_sinks::mysql::MySqlConfig::from_url(&db.url()?)?;
             let u = stockflow_market::Universe::spec();
             let rate = tokio::task::spawn_blocking(move || {
-                stockflow_sinks::mysql::init(&cfg, &u, false)?;
+                stockflow_sinks::mysql::init(&cfg, &u, false, false)?;
                 stockflow_sinks::mysql::raw_insert_rate(&cfg, rows)
             })
             .await??;

@@ -22,7 +22,7 @@ pub async fn run(g: &Global, command: DbCommand) -> Result<ExitCode> {
             let cfg = MySqlConfig::from_url(&db.url()?)?;
             let u = universe(&market)?;
             let shown = redact(&db.raw_url);
-            let applied = tokio::task::spawn_blocking(move || init(&cfg, &u, reset))
+            let applied = tokio::task::spawn_blocking(move || init(&cfg, &u, reset, false))
                 .await?
                 .with_context(|| format!("initialising {shown}"))?;
             match g.output {
@@ -65,7 +65,8 @@ fn rebuild_all(
     output: Output,
 ) -> Result<ExitCode> {
     let started = Instant::now();
-    init(&cfg, &universe, false).with_context(|| format!("initialising {}", cfg.shown()))?;
+    init(&cfg, &universe, false, takeover)
+        .with_context(|| format!("initialising {}", cfg.shown()))?;
     let mut sink = MySqlSink::open(
         cfg,
         job,

@@ -70,7 +70,7 @@ fn open_sink(
                 });
             }
             retrying(retry_for, "initialising the database", || {
-                init(&cfg, universe, false)
+                init(&cfg, universe, false, a.takeover)
             })
             .with_context(|| format!("initialising {}", cfg.shown()))?;
             let mut sink = MySqlSink::open(

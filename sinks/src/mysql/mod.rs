@@ -127,7 +127,17 @@ impl MySqlConfig {
 /// Creates the database if needed and applies the migrations not applied yet (refinery keeps
 /// their checksums in `refinery_schema_history`). Idempotent. With `reset`, drops the
 /// database first (the caller has asked for confirmation). Returns the versions applied now.
-pub fn init(cfg: &MySqlConfig, universe: &Universe, reset: bool) -> Result<Vec<i32>> {
+///
+/// Migrations run under a named lock of the database (two runs starting together migrate one
+/// after the other), and never under a live run of a job: a run holding a fresh lease makes
+/// pending migrations refused, unless `fence_live_run` (a `--takeover`, whose run fences that
+/// one right after; migrations only add).
+pub fn init(
+    cfg: &MySqlConfig,
+    universe: &Universe,
+    reset: bool,
+    fence_live_run: bool,
+) -> Result<Vec<i32>> {
     let mut server = cfg.connect_server()?;
     let db = cfg.database();
     if reset {
@@ -138,9 +148,19 @@ pub fn init(cfg: &MySqlConfig, universe: &Universe, reset: bool) -> Result<Vec<i
         "CREATE DATABASE IF NOT EXISTS `{db}` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci"
     ))?;
     let mut conn = cfg.connect()?;
-    let report = embedded::migrations::runner()
-        .run(&mut conn)
-        .map_err(|e| Error::Migration(e.to_string()))?;
+    let locked: Option<Option<i64>> =
+        conn.query_first("SELECT GET_LOCK(CONCAT('stockflow.schema.', DATABASE()), 60)")?;
+    if locked != Some(Some(1)) {
+        return Err(Error::LeaseBusy {
+            job: "(schema)".into(),
+            holder: "another stockflow was migrating this database".into(),
+            secs: 60,
+        });
+    }
+    let migrated = migrate(&mut conn, db, fence_live_run);
+    let released = conn.query_drop("DO RELEASE_LOCK(CONCAT('stockflow.schema.', DATABASE()))");
+    let report = migrated?;
+    released?;
     let applied: Vec<i32> = report
         .applied_migrations()
         .iter()
@@ -151,6 +171,55 @@ pub fn init(cfg: &MySqlConfig, universe: &Universe, reset: bool) -> Result<Vec<i
     }
     load_reference(&mut conn, universe)?;
     Ok(applied)
+}
+
+/// Applies the pending migrations (the caller holds the schema lock).
+fn migrate(conn: &mut Conn, db: &str, fence_live_run: bool) -> Result<refinery::Report> {
+    let applied: Option<Option<i32>> =
+        match conn.query_first("SELECT MAX(version) FROM refinery_schema_history") {
+            Err(mysql::Error::MySqlError(e)) if e.code == 1146 => None,
+            other => other?,
+        };
+    let carried = migrations().last().map(|(v, _)| *v);
+    if applied.flatten() < carried && !fence_live_run {
+        if let Some(holder) = live_holder(conn)? {
+            return Err(Error::SchemaInUse {
+                database: db.to_string(),
+                holder,
+            });
+        }
+    }
+    embedded::migrations::runner()
+        .run(conn)
+        .map_err(|e| Error::Migration(e.to_string()))
+}
+
+/// A run holding a fresh lease on this database (any schema version), described.
+fn live_holder(conn: &mut Conn) -> Result<Option<String>> {
+    let missing = |e: &mysql::Error| matches!(e, mysql::Error::MySqlError(me) if me.code == 1146);
+    // The heartbeat lives in job_heartbeats from V6 on, in job_leases before.
+    let with_heartbeats = "SELECT l.job, l.host, l.pid, \
+         TIMESTAMPDIFF(MICROSECOND, COALESCE(h.heartbeat_at, l.heartbeat_at), NOW(6)) \
+         FROM job_leases l LEFT JOIN job_heartbeats h ON h.job = l.job WHERE l.pid <> 0";
+    let without = "SELECT job, host, pid, TIMESTAMPDIFF(MICROSECOND, heartbeat_at, NOW(6)) \
+         FROM job_leases WHERE pid <> 0";
+    let rows: Vec<(String, String, i64, i64)> = match conn.query(with_heartbeats) {
+        Err(e) if missing(&e) => match conn.query(without) {
+            Err(e) if missing(&e) => return Ok(None),
+            other => other?,
+        },
+        other => other?,
+    };
+    let fresh = i64::try_from(lease::LEASE_TIMEOUT.as_micros()).unwrap_or(i64::MAX);
+    Ok(rows
+        .into_iter()
+        .find(|(_, _, _, age)| *age < fresh)
+        .map(|(job, host, pid, age)| {
+            format!(
+                "job {job} on host {host} (pid {pid}), last heartbeat {:.1} s ago",
+                age as f64 / 1e6
+            )
+        }))
 }
 
 /// Whether the database exists with every migration this build carries: a follower of a
