@@ -41,6 +41,9 @@ pub enum Error {
     /// Another process of the cluster stopped with an error.
     #[error("stopped because another process of the cluster failed: {0}")]
     Stopped(String),
+    /// The log changed under the job in a way a restart takes in (partitions added).
+    #[error("{0}")]
+    Replan(String),
     #[error("the dataflow failed: {0}")]
     Dataflow(String),
     #[error("internal error: {0}")]
@@ -53,7 +56,7 @@ impl Error {
             Error::Config(_) | Error::Refused(_) => Fault::User,
             Error::Sink(e) => e.fault,
             Error::Log(e) => e.fault(),
-            Error::Source(_) | Error::Stopped(_) => Fault::External,
+            Error::Source(_) | Error::Stopped(_) | Error::Replan(_) => Fault::External,
             Error::Dataflow(_) | Error::Internal(_) => Fault::Internal,
         }
     }

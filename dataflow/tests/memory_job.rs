@@ -480,3 +480,105 @@ fn a_log_that_fails_for_a_while_is_waited_for_and_one_that_keeps_failing_is_give
         "nothing evaluated from a log never read"
     );
 }
+
+#[test]
+fn a_partition_added_while_running_stops_the_job_and_a_restart_reads_it() {
+    let (want, _) = uninterrupted(11);
+    let (log, u) = market();
+    let all = days(first_trading_day(), 11);
+    publish_holdings(&log, &u);
+    publish_days(&log, &u, &all, 0..10);
+    let store = MemoryStore::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let live = {
+        let (log, u, store, stop) = (
+            log.clone(),
+            Arc::clone(&u),
+            store.clone(),
+            Arc::clone(&stop),
+        );
+        std::thread::spawn(move || {
+            job::run(
+                JobConfig {
+                    until_caught_up: false,
+                    ..config(&u, 2)
+                },
+                Arc::new(log),
+                Some(Box::new(store)),
+                RunRequest {
+                    spec: StartSpec::Resume,
+                    reset_offsets: false,
+                    restore: Restore::RecentDays(10),
+                    follower: Default::default(),
+                },
+                stop,
+                Arc::new(JobCounters::default()),
+                |_, _| {},
+            )
+        })
+    };
+    // Ten days committed (the progress signal), then a partition appears and the eleventh
+    // day goes there only.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while store.snapshot().evaluations.len() < 10 * 6 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "ten days not committed in 60 s"
+        );
+        assert!(!live.is_finished(), "the live job ended early");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    log.add_partitions("prices", 4).expect("a fourth partition");
+    let day = all[10];
+    for (s, def) in u.stocks.iter().enumerate() {
+        let mut path = u
+            .price_path(PriceModel::RandomWalk, 5, s as u32)
+            .expect("a price path");
+        let price = (0..11).map(|_| path.next_close()).last().expect("a close");
+        let tick = Tick {
+            ticker: def.ticker.clone(),
+            exchange: def.exchange,
+            date: day,
+            price,
+        };
+        log.append(
+            "prices",
+            3,
+            Some(def.ticker.as_bytes()),
+            Some(&tick.to_json()),
+        )
+        .expect("appending to the new partition");
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !live.is_finished() {
+        if std::time::Instant::now() > deadline {
+            stop.store(true, std::sync::atomic::Ordering::SeqCst);
+            panic!("the job did not notice the new partition within 30 s");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let err = live
+        .join()
+        .expect("the job thread")
+        .expect_err("a new partition ends the run with an error");
+    let text = err.to_string();
+    assert!(text.contains("gained partitions"), "{text}");
+    assert!(text.contains("stockflow run"), "{text}");
+    assert_eq!(
+        err.fault(),
+        stockflow_core::Fault::External,
+        "exit 3: a restart helps"
+    );
+    assert_eq!(
+        store.snapshot().evaluations.len(),
+        10 * 6,
+        "stopped before day 11"
+    );
+    // The restart plans the new partition and reads it from its start.
+    let report = run(&log, &u, &store, StartSpec::Resume, false, 2).expect("the restart");
+    assert_eq!(
+        report.ticks, 24,
+        "read the eleventh day from the new partition"
+    );
+    assert_eq!(outcome(&store.snapshot()), outcome(&want));
+}

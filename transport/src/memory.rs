@@ -207,6 +207,20 @@ impl MemoryLog {
         Ok(())
     }
 
+    /// Gives the topic `count` partitions (adds empty ones; never removes), as an operator
+    /// adding partitions to a live topic does.
+    pub fn add_partitions(&self, topic: &str, count: usize) -> Result<()> {
+        let mut st = self.lock();
+        let t = st
+            .topics
+            .get_mut(topic)
+            .ok_or_else(|| unknown_topic(topic))?;
+        while t.partitions.len() < count {
+            t.partitions.push(Partition::default());
+        }
+        Ok(())
+    }
+
     /// The partition a key goes to (FNV-1a, so a key's records stay in order in one partition).
     pub fn partition_for(key: &[u8], partitions: usize) -> i32 {
         let mut h: u64 = 0xcbf2_9ce4_8422_2325;

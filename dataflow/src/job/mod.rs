@@ -281,6 +281,80 @@ pub fn run_job(
     Ok((report, sink))
 }
 
+/// How often a running job asks the log how many partitions its topics have.
+const PARTITION_CHECK: Duration = Duration::from_secs(2);
+
+/// Watches the job's topics for partitions added while it runs: the job reads the partitions
+/// it planned at start, so on a new one it stops cleanly (as on a signal) and the run ends
+/// with an error that says to start it again, which reads the new partitions from their start.
+struct PartitionWatch {
+    grown: Arc<Mutex<Option<String>>>,
+    done: Arc<AtomicBool>,
+    handle: Option<std::thread::JoinHandle<()>>,
+}
+
+impl PartitionWatch {
+    fn start(log: Arc<dyn Log>, topics: &Topics, stop: Arc<AtomicBool>) -> Self {
+        use std::sync::atomic::Ordering::SeqCst;
+        let grown: Arc<Mutex<Option<String>>> = Arc::default();
+        let done = Arc::new(AtomicBool::new(false));
+        let names = [topics.prices.clone(), topics.holdings.clone()];
+        let count = |log: &dyn Log, t: &str| log.partitions(t).map(|p| p.len()).ok();
+        let known: Vec<Option<usize>> = names.iter().map(|t| count(log.as_ref(), t)).collect();
+        let (grown_t, done_t) = (Arc::clone(&grown), Arc::clone(&done));
+        let handle = std::thread::Builder::new()
+            .name("stockflow-partitions".into())
+            .spawn(move || {
+                while !done_t.load(SeqCst) {
+                    let step = Duration::from_millis(100);
+                    let mut waited = Duration::ZERO;
+                    while waited < PARTITION_CHECK && !done_t.load(SeqCst) {
+                        std::thread::sleep(step);
+                        waited += step;
+                    }
+                    for (name, before) in names.iter().zip(&known) {
+                        let (Some(before), Some(now)) = (before, count(log.as_ref(), name)) else {
+                            continue;
+                        };
+                        if now > *before {
+                            let message = format!(
+                                "topic {name} gained partitions while the job ran (it has {now}, \
+                                 the job read {before}); the job stopped cleanly and everything it \
+                                 read is committed. Start it again (`stockflow run`) to read the new \
+                                 partitions from their start"
+                            );
+                            tracing::warn!("{message}");
+                            if let Ok(mut g) = grown_t.lock() {
+                                g.get_or_insert(message);
+                            }
+                            stop.store(true, SeqCst);
+                            return;
+                        }
+                    }
+                }
+            })
+            .ok();
+        PartitionWatch {
+            grown,
+            done,
+            handle,
+        }
+    }
+
+    fn grown(&self) -> Option<String> {
+        self.grown.lock().ok().and_then(|g| g.clone())
+    }
+}
+
+impl Drop for PartitionWatch {
+    fn drop(&mut self) {
+        self.done.store(true, std::sync::atomic::Ordering::SeqCst);
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
+
 /// What a whole run asks for.
 #[derive(Debug, Clone)]
 pub struct RunRequest {
@@ -309,6 +383,7 @@ pub fn run(
     on_plan: impl Fn(&StartPlan, &StoredState),
 ) -> Result<JobReport> {
     let started = Instant::now();
+    let watch = PartitionWatch::start(Arc::clone(&log), &config.topics, Arc::clone(&stop));
     let mut restore = request.restore;
     let mut spec = request.spec;
     let mut reset = request.reset_offsets;
@@ -350,6 +425,13 @@ pub fn run(
             Arc::clone(&counters),
         )?;
         sink = back;
+        if let Some(message) = watch.grown() {
+            // The pass stopped cleanly (as on a signal): what it read is committed.
+            if let Some(s) = sink.as_mut() {
+                s.finish()?;
+            }
+            return Err(Error::Replan(message));
+        }
         report.passes = passes;
         report.restored_prices = restored_prices;
         report.restored_window = restored_window;

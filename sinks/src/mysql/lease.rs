@@ -301,17 +301,18 @@ fn cut_off_blocking_holder(
     if cur.conn_id == 0 || cur.conn_id == own_conn {
         return Ok(());
     }
-    // Only a connection of this MySQL user that has been idle inside its transaction for the
-    // whole lock wait: a hung holder (a user sees its own threads without any privilege). A
-    // connection id that names something else (ids start again after a server restart), or
-    // a holder busy with a statement, is left alone and the lease asked for again.
-    let idle: Option<u64> = conn.exec_first(
-        "SELECT TIME FROM information_schema.PROCESSLIST WHERE ID = ? AND COMMAND = 'Sleep' \
-         AND USER = SUBSTRING_INDEX(CURRENT_USER(), '@', 1)",
+    // A connection of this MySQL user (a user sees its own threads without any privilege) is
+    // ended only when it has been idle for the whole lock wait: a hung holder. One busy with a
+    // statement is left alone and the lease asked for again. One not listed is gone, or
+    // another user's: KILL then answers "unknown thread" or "not owner" (below).
+    let listed: Option<(String, u64)> = conn.exec_first(
+        "SELECT COMMAND, TIME FROM information_schema.PROCESSLIST WHERE ID = ?",
         (cur.conn_id,),
     )?;
-    if idle.is_none_or(|secs| secs < u64::from(LOCK_WAIT_SECS)) {
-        return Ok(());
+    if let Some((command, secs)) = listed {
+        if command != "Sleep" || secs < u64::from(LOCK_WAIT_SECS) {
+            return Ok(());
+        }
     }
     tracing::warn!(
         job,
@@ -408,6 +409,29 @@ fn try_acquire(
         commit_seq,
         rebuild_started,
     })
+}
+
+/// A run other than `me` holding a live lease on this database (any job, any schema version
+/// since the lease table exists), for refusing migrations under it.
+pub fn any_live(conn: &mut Conn, me: &Holder) -> Result<Option<LeaseRow>> {
+    let missing = |e: &mysql::Error| matches!(e, mysql::Error::MySqlError(me) if me.code == 1146 || me.code == 1054);
+    let all = SELECT.replace(" WHERE l.job = ?", "");
+    // Before V6 the lease had no run id, connection or sequence, and its own heartbeat.
+    let before_v6 = "SELECT epoch, host, pid, '', '', 0, 0, CAST(started_at AS CHAR), \
+         GREATEST(TIMESTAMPDIFF(MICROSECOND, heartbeat_at, NOW(6)), 0) FROM job_leases";
+    let rows: Vec<Raw> = match conn.query(all) {
+        Err(e) if missing(&e) => match conn.query(before_v6) {
+            Err(e) if missing(&e) => return Ok(None),
+            other => other?,
+        },
+        other => other?,
+    };
+    Ok(rows.into_iter().map(row).find(|r| is_live(r, me)))
+}
+
+/// Whether a live holder has stopped beating (it goes stale within `LEASE_TIMEOUT`: wait).
+pub fn is_fading(row: &LeaseRow) -> bool {
+    stopped_beating(row)
 }
 
 /// Records the connection the holder's transactions now run on (after a reconnect), so that a

@@ -182,44 +182,23 @@ fn migrate(conn: &mut Conn, db: &str, fence_live_run: bool) -> Result<refinery::
         };
     let carried = migrations().last().map(|(v, _)| *v);
     if applied.flatten() < carried && !fence_live_run {
-        if let Some(holder) = live_holder(conn)? {
-            return Err(Error::SchemaInUse {
-                database: db.to_string(),
-                holder,
-            });
+        // A holder that stopped beating (a crash) goes stale within the lease timeout: wait
+        // for it rather than refuse (this may be the caller's own previous run).
+        let me = lease::Holder::this_process();
+        let started = Instant::now();
+        while let Some(holder) = lease::any_live(conn, &me)? {
+            if !lease::is_fading(&holder) || started.elapsed() > lease::LEASE_TIMEOUT * 2 {
+                return Err(Error::SchemaInUse {
+                    database: db.to_string(),
+                    holder: holder.describe(),
+                });
+            }
+            std::thread::sleep(lease::HEARTBEAT);
         }
     }
     embedded::migrations::runner()
         .run(conn)
         .map_err(|e| Error::Migration(e.to_string()))
-}
-
-/// A run holding a fresh lease on this database (any schema version), described.
-fn live_holder(conn: &mut Conn) -> Result<Option<String>> {
-    let missing = |e: &mysql::Error| matches!(e, mysql::Error::MySqlError(me) if me.code == 1146);
-    // The heartbeat lives in job_heartbeats from V6 on, in job_leases before.
-    let with_heartbeats = "SELECT l.job, l.host, l.pid, \
-         TIMESTAMPDIFF(MICROSECOND, COALESCE(h.heartbeat_at, l.heartbeat_at), NOW(6)) \
-         FROM job_leases l LEFT JOIN job_heartbeats h ON h.job = l.job WHERE l.pid <> 0";
-    let without = "SELECT job, host, pid, TIMESTAMPDIFF(MICROSECOND, heartbeat_at, NOW(6)) \
-         FROM job_leases WHERE pid <> 0";
-    let rows: Vec<(String, String, i64, i64)> = match conn.query(with_heartbeats) {
-        Err(e) if missing(&e) => match conn.query(without) {
-            Err(e) if missing(&e) => return Ok(None),
-            other => other?,
-        },
-        other => other?,
-    };
-    let fresh = i64::try_from(lease::LEASE_TIMEOUT.as_micros()).unwrap_or(i64::MAX);
-    Ok(rows
-        .into_iter()
-        .find(|(_, _, _, age)| *age < fresh)
-        .map(|(job, host, pid, age)| {
-            format!(
-                "job {job} on host {host} (pid {pid}), last heartbeat {:.1} s ago",
-                age as f64 / 1e6
-            )
-        }))
 }
 
 /// Whether the database exists with every migration this build carries: a follower of a
@@ -328,6 +307,14 @@ struct Applied {
     refused: u64,
 }
 
+/// The commit a transaction's body writes: its sequence number, and whether it writes again
+/// what a commit whose answer was lost had written.
+#[derive(Debug, Clone, Copy)]
+pub struct Commit {
+    pub seq: i64,
+    pub replay: bool,
+}
+
 /// What a run opens the sink for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Purpose {
@@ -348,6 +335,8 @@ pub struct MySqlSink {
     seq: i64,
     /// A COMMIT was sent and its answer lost: the next check may find it landed.
     commit_unknown: bool,
+    /// What that COMMIT wrote (see [`MySqlSink::transaction`]).
+    unknown_work: Option<u64>,
     /// Parameter bytes a statement may take on this server.
     budget: usize,
     /// The server's `max_allowed_packet`.
@@ -411,6 +400,7 @@ impl MySqlSink {
             epoch: acquired.epoch,
             seq: acquired.commit_seq,
             commit_unknown: false,
+            unknown_work: None,
             budget: statement_budget(packet_limit),
             packet_limit,
             heartbeat: Some(heartbeat),
@@ -452,7 +442,7 @@ impl MySqlSink {
                 Err(e) => break Err(e),
             }
             let publisher_ref = &mut publisher;
-            let round = self.transaction(|tx, _, _| {
+            let round = self.transaction(None, |tx, _, _| {
                 type Row = (i64, String, Vec<u8>, Vec<u8>);
                 let rows: Vec<Row> = tx.query(
                     "SELECT id, topic, msg_key, payload FROM publish_outbox ORDER BY id LIMIT 10000",
@@ -566,12 +556,16 @@ impl MySqlSink {
     }
 
     /// One transaction with the lease and the commit sequence checked first; `body` runs
-    /// inside it.
+    /// inside it. `work` names what the body writes (a batch's timestamp; None for outbox
+    /// rounds and rebuild chunks), so that a body whose lost COMMIT had landed knows it is
+    /// writing the same thing again.
     fn transaction<T>(
         &mut self,
-        body: impl FnOnce(&mut mysql::Transaction<'_>, &Universe, i64) -> Result<T>,
+        work: Option<u64>,
+        body: impl FnOnce(&mut mysql::Transaction<'_>, &Universe, Commit) -> Result<T>,
     ) -> Result<T> {
         let (job, epoch, seq) = (self.job.clone(), self.epoch, self.seq);
+        let mut replay = false;
         let universe = Arc::clone(&self.universe);
         self.conn()?;
         let conn = self
@@ -591,12 +585,14 @@ impl MySqlSink {
                 );
                 self.seq = found;
                 self.commit_unknown = false;
+                replay = work.is_some() && self.unknown_work == work;
                 lease::check(&mut tx, &job, epoch, found)?
             }
             other => other?,
         };
-        let out = body(&mut tx, &universe, next)?;
+        let out = body(&mut tx, &universe, Commit { seq: next, replay })?;
         self.commit_unknown = true;
+        self.unknown_work = work;
         tx.commit()?;
         self.commit_unknown = false;
         self.seq = next;
@@ -620,7 +616,7 @@ impl MySqlSink {
         let clear = (self.refused_known > 0).then(|| plan.touched());
         let (epoch, budget) = (self.epoch, self.budget);
         let topic = self.publish.as_ref().map(|(t, _)| t.clone());
-        self.transaction(|tx, u, commit| {
+        self.transaction(Some(batch.time), |tx, u, commit| {
             let mut applied = Applied::default();
             run(
                 tx,
@@ -660,8 +656,9 @@ impl MySqlSink {
                 applied.upserted = plan.evaluation_rows.len() as u64;
             }
             run(tx, &plan.others)?;
-            if let Some(topic) = &topic {
-                let messages = outbox::messages(u, batch, epoch, commit);
+            // A replay of a batch whose commit had landed: its messages are in the outbox.
+            if let (Some(topic), false) = (&topic, commit.replay) {
+                let messages = outbox::messages(u, batch, epoch, commit.seq);
                 run(tx, &statements::outbox(topic, &messages, budget))?;
             }
             Ok(applied)

@@ -63,13 +63,13 @@ pub fn rebuild(
     };
     let ids: Vec<PortfolioId> = (0..total as PortfolioId).collect();
     // Until the last chunk commits, `run` refuses to start on a half-rebuilt database.
-    sink.transaction(|tx, _, _| super::lease::rebuild_started(tx))?;
+    sink.transaction(None, |tx, _, _| super::lease::rebuild_started(tx))?;
     for chunk in ids.chunks(PORTFOLIOS_PER_CHUNK) {
         let names: Vec<String> = chunk
             .iter()
             .filter_map(|p| sink.universe().portfolio(*p).map(|d| d.id.clone()))
             .collect();
-        let chunk_report = sink.transaction(|tx, u, _| {
+        let chunk_report = sink.transaction(None, |tx, u, _| {
             let mut r = RebuildReport::default();
             let marks = vec!["?"; names.len()].join(", ");
             let params: Vec<Value> = names.iter().map(text).collect();
@@ -142,6 +142,6 @@ pub fn rebuild(
         report.issues_changed += chunk_report.issues_changed;
         progress((chunk[0] as usize + chunk.len()).min(total), total);
     }
-    sink.transaction(|tx, _, _| super::lease::rebuild_finished(tx))?;
+    sink.transaction(None, |tx, _, _| super::lease::rebuild_finished(tx))?;
     Ok(report)
 }
