@@ -70,7 +70,7 @@ pub enum Command {
         command: TopicsCommand,
     },
     /// Run the dataflow job: evaluate every portfolio for every trading day, emitting diffs.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Per-portfolio statistics (the course's Spark report) with Polars: text files, CSV and
     /// Parquet, PNG charts.
     Report(ReportArgs),
@@ -121,6 +121,10 @@ pub struct RunArgs {
     /// How long the processes of a cluster may take to connect before this one gives up (s).
     #[arg(long, default_value_t = 60)]
     pub cluster_wait_secs: u64,
+    /// A cluster: how long another process may stay silent (it beats every second while it
+    /// runs) before this one stops, saying which process hangs (s).
+    #[arg(long, env = "STOCKFLOW_PEER_TIMEOUT_SECS", default_value_t = 60)]
+    pub peer_timeout_secs: u64,
     /// Where the sources start: earliest | latest | offsets=P:O,... | time=RFC3339 (replay).
     /// With the MySQL sink the log is read on top of the job's stored state (the latest
     /// version of every record wins, so a replay changes nothing that is already right).

@@ -610,3 +610,57 @@ fn migrations_wait_for_no_live_run_unless_it_is_taken_over() {
     drop(live);
     drop_db(&url);
 }
+
+#[test]
+fn a_cluster_stops_saying_which_process_hangs() {
+    let (prices, holdings) = market_topics("peer", (4, 1), "2009-01-05", "10", "6");
+    let url = fresh_db("peer");
+    let (dir, hosts) = hostfile();
+    let start = |process: &str| {
+        Background::start(
+            job(&prices, &holdings, &url).args([
+                "--processes",
+                "2",
+                "--process",
+                process,
+                "--hostfile",
+                &hosts,
+                "--peer-timeout-secs",
+                "5",
+            ]),
+            "peer",
+        )
+    };
+    let mut p0 = start("0");
+    let p1 = start("1");
+    wait_committed(
+        &url,
+        &prices,
+        ends(&prices),
+        Duration::from_secs(120),
+        Some(&mut p0.child),
+    );
+    // Process 1 hangs: before, process 0 waited for it for good, its lease fresh.
+    signal(p1.child.id(), "-STOP");
+    let stopped = Instant::now();
+    let status = wait_exit(&mut p0.child, Duration::from_secs(60));
+    let err = p0.stderr();
+    assert_eq!(status.code(), Some(3), "{err}");
+    assert!(
+        err.contains("process 1 of the cluster has not been heard from"),
+        "{err}"
+    );
+    eprintln!(
+        "a hung peer noticed in {:.1} s (limit 5 s)",
+        stopped.elapsed().as_secs_f64()
+    );
+    // Nothing was lost: a run after it ends as one uninterrupted run.
+    drop(p1);
+    run_ok(job(&prices, &holdings, &url).args(["--until-caught-up"]));
+    let reference = fresh_db("peer_ref");
+    run_ok(job(&prices, &holdings, &reference).args(["--until-caught-up"]));
+    assert_eq!(tables(&url), tables(&reference));
+    drop_db(&url);
+    drop_db(&reference);
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, VecDeque};
 use std::rc::Rc;
+use std::time::Instant;
 use stockflow_core::{
     Batch, DeadLetter, Evaluation, HoldingInput, Issue, Money, PortfolioId, PriceInput, Progress,
 };
@@ -76,6 +77,8 @@ pub type Outbox = Rc<RefCell<VecDeque<Batch>>>;
 enum Notice {
     Stop(StopReason),
     Time(u64),
+    /// A process is alive (sent every second by each of its workers).
+    Beat(usize),
 }
 
 /// The cluster's control plane: any worker raises a stop with a reason, or publishes its time;
@@ -87,6 +90,9 @@ pub struct ControlPlane {
     received: Rc<RefCell<Option<StopReason>>>,
     peer_time: Rc<Cell<u64>>,
     sent_time: u64,
+    /// When each process's last beat arrived here.
+    beats: Rc<RefCell<BTreeMap<usize, Instant>>>,
+    last_beat: Option<Instant>,
 }
 
 impl ControlPlane {
@@ -128,6 +134,27 @@ impl ControlPlane {
     /// The latest time any worker published, as far as it has arrived here.
     pub fn peer_time(&self) -> u64 {
         self.peer_time.get()
+    }
+
+    /// Tells every worker that `process` is alive, at most once a second; true when it did.
+    pub fn beat(&mut self, process: usize) -> bool {
+        if self
+            .last_beat
+            .is_some_and(|b| b.elapsed() < std::time::Duration::from_secs(1))
+        {
+            return false;
+        }
+        self.last_beat = Some(Instant::now());
+        if let Some(input) = self.input.as_mut() {
+            input.send(Notice::Beat(process));
+            input.flush();
+        }
+        true
+    }
+
+    /// When each process's last beat arrived here.
+    pub fn beats(&self) -> BTreeMap<usize, Instant> {
+        self.beats.borrow().clone()
     }
 
     /// Closes this worker's side (at the end of the run).
@@ -217,7 +244,12 @@ pub fn build<A: Allocate>(
     });
     let received: Rc<RefCell<Option<StopReason>>> = Rc::default();
     let peer_time: Rc<Cell<u64>> = Rc::default();
-    let (received_op, peer_time_op) = (Rc::clone(&received), Rc::clone(&peer_time));
+    let beats: Rc<RefCell<BTreeMap<usize, Instant>>> = Rc::default();
+    let (received_op, peer_time_op, beats_op) = (
+        Rc::clone(&received),
+        Rc::clone(&peer_time),
+        Rc::clone(&beats),
+    );
     let stop_input = worker.dataflow::<u64, _, _>(|scope| {
         let (input, stream) = scope.new_input::<Notice>();
         stream.broadcast().inspect(move |notice| match notice {
@@ -228,6 +260,9 @@ pub fn build<A: Allocate>(
                 }
             }
             Notice::Time(t) => peer_time_op.set(peer_time_op.get().max(*t)),
+            Notice::Beat(p) => {
+                beats_op.borrow_mut().insert(*p, Instant::now());
+            }
         });
         input
     });
@@ -242,6 +277,8 @@ pub fn build<A: Allocate>(
             received,
             peer_time,
             sent_time: 0,
+            beats,
+            last_beat: None,
         },
     }
 }

@@ -24,7 +24,7 @@ pub async fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Calendar { from, to } => calendar(g, from, to),
         Command::Topics { command } => topics::run(g, command).await,
         Command::Bench { command } => bench::run(g, command).await,
-        Command::Run(args) => run::run(g, args).await,
+        Command::Run(args) => run::run(g, *args).await,
         Command::Db { command } => db::run(g, command).await,
         Command::Report(args) => report::run(g, args).await,
         Command::Status {

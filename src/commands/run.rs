@@ -134,6 +134,54 @@ fn open_sink(
     })
 }
 
+/// A cluster's peer watchdog: every process beats every second while it runs; a process that
+/// stays silent longer than `limit` (stopped, its host frozen, its network cut) would hold
+/// every other process still while their leases stay fresh. This process then stops, saying
+/// which process hangs (exit 3): what it committed stays, and the cluster restarts together.
+fn watch_peers(
+    counters: Arc<job::JobCounters>,
+    done: Arc<AtomicBool>,
+    processes: usize,
+    me: usize,
+    limit: Duration,
+) {
+    std::thread::spawn(move || {
+        while !counters.started.load(Ordering::SeqCst) {
+            if done.load(Ordering::SeqCst) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        let since = std::time::Instant::now();
+        loop {
+            std::thread::sleep(Duration::from_millis(500));
+            if done.load(Ordering::SeqCst) {
+                return;
+            }
+            let beats = counters
+                .peer_beats
+                .lock()
+                .map(|b| b.clone())
+                .unwrap_or_default();
+            for p in (0..processes).filter(|p| *p != me) {
+                let last = beats.get(&p).copied().unwrap_or(since);
+                if last.elapsed() > limit && !done.load(Ordering::SeqCst) {
+                    let message = format!(
+                        "process {p} of the cluster has not been heard from for {} s (stopped, \
+                         its host frozen or its network cut): the cluster cannot go on without \
+                         it. What was committed stays; stop every process and start the cluster \
+                         again (each with `stockflow run … --process N`)",
+                        last.elapsed().as_secs()
+                    );
+                    tracing::error!("{message}");
+                    eprintln!("error: {message}");
+                    std::process::exit(i32::from(crate::exit::EXTERNAL));
+                }
+            }
+        }
+    });
+}
+
 /// What a process of a cluster must share with the others (compared before reading).
 fn cluster_settings(a: &RunArgs) -> Vec<(String, String)> {
     if a.processes <= 1 {
@@ -276,6 +324,16 @@ pub async fn run(g: &Global, a: RunArgs) -> Result<ExitCode> {
             }
         });
     }
+    let job_done = Arc::new(AtomicBool::new(false));
+    if a.processes > 1 {
+        watch_peers(
+            Arc::clone(&counters),
+            Arc::clone(&job_done),
+            a.processes,
+            a.process,
+            Duration::from_secs(a.peer_timeout_secs.max(2)),
+        );
+    }
     let resumed = Arc::new(AtomicBool::new(false));
     let resumed_w = Arc::clone(&resumed);
     let request = RunRequest {
@@ -317,7 +375,9 @@ pub async fn run(g: &Global, a: RunArgs) -> Result<ExitCode> {
         })
     })
     .await
-    .context("the job panicked")??;
+    .context("the job panicked");
+    job_done.store(true, Ordering::SeqCst);
+    let report = report??;
     let secs = report.elapsed.as_secs_f64().max(1e-9);
     let sink_metrics = metrics.map(|m| {
         use std::sync::atomic::Ordering::Relaxed;

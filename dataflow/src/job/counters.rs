@@ -34,9 +34,23 @@ pub struct JobCounters {
     /// are handed over out of offset order): the next pass reads them again, and does not
     /// count them twice in `ticks`/`holdings`/`dead_letters`.
     pub read_ahead: Mutex<BTreeMap<(String, i32), std::collections::BTreeSet<i64>>>,
+    /// A cluster: when each process's last beat arrived at this process (the peer watchdog).
+    pub peer_beats: Mutex<BTreeMap<usize, std::time::Instant>>,
 }
 
 impl JobCounters {
+    /// Takes in the beats a worker saw (the latest of each process).
+    pub fn saw_beats(&self, beats: &BTreeMap<usize, std::time::Instant>) {
+        if let Ok(mut all) = self.peer_beats.lock() {
+            for (p, at) in beats {
+                let e = all.entry(*p).or_insert(*at);
+                if *at > *e {
+                    *e = *at;
+                }
+            }
+        }
+    }
+
     /// Counts a committed batch.
     pub fn committed(&self, batch: &Batch) {
         self.inserted.fetch_add(batch.inserted(), Relaxed);

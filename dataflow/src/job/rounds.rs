@@ -463,6 +463,9 @@ pub(super) fn run_worker<A: Allocate>(
             }
             break;
         }
+        if remote_peers && plane.beat(config.cluster.process) {
+            counters.saw_beats(&plane.beats());
+        }
         forwarder.forward();
         if forwarder.held() > MAX_HELD_BATCHES {
             // The commit queue is full: read nothing more until it drains.
