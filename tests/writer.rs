@@ -67,6 +67,17 @@ fn lease_locked(c: &mut mysql::Conn) -> bool {
     locked
 }
 
+/// Waits (at most 120 s) until the job in `bg` has committed `prices` to its end.
+fn committed_all(url: &str, prices: &str, bg: &mut Background) {
+    wait_committed(
+        url,
+        prices,
+        ends(prices),
+        Duration::from_secs(120),
+        Some(&mut bg.child),
+    );
+}
+
 fn progress_rows(url: &str) -> Vec<Vec<String>> {
     query(
         url,
@@ -220,22 +231,10 @@ fn a_database_rolled_back_under_a_running_job_stops_it_and_a_restart_ends_equal(
     let (prices, holdings) = market_topics("rollback", (2, 1), "2005-01-03", "40", "8");
     let url = fresh_db("rollback");
     let mut live = Background::start(job(&prices, &holdings, &url).args(["-w", "2"]), "live");
-    wait_committed(
-        &url,
-        &prices,
-        ends(&prices),
-        Duration::from_secs(120),
-        Some(&mut live.child),
-    );
+    committed_all(&url, &prices, &mut live);
     backup(&url);
     backfill(&prices, "2005-03-01", "10", "8");
-    wait_committed(
-        &url,
-        &prices,
-        ends(&prices),
-        Duration::from_secs(120),
-        Some(&mut live.child),
-    );
+    committed_all(&url, &prices, &mut live);
     let before_restore = committed(&url, &prices);
     restore(&url);
     assert!(committed(&url, &prices) < before_restore, "rolled back");
@@ -393,13 +392,7 @@ fn exit_codes_say_whose_fault() {
     let (prices, holdings) = market_topics("codes", (1, 1), "2006-01-02", "5", "3");
     let url = fresh_db("codes");
     let mut live = Background::start(&mut job(&prices, &holdings, &url), "codes-live");
-    wait_committed(
-        &url,
-        &prices,
-        ends(&prices),
-        Duration::from_secs(120),
-        Some(&mut live.child),
-    );
+    committed_all(&url, &prices, &mut live);
     let out = job(&prices, &holdings, &url)
         .args(["--until-caught-up"])
         .output()
@@ -428,13 +421,7 @@ fn a_fenced_run_that_wakes_publishes_nothing_and_a_restart_publishes_the_outbox(
         job(&prices, &holdings, &url).args(publish),
         "fenced-publisher",
     );
-    wait_committed(
-        &url,
-        &prices,
-        ends(&prices),
-        Duration::from_secs(120),
-        Some(&mut first.child),
-    );
+    committed_all(&url, &prices, &mut first);
     // Every committed change is published, after its commit, with the run's epoch.
     let deadline = Instant::now() + Duration::from_secs(60);
     while ends(&out_topic) < 20 * 6 {
@@ -569,13 +556,7 @@ fn migrations_wait_for_no_live_run_unless_it_is_taken_over() {
     let (prices, holdings) = market_topics("migrate", (1, 1), "2006-01-02", "5", "3");
     let url = fresh_db("migrate");
     let mut live = Background::start(&mut job(&prices, &holdings, &url), "migrate-live");
-    wait_committed(
-        &url,
-        &prices,
-        ends(&prices),
-        Duration::from_secs(120),
-        Some(&mut live.child),
-    );
+    committed_all(&url, &prices, &mut live);
     // The database looks one migration behind this stockflow (as under an older binary).
     query(
         &url,
@@ -633,13 +614,7 @@ fn a_cluster_stops_saying_which_process_hangs() {
     };
     let mut p0 = start("0");
     let p1 = start("1");
-    wait_committed(
-        &url,
-        &prices,
-        ends(&prices),
-        Duration::from_secs(120),
-        Some(&mut p0.child),
-    );
+    committed_all(&url, &prices, &mut p0);
     // Process 1 hangs: before, process 0 waited for it for good, its lease fresh.
     signal(p1.child.id(), "-STOP");
     let stopped = Instant::now();
