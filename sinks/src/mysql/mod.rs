@@ -612,10 +612,12 @@ impl MySqlSink {
         plan: &BatchPlan<'_>,
         batch: &Batch,
         row_by_row: bool,
+        started: Instant,
     ) -> Result<Applied> {
         let clear = (self.refused_known > 0).then(|| plan.touched());
         let (epoch, budget) = (self.epoch, self.budget);
         let topic = self.publish.as_ref().map(|(t, _)| t.clone());
+        let job = self.job.clone();
         self.transaction(Some(batch.time), |tx, u, commit| {
             let mut applied = Applied::default();
             run(
@@ -656,6 +658,16 @@ impl MySqlSink {
                 applied.upserted = plan.evaluation_rows.len() as u64;
             }
             run(tx, &plan.others)?;
+            // The console's journal of this commit (docs/console.md).
+            let freshness_ms = batch.newest_record_ms.map(|newest| unix_ms() - newest);
+            let entry = statements::JournalEntry {
+                job: &job,
+                epoch,
+                commit_seq: commit.seq,
+                freshness_ms,
+                duration_ms: i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX),
+            };
+            run(tx, &statements::journal(u, &entry, batch))?;
             // A replay of a batch whose commit had landed: its messages are in the outbox.
             if let (Some(topic), false) = (&topic, commit.replay) {
                 let messages = outbox::messages(u, batch, epoch, commit.seq);
@@ -664,6 +676,13 @@ impl MySqlSink {
             Ok(applied)
         })
     }
+}
+
+/// Milliseconds since the Unix epoch (0 on a clock before it).
+fn unix_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 /// The server's `max_allowed_packet`.
@@ -754,7 +773,7 @@ impl Sink for MySqlSink {
         let mut row_by_row = false;
         let applied = loop {
             let t0 = Instant::now();
-            match self.try_apply(&plan, batch, row_by_row) {
+            match self.try_apply(&plan, batch, row_by_row, started) {
                 Ok(a) => {
                     metrics::histogram!("stockflow_sink_commit_seconds")
                         .record(t0.elapsed().as_secs_f64());
@@ -820,10 +839,7 @@ impl Sink for MySqlSink {
             batch.newest_record_ms,
             applied.upserted + applied.deleted > 0,
         ) {
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis() as i64);
-            m.record_latency(now - newest);
+            m.record_latency(unix_ms() - newest);
         }
         if self.publish.is_some() && !batch.evaluations.is_empty() {
             self.drain_with_retries()?;

@@ -397,6 +397,141 @@ pub fn progress(job: &str, offsets: &[Progress]) -> Vec<Statement> {
     )
 }
 
+/// Diffs of a commit the console's change stream keeps (`evaluation_changes`).
+pub const JOURNAL_DIFFS: usize = 500;
+/// Commits whose diffs are kept, and commits kept in `job_commits`.
+pub const JOURNAL_COMMITS: i64 = 100;
+pub const TIMELINE_COMMITS: i64 = 5_000;
+
+/// What a commit's journal says of its evaluation diffs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JournalDiffs<'a> {
+    pub inserted: usize,
+    pub retracted: usize,
+    /// Portfolio-days whose earlier evaluation the commit replaced or removed.
+    pub restated: usize,
+    pub first_day: Option<chrono::NaiveDate>,
+    pub last_day: Option<chrono::NaiveDate>,
+    /// The diffs kept (the latest days first, at most `JOURNAL_DIFFS`), each with whether its
+    /// day is restated; a day's retraction and insertion stay together.
+    pub kept: Vec<(&'a Evaluation, isize, bool)>,
+}
+
+/// The journal of a batch's evaluation diffs: a day is restated when the batch retracts its
+/// earlier evaluation (a corrected price, a changed holding); a new day is only inserted.
+pub fn journal_diffs(batch: &Batch) -> JournalDiffs<'_> {
+    let restated: HashSet<(u32, chrono::NaiveDate)> = batch
+        .evaluations
+        .iter()
+        .filter(|(_, d)| *d < 0)
+        .map(|(e, _)| (e.portfolio, e.date))
+        .collect();
+    let mut diffs: Vec<&(Evaluation, isize)> = batch.evaluations.iter().collect();
+    // Latest day first; per day and portfolio, the retraction before the insertion.
+    diffs.sort_by_key(|(e, d)| (std::cmp::Reverse(e.date), e.portfolio, *d));
+    let mut kept: Vec<(&Evaluation, isize, bool)> = Vec::new();
+    for (i, (e, d)) in diffs.iter().map(|x| (&x.0, x.1)).enumerate() {
+        // A pair is never cut in half: the limit applies between portfolio-days.
+        let new_key =
+            i == 0 || diffs[i - 1].0.portfolio != e.portfolio || diffs[i - 1].0.date != e.date;
+        if new_key && kept.len() >= JOURNAL_DIFFS {
+            break;
+        }
+        kept.push((e, d, restated.contains(&(e.portfolio, e.date))));
+    }
+    JournalDiffs {
+        inserted: batch.evaluations.iter().filter(|(_, d)| *d > 0).count(),
+        retracted: batch.evaluations.iter().filter(|(_, d)| *d < 0).count(),
+        restated: restated.len(),
+        first_day: batch.evaluations.iter().map(|(e, _)| e.date).min(),
+        last_day: batch.evaluations.iter().map(|(e, _)| e.date).max(),
+        kept,
+    }
+}
+
+/// What the console reads of one commit: its `job_commits` row and its kept diffs
+/// (`INSERT IGNORE`: a batch written again after a lost COMMIT adds nothing), and every 20th
+/// commit the pruning that keeps both tables bounded.
+pub struct JournalEntry<'a> {
+    pub job: &'a str,
+    pub epoch: i64,
+    pub commit_seq: i64,
+    pub freshness_ms: Option<i64>,
+    pub duration_ms: i64,
+}
+
+pub fn journal(u: &Universe, entry: &JournalEntry<'_>, batch: &Batch) -> Vec<Statement> {
+    let j = journal_diffs(batch);
+    let count = |n: usize| Value::Int(i64::try_from(n).unwrap_or(i64::MAX));
+    let mut out = vec![Statement {
+        sql: "INSERT IGNORE INTO job_commits (job, commit_seq, epoch, inserted, retracted, \
+              restated, kept, issues, state_rows, dead_letters, first_day, last_day, \
+              freshness_ms, duration_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            .into(),
+        params: vec![
+            text(entry.job),
+            Value::Int(entry.commit_seq),
+            Value::Int(entry.epoch),
+            count(j.inserted),
+            count(j.retracted),
+            count(j.restated),
+            count(j.kept.len()),
+            count(batch.issues.len()),
+            count(batch.prices.len() + batch.holdings.len()),
+            count(batch.dead_letters.len()),
+            opt_text(j.first_day),
+            opt_text(j.last_day),
+            entry.freshness_ms.map_or(Value::NULL, Value::Int),
+            Value::Int(entry.duration_ms),
+        ],
+    }];
+    let rows = j
+        .kept
+        .iter()
+        .enumerate()
+        .map(|(n, (e, d, restated))| {
+            let (pid, iid) = portfolio_name(u, e.portfolio);
+            vec![
+                text(entry.job),
+                Value::Int(entry.commit_seq),
+                count(n),
+                text(iid),
+                text(pid),
+                text(e.date),
+                Value::Int(if *d < 0 { -1 } else { 1 }),
+                Value::Int(i64::from(*restated)),
+                text(e.value.to_fixed_string()),
+                opt_text(e.change.map(|c| c.to_fixed_string())),
+                opt_text(e.change_pct.map(|c| c.to_fixed_string())),
+            ]
+        })
+        .collect();
+    out.extend(chunked(
+        "INSERT IGNORE INTO evaluation_changes (job, commit_seq, n, investor, portfolio, as_of, \
+         diff, restated, nav, nav_change, nav_change_pct)",
+        "",
+        11,
+        rows,
+    ));
+    if entry.commit_seq % 20 == 0 {
+        out.push(Statement {
+            sql: "DELETE FROM evaluation_changes WHERE job = ? AND commit_seq <= ?".into(),
+            params: vec![
+                text(entry.job),
+                Value::Int(entry.commit_seq - JOURNAL_COMMITS),
+            ],
+        });
+        out.push(Statement {
+            sql: "DELETE FROM job_commits WHERE job = ? AND commit_seq <= ?".into(),
+            params: vec![
+                text(entry.job),
+                Value::Int(entry.commit_seq - TIMELINE_COMMITS),
+            ],
+        });
+    }
+    out
+}
+
 /// Everything one batch writes, in order: evaluation deletes and upserts first (the part a
 /// data error can concern), then issues, state, dead letters and offsets.
 pub struct BatchPlan<'a> {
@@ -438,6 +573,7 @@ impl<'a> BatchPlan<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use chrono::Datelike;
     use stockflow_core::Money;
 
     fn e(p: u32, day: u32, v: i64) -> Evaluation {
@@ -448,6 +584,38 @@ mod tests {
             change: None,
             change_pct: None,
         }
+    }
+
+    #[test]
+    fn the_journal_marks_restated_days_keeps_the_latest_and_never_splits_a_pair() {
+        let mut evaluations = vec![(e(0, 3, 100), -1), (e(0, 3, 120), 1), (e(0, 4, 50), 1)];
+        let batch = Batch {
+            evaluations: evaluations.clone(),
+            ..Batch::default()
+        };
+        let j = journal_diffs(&batch);
+        assert_eq!((j.inserted, j.retracted, j.restated), (2, 1, 1));
+        let kept: Vec<(u32, isize, bool)> = j
+            .kept
+            .iter()
+            .map(|(e, d, r)| (e.date.day0(), *d, *r))
+            .collect();
+        // Day 4 (new) first, then day 3's retraction before its insertion, both restated.
+        assert_eq!(kept, [(3, 1, false), (2, -1, true), (2, 1, true)]);
+        // Bounded: 500 diffs at most, whole portfolio-days only.
+        evaluations.clear();
+        for p in 0..300 {
+            evaluations.push((e(p, 5, 10), -1));
+            evaluations.push((e(p, 5, 11), 1));
+        }
+        let batch = Batch {
+            evaluations,
+            ..Batch::default()
+        };
+        let j = journal_diffs(&batch);
+        assert_eq!(j.kept.len(), JOURNAL_DIFFS);
+        assert_eq!(j.restated, 300);
+        assert_eq!(j.kept.last().map(|(_, d, _)| *d), Some(1));
     }
 
     #[test]
