@@ -25,8 +25,8 @@ use chrono::NaiveDate;
 use days::{BookInput, Row};
 use differential_dataflow::{AsCollection, Collection};
 use stockflow_core::{Evaluation, HoldingInput, Issue, Money, PortfolioId, PriceInput};
-use timely::dataflow::operators::{Concat, Map};
-use timely::dataflow::Scope;
+use timely::dataflow::operators::{Concat, Inspect, Map};
+use timely::dataflow::{Scope, Stream};
 
 /// What the evaluation graph produces.
 pub struct Outputs<G: Scope> {
@@ -52,10 +52,13 @@ pub fn evaluate<G>(
 where
     G: Scope<Timestamp = u64>,
 {
-    let closes = latest::latest(&prices.inner, "LatestClose");
-    let records = latest::latest(&holdings.inner, "LatestHolding");
-    let positions = positions::positions(&records);
-    let contributions = contribute::contribute(&closes, &positions);
+    let closes = counted(&latest::latest(&prices.inner, "LatestClose"), "LatestClose");
+    let records = counted(
+        &latest::latest(&holdings.inner, "LatestHolding"),
+        "LatestHolding",
+    );
+    let positions = counted(&positions::positions(&records), "Positions");
+    let contributions = counted(&contribute::contribute(&closes, &positions), "Contribute");
     let book_inputs = positions
         .map(|(p, t, d)| (BookInput::Position(p, d), t))
         .concat(
@@ -63,7 +66,7 @@ where
                 .inner
                 .map(|((p, day, v), t, d)| (BookInput::Seed(p, day, v, d), t)),
         );
-    let rows = days::days(&contributions, &book_inputs, window);
+    let rows = counted(&days::days(&contributions, &book_inputs, window), "Days");
     let evaluations = rows
         .flat_map(|(r, t, d)| match r {
             Row::Evaluation(e) => Some((e, t, d)),
@@ -82,4 +85,16 @@ where
         closes: closes.as_collection(),
         records: records.as_collection(),
     }
+}
+
+/// The operator's output, counted per worker batch on the metrics endpoint
+/// (`stockflow_operator_records_total{operator}`: the console's job graph shows its rate). The
+/// counter is a no-op when no metrics recorder is installed.
+fn counted<G, D>(stream: &Stream<G, D>, operator: &'static str) -> Stream<G, D>
+where
+    G: Scope,
+    D: Clone + 'static,
+{
+    let counter = metrics::counter!("stockflow_operator_records_total", "operator" => operator);
+    stream.inspect_batch(move |_, data| counter.increment(data.len() as u64))
 }
