@@ -296,7 +296,7 @@ impl Log for KafkaLog {
     }
 
     fn open_source(&self, start: &[Position]) -> Result<Box<dyn LogSource>> {
-        let consumer: BaseConsumer = self
+        let consumer: BaseConsumer<SourceContext> = self
             .config
             .client_config()
             .set("group.id", "stockflow-job")
@@ -316,7 +316,7 @@ impl Log for KafkaLog {
             // 0.5 GB (1.4 GB). Apache Kafka fills responses fairly; these settings do no harm.
             .set("queued.min.messages", "50000")
             .set("fetch.max.bytes", "2097152")
-            .create()
+            .create_with_context(SourceContext)
             .map_err(kafka("creating the Kafka consumer"))?;
         let mut tpl = TopicPartitionList::new();
         for p in start {
@@ -414,6 +414,24 @@ impl LogProducer for KafkaProducer {
             .map_err(kafka("flushing the producer"))
     }
 }
+
+/// The sources' client context: librdkafka reports every partition end it reaches
+/// (`enable.partition.eof`, the signal the source reads) as a "global error" too, which the
+/// default context logs at ERROR on every catch-up; those are logged at TRACE here, every
+/// other client error as before.
+pub struct SourceContext;
+
+impl rdkafka::ClientContext for SourceContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        if matches!(error, KafkaError::Global(RDKafkaErrorCode::PartitionEOF)) {
+            tracing::trace!("librdkafka: {reason}");
+        } else {
+            tracing::error!("librdkafka: {error}: {reason}");
+        }
+    }
+}
+
+impl rdkafka::consumer::ConsumerContext for SourceContext {}
 
 #[cfg(test)]
 mod tests {

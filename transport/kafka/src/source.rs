@@ -13,8 +13,9 @@
 //! partition ending in one is caught up all the same.
 
 use crate::map_error;
+use crate::SourceContext;
 use rdkafka::consumer::base_consumer::PartitionQueue;
-use rdkafka::consumer::{BaseConsumer, Consumer, DefaultConsumerContext};
+use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Message, OwnedMessage};
 use rdkafka::Offset;
@@ -30,13 +31,13 @@ pub(crate) struct Lane {
     pub partition: i32,
     /// The log end when the source was opened: below it the partition has a backlog.
     pub backlog_end: i64,
-    pub queue: PartitionQueue<DefaultConsumerContext>,
+    pub queue: PartitionQueue<SourceContext>,
 }
 
 /// The assigned partitions of one consumer.
 pub struct KafkaLanes {
     /// Taken only when the lanes are dropped.
-    consumer: Option<Arc<BaseConsumer>>,
+    consumer: Option<Arc<BaseConsumer<SourceContext>>>,
     lanes: Vec<Lane>,
     /// Per lane: its end was reported but its position was not known yet (librdkafka reports
     /// an end once): asked again at the next fetches that find nothing.
@@ -46,7 +47,11 @@ pub struct KafkaLanes {
 /// The job's Kafka source.
 pub type KafkaSource = MergedSource<KafkaLanes>;
 
-pub(crate) fn source(consumer: Arc<BaseConsumer>, lanes: Vec<Lane>, start: &[i64]) -> KafkaSource {
+pub(crate) fn source(
+    consumer: Arc<BaseConsumer<SourceContext>>,
+    lanes: Vec<Lane>,
+    start: &[i64],
+) -> KafkaSource {
     MergedSource::new(
         KafkaLanes {
             consumer: Some(consumer),
