@@ -31,8 +31,10 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     init_logging(cli.global.log_format);
     stockflow_dataflow::panics::install_hook();
+    quiet_on_closed_stdout();
     match run(cli) {
         Ok(code) => code,
+        Err(e) if closed_stdout(&e) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             let fault = exit::fault_of(&e);
             let code = fault.map_or(exit::INTERNAL, exit::code);
@@ -41,6 +43,32 @@ fn main() -> std::process::ExitCode {
             std::process::ExitCode::from(code)
         }
     }
+}
+
+/// A closed stdout (`stockflow calendar … | head -1`) ends a command quietly, as it ends other
+/// Unix tools: no error line, exit 0. Rust ignores SIGPIPE, so the write fails instead: as an
+/// error a command returns, or as the panic of `println!`.
+fn closed_stdout(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
+fn quiet_on_closed_stdout() {
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let message = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if message.starts_with("failed printing to stdout") && message.contains("Broken pipe") {
+            std::process::exit(0);
+        }
+        previous(info);
+    }));
 }
 
 fn run(cli: Cli) -> Result<std::process::ExitCode> {
