@@ -97,6 +97,9 @@ pub enum Command {
         #[command(subcommand)]
         command: HoldingsCommand,
     },
+    /// The live console in the browser: portfolios moving as commits land, restatements, the
+    /// job's health (docs/console.md).
+    Console(Box<ConsoleArgs>),
     /// Benchmarks that print figures.
     Bench {
         #[command(subcommand)]
@@ -181,6 +184,37 @@ pub struct RunArgs {
     /// Serve Prometheus metrics on this address (e.g. 127.0.0.1:9464), path /metrics.
     #[arg(long, env = "STOCKFLOW_METRICS_ADDR")]
     pub metrics_addr: Option<String>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ConsoleArgs {
+    /// Address to serve on. Loopback by default: the console has no login, so any other
+    /// address is warned about.
+    #[arg(long, env = "STOCKFLOW_CONSOLE_ADDR", default_value = "127.0.0.1:8080")]
+    pub addr: std::net::SocketAddr,
+    #[command(flatten)]
+    pub db: DbArgs,
+    #[command(flatten)]
+    pub topics: TopicArgs,
+    #[command(flatten)]
+    pub market: MarketArgs,
+    /// The job whose commits, lease and offsets are shown.
+    #[arg(long, env = "STOCKFLOW_JOB", default_value = "stockflow")]
+    pub job: String,
+    /// The running job's metrics endpoint (its --metrics-addr), for the dataflow graph's
+    /// records per second: http://127.0.0.1:9464/metrics.
+    #[arg(long, env = "STOCKFLOW_CONSOLE_METRICS_URL")]
+    pub metrics_url: Option<String>,
+    /// Serve a form that changes a holding: it publishes a holdings record to the holdings
+    /// topic, as `stockflow holdings set` does (the console never writes the database).
+    #[arg(long)]
+    pub allow_holdings_changes: bool,
+    /// Live (server-sent event) clients at most; more are refused with 503.
+    #[arg(long, default_value_t = 64)]
+    pub max_clients: usize,
+    /// The period of the statistics' item 4, whole years inclusive (as `report --period`).
+    #[arg(long, default_value = "2020..2024")]
+    pub period: String,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -41,6 +41,9 @@ pub fn fault_of(e: &anyhow::Error) -> Option<Fault> {
         if let Some(e) = cause.downcast_ref::<stockflow_analytics::Error>() {
             return Some(e.fault());
         }
+        if let Some(e) = cause.downcast_ref::<stockflow_console::Error>() {
+            return Some(e.fault());
+        }
         if cause.is::<stockflow_market::Error>() {
             return Some(Fault::User);
         }

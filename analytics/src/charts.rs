@@ -18,7 +18,8 @@ const FONT_PATHS: [&str; 3] = [
 
 static FONT: OnceLock<std::result::Result<(), String>> = OnceLock::new();
 
-fn ensure_font() -> Result<()> {
+/// Registers the TrueType font every chart (PNG or SVG) lays its text out with.
+pub fn ensure_font() -> Result<()> {
     FONT.get_or_init(|| {
         let candidates: Vec<String> = std::env::var("STOCKFLOW_FONT")
             .into_iter()

@@ -135,3 +135,57 @@ pub fn write_parquet(df: &mut DataFrame, path: &Path) -> Result<()> {
     ParquetWriter::new(f).finish(df)?;
     Ok(())
 }
+
+/// One portfolio's history as a table (the console's download): investor, portfolio, as_of
+/// (Date), value, change and change_pct as their exact decimal text, and value_f64 for tools
+/// that want a number.
+pub fn history(rows: &[crate::load::EvalRow]) -> Result<DataFrame> {
+    let text = |f: &dyn Fn(&crate::load::EvalRow) -> Option<String>| -> Vec<Option<String>> {
+        rows.iter().map(f).collect()
+    };
+    Ok(DataFrame::new_infer_height(vec![
+        Column::new(
+            "investor".into(),
+            rows.iter().map(|r| r.investor.as_str()).collect::<Vec<_>>(),
+        ),
+        Column::new(
+            "portfolio".into(),
+            rows.iter()
+                .map(|r| r.portfolio.as_str())
+                .collect::<Vec<_>>(),
+        ),
+        Column::new(
+            "as_of".into(),
+            rows.iter()
+                .map(|r| crate::load::epoch_days(r.day))
+                .collect::<Vec<_>>(),
+        )
+        .cast(&DataType::Date)?,
+        Column::new("value".into(), text(&|r| Some(r.value.to_string()))),
+        Column::new("change".into(), text(&|r| r.change.map(|c| c.to_string()))),
+        Column::new(
+            "change_pct".into(),
+            text(&|r| r.change_pct.map(|c| c.to_string())),
+        ),
+        Column::new(
+            "value_f64".into(),
+            rows.iter()
+                .map(|r| crate::load::approx(r.value))
+                .collect::<Vec<_>>(),
+        ),
+    ])?)
+}
+
+/// `df` as CSV bytes.
+pub fn csv_bytes(df: &mut DataFrame) -> Result<Vec<u8>> {
+    let mut out = Vec::new();
+    CsvWriter::new(&mut out).finish(df)?;
+    Ok(out)
+}
+
+/// `df` as Parquet bytes.
+pub fn parquet_bytes(df: &mut DataFrame) -> Result<Vec<u8>> {
+    let mut out = Vec::new();
+    ParquetWriter::new(&mut out).finish(df)?;
+    Ok(out)
+}

@@ -1,4 +1,5 @@
 mod bench;
+mod console;
 mod db;
 mod exchange;
 mod holdings;
@@ -34,6 +35,7 @@ pub async fn dispatch(cli: Cli) -> Result<ExitCode> {
             issues,
         } => status::run(g, db, topics, job, issues).await,
         Command::Holdings { command } => holdings::run(g, command).await,
+        Command::Console(args) => console::run(g, *args).await,
     }
 }
 
