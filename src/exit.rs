@@ -65,6 +65,22 @@ pub fn fault_of(e: &anyhow::Error) -> Option<Fault> {
 #[error("{0}")]
 pub struct UserError(pub String);
 
+/// Stdout was closed by its reader (`stockflow calendar … | head -1`): the command ends
+/// quietly, as other Unix tools do.
+#[derive(Debug, thiserror::Error)]
+#[error("stdout was closed")]
+pub struct StdoutClosed;
+
+/// Writes `bytes` to stdout; a closed stdout is `StdoutClosed`.
+pub fn write_stdout(bytes: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(bytes).and_then(|()| out.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Err(StdoutClosed.into()),
+        other => Ok(other?),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -46,13 +46,11 @@ fn main() -> std::process::ExitCode {
 }
 
 /// A closed stdout (`stockflow calendar … | head -1`) ends a command quietly, as it ends other
-/// Unix tools: no error line, exit 0. Rust ignores SIGPIPE, so the write fails instead: as an
-/// error a command returns, or as the panic of `println!`.
+/// Unix tools: no error line, exit 0. Rust ignores SIGPIPE, so the write fails instead: as the
+/// `StdoutClosed` error of `exit::write_stdout`, or as the panic of `println!`. A broken pipe
+/// of anything else (a socket, a FIFO given as a file) stays an error.
 fn closed_stdout(e: &anyhow::Error) -> bool {
-    e.chain().any(|c| {
-        c.downcast_ref::<std::io::Error>()
-            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
-    })
+    e.chain().any(|c| c.is::<exit::StdoutClosed>())
 }
 
 fn quiet_on_closed_stdout() {

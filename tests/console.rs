@@ -33,6 +33,16 @@ fn lines_of(out: ChildStdout) -> mpsc::Receiver<String> {
     rx
 }
 
+/// A child process killed when dropped (a failed assertion leaves no job running).
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// A running console; killed when dropped.
 struct Console {
     child: Child,
@@ -169,17 +179,19 @@ fn the_console_in_a_real_browser_follows_the_live_job() {
     let (prices, holdings) = market_topics("console", (2, 1), "2024-01-02", "60", "11");
     produce_raw(&prices, "SE1", &[HOSTILE]);
     let metrics = format!("127.0.0.1:{}", free_port());
-    let mut job_child = job(&prices, &holdings, &url)
-        .args(["--metrics-addr", &metrics])
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("the job");
+    let mut job_child = Killed(
+        job(&prices, &holdings, &url)
+            .args(["--metrics-addr", &metrics])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("the job"),
+    );
     wait_committed(
         &url,
         &prices,
         ends(&prices),
         Duration::from_secs(180),
-        Some(&mut job_child),
+        Some(&mut job_child.0),
     );
     assert_eq!(
         poll_number(&url, "SELECT COUNT(*) FROM dead_letters"),
@@ -222,21 +234,23 @@ fn the_console_in_a_real_browser_follows_the_live_job() {
     ] {
         let _ = std::fs::remove_file(shots.join(f));
     }
-    let mut node = Command::new("node")
-        .arg(root.join("tests/browser/console.mjs"))
-        .current_dir(root.join("tests/browser"))
-        .env("CONSOLE_URL", &c.base)
-        .env("SCREENSHOTS", &shots)
-        .env("CHROMIUM", &chromium)
-        .env("HOLD_TICKER", &ticker)
-        .env("HOLD_QTY", (qty + 100).to_string())
-        .env("HOLD_FROM", &from)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("node runs the browser script");
-    let mut to_node = node.stdin.take().expect("its stdin");
-    let steps = lines_of(node.stdout.take().expect("its stdout"));
+    let mut node = Killed(
+        Command::new("node")
+            .arg(root.join("tests/browser/console.mjs"))
+            .current_dir(root.join("tests/browser"))
+            .env("CONSOLE_URL", &c.base)
+            .env("SCREENSHOTS", &shots)
+            .env("CHROMIUM", &chromium)
+            .env("HOLD_TICKER", &ticker)
+            .env("HOLD_QTY", (qty + 100).to_string())
+            .env("HOLD_FROM", &from)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("node runs the browser script"),
+    );
+    let mut to_node = node.0.stdin.take().expect("its stdin");
+    let steps = lines_of(node.0.stdout.take().expect("its stdout"));
     let mut seen = Vec::new();
     let mut new_day = String::new();
     let mut p11_before = String::new();
@@ -278,7 +292,7 @@ fn the_console_in_a_real_browser_follows_the_live_job() {
                     &prices,
                     target,
                     Duration::from_secs(60),
-                    Some(&mut job_child),
+                    Some(&mut job_child.0),
                 );
                 let deadline = Instant::now() + Duration::from_secs(60);
                 while poll_number(
@@ -417,7 +431,7 @@ fn the_console_in_a_real_browser_follows_the_live_job() {
         seen.push(name);
     }
     drop(to_node);
-    let status = wait_exit(&mut node, Duration::from_secs(30));
+    let status = wait_exit(&mut node.0, Duration::from_secs(30));
     assert!(status.success());
     assert_eq!(
         seen,
@@ -435,8 +449,8 @@ fn the_console_in_a_real_browser_follows_the_live_job() {
             .unwrap_or(0);
         assert!(size > 10_000, "screenshot {f} saved ({size} bytes)");
     }
-    let _ = job_child.kill();
-    let _ = job_child.wait();
+    drop(job_child);
+    assert_journal_matches(&url);
     drop_db(&url);
 }
 
@@ -636,6 +650,14 @@ fn every_endpoint_answers_with_its_shape_pages_and_errors() {
         .as_str()
         .expect("an SVG")
         .starts_with("<svg"));
+
+    // Sparklines of some portfolios (what a page fetches after commits touched its rows).
+    let (status, sp) = get(base, "/api/sparklines?ids=P11,P32");
+    assert_eq!(status, 200);
+    assert!(sp["P11"].as_str().expect("an SVG").starts_with("<svg"));
+    assert!(sp["P32"].as_str().expect("an SVG").starts_with("<svg"));
+    let many = vec!["P11"; 201].join(",");
+    assert_eq!(get(base, &format!("/api/sparklines?ids={many}")).0, 400);
 
     // Dead letters, paged newest first.
     let (_, d1) = get(base, "/api/dead-letters?size=2");

@@ -25,9 +25,17 @@ fn the_first_readme_command_runs_the_whole_system() {
             .env("STOCKFLOW_MYSQL_URL", &url)
             .env("STOCKFLOW_MYSQL_PASSWORD", common::mysql_password())
             .env("STOCKFLOW_REPORTS", &reports)
-            .env("STOCKFLOW_LOG", "warn"),
+            // The default log level: what a user sees.
+            .env_remove("STOCKFLOW_LOG"),
     );
     let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    // No ERROR line in a run that went right (librdkafka's partition-end reports, a closed
+    // pipe after `calendar | head -1` printed some).
+    assert!(
+        !stderr.contains("ERROR") && !stderr.contains("Broken pipe"),
+        "{stderr}"
+    );
     let days = stockflow_market::Calendar::new()
         .trading_days(
             chrono::NaiveDate::from_ymd_opt(2024, 11, 1).expect("a valid date"),

@@ -102,6 +102,7 @@ fn mysql_and_broker_restarts_under_a_running_job() {
         }
         assert_eq!(summary["ticks"], total, "every tick read once");
         assert_eq!(evaluations(&url), expected, "after a {service} restart");
+        assert_journal_matches(&url);
         drop_db(&url);
     }
     drop_db(&reference);

@@ -174,6 +174,7 @@ fn a_takeover_gets_past_a_hung_holder_which_then_writes_nothing_more() {
     );
     let want = tables(&reference);
     assert_eq!(tables(&url), want, "after the takeover");
+    assert_journal_matches(&url);
     let progress = progress_rows(&url);
     // The holder wakes: its connection was ended, the lease is another run's; it stops with
     // an error and writes nothing.

@@ -3,7 +3,11 @@
 // no script can run. The Content-Security-Policy allows no inline script either.
 'use strict';
 
-const state = { session: null, source: null, listeners: new Set(), lastCommit: 0 };
+// Per page: commit listeners, timers and DOM listeners (an AbortController), all released when
+// another page is shown.
+const state = { session: null, source: null, listeners: new Set(), lastCommit: 0, hellos: 0, timers: [], abort: new AbortController() };
+
+function every(ms, f) { state.timers.push(setInterval(f, ms)); }
 
 function el(tag, attrs, ...children) {
   const e = document.createElement(tag);
@@ -46,7 +50,12 @@ function connect() {
   const live = document.getElementById('live');
   const src = new EventSource('/api/events');
   state.source = src;
-  src.addEventListener('hello', () => { live.textContent = 'live'; live.className = 'live on'; });
+  src.addEventListener('hello', () => {
+    live.textContent = 'live'; live.className = 'live on';
+    // A reconnection (the console dropped this page as too slow, or restarted): what the page
+    // shows may have missed commits.
+    if (state.hellos++ > 0) route();
+  });
   src.addEventListener('commit', (ev) => {
     const data = JSON.parse(ev.data);
     state.lastCommit = data.last_commit;
@@ -127,12 +136,17 @@ async function portfoliosPage(main) {
   search.oninput = () => { clearTimeout(timer); timer = setTimeout(() => { q = search.value; page = 0; load(); }, 250); };
 
   const shown = [];
+  const seen = new Set();
   const MAX_SHOWN = 500;
   function addChanges(changes, commits) {
     // Prepended one by one: the oldest first, so that the newest commit's latest day ends on top.
     const ordered = changes.slice().sort((a, b) => a.commit - b.commit || b.n - a.n);
     for (const c of ordered) {
-      const li = el('li', { class: 'change' + (c.restated ? ' restated' : ''), 'data-portfolio': c.portfolio },
+      // The first load and the first events can overlap: each diff once.
+      const id = c.commit + ':' + c.n;
+      if (seen.has(id)) continue;
+      seen.add(id);
+      const li = el('li', { class: 'change' + (c.restated ? ' restated' : ''), 'data-portfolio': c.portfolio, 'data-id': id },
         el('span', { class: 'muted' }, '#' + c.commit + ' '),
         el('span', { class: 'badge' + (c.diff < 0 ? ' retract' : '') }, c.diff < 0 ? '− retract' : '+ insert'), ' ',
         c.restated ? el('span', { class: 'badge restated' }, 'restated') : '', ' ',
@@ -143,6 +157,7 @@ async function portfoliosPage(main) {
       shown.push(li);
     }
     while (shown.length > MAX_SHOWN) shown.shift().remove();
+    if (seen.size > 5 * MAX_SHOWN) { seen.clear(); for (const li of shown) seen.add(li.dataset.id); }
     const dropped = (commits || []).reduce((n, c) => n + (c.inserted + c.retracted - c.kept), 0);
     streamInfo.textContent = `Evaluation diffs as commits land, newest first; a restated day (its earlier evaluation retracted) is marked. ` +
       `Bounded: the last ${MAX_SHOWN} shown, at most 500 kept per commit` + (dropped > 0 ? ` (${fmtInt(dropped)} diffs of the latest commits not kept).` : '.');
@@ -151,19 +166,28 @@ async function portfoliosPage(main) {
     const initial = await api('/api/changes?limit=200');
     addChanges(initial.changes, initial.commits);
   } catch (e) { streamInfo.replaceChildren(errorBox(e)); }
-  let reload;
+  // Sparklines of the rows commits touched: fetched again at most every 5 s.
+  const stale = new Set();
+  every(5000, async () => {
+    if (!stale.size) return;
+    const ids = [...stale]; stale.clear();
+    try {
+      const svgs = await api('/api/sparklines?' + new URLSearchParams({ ids: ids.join(',') }));
+      for (const [p, svg] of Object.entries(svgs)) {
+        const r = rows.get(p);
+        if (r) r.cells.spark.replaceChildren(svgImage(svg, { alt: 'last 60 days of ' + p, width: 120, height: 28 }));
+      }
+    } catch (e) { /* the next commit tries again */ }
+  });
   onCommit((ev) => {
     addChanges(ev.changes, ev.commits);
-    let touched = false;
     for (const [p, latest] of Object.entries(ev.latest)) {
       const r = rows.get(p);
       if (!r) continue;
       fill(r.cells, latest);
       r.tr.classList.remove('flash'); void r.tr.offsetWidth; r.tr.classList.add('flash');
-      touched = true;
+      stale.add(p);
     }
-    // Sparklines come with the page: fetch it again, at most once a second.
-    if (touched && !reload) reload = setTimeout(() => { reload = null; load(); }, 1000);
   });
   await load();
 }
@@ -248,7 +272,7 @@ async function portfolioPage(main, id) {
     if (Math.abs(e.clientX - a) < 5) return;
     const d1 = dayAt(Math.min(a, e.clientX)), d2 = dayAt(Math.max(a, e.clientX));
     if (d1 < d2) { win = { from: d1, to: d2 }; loadChart(); }
-  });
+  }, { signal: state.abort.signal });
   chartBox.addEventListener('dblclick', () => { win = { from: null, to: null }; loadChart(); });
   logBox.onchange = loadChart;
   for (const b of buttons) {
@@ -264,7 +288,11 @@ async function portfolioPage(main, id) {
     };
   }
 
+  const seenHere = new Set();
   function addChange(c) {
+    const key = c.commit + ':' + c.n;
+    if (seenHere.has(key)) return;
+    seenHere.add(key);
     changes.prepend(el('li', { class: 'change' + (c.restated ? ' restated' : '') },
       el('span', { class: 'muted' }, '#' + c.commit + ' '),
       el('span', { class: 'badge' + (c.diff < 0 ? ' retract' : '') }, c.diff < 0 ? '− retract' : '+ insert'), ' ',
@@ -314,7 +342,7 @@ async function portfolioPage(main, id) {
     if (restated.size) {
       restate.replaceChildren(el('div', { class: 'notice', id: 'restated-notice' },
         `Commit #${ev.last_commit} restated ${fmtInt(restated.size)} day(s) of ${id}'s history` +
-        (mine.length < ev.changes.length ? '' : '') + '. The chart and the statistics below are updated.'));
+        '. The chart and the statistics below are updated.'));
     }
     await loadMeta();
     loadChart();
@@ -352,9 +380,8 @@ async function jobPage(main) {
     try { j = await api('/api/job'); } catch (e) { body.replaceChildren(errorBox(e)); return; }
     const l = j.lease;
     const lease = el('section', { class: 'card', id: 'lease' }, el('h2', {}, 'Lease'),
-      l && l.pid === 0 ? el('p', { class: 'lease released' }, `Job ${j.job}: released by its last run (epoch ${l.epoch}, host ${l.host}); no run holds it. Last commit ${fmtInt(l.commit_seq)}.`)
-      : l ? el('p', { class: 'lease held' }, `Job ${j.job}: epoch ${l.epoch}, held by ${l.host} pid ${l.pid} (run ${l.run_id.slice(0, 8)}), since ${l.started_at}; ` +
-        `last heartbeat ${l.heartbeat_age_s === null ? '–' : l.heartbeat_age_s.toFixed(1) + ' s ago'}; commit ${fmtInt(l.commit_seq)}.`)
+      l ? el('p', { class: l.live ? 'lease-held' : 'lease-free' }, `Job ${j.job}: ${l.describe}; ` +
+        (l.live ? 'a live run holds it' : 'no live run holds it') + `; last commit ${fmtInt(l.commit_seq)}.`)
         : el('p', { class: 'muted' }, `Job ${j.job} has never held a lease on this database.`));
     const parts = el('section', { class: 'card', id: 'partitions' }, el('h2', {}, `Partitions (${j.log})`),
       ...j.log_errors.map((e) => el('div', { class: 'error' }, e)),
@@ -385,9 +412,17 @@ async function jobPage(main) {
   }
   await load();
   await loadDead();
-  let pending;
-  onCommit(() => { if (!pending) pending = setTimeout(async () => { pending = null; await load(); await loadDead(); }, 1000); });
-  setInterval(() => { if (!pending) load().then(loadDead); }, 5000);
+  // Commits refresh the page at most every 2 s (the server shares one answer a second among
+  // its clients); new dead letters refresh their list, if it shows the newest.
+  let pending, deadPending = false;
+  onCommit((ev) => {
+    if (ev.commits.some((c) => c.dead_letters > 0) && deadBefore === null) deadPending = true;
+    if (!pending) pending = setTimeout(async () => {
+      pending = null; await load();
+      if (deadPending) { deadPending = false; await loadDead(); }
+    }, 2000);
+  });
+  every(5000, () => { if (!pending) load(); });
 }
 
 function drawGraph(g) {
@@ -430,6 +465,8 @@ function drawGraph(g) {
 async function route() {
   const main = document.getElementById('main');
   state.listeners.clear();
+  state.timers.forEach(clearInterval); state.timers = [];
+  state.abort.abort(); state.abort = new AbortController();
   const path = location.pathname;
   document.getElementById('nav-portfolios').className = path === '/' || path.startsWith('/portfolios') ? 'current' : '';
   document.getElementById('nav-job').className = path === '/job' ? 'current' : '';

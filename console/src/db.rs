@@ -2,10 +2,11 @@
 //! history) and goes through a primary key or an index; nothing scans a table per event.
 //! Decimals are read as text and stay exact until they are shown.
 
-use crate::view::{figure, like_pattern, preview};
+use crate::view::{figure, like_pattern, preview, visible};
 use crate::{Error, Result};
 use mysql::prelude::Queryable;
 use mysql::PooledConn;
+
 use serde::Serialize;
 
 /// One row of the portfolio list.
@@ -117,8 +118,8 @@ fn per_portfolio(select: &str, n: usize, ids: &[String]) -> String {
 type EvalText = (String, String, String, Option<String>, Option<String>);
 
 /// The latest evaluation of each of `ids`.
-pub fn latest_of(
-    conn: &mut PooledConn,
+pub fn latest_of<Q: Queryable>(
+    conn: &mut Q,
     ids: &[String],
 ) -> Result<std::collections::HashMap<String, Latest>> {
     if ids.is_empty() {
@@ -138,7 +139,7 @@ pub fn latest_of(
 }
 
 /// The latest `n` values of each of `ids`, oldest first (approximate: for sparklines).
-fn recent_values(
+pub fn recent_values(
     conn: &mut PooledConn,
     ids: &[String],
     n: usize,
@@ -228,18 +229,24 @@ pub struct Change {
     pub change_pct: Option<String>,
 }
 
-/// The latest `limit` diffs after commit `after`, oldest first.
-pub fn changes(conn: &mut PooledConn, job: &str, after: i64, limit: u64) -> Result<Vec<Change>> {
+/// The latest `limit` diffs of the commits after `after` up to `upto`: the newest commits
+/// first, and within a commit its latest days first (the order it kept them in).
+pub fn changes<Q: Queryable>(
+    conn: &mut Q,
+    job: &str,
+    (after, upto): (i64, i64),
+    limit: u64,
+) -> Result<Vec<Change>> {
     let rows: Vec<mysql::Row> = conn.exec(
         format!(
             "SELECT commit_seq, n, investor, portfolio, CAST(as_of AS CHAR), diff, restated, \
              CAST(nav AS CHAR), CAST(nav_change AS CHAR), CAST(nav_change_pct AS CHAR) \
-             FROM evaluation_changes WHERE job = ? AND commit_seq > ? \
-             ORDER BY commit_seq DESC, n DESC LIMIT {limit}"
+             FROM evaluation_changes WHERE job = ? AND commit_seq > ? AND commit_seq <= ? \
+             ORDER BY commit_seq DESC, n LIMIT {limit}"
         ),
-        (job, after),
+        (job, after, upto),
     )?;
-    let mut out: Vec<Change> = rows
+    let out: Vec<Change> = rows
         .into_iter()
         .map(|mut r| Change {
             commit: r.take(0).unwrap_or_default(),
@@ -254,7 +261,6 @@ pub fn changes(conn: &mut PooledConn, job: &str, after: i64, limit: u64) -> Resu
             change_pct: figure(r.take::<Option<String>, _>(9).flatten().as_deref()),
         })
         .collect();
-    out.reverse();
     Ok(out)
 }
 
@@ -277,16 +283,22 @@ pub struct CommitRow {
     pub duration_ms: i64,
 }
 
-/// The latest `limit` commits after `after`, oldest first.
-pub fn commits(conn: &mut PooledConn, job: &str, after: i64, limit: u64) -> Result<Vec<CommitRow>> {
+/// The latest `limit` commits after `after` up to `upto`, oldest first.
+pub fn commits<Q: Queryable>(
+    conn: &mut Q,
+    job: &str,
+    (after, upto): (i64, i64),
+    limit: u64,
+) -> Result<Vec<CommitRow>> {
     let rows: Vec<mysql::Row> = conn.exec(
         format!(
             "SELECT commit_seq, epoch, CAST(UNIX_TIMESTAMP(committed_at) * 1000 AS SIGNED), \
              inserted, retracted, restated, kept, issues, state_rows, dead_letters, \
              CAST(first_day AS CHAR), CAST(last_day AS CHAR), freshness_ms, duration_ms \
-             FROM job_commits WHERE job = ? AND commit_seq > ? ORDER BY commit_seq DESC LIMIT {limit}"
+             FROM job_commits WHERE job = ? AND commit_seq > ? AND commit_seq <= ? \
+             ORDER BY commit_seq DESC LIMIT {limit}"
         ),
-        (job, after),
+        (job, after, upto),
     )?;
     let mut out: Vec<CommitRow> = rows
         .into_iter()
@@ -312,7 +324,7 @@ pub fn commits(conn: &mut PooledConn, job: &str, after: i64, limit: u64) -> Resu
 }
 
 /// The job's last commit number (0 before any).
-pub fn last_commit(conn: &mut PooledConn, job: &str) -> Result<i64> {
+pub fn last_commit<Q: Queryable>(conn: &mut Q, job: &str) -> Result<i64> {
     let v: Option<Option<i64>> = conn.exec_first(
         "SELECT MAX(commit_seq) FROM job_commits WHERE job = ?",
         (job,),
@@ -331,42 +343,46 @@ pub fn freshness(conn: &mut PooledConn, job: &str, limit: u64) -> Result<Vec<(i6
     )?)
 }
 
-/// The lease of the job and its heartbeat.
+/// The lease of the job, as `stockflow status` reads it.
 #[derive(Debug, Clone, Serialize)]
 pub struct Lease {
     pub epoch: i64,
     pub host: String,
-    pub pid: i64,
+    pub pid: u32,
     pub run_id: String,
     pub started_at: String,
-    pub heartbeat_at: Option<String>,
-    /// Seconds since the last heartbeat (by the database's clock).
-    pub heartbeat_age_s: Option<f64>,
+    /// Released by its last run (no run holds it).
+    pub released: bool,
+    /// A live run holds it (fresh heartbeat; on this host, its process exists).
+    pub live: bool,
+    pub heartbeat_age_s: f64,
     pub commit_seq: i64,
+    /// `status`'s words for it.
+    pub describe: String,
 }
 
 pub fn lease(conn: &mut PooledConn, job: &str) -> Result<Option<Lease>> {
-    let row: Option<mysql::Row> = conn.exec_first(
-        "SELECT l.epoch, l.host, l.pid, l.run_id, CAST(l.started_at AS CHAR), \
-         CAST(h.heartbeat_at AS CHAR), \
-         CAST(TIMESTAMPDIFF(MICROSECOND, h.heartbeat_at, CURRENT_TIMESTAMP(6)) AS SIGNED), \
-         l.commit_seq FROM job_leases l LEFT JOIN job_heartbeats h ON h.job = l.job \
-         WHERE l.job = ?",
-        (job,),
-    )?;
-    Ok(row.map(|mut r| Lease {
-        epoch: r.take(0).unwrap_or_default(),
-        host: r.take(1).unwrap_or_default(),
-        pid: r.take(2).unwrap_or_default(),
-        run_id: r.take(3).unwrap_or_default(),
-        started_at: r.take(4).unwrap_or_default(),
-        heartbeat_at: r.take::<Option<String>, _>(5).flatten(),
-        heartbeat_age_s: r
-            .take::<Option<i64>, _>(6)
-            .flatten()
-            .map(|us| us as f64 / 1e6),
-        commit_seq: r.take(7).unwrap_or_default(),
+    use stockflow_sinks::mysql::lease;
+    let me = lease::Holder::this_process();
+    Ok(lease::read(conn, job).map_err(sink)?.map(|l| Lease {
+        live: lease::is_live(&l, &me),
+        released: l.released(),
+        describe: l.describe(),
+        epoch: l.epoch,
+        host: l.holder.host,
+        pid: l.holder.pid,
+        run_id: l.holder.run_id,
+        started_at: l.started_at,
+        heartbeat_age_s: l.heartbeat_age.as_secs_f64(),
+        commit_seq: l.commit_seq,
     }))
+}
+
+fn sink(e: stockflow_sinks::Error) -> Error {
+    match e {
+        stockflow_sinks::Error::MySql(e) => Error::Database(e),
+        other => Error::Internal(other.to_string()),
+    }
 }
 
 /// The committed next offset of each (topic, partition) of the job.
@@ -423,7 +439,7 @@ pub fn dead_letters(
                 partition: r.take(2).unwrap_or_default(),
                 offset: r.take(3).unwrap_or_default(),
                 code: r.take(4).unwrap_or_default(),
-                reason: r.take(5).unwrap_or_default(),
+                reason: visible(&r.take::<String, _>(5).unwrap_or_default()),
                 preview_truncated: truncated || payload_len > payload.len() as i64,
                 preview,
                 payload_len,
@@ -455,29 +471,8 @@ pub fn incomplete(conn: &mut PooledConn, limit: u64) -> Result<(u64, Vec<Incompl
     ))?;
     let mut out = Vec::with_capacity(rows.len());
     for (portfolio, day, held, priced) in rows {
-        // The holding in force that day for each stock: its latest record from before it.
-        let records: Vec<(String, String, i64)> = conn.exec(
-            "SELECT ticker, CAST(from_day AS CHAR), quantity FROM holding_records \
-             WHERE portfolio = ? AND from_day <= ? ORDER BY ticker, from_day",
-            (&portfolio, &day),
-        )?;
-        let mut in_force: std::collections::BTreeMap<String, i64> = Default::default();
-        for (ticker, _, quantity) in records {
-            in_force.insert(ticker, quantity);
-        }
-        let mut missing = Vec::new();
-        for (ticker, quantity) in in_force {
-            if quantity == 0 {
-                continue;
-            }
-            let priced: Option<i64> = conn.exec_first(
-                "SELECT 1 FROM prices WHERE ticker = ? AND as_of = ?",
-                (&ticker, &day),
-            )?;
-            if priced.is_none() {
-                missing.push(ticker);
-            }
-        }
+        let missing =
+            stockflow_sinks::mysql::state::missing_stocks(conn, &portfolio, &day).map_err(sink)?;
         out.push(Incomplete {
             portfolio,
             day,

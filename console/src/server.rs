@@ -63,12 +63,51 @@ pub struct State {
     universe: Arc<Universe>,
     samples: Option<Arc<Mutex<Samples>>>,
     bound: SocketAddr,
+    cache: Cache,
 }
 
 /// Seconds a request waits for a free database connection.
 const POOL_WAIT_S: u64 = 5;
 
+/// Answers kept for a second, shared by every client: the pages refresh on commits, and a
+/// crowd of them must not multiply the database's work.
+struct Cache {
+    entries: Mutex<std::collections::HashMap<String, (std::time::Instant, Arc<serde_json::Value>)>>,
+}
+
+/// How long an answer is kept, and how many.
+const CACHE_FOR: Duration = Duration::from_secs(1);
+const CACHE_ENTRIES: usize = 64;
+
+impl Cache {
+    fn get(&self, key: &str) -> Option<Arc<serde_json::Value>> {
+        let e = self.entries.lock().ok()?;
+        e.get(key)
+            .filter(|(at, _)| at.elapsed() < CACHE_FOR)
+            .map(|(_, v)| Arc::clone(v))
+    }
+
+    fn put(&self, key: String, v: Arc<serde_json::Value>) {
+        if let Ok(mut e) = self.entries.lock() {
+            e.retain(|_, (at, _)| at.elapsed() < CACHE_FOR);
+            if e.len() < CACHE_ENTRIES {
+                e.insert(key, (std::time::Instant::now(), v));
+            }
+        }
+    }
+}
+
 impl State {
+    /// A connection of the pool, waiting at most `POOL_WAIT_S` for a free one.
+    pub fn connection(&self) -> Result<mysql::PooledConn> {
+        self.pool
+            .try_get_conn(Duration::from_secs(POOL_WAIT_S))
+            .map_err(|e| match e {
+                mysql::Error::DriverError(mysql::DriverError::Timeout) => Error::Busy(POOL_WAIT_S),
+                other => Error::Database(other),
+            })
+    }
+
     /// Runs `f` with a pooled connection on a blocking thread.
     pub async fn db<T: Send + 'static>(
         self: &Arc<Self>,
@@ -76,15 +115,7 @@ impl State {
     ) -> Result<T> {
         let s = Arc::clone(self);
         tokio::task::spawn_blocking(move || {
-            let mut c = s
-                .pool
-                .try_get_conn(Duration::from_secs(POOL_WAIT_S))
-                .map_err(|e| match e {
-                    mysql::Error::DriverError(mysql::DriverError::Timeout) => {
-                        Error::Busy(POOL_WAIT_S)
-                    }
-                    other => Error::Database(other),
-                })?;
+            let mut c = s.connection()?;
             f(&mut c, &s)
         })
         .await
@@ -160,7 +191,7 @@ pub async fn serve(
             .ok();
         s
     });
-    let (events, _) = broadcast::channel(events::CLIENT_BUFFER);
+    let (events, _) = broadcast::channel(events::BROADCAST);
     let csrf = format!(
         "{}{}",
         uuid::Uuid::new_v4().simple(),
@@ -177,6 +208,9 @@ pub async fn serve(
         universe: Arc::new(universe),
         samples,
         bound,
+        cache: Cache {
+            entries: Mutex::new(Default::default()),
+        },
     });
     tokio::spawn(events::watch(Arc::clone(&state)));
     let app = router(Arc::clone(&state));
@@ -211,6 +245,7 @@ pub fn router(state: Arc<State>) -> Router {
         .route("/assets/style.css", get(style))
         .route("/api/session", get(session))
         .route("/api/portfolios", get(portfolios))
+        .route("/api/sparklines", get(sparklines))
         .route("/api/portfolios/{id}", get(portfolio))
         .route("/api/portfolios/{id}/chart", get(chart))
         .route("/api/portfolios/{id}/download", get(download))
@@ -305,7 +340,7 @@ pub const MAX_PAGE: u64 = 200;
 async fn portfolios(
     Ax(state): Ax<Arc<State>>,
     Query(q): Query<ListQuery>,
-) -> Result<Json<db::Page<db::PortfolioRow>>> {
+) -> Result<Json<serde_json::Value>> {
     let size = q.size.unwrap_or(50);
     if size == 0 || size > MAX_PAGE {
         return Err(Error::BadRequest(format!(
@@ -317,10 +352,48 @@ async fn portfolios(
             "a search has at most 100 characters".into(),
         ));
     }
+    let key = format!("portfolios\u{0}{}\u{0}{}\u{0}{size}", q.q, q.page);
+    if let Some(hit) = state.cache.get(&key) {
+        return Ok(Json((*hit).clone()));
+    }
     let page = state
         .db(move |c, _| db::portfolios(c, &q.q, q.page, size))
         .await?;
-    Ok(Json(page))
+    let v = Arc::new(serde_json::to_value(page).map_err(|e| Error::Internal(e.to_string()))?);
+    state.cache.put(key, Arc::clone(&v));
+    Ok(Json((*v).clone()))
+}
+
+#[derive(Debug, Deserialize)]
+struct SparkQuery {
+    ids: String,
+}
+
+/// The sparklines of some portfolios (a page's, after commits touched them): one backward
+/// range of the primary key each.
+async fn sparklines(
+    Ax(state): Ax<Arc<State>>,
+    Query(q): Query<SparkQuery>,
+) -> Result<Json<serde_json::Value>> {
+    let ids: Vec<String> = q
+        .ids
+        .split(',')
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect();
+    if ids.len() > MAX_PAGE as usize || ids.iter().any(|i| i.len() > 16) {
+        return Err(Error::BadRequest(format!(
+            "at most {MAX_PAGE} portfolio ids of at most 16 characters"
+        )));
+    }
+    let values = state
+        .db(move |c, _| db::recent_values(c, &ids, db::SPARK_DAYS))
+        .await?;
+    let mut out = serde_json::Map::new();
+    for (id, v) in values {
+        out.insert(id, json!(charts::sparkline(&v, (120, 28))?));
+    }
+    Ok(Json(serde_json::Value::Object(out)))
 }
 
 #[derive(Debug, Deserialize)]
@@ -377,6 +450,7 @@ async fn portfolio(
         None => state.cfg.period,
     };
     let ((investor, investor_name, city, name), rows) = history_of(&state, id.clone()).await?;
+    let investor_json = json!({"id": investor, "name": investor_name, "city": city});
     let latest = rows.last().map(|r| {
         json!({
             "day": r.day,
@@ -411,7 +485,7 @@ async fn portfolio(
     Ok(Json(json!({
         "portfolio": id,
         "name": name,
-        "investor": state_investor(&report),
+        "investor": investor_json,
         "first_day": first,
         "last_day": last,
         "days": days,
@@ -421,19 +495,6 @@ async fn portfolio(
         "period": [period.from, period.to],
         "report": report,
     })))
-}
-
-fn state_investor(report: &Option<serde_json::Value>) -> serde_json::Value {
-    report
-        .as_ref()
-        .map(|r| {
-            json!({
-                "id": r["figures"]["investor"],
-                "name": r["figures"]["investor_name"],
-                "city": r["figures"]["city"],
-            })
-        })
-        .unwrap_or(serde_json::Value::Null)
 }
 
 #[derive(Debug, Deserialize)]
@@ -548,8 +609,8 @@ async fn changes(
     let (last, changes, commits) = state
         .db(move |c, s| {
             let last = db::last_commit(c, &s.cfg.job)?;
-            let changes = db::changes(c, &s.cfg.job, 0, limit)?;
-            let commits = db::commits(c, &s.cfg.job, 0, 50)?;
+            let changes = db::changes(c, &s.cfg.job, (0, last), limit)?;
+            let commits = db::commits(c, &s.cfg.job, (0, last), 50)?;
             Ok((last, changes, commits))
         })
         .await?;
@@ -563,6 +624,15 @@ async fn changes(
 
 /// The job: lease, partitions, commits, freshness, incomplete days, operator graph.
 async fn job(Ax(state): Ax<Arc<State>>) -> Result<Json<serde_json::Value>> {
+    if let Some(hit) = state.cache.get("job") {
+        return Ok(Json((*hit).clone()));
+    }
+    let v = Arc::new(job_now(&state).await?);
+    state.cache.put("job".into(), Arc::clone(&v));
+    Ok(Json((*v).clone()))
+}
+
+async fn job_now(state: &Arc<State>) -> Result<serde_json::Value> {
     let topics = vec![
         state.cfg.prices_topic.clone(),
         state.cfg.holdings_topic.clone(),
@@ -583,7 +653,7 @@ async fn job(Ax(state): Ax<Arc<State>>) -> Result<Json<serde_json::Value>> {
             Ok((
                 db::lease(c, job)?,
                 db::progress(c, job)?,
-                db::commits(c, job, 0, 200)?,
+                db::commits(c, job, (0, i64::MAX), 200)?,
                 db::freshness(c, job, 5_000)?,
                 db::incomplete(c, 20)?,
             ))
@@ -670,7 +740,7 @@ async fn job(Ax(state): Ax<Arc<State>>) -> Result<Json<serde_json::Value>> {
             None,
         ),
     };
-    Ok(Json(json!({
+    Ok(json!({
         "job": state.cfg.job,
         "log": state.log.describe(),
         "lease": lease,
@@ -683,7 +753,7 @@ async fn job(Ax(state): Ax<Arc<State>>) -> Result<Json<serde_json::Value>> {
         "incomplete": {"total": incomplete.0, "latest": incomplete.1},
         "graph": graph,
         "clients": state.clients.count(),
-    })))
+    }))
 }
 
 #[derive(Debug, Deserialize)]

@@ -104,12 +104,11 @@ pub fn rate(before: f64, after: f64, dt_s: f64) -> f64 {
 }
 
 /// Whether a request's `Host` header names this console: its address as bound, or localhost,
-/// 127.0.0.1 or [::1] with its port. A page of another site that resolves its own name to
-/// 127.0.0.1 (DNS rebinding) is refused. A console bound to every interface answers any host.
+/// 127.0.0.1 or [::1] with its port. A page of another site that resolves its own name to this
+/// machine (DNS rebinding) sends its own name and is refused. A console bound to every
+/// interface answers an IP address with its port (no DNS name but localhost: a name is what
+/// rebinding needs).
 pub fn host_allowed(host: Option<&str>, bound: std::net::SocketAddr) -> bool {
-    if bound.ip().is_unspecified() {
-        return true;
-    }
     let Some(host) = host else { return false };
     let port = bound.port();
     let allowed = [
@@ -118,7 +117,19 @@ pub fn host_allowed(host: Option<&str>, bound: std::net::SocketAddr) -> bool {
         format!("127.0.0.1:{port}"),
         format!("[::1]:{port}"),
     ];
-    allowed.iter().any(|a| a.eq_ignore_ascii_case(host))
+    if allowed.iter().any(|a| a.eq_ignore_ascii_case(host)) {
+        return true;
+    }
+    bound.ip().is_unspecified()
+        && host
+            .parse::<std::net::SocketAddr>()
+            .is_ok_and(|a| a.port() == port)
+}
+
+/// Text from the log (a dead letter's reason quotes the record) with every control and
+/// bidirectional formatting character shown as `<U+…>`.
+pub fn visible(text: &str) -> String {
+    preview(text.as_bytes(), usize::MAX).0
 }
 
 /// A search for SQL LIKE: `%` `_` and `\` escaped, wrapped in `%…%`.
@@ -160,6 +171,7 @@ mod tests {
         assert!(cut);
         let (p, _) = preview(&[0xff, b'x'], 10);
         assert_eq!(p, "\u{FFFD}x");
+        assert_eq!(visible("bad \"\u{202E}x\""), "bad \"<U+202E>x\"");
     }
 
     #[test]
@@ -190,7 +202,13 @@ mod tests {
         assert!(!host_allowed(Some("localhost:8081"), bound));
         assert!(!host_allowed(None, bound));
         let any: std::net::SocketAddr = "0.0.0.0:8080".parse().expect("an address");
-        assert!(host_allowed(Some("box.lan:8080"), any));
+        assert!(host_allowed(Some("192.168.1.20:8080"), any));
+        assert!(host_allowed(Some("[fe80::1]:8080"), any));
+        assert!(
+            !host_allowed(Some("box.lan:8080"), any),
+            "a name can be rebound"
+        );
+        assert!(!host_allowed(Some("192.168.1.20:9999"), any));
     }
 
     #[test]

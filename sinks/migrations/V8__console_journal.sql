@@ -1,7 +1,8 @@
 -- What the console (`stockflow console`, docs/console.md) shows of the job's commits. The sink
 -- writes both tables in each batch's own transaction, so they never disagree with the rows,
 -- and keeps them bounded: a row per commit (the latest 5,000 commits), and at most 500 of each
--- commit's evaluation diffs (the latest days first) for the latest 100 commits.
+-- commit's evaluation diffs (the latest days first) for the latest 100 commits. A batch written
+-- again after a lost COMMIT (which had landed) is not journalled again.
 CREATE TABLE IF NOT EXISTS job_commits (
     job           VARCHAR(64)  NOT NULL,
     commit_seq    BIGINT       NOT NULL,
@@ -35,8 +36,10 @@ CREATE TABLE IF NOT EXISTS evaluation_changes (
     as_of          DATE           NOT NULL,
     diff           TINYINT        NOT NULL,
     restated       BOOLEAN        NOT NULL,
-    nav            DECIMAL(28, 6) NOT NULL,
-    nav_change     DECIMAL(28, 6) NULL,
-    nav_change_pct DECIMAL(38, 6) NULL,
+    -- The exact decimal text: a row the evaluations table refuses (out of range) is still
+    -- journalled as it was, never clamped.
+    nav            VARCHAR(64)    NOT NULL,
+    nav_change     VARCHAR(64)    NULL,
+    nav_change_pct VARCHAR(64)    NULL,
     PRIMARY KEY (job, commit_seq, n)
 ) ENGINE = InnoDB;

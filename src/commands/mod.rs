@@ -101,8 +101,7 @@ fn calendar(g: &Global, from: chrono::NaiveDate, to: chrono::NaiveDate) -> Resul
             out = serde_json::to_string(&v)? + "\n";
         }
     }
-    use std::io::Write;
-    std::io::stdout().lock().write_all(out.as_bytes())?;
+    crate::exit::write_stdout(out.as_bytes())?;
     Ok(ExitCode::SUCCESS)
 }
 

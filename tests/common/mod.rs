@@ -340,3 +340,19 @@ pub fn stack(args: &[&str]) {
     let root = env!("CARGO_MANIFEST_DIR");
     run_ok(std::process::Command::new(format!("{root}/compose/stack")).args(args));
 }
+
+/// The sink's journal of commits (what the console shows) against the table: the rows its
+/// commits inserted minus those they retracted are the rows `evaluations` holds. A batch
+/// journalled twice (written again after a lost COMMIT) or not at all breaks it. (Holds while
+/// the journal has not been pruned: under 5,000 commits.)
+pub fn assert_journal_matches(url: &str) {
+    let net = poll_number(
+        url,
+        "SELECT COALESCE(SUM(inserted), 0) - COALESCE(SUM(retracted), 0) FROM job_commits",
+    );
+    let rows = poll_number(url, "SELECT COUNT(*) FROM evaluations");
+    assert_eq!(
+        net, rows,
+        "the journal's inserted − retracted against evaluations"
+    );
+}

@@ -618,6 +618,7 @@ impl MySqlSink {
         let (epoch, budget) = (self.epoch, self.budget);
         let topic = self.publish.as_ref().map(|(t, _)| t.clone());
         let job = self.job.clone();
+        let journal = &plan.journal;
         self.transaction(Some(batch.time), |tx, u, commit| {
             let mut applied = Applied::default();
             run(
@@ -658,16 +659,18 @@ impl MySqlSink {
                 applied.upserted = plan.evaluation_rows.len() as u64;
             }
             run(tx, &plan.others)?;
-            // The console's journal of this commit (docs/console.md).
-            let freshness_ms = batch.newest_record_ms.map(|newest| unix_ms() - newest);
-            let entry = statements::JournalEntry {
-                job: &job,
-                epoch,
-                commit_seq: commit.seq,
-                freshness_ms,
-                duration_ms: i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX),
-            };
-            run(tx, &statements::journal(u, &entry, batch))?;
+            // The console's journal of this commit (docs/console.md); a replay of a batch
+            // whose commit had landed was journalled then.
+            if !commit.replay {
+                let entry = statements::JournalEntry {
+                    job: &job,
+                    epoch,
+                    commit_seq: commit.seq,
+                    freshness_ms: batch.newest_record_ms.map(|newest| unix_ms() - newest),
+                    duration_ms: i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX),
+                };
+                run(tx, &statements::journal(u, &entry, journal, batch))?;
+            }
             // A replay of a batch whose commit had landed: its messages are in the outbox.
             if let (Some(topic), false) = (&topic, commit.replay) {
                 let messages = outbox::messages(u, batch, epoch, commit.seq);

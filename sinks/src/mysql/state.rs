@@ -247,6 +247,36 @@ pub fn held_on(records: &[(String, NaiveDate, i64)], day: NaiveDate) -> BTreeSet
         .collect()
 }
 
+/// The stocks `portfolio` holds on `day` (YYYY-MM-DD) that have no close that day: why an
+/// incomplete portfolio-day has no evaluation. Reads the portfolio's holding records up to the
+/// day and the day's closes of the held stocks (primary-key ranges and points).
+pub fn missing_stocks<Q: Queryable>(
+    conn: &mut Q,
+    portfolio: &str,
+    day: &str,
+) -> Result<Vec<String>> {
+    let records: Vec<(String, String, i64)> = conn.exec(
+        "SELECT ticker, CAST(from_day AS CHAR), quantity FROM holding_records \
+         WHERE portfolio = ? AND from_day <= ?",
+        (portfolio, day),
+    )?;
+    let records: Vec<(String, NaiveDate, i64)> = records
+        .into_iter()
+        .filter_map(|(t, f, q)| date(&f).ok().map(|f| (t, f, q)))
+        .collect();
+    let mut missing = Vec::new();
+    for ticker in held_on(&records, date(day)?) {
+        let priced: Option<i64> = conn.exec_first(
+            "SELECT 1 FROM prices WHERE ticker = ? AND as_of = ?",
+            (&ticker, day),
+        )?;
+        if priced.is_none() {
+            missing.push(ticker);
+        }
+    }
+    Ok(missing)
+}
+
 pub fn status(cfg: &super::MySqlConfig, job: &str, limit: usize) -> Result<DbStatus> {
     let mut conn = cfg.connect()?;
     let offsets = conn.exec(
@@ -278,23 +308,11 @@ pub fn status(cfg: &super::MySqlConfig, job: &str, limit: usize) -> Result<DbSta
     )?;
     let mut issues = Vec::with_capacity(rows.len());
     for (portfolio, day, kind, held, priced, detail) in rows {
-        let mut missing = Vec::new();
-        if kind == "incomplete" {
-            let records: Vec<(String, String, i64)> = conn.exec(
-                "SELECT ticker, CAST(from_day AS CHAR), quantity FROM holding_records WHERE portfolio = ?",
-                (&portfolio,),
-            )?;
-            let records: Vec<(String, NaiveDate, i64)> = records
-                .into_iter()
-                .filter_map(|(t, f, q)| date(&f).ok().map(|f| (t, f, q)))
-                .collect();
-            let held_now = held_on(&records, date(&day)?);
-            let priced_now: BTreeSet<String> = conn
-                .exec::<String, _, _>("SELECT ticker FROM prices WHERE as_of = ?", (&day,))?
-                .into_iter()
-                .collect();
-            missing = held_now.difference(&priced_now).cloned().collect();
-        }
+        let missing = if kind == "incomplete" {
+            missing_stocks(&mut conn, &portfolio, &day)?
+        } else {
+            Vec::new()
+        };
         issues.push(IssueRow {
             portfolio,
             date: day,

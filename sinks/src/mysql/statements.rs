@@ -419,6 +419,7 @@ pub struct JournalDiffs<'a> {
 
 /// The journal of a batch's evaluation diffs: a day is restated when the batch retracts its
 /// earlier evaluation (a corrected price, a changed holding); a new day is only inserted.
+/// Linear in the batch, plus a sort of the kept part only.
 pub fn journal_diffs(batch: &Batch) -> JournalDiffs<'_> {
     let restated: HashSet<(u32, chrono::NaiveDate)> = batch
         .evaluations
@@ -426,18 +427,32 @@ pub fn journal_diffs(batch: &Batch) -> JournalDiffs<'_> {
         .filter(|(_, d)| *d < 0)
         .map(|(e, _)| (e.portfolio, e.date))
         .collect();
-    let mut diffs: Vec<&(Evaluation, isize)> = batch.evaluations.iter().collect();
     // Latest day first; per day and portfolio, the retraction before the insertion.
-    diffs.sort_by_key(|(e, d)| (std::cmp::Reverse(e.date), e.portfolio, *d));
+    let order = |x: &&(Evaluation, isize)| (std::cmp::Reverse(x.0.date), x.0.portfolio, x.1);
+    let mut diffs: Vec<&(Evaluation, isize)> = batch.evaluations.iter().collect();
+    // A day has at most two diffs: the first JOURNAL_DIFFS + 2 in order hold every kept one.
+    let head = JOURNAL_DIFFS + 2;
+    if diffs.len() > head {
+        diffs.select_nth_unstable_by_key(head, order);
+        diffs.truncate(head);
+    }
+    diffs.sort_unstable_by_key(order);
     let mut kept: Vec<(&Evaluation, isize, bool)> = Vec::new();
-    for (i, (e, d)) in diffs.iter().map(|x| (&x.0, x.1)).enumerate() {
-        // A pair is never cut in half: the limit applies between portfolio-days.
-        let new_key =
-            i == 0 || diffs[i - 1].0.portfolio != e.portfolio || diffs[i - 1].0.date != e.date;
-        if new_key && kept.len() >= JOURNAL_DIFFS {
+    let mut i = 0;
+    while i < diffs.len() {
+        // A portfolio-day's diffs go in whole or not at all.
+        let key = (diffs[i].0.portfolio, diffs[i].0.date);
+        let n = diffs[i..]
+            .iter()
+            .take_while(|x| (x.0.portfolio, x.0.date) == key)
+            .count();
+        if kept.len() + n > JOURNAL_DIFFS {
             break;
         }
-        kept.push((e, d, restated.contains(&(e.portfolio, e.date))));
+        for x in &diffs[i..i + n] {
+            kept.push((&x.0, x.1, restated.contains(&key)));
+        }
+        i += n;
     }
     JournalDiffs {
         inserted: batch.evaluations.iter().filter(|(_, d)| *d > 0).count(),
@@ -449,9 +464,10 @@ pub fn journal_diffs(batch: &Batch) -> JournalDiffs<'_> {
     }
 }
 
-/// What the console reads of one commit: its `job_commits` row and its kept diffs
-/// (`INSERT IGNORE`: a batch written again after a lost COMMIT adds nothing), and every 20th
-/// commit the pruning that keeps both tables bounded.
+/// What the console reads of one commit: its `job_commits` row and its kept diffs, and the
+/// pruning that keeps both tables bounded (a range of the primary key, nothing when there is
+/// nothing to prune). The caller skips it for a batch written again after a lost COMMIT that
+/// had landed (journalled then).
 pub struct JournalEntry<'a> {
     pub job: &'a str,
     pub epoch: i64,
@@ -460,8 +476,12 @@ pub struct JournalEntry<'a> {
     pub duration_ms: i64,
 }
 
-pub fn journal(u: &Universe, entry: &JournalEntry<'_>, batch: &Batch) -> Vec<Statement> {
-    let j = journal_diffs(batch);
+pub fn journal(
+    u: &Universe,
+    entry: &JournalEntry<'_>,
+    j: &JournalDiffs<'_>,
+    batch: &Batch,
+) -> Vec<Statement> {
     let count = |n: usize| Value::Int(i64::try_from(n).unwrap_or(i64::MAX));
     let mut out = vec![Statement {
         sql: "INSERT IGNORE INTO job_commits (job, commit_seq, epoch, inserted, retracted, \
@@ -535,6 +555,8 @@ pub fn journal(u: &Universe, entry: &JournalEntry<'_>, batch: &Batch) -> Vec<Sta
 /// Everything one batch writes, in order: evaluation deletes and upserts first (the part a
 /// data error can concern), then issues, state, dead letters and offsets.
 pub struct BatchPlan<'a> {
+    /// What the console's journal keeps of the batch (computed once, whatever the retries).
+    pub journal: JournalDiffs<'a>,
     pub evaluation_deletes: Vec<(u32, chrono::NaiveDate)>,
     pub evaluation_rows: Vec<&'a Evaluation>,
     pub others: Vec<Statement>,
@@ -551,6 +573,7 @@ impl<'a> BatchPlan<'a> {
         others.extend(dead_letters(&batch.dead_letters, budget));
         others.extend(progress(job, &batch.offsets));
         BatchPlan {
+            journal: journal_diffs(batch),
             evaluation_deletes: deletes,
             evaluation_rows: rows,
             others,
@@ -615,6 +638,20 @@ mod tests {
         let j = journal_diffs(&batch);
         assert_eq!(j.kept.len(), JOURNAL_DIFFS);
         assert_eq!(j.restated, 300);
+        assert_eq!(j.kept.last().map(|(_, d, _)| *d), Some(1));
+        // One new day first: a pair would straddle the limit, and is left out whole.
+        let mut evaluations = vec![(e(0, 9, 1), 1)];
+        for p in 0..300 {
+            evaluations.push((e(p, 5, 10), -1));
+            evaluations.push((e(p, 5, 11), 1));
+        }
+        let batch = Batch {
+            evaluations,
+            ..Batch::default()
+        };
+        let j = journal_diffs(&batch);
+        assert_eq!(j.kept.len(), JOURNAL_DIFFS - 1);
+        assert_eq!(j.kept[0].0.date.day(), 9);
         assert_eq!(j.kept.last().map(|(_, d, _)| *d), Some(1));
     }
 
