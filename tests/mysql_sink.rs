@@ -96,11 +96,12 @@ fn db_init_is_idempotent_and_creates_the_course_tables() {
         &url,
         "SELECT version, name FROM refinery_schema_history ORDER BY version",
     );
-    assert_eq!(migrations.len(), 7);
+    assert_eq!(migrations.len(), 8);
     assert_eq!(migrations[3], ["4", "job_state"]);
     assert_eq!(migrations[4], ["5", "record_marks"]);
     assert_eq!(migrations[5], ["6", "one_writer"]);
     assert_eq!(migrations[6], ["7", "publish_outbox"]);
+    assert_eq!(migrations[7], ["8", "console_journal"]);
     for table in [
         "prices",
         "holding_records",
@@ -109,6 +110,8 @@ fn db_init_is_idempotent_and_creates_the_course_tables() {
         "database_owner",
         "publish_outbox",
         "evaluation_issues",
+        "job_commits",
+        "evaluation_changes",
     ] {
         assert_eq!(
             query(&url, &format!("SELECT COUNT(*) FROM {table}"))[0][0],

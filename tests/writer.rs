@@ -558,10 +558,12 @@ fn migrations_wait_for_no_live_run_unless_it_is_taken_over() {
     let url = fresh_db("migrate");
     let mut live = Background::start(&mut job(&prices, &holdings, &url), "migrate-live");
     committed_all(&url, &prices, &mut live);
-    // The database looks one migration behind this stockflow (as under an older binary).
+    // The database looks one migration behind this stockflow (as under an older binary): its
+    // latest migration (written to be applied again) is forgotten.
+    let latest = query(&url, "SELECT MAX(version) FROM refinery_schema_history")[0][0].clone();
     query(
         &url,
-        "DELETE FROM refinery_schema_history WHERE version = 7",
+        &format!("DELETE FROM refinery_schema_history WHERE version = {latest}"),
     );
     let out = stockflow()
         .args(["db", "init", "--mysql-url", &url])
@@ -573,7 +575,7 @@ fn migrations_wait_for_no_live_run_unless_it_is_taken_over() {
     assert_eq!(
         query(
             &url,
-            "SELECT COUNT(*) FROM refinery_schema_history WHERE version = 7"
+            &format!("SELECT COUNT(*) FROM refinery_schema_history WHERE version = {latest}")
         )[0][0],
         "0",
         "nothing migrated under the live run"
@@ -583,7 +585,7 @@ fn migrations_wait_for_no_live_run_unless_it_is_taken_over() {
     assert_eq!(
         query(
             &url,
-            "SELECT COUNT(*) FROM refinery_schema_history WHERE version = 7"
+            &format!("SELECT COUNT(*) FROM refinery_schema_history WHERE version = {latest}")
         )[0][0],
         "1"
     );
