@@ -153,6 +153,15 @@ fn rows_shown(step: &serde_json::Value) -> std::collections::BTreeMap<String, (S
         .collect()
 }
 
+/// The screenshots the browser script saves, one a step.
+const SCREENSHOTS: [&str; 5] = [
+    "portfolios.png",
+    "portfolios-live.png",
+    "portfolio.png",
+    "portfolio-restated.png",
+    "job.png",
+];
+
 /// What a hostile producer puts on the price topic: markup that would run script if it were
 /// inserted as HTML, and a right-to-left override that would make it read differently.
 const HOSTILE: &str =
@@ -225,13 +234,7 @@ fn the_console_in_a_real_browser_follows_the_live_job() {
         .clone();
     let shots = root.join("target/console-screenshots");
     std::fs::create_dir_all(&shots).expect("a folder for the screenshots");
-    for f in [
-        "portfolios.png",
-        "portfolios-live.png",
-        "portfolio.png",
-        "portfolio-restated.png",
-        "job.png",
-    ] {
+    for f in SCREENSHOTS {
         let _ = std::fs::remove_file(shots.join(f));
     }
     let mut node = Killed(
@@ -437,13 +440,7 @@ fn the_console_in_a_real_browser_follows_the_live_job() {
         seen,
         ["list", "await-day", "live", "portfolio", "holdings", "job"]
     );
-    for f in [
-        "portfolios.png",
-        "portfolios-live.png",
-        "portfolio.png",
-        "portfolio-restated.png",
-        "job.png",
-    ] {
+    for f in SCREENSHOTS {
         let size = std::fs::metadata(shots.join(f))
             .map(|m| m.len())
             .unwrap_or(0);

@@ -123,6 +123,13 @@ impl State {
     }
 }
 
+/// Runs blocking work (Polars, plotters) off the async threads.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Error::Internal(e.to_string()))?
+}
+
 impl IntoResponse for Error {
     fn into_response(self) -> Response {
         let status = match &self {
@@ -161,8 +168,9 @@ pub async fn serve(
         .tcp_connect_timeout(Some(Duration::from_secs(3)))
         .read_timeout(Some(Duration::from_secs(30)))
         .pool_opts(
+            // Eight connections for requests, one for the commit watcher.
             mysql::PoolOpts::default()
-                .with_constraints(mysql::PoolConstraints::new(0, 8).unwrap_or_default()),
+                .with_constraints(mysql::PoolConstraints::new(0, 9).unwrap_or_default()),
         );
     let pool = mysql::Pool::new(opts)?;
     let listener = tokio::net::TcpListener::bind(cfg.addr)
@@ -463,7 +471,7 @@ async fn portfolio(
     let (maxes, mins) = yearly_marks(&rows);
     let days = rows.len();
     // The report's own computation, on this portfolio's rows: the same figures.
-    let report = tokio::task::spawn_blocking(move || -> Result<Option<serde_json::Value>> {
+    let report = blocking(move || -> Result<Option<serde_json::Value>> {
         if rows.is_empty() {
             return Ok(None);
         }
@@ -480,8 +488,7 @@ async fn portfolio(
             })
         }))
     })
-    .await
-    .map_err(|e| Error::Internal(e.to_string()))??;
+    .await?;
     Ok(Json(json!({
         "portfolio": id,
         "name": name,
@@ -535,11 +542,8 @@ async fn chart(
         .iter()
         .map(|r| (r.day, stockflow_analytics::load::approx(r.value)))
         .collect();
-    let c = tokio::task::spawn_blocking(move || {
-        charts::value_chart(&series, &maxes, &mins, (from, to), q.log, size)
-    })
-    .await
-    .map_err(|e| Error::Internal(e.to_string()))??;
+    let c = blocking(move || charts::value_chart(&series, &maxes, &mins, (from, to), q.log, size))
+        .await?;
     Ok(Json(c))
 }
 
@@ -555,7 +559,7 @@ async fn download(
 ) -> Result<Response> {
     let (_, rows) = history_of(&state, id.clone()).await?;
     let format = q.format;
-    let (bytes, mime, ext) = tokio::task::spawn_blocking(move || -> Result<_> {
+    let (bytes, mime, ext) = blocking(move || -> Result<_> {
         let mut df = stockflow_analytics::export::history(&rows)?;
         Ok(match format.as_str() {
             "csv" => (
@@ -575,8 +579,7 @@ async fn download(
             }
         })
     })
-    .await
-    .map_err(|e| Error::Internal(e.to_string()))??;
+    .await?;
     // The id is a portfolio's id from the database (checked above): safe in a header.
     let file: String = id
         .chars()

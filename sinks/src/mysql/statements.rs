@@ -533,20 +533,13 @@ pub fn journal(
         11,
         rows,
     ));
-    if entry.commit_seq % 20 == 0 {
+    for (table, keep) in [
+        ("evaluation_changes", JOURNAL_COMMITS),
+        ("job_commits", TIMELINE_COMMITS),
+    ] {
         out.push(Statement {
-            sql: "DELETE FROM evaluation_changes WHERE job = ? AND commit_seq <= ?".into(),
-            params: vec![
-                text(entry.job),
-                Value::Int(entry.commit_seq - JOURNAL_COMMITS),
-            ],
-        });
-        out.push(Statement {
-            sql: "DELETE FROM job_commits WHERE job = ? AND commit_seq <= ?".into(),
-            params: vec![
-                text(entry.job),
-                Value::Int(entry.commit_seq - TIMELINE_COMMITS),
-            ],
+            sql: format!("DELETE FROM {table} WHERE job = ? AND commit_seq <= ?"),
+            params: vec![text(entry.job), Value::Int(entry.commit_seq - keep)],
         });
     }
     out
@@ -653,6 +646,44 @@ mod tests {
         assert_eq!(j.kept.len(), JOURNAL_DIFFS - 1);
         assert_eq!(j.kept[0].0.date.day(), 9);
         assert_eq!(j.kept.last().map(|(_, d, _)| *d), Some(1));
+    }
+
+    #[test]
+    fn every_commit_prunes_the_journal_to_its_bounds() {
+        let batch = Batch {
+            evaluations: vec![(e(0, 3, 100), 1)],
+            ..Batch::default()
+        };
+        let j = journal_diffs(&batch);
+        for seq in [1, 7, 20, 12_345] {
+            let entry = JournalEntry {
+                job: "j",
+                epoch: 1,
+                commit_seq: seq,
+                freshness_ms: None,
+                duration_ms: 0,
+            };
+            let stmts = journal(&Universe::spec(), &entry, &j, &batch);
+            let prunes: Vec<(&str, &Value)> = stmts
+                .iter()
+                .filter(|s| s.sql.starts_with("DELETE"))
+                .map(|s| (s.sql.as_str(), &s.params[1]))
+                .collect();
+            assert_eq!(
+                prunes,
+                [
+                    (
+                        "DELETE FROM evaluation_changes WHERE job = ? AND commit_seq <= ?",
+                        &Value::Int(seq - JOURNAL_COMMITS)
+                    ),
+                    (
+                        "DELETE FROM job_commits WHERE job = ? AND commit_seq <= ?",
+                        &Value::Int(seq - TIMELINE_COMMITS)
+                    ),
+                ],
+                "commit {seq}"
+            );
+        }
     }
 
     #[test]
