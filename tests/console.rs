@@ -780,6 +780,15 @@ fn every_endpoint_answers_with_its_shape_pages_and_errors() {
     assert_eq!(body["offset"].as_i64(), Some(last.position.offset));
     drop(writable);
     drop_db(&url);
+
+    // A database that does not exist (yet): the pages say what to run.
+    let missing = fresh_db("console_none");
+    let c = console(&missing, &prices, &holdings, &[]);
+    let (status, body) = get(&c.base, "/api/portfolios");
+    assert_eq!(status, 503, "{body}");
+    let why = body["error"].as_str().expect("why");
+    assert!(why.contains("stockflow db init"), "{why}");
+    assert_eq!(body["fault"], "user");
 }
 
 #[test]

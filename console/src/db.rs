@@ -380,7 +380,7 @@ pub fn lease(conn: &mut PooledConn, job: &str) -> Result<Option<Lease>> {
 
 fn sink(e: stockflow_sinks::Error) -> Error {
     match e {
-        stockflow_sinks::Error::MySql(e) => Error::Database(e),
+        stockflow_sinks::Error::MySql(e) => Error::from(e),
         other => Error::Internal(other.to_string()),
     }
 }

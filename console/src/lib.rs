@@ -20,7 +20,9 @@ pub use server::{serve, Config, State};
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("InvestorsDB: {0}")]
-    Database(#[from] mysql::Error),
+    Database(mysql::Error),
+    #[error("InvestorsDB is not ready for this stockflow ({0}): run `stockflow db init` (or the job, which applies its migrations)")]
+    Schema(String),
     #[error("InvestorsDB is busy: no connection free within {0} s")]
     Busy(u64),
     #[error("{0}")]
@@ -47,6 +49,18 @@ pub enum Error {
     Internal(String),
 }
 
+impl From<mysql::Error> for Error {
+    /// A database or table that does not exist (yet) says what to run.
+    fn from(e: mysql::Error) -> Self {
+        match &e {
+            mysql::Error::MySqlError(me) if me.code == 1049 || me.code == 1146 => {
+                Error::Schema(me.message.clone())
+            }
+            _ => Error::Database(e),
+        }
+    }
+}
+
 impl Error {
     /// Whose fault.
     pub fn fault(&self) -> stockflow_core::Fault {
@@ -58,7 +72,8 @@ impl Error {
             Error::NotFound(_)
             | Error::BadRequest(_)
             | Error::Forbidden(_)
-            | Error::Contract(_) => Fault::User,
+            | Error::Contract(_)
+            | Error::Schema(_) => Fault::User,
             Error::Analytics(e) => e.fault(),
             Error::Chart(_) | Error::Internal(_) => Fault::Internal,
         }

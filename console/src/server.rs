@@ -104,7 +104,7 @@ impl State {
             .try_get_conn(Duration::from_secs(POOL_WAIT_S))
             .map_err(|e| match e {
                 mysql::Error::DriverError(mysql::DriverError::Timeout) => Error::Busy(POOL_WAIT_S),
-                other => Error::Database(other),
+                other => Error::from(other),
             })
     }
 
@@ -137,7 +137,9 @@ impl IntoResponse for Error {
             Error::BadRequest(_) => StatusCode::BAD_REQUEST,
             Error::Contract(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Error::Forbidden(_) => StatusCode::FORBIDDEN,
-            Error::Database(_) | Error::Busy(_) | Error::Log(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Error::Database(_) | Error::Busy(_) | Error::Log(_) | Error::Schema(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Error::Analytics(e) if e.fault() == stockflow_core::Fault::User => {
                 StatusCode::BAD_REQUEST
             }
