@@ -5,9 +5,11 @@
 
 // Per page: commit listeners, timers and DOM listeners (an AbortController), all released when
 // another page is shown.
-const state = { session: null, source: null, listeners: new Set(), lastCommit: 0, hellos: 0, timers: [], abort: new AbortController() };
+const state = { session: null, source: null, listeners: new Set(), lastCommit: 0, hellos: 0, timers: [], abort: new AbortController(), gen: 0 };
 
-function every(ms, f) { state.timers.push(setInterval(f, ms)); }
+// A page registers its timers and commit listeners with the generation it was started in: one
+// replaced while it was still loading registers nothing.
+function every(gen, ms, f) { if (gen === state.gen) state.timers.push(setInterval(f, ms)); }
 
 function el(tag, attrs, ...children) {
   const e = document.createElement(tag);
@@ -54,7 +56,8 @@ function connect() {
     live.textContent = 'live'; live.className = 'live on';
     // A reconnection (the console dropped this page as too slow, or restarted): what the page
     // shows may have missed commits.
-    if (state.hellos++ > 0) route();
+    // A restarted console has a new CSRF token: the session is read again first.
+    if (state.hellos++ > 0) api('/api/session').then((s) => { state.session = s; route(); }).catch(() => {});
   });
   src.addEventListener('commit', (ev) => {
     const data = JSON.parse(ev.data);
@@ -63,16 +66,18 @@ function connect() {
     for (const f of state.listeners) f(data);
   });
   src.addEventListener('lagged', () => {
-    // This page fell behind the stream: the server dropped it. Reload what it shows.
-    live.textContent = 'caught up after a gap'; route();
+    // This page fell behind the stream: the server ends it, and the reconnection's hello
+    // reloads what the page shows.
+    live.textContent = 'reconnecting after a gap';
   });
   src.onerror = () => { live.textContent = 'reconnecting…'; live.className = 'live off'; };
 }
 
-function onCommit(f) { state.listeners.add(f); }
+function onCommit(gen, f) { if (gen === state.gen) state.listeners.add(f); }
 
 // ---------------------------------------------------------------- portfolios
 async function portfoliosPage(main) {
+  const gen = state.gen;
   const params = new URLSearchParams(location.search);
   let page = Number(params.get('page') || 0);
   let q = params.get('q') || '';
@@ -168,7 +173,7 @@ async function portfoliosPage(main) {
   } catch (e) { streamInfo.replaceChildren(errorBox(e)); }
   // Sparklines of the rows commits touched: fetched again at most every 5 s.
   const stale = new Set();
-  every(5000, async () => {
+  every(gen, 5000, async () => {
     if (!stale.size) return;
     const ids = [...stale]; stale.clear();
     try {
@@ -179,8 +184,14 @@ async function portfoliosPage(main) {
       }
     } catch (e) { /* the next commit tries again */ }
   });
-  onCommit((ev) => {
+  // A commit larger than what an event carries may touch rows it does not list: the page is
+  // read again, at most every 5 s.
+  let reload = null;
+  onCommit(gen, (ev) => {
     addChanges(ev.changes, ev.commits);
+    if (!reload && ev.commits.some((c) => c.inserted + c.retracted > c.kept)) {
+      reload = setTimeout(() => { reload = null; if (gen === state.gen) load(); }, 5000);
+    }
     for (const [p, latest] of Object.entries(ev.latest)) {
       const r = rows.get(p);
       if (!r) continue;
@@ -194,6 +205,7 @@ async function portfoliosPage(main) {
 
 // ---------------------------------------------------------------- one portfolio
 async function portfolioPage(main, id) {
+  const gen = state.gen;
   const head = el('h1', {}, id);
   const latestBox = el('p', { id: 'latest' });
   const img = el('img', { id: 'chart-img', alt: 'value of ' + id });
@@ -224,7 +236,10 @@ async function portfolioPage(main, id) {
   let meta;
   let win = { from: null, to: null };
   async function loadMeta() {
-    try { meta = await api('/api/portfolios/' + encodeURIComponent(id)); } catch (e) { main.replaceChildren(head, errorBox(e)); return false; }
+    try { meta = await api('/api/portfolios/' + encodeURIComponent(id)); } catch (e) {
+      if (gen === state.gen) main.replaceChildren(head, errorBox(e));
+      return false;
+    }
     head.textContent = `${meta.portfolio} · ${meta.name}`;
     const inv = meta.investor || {};
     const l = meta.latest;
@@ -235,14 +250,19 @@ async function portfolioPage(main, id) {
     report.textContent = meta.report ? meta.report.text : 'No evaluation yet: run the pipeline (stockflow run).';
     return true;
   }
+  // Answers can come back out of order (a commit's refresh, then a zoom): only the latest
+  // request's is shown.
+  let chartSeq = 0;
   async function loadChart() {
     if (!meta || !meta.first_day) return;
+    const seq = ++chartSeq;
     const width = Math.max(600, Math.min(2000, Math.round(chartBox.clientWidth || 1000)));
     const p = { log: logBox.checked, width, height: 420 };
     if (win.from) p.from = win.from;
     if (win.to) p.to = win.to;
     try {
       const c = await api(`/api/portfolios/${encodeURIComponent(id)}/chart?` + new URLSearchParams(p));
+      if (seq !== chartSeq) return;
       img.src = 'data:image/svg+xml;charset=utf-8,' + encodeURIComponent(c.svg);
       img.dataset.from = c.from; img.dataset.to = c.to; img.dataset.left = c.left; img.dataset.right = c.right; img.dataset.width = c.width;
       windowInfo.textContent = `${c.from} .. ${c.to} · ${fmtInt(c.points)} days` + (c.log ? ' · log scale' : '') +
@@ -334,7 +354,7 @@ async function portfolioPage(main, id) {
     const initial = await api('/api/changes?limit=1000');
     initial.changes.filter((c) => c.portfolio === id).sort((a, b) => a.commit - b.commit || b.n - a.n).forEach(addChange);
   } catch (e) { /* the stream panel stays empty */ }
-  onCommit(async (ev) => {
+  onCommit(gen, async (ev) => {
     const mine = ev.changes.filter((c) => c.portfolio === id);
     if (!mine.length && !ev.latest[id]) return;
     mine.slice().sort((a, b) => a.commit - b.commit || b.n - a.n).forEach(addChange);
@@ -351,6 +371,7 @@ async function portfolioPage(main, id) {
 
 // ---------------------------------------------------------------- the job
 async function jobPage(main) {
+  const gen = state.gen;
   const body = el('div', { id: 'job' });
   main.replaceChildren(el('h1', {}, 'The job'), body);
   const dead = el('section', { class: 'card', id: 'dead-letters' });
@@ -415,14 +436,14 @@ async function jobPage(main) {
   // Commits refresh the page at most every 2 s (the server shares one answer a second among
   // its clients); new dead letters refresh their list, if it shows the newest.
   let pending, deadPending = false;
-  onCommit((ev) => {
+  onCommit(gen, (ev) => {
     if (ev.commits.some((c) => c.dead_letters > 0) && deadBefore === null) deadPending = true;
     if (!pending) pending = setTimeout(async () => {
       pending = null; await load();
       if (deadPending) { deadPending = false; await loadDead(); }
     }, 2000);
   });
-  every(5000, () => { if (!pending) load(); });
+  every(gen, 5000, () => { if (!pending) load(); });
 }
 
 function drawGraph(g) {
@@ -464,6 +485,7 @@ function drawGraph(g) {
 // ---------------------------------------------------------------- routing
 async function route() {
   const main = document.getElementById('main');
+  state.gen += 1;
   state.listeners.clear();
   state.timers.forEach(clearInterval); state.timers = [];
   state.abort.abort(); state.abort = new AbortController();

@@ -110,6 +110,14 @@ try {
   await shot('job.png');
   say({ step: 'done', problems });
 } catch (e) {
+  // What the page showed when it failed, for the log.
+  const pages = browser.contexts().flatMap((c) => c.pages());
+  for (const p of pages) {
+    try {
+      await p.screenshot({ path: path.join(shots, 'failure.png'), fullPage: true });
+      problems.push('page at failure: ' + p.url() + ' · ' + (await p.textContent('main')).slice(0, 2000));
+    } catch (_) { /* the page is gone */ }
+  }
   say({ step: 'error', error: String(e && e.stack || e), problems });
   process.exitCode = 1;
 } finally {

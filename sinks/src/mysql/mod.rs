@@ -337,6 +337,10 @@ pub struct MySqlSink {
     commit_unknown: bool,
     /// What that COMMIT wrote (see [`MySqlSink::transaction`]).
     unknown_work: Option<u64>,
+    /// The work of a commit that landed though its answer was lost, until the body that
+    /// writes it again commits: every attempt at it (a retry after another failure included)
+    /// knows it is a replay.
+    landed_work: Option<u64>,
     /// Parameter bytes a statement may take on this server.
     budget: usize,
     /// The server's `max_allowed_packet`.
@@ -401,6 +405,7 @@ impl MySqlSink {
             seq: acquired.commit_seq,
             commit_unknown: false,
             unknown_work: None,
+            landed_work: None,
             budget: statement_budget(packet_limit),
             packet_limit,
             heartbeat: Some(heartbeat),
@@ -565,7 +570,6 @@ impl MySqlSink {
         body: impl FnOnce(&mut mysql::Transaction<'_>, &Universe, Commit) -> Result<T>,
     ) -> Result<T> {
         let (job, epoch, seq) = (self.job.clone(), self.epoch, self.seq);
-        let mut replay = false;
         let universe = Arc::clone(&self.universe);
         self.conn()?;
         let conn = self
@@ -585,16 +589,18 @@ impl MySqlSink {
                 );
                 self.seq = found;
                 self.commit_unknown = false;
-                replay = work.is_some() && self.unknown_work == work;
+                self.landed_work = self.unknown_work;
                 lease::check(&mut tx, &job, epoch, found)?
             }
             other => other?,
         };
+        let replay = work.is_some() && self.landed_work == work;
         let out = body(&mut tx, &universe, Commit { seq: next, replay })?;
         self.commit_unknown = true;
         self.unknown_work = work;
         tx.commit()?;
         self.commit_unknown = false;
+        self.landed_work = None;
         self.seq = next;
         Ok(out)
     }
