@@ -565,6 +565,13 @@ fn migrations_wait_for_no_live_run_unless_it_is_taken_over() {
         &url,
         &format!("DELETE FROM refinery_schema_history WHERE version = {latest}"),
     );
+    let applied = || {
+        query(
+            &url,
+            &format!("SELECT COUNT(*) FROM refinery_schema_history WHERE version = {latest}"),
+        )[0][0]
+            .clone()
+    };
     let out = stockflow()
         .args(["db", "init", "--mysql-url", &url])
         .output()
@@ -572,23 +579,10 @@ fn migrations_wait_for_no_live_run_unless_it_is_taken_over() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("in use by a live run"), "{err}");
-    assert_eq!(
-        query(
-            &url,
-            &format!("SELECT COUNT(*) FROM refinery_schema_history WHERE version = {latest}")
-        )[0][0],
-        "0",
-        "nothing migrated under the live run"
-    );
+    assert_eq!(applied(), "0", "nothing migrated under the live run");
     // A takeover migrates and fences the live run off.
     run_ok(job(&prices, &holdings, &url).args(["--until-caught-up", "--takeover"]));
-    assert_eq!(
-        query(
-            &url,
-            &format!("SELECT COUNT(*) FROM refinery_schema_history WHERE version = {latest}")
-        )[0][0],
-        "1"
-    );
+    assert_eq!(applied(), "1");
     let status = wait_exit(&mut live.child, Duration::from_secs(60));
     assert_eq!(status.code(), Some(2), "{}", live.stderr());
     drop(live);
