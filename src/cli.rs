@@ -8,7 +8,7 @@ use std::path::PathBuf;
 #[command(
     name = "stockflow",
     version,
-    about = "Evaluates investor portfolios from live stock prices: exchanges -> Kafka -> dataflow -> MySQL -> reports"
+    about = "Evaluates investor portfolios from live stock prices: exchanges -> Kafka or Fluvio -> dataflow -> MySQL -> reports"
 )]
 pub struct Cli {
     #[command(flatten)]
@@ -30,12 +30,36 @@ pub struct Global {
     /// Extra librdkafka property for every client, as KEY=VALUE (repeatable).
     #[arg(long = "kafka-property", global = true, value_name = "KEY=VALUE", value_parser = parse_key_value)]
     pub kafka_properties: Vec<(String, String)>,
+    /// The log backend: kafka (any Kafka-protocol broker at --brokers) or fluvio (a Fluvio
+    /// cluster at --fluvio-endpoint). See docs/backends.md.
+    #[arg(
+        long = "log",
+        global = true,
+        env = "STOCKFLOW_LOG_BACKEND",
+        value_enum,
+        default_value_t = LogBackend::Kafka
+    )]
+    pub log_backend: LogBackend,
+    /// The Fluvio cluster's SC public endpoint (host:port), with --log fluvio.
+    #[arg(
+        long,
+        global = true,
+        env = "STOCKFLOW_FLUVIO_ENDPOINT",
+        default_value = "127.0.0.1:9003"
+    )]
+    pub fluvio_endpoint: String,
     /// Log format on stderr.
     #[arg(long, global = true, env = "STOCKFLOW_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
     /// Output of results on stdout: text for people, json for scripts.
     #[arg(long, global = true, env = "STOCKFLOW_OUTPUT", value_enum, default_value_t = Output::Text)]
     pub output: Output,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogBackend {
+    Kafka,
+    Fluvio,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -1,12 +1,11 @@
 //! `stockflow console`: the live console (docs/console.md), served until Ctrl-C.
 
-use super::{kafka_config, universe};
+use super::universe;
 use crate::cli::{ConsoleArgs, Global};
 use crate::exit::UserError;
 use anyhow::{Context, Result};
 use std::process::ExitCode;
 use std::sync::Arc;
-use stockflow_kafka::KafkaLog;
 use stockflow_transport::Log;
 
 pub async fn run(g: &Global, a: ConsoleArgs) -> Result<ExitCode> {
@@ -16,7 +15,7 @@ pub async fn run(g: &Global, a: ConsoleArgs) -> Result<ExitCode> {
         .map_err(|e| UserError(format!("--period: {e}")))?;
     let u = universe(&a.market)?;
     // The console serves with the broker down (the job page says so); only the form needs it.
-    let log: Arc<dyn Log> = Arc::new(KafkaLog::new(&kafka_config(g))?);
+    let log: Arc<dyn Log> = super::make_log(g)?;
     if a.allow_holdings_changes {
         let (log2, topic) = (Arc::clone(&log), a.topics.holdings.clone());
         let ensured = tokio::task::spawn_blocking(move || {

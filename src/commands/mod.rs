@@ -10,12 +10,13 @@ mod run;
 mod status;
 mod topics;
 
-use crate::cli::{Cli, Command, Global, Output};
+use crate::cli::{Cli, Command, Global, LogBackend, Output};
 use anyhow::{Context, Result};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 use stockflow_kafka::{KafkaConfig, KafkaLog};
+use stockflow_fluvio::{FluvioConfig, FluvioLog};
 use stockflow_transport::Log;
 
 pub async fn dispatch(cli: Cli) -> Result<ExitCode> {
@@ -46,13 +47,30 @@ pub fn kafka_config(g: &Global) -> KafkaConfig {
     }
 }
 
-/// The log the pipeline runs on (Kafka; see docs/backends.md for adding another backend),
-/// once it answers.
+/// The log the pipeline runs on (`--log`: Kafka or Fluvio, docs/backends.md), not contacted
+/// yet.
+pub fn make_log(g: &Global) -> Result<Arc<dyn Log>> {
+    Ok(match g.log_backend {
+        LogBackend::Kafka => Arc::new(KafkaLog::new(&kafka_config(g))?),
+        LogBackend::Fluvio => Arc::new(FluvioLog::new(&FluvioConfig::new(
+            g.fluvio_endpoint.clone(),
+        ))?),
+    })
+}
+
+/// The log the pipeline runs on, once it answers.
 pub fn open_log(g: &Global) -> Result<Arc<dyn Log>> {
-    let log = KafkaLog::new(&kafka_config(g))?;
-    log.wait_ready(Duration::from_secs(30))
-        .context("is the broker up? (compose/stack up)")?;
-    Ok(Arc::new(log))
+    let log = make_log(g)?;
+    let hint = match g.log_backend {
+        LogBackend::Kafka => "is the broker up? (compose/stack up)".to_string(),
+        LogBackend::Fluvio => format!(
+            "is a Fluvio cluster up at {} with an SPU? (docs/backends.md, \"Running on \
+             Fluvio\"; or --log kafka)",
+            g.fluvio_endpoint
+        ),
+    };
+    log.wait_ready(Duration::from_secs(30)).context(hint)?;
+    Ok(log)
 }
 
 /// A Ctrl-C (or SIGTERM) handler that triggers a clean shutdown once, and exits at the second.

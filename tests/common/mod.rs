@@ -50,6 +50,9 @@ pub fn ends(topic: &str) -> i64 {
 pub fn stockflow() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_stockflow"));
     c.env("STOCKFLOW_BROKERS", brokers())
+        // The Kafka broker, even where the environment selects Fluvio (tests/fluvio.rs sets
+        // its own).
+        .env("STOCKFLOW_LOG_BACKEND", "kafka")
         .env("STOCKFLOW_LOG", "warn")
         // The password goes by environment: the URLs on the command lines carry none.
         .env("STOCKFLOW_MYSQL_PASSWORD", mysql_password());

@@ -1,0 +1,406 @@
+//! The Fluvio backend against a real Fluvio cluster, and the whole pipeline on it.
+//!
+//! These run when `STOCKFLOW_FLUVIO_ENDPOINT` names a cluster's SC (host:port) and say why they
+//! are skipped otherwise: CI has no Fluvio cluster (none ships in a package registry; see
+//! docs/backends.md for building and running one on loopback). With `STOCKFLOW_FLUVIO_SPU` set
+//! to `ID,PUBLIC,PRIVATE` (e.g. `5001,127.0.0.1:9010,127.0.0.1:9011`) the tests first register
+//! that SPU with the SC, as a cluster started by hand with `fluvio-run` needs.
+//!
+//! The pipeline test also needs the Kafka broker and MariaDB of `compose/stack up`: the same
+//! run on both backends must give the same tables.
+
+// Tests say why they expect a value; clippy.toml allows it in #[test] functions only.
+#![allow(clippy::expect_used)]
+
+mod common;
+
+use common::*;
+use std::collections::BTreeMap;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+use stockflow_fluvio::{FluvioConfig, FluvioLog};
+use stockflow_transport::{
+    read_to_end, ErrorKind, Log, Position, Retention, Take, TopicSpec, TopicState,
+};
+
+/// The cluster's endpoint, or None (with the reason printed) when the tests are to be skipped.
+fn endpoint() -> Option<String> {
+    match std::env::var("STOCKFLOW_FLUVIO_ENDPOINT") {
+        Ok(e) if !e.trim().is_empty() => Some(e),
+        _ => {
+            eprintln!(
+                "skipped: STOCKFLOW_FLUVIO_ENDPOINT is not set, so there is no Fluvio cluster to \
+                 test against (CI has none; docs/backends.md, \"Running on Fluvio\", says how \
+                 to start one on loopback)"
+            );
+            None
+        }
+    }
+}
+
+/// The cluster as a log, its SPU registered first if `STOCKFLOW_FLUVIO_SPU` says so.
+fn fluvio_log(endpoint: &str) -> FluvioLog {
+    let log = FluvioLog::new(&FluvioConfig::new(endpoint)).expect("a Fluvio client");
+    if let Ok(spu) = std::env::var("STOCKFLOW_FLUVIO_SPU") {
+        let parts: Vec<&str> = spu.split(',').collect();
+        let [id, public, private] = parts[..] else {
+            panic!("STOCKFLOW_FLUVIO_SPU={spu:?}: expected ID,PUBLIC,PRIVATE");
+        };
+        let id: i32 = id.parse().expect("STOCKFLOW_FLUVIO_SPU: a numeric SPU id");
+        stockflow_fluvio::cluster::register_custom_spu(&log, id, public, private)
+            .expect("registering the SPU with the SC");
+    }
+    log.wait_ready(Duration::from_secs(60))
+        .expect("a Fluvio cluster with an SPU online at STOCKFLOW_FLUVIO_ENDPOINT");
+    log
+}
+
+/// A fresh topic on the cluster, kept forever. Fluvio topic names are lowercase.
+fn fresh_fluvio_topic(log: &FluvioLog, prefix: &str, partitions: i32) -> String {
+    let name = format!("test-{prefix}-{}", uuid::Uuid::new_v4().simple());
+    let state = log
+        .ensure_topic(&TopicSpec::kept(name.as_str(), partitions))
+        .expect("creating a topic");
+    assert_eq!(state, TopicState::Created);
+    name
+}
+
+/// `stockflow` on the Fluvio backend.
+fn on_fluvio(mut c: Command, endpoint: &str) -> Command {
+    c.env("STOCKFLOW_LOG_BACKEND", "fluvio")
+        .env("STOCKFLOW_FLUVIO_ENDPOINT", endpoint);
+    c
+}
+
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    futures::executor::block_on(f)
+}
+
+#[test]
+fn the_backend_keeps_the_log_interface() {
+    let Some(ep) = endpoint() else { return };
+    let log = fluvio_log(&ep);
+    assert_eq!(log.describe(), format!("fluvio at {ep}"));
+
+    // Topics: created once, kept forever, three partitions.
+    let topic = fresh_fluvio_topic(&log, "iface", 3);
+    assert_eq!(
+        log.ensure_topic(&TopicSpec::kept(topic.as_str(), 3))
+            .expect("ensuring an existing topic"),
+        TopicState::Existed
+    );
+    assert_eq!(log.partitions(&topic).expect("partitions"), vec![0, 1, 2]);
+    let retention = log.retention(&topic).expect("retention");
+    assert_eq!((retention.ms, retention.bytes), (Some(-1), Some(-1)));
+    let day = fresh_fluvio_topic(&log, "retention", 1);
+    let kept_a_day = TopicSpec {
+        name: format!("{day}-day"),
+        partitions: 1,
+        retention: Retention::Ms(86_400_000),
+    };
+    log.ensure_topic(&kept_a_day).expect("a topic kept a day");
+    assert_eq!(
+        log.retention(&kept_a_day.name).expect("retention").ms,
+        Some(86_400_000)
+    );
+    let missing = log
+        .partitions("test-no-such-topic-here")
+        .expect_err("an unknown topic");
+    assert_eq!(missing.kind, ErrorKind::UnknownTopic);
+
+    // Producing: 30 keys, 10 records each, acknowledged with their positions; one key's
+    // records in one partition, in the order sent.
+    let producer = log.producer().expect("a producer");
+    let t0 = chrono::Utc::now().timestamp_millis();
+    let mut acks: BTreeMap<String, Vec<Position>> = BTreeMap::new();
+    block_on(async {
+        for round in 0..10 {
+            let sends: Vec<_> = (0..30)
+                .map(|k| {
+                    let key = format!("key-{k}");
+                    let payload = format!("{{\"key\":{k},\"round\":{round}}}");
+                    (key, payload)
+                })
+                .collect();
+            let futures: Vec<_> = sends
+                .iter()
+                .map(|(k, p)| producer.send(&topic, k.as_bytes(), p.as_bytes()))
+                .collect();
+            for ((k, _), f) in sends.iter().zip(futures) {
+                let at = f.await.expect("an acknowledged send");
+                acks.entry(k.clone()).or_default().push(at);
+            }
+        }
+    });
+    producer.flush(Duration::from_secs(30)).expect("a flush");
+    let t1 = chrono::Utc::now().timestamp_millis();
+    for (key, positions) in &acks {
+        assert!(
+            positions.windows(2).all(|w| w[0].partition == w[1].partition
+                && w[0].offset < w[1].offset),
+            "{key}: one partition, offsets in send order: {positions:?}"
+        );
+    }
+    let used: std::collections::BTreeSet<i32> =
+        acks.values().map(|p| p[0].partition).collect();
+    assert!(used.len() > 1, "30 keys spread over the partitions: {used:?}");
+
+    // The ranges: every record counted, from offset 0.
+    let marks = log.watermarks(&topic).expect("watermarks");
+    assert_eq!(marks.len(), 3);
+    assert!(marks.iter().all(|w| w.low == 0));
+    assert_eq!(marks.iter().map(|w| w.high).sum::<i64>(), 300);
+
+    // Reading: what was acknowledged, where it was acknowledged, with the producer's time.
+    let records = read_to_end(&log, &topic, Duration::from_secs(60)).expect("reading it all");
+    assert_eq!(records.len(), 300);
+    for r in &records {
+        let key = String::from_utf8(r.key.clone().expect("a key")).expect("a UTF-8 key");
+        let payload: serde_json::Value =
+            serde_json::from_slice(r.payload.as_deref().expect("a payload")).expect("JSON");
+        let round = usize::try_from(payload["round"].as_u64().expect("a round")).expect("small");
+        assert_eq!(acks[&key][round], r.position, "{key} round {round}");
+        let ts = r.timestamp_ms.expect("a timestamp");
+        assert!(ts >= t0 - 1_000 && ts <= t1 + 1_000, "{ts} within [{t0}, {t1}]");
+    }
+
+    // A position the log does not hold is refused, never jumped over.
+    let p0 = marks[0];
+    let past_end = log
+        .open_source(&[Position {
+            topic: topic.clone(),
+            partition: 0,
+            offset: p0.high + 1,
+        }])
+        .err()
+        .expect("an offset past the end");
+    assert_eq!(past_end.kind, ErrorKind::OffsetOutOfRange, "{past_end}");
+
+    // The first record at or after a position.
+    let mid = Position {
+        topic: topic.clone(),
+        partition: p0.partition,
+        offset: p0.high / 2,
+    };
+    let first = log
+        .first_records(&[mid.clone()], Duration::from_secs(30))
+        .expect("first records");
+    let got = first[0].as_ref().expect("a record at the middle");
+    assert_eq!(got.position, mid);
+    assert_eq!(
+        Some(got),
+        records.iter().find(|r| r.position == mid),
+        "the same record as the full read"
+    );
+
+    // A refused record is handed over again first; the resume offset stays at it, and reaches
+    // the partition's end once everything is taken.
+    let mut source = log
+        .open_source(&[Position {
+            topic: topic.clone(),
+            partition: p0.partition,
+            offset: 0,
+        }])
+        .expect("a source");
+    let mut taken = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut refused_once = false;
+    while source.resume_offset(&topic, p0.partition) != Some(p0.high) {
+        assert!(Instant::now() < deadline, "partition 0 not read to its end");
+        source
+            .poll_batch(1000, Duration::from_millis(100), &mut |r| {
+                if r.offset == 5 && !refused_once {
+                    refused_once = true;
+                    return Take::Refuse;
+                }
+                taken.push(r.offset);
+                Take::Next
+            })
+            .expect("polling");
+        if refused_once && taken.len() == 5 {
+            assert_eq!(source.resume_offset(&topic, p0.partition), Some(5));
+        }
+    }
+    assert!(refused_once);
+    assert_eq!(taken, (0..p0.high).collect::<Vec<_>>(), "every offset once, in order");
+
+    // Live: a record written after the source reached the end is handed over.
+    block_on(producer.send(&topic, b"key-0", b"{\"late\":true}")).expect("a late record");
+    let partition_of_key0 = acks["key-0"][0].partition;
+    let mut live = log
+        .open_source(&[Position {
+            topic: topic.clone(),
+            partition: partition_of_key0,
+            offset: marks[usize::try_from(partition_of_key0).expect("small")].high,
+        }])
+        .expect("a live source");
+    let mut late = None;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while late.is_none() {
+        assert!(Instant::now() < deadline, "the late record never came");
+        live.poll_batch(10, Duration::from_millis(200), &mut |r| {
+            late = Some(r.to_record());
+            Take::Next
+        })
+        .expect("polling live");
+    }
+    assert_eq!(
+        late.expect("the late record").payload.as_deref(),
+        Some(&b"{\"late\":true}"[..])
+    );
+
+    // Offsets for times: the first record stamped at or after a record's own time.
+    let probe = &records[150];
+    let ts = probe.timestamp_ms.expect("a timestamp");
+    let found = log
+        .offset_for_time(&topic, probe.position.partition, ts)
+        .expect("an offset for a time")
+        .expect("a record at or after that time");
+    assert!(found <= probe.position.offset);
+    let at = records
+        .iter()
+        .find(|r| r.position.partition == probe.position.partition && r.position.offset == found)
+        .expect("the found record");
+    assert!(at.timestamp_ms.expect("a timestamp") >= ts);
+    assert!(records
+        .iter()
+        .filter(|r| r.position.partition == probe.position.partition
+            && r.position.offset < found)
+        .all(|r| r.timestamp_ms.expect("a timestamp") < ts));
+    assert_eq!(
+        log.offset_for_time(&topic, 0, t1 + 3_600_000)
+            .expect("a time after every record"),
+        None
+    );
+}
+
+/// The rows of `evaluations` and the stored offsets' sum for `topic`.
+fn progress_sum(url: &str, topic: &str) -> i64 {
+    committed(url, topic)
+}
+
+#[test]
+fn the_pipeline_on_fluvio_equals_the_kafka_run_and_survives_a_sigkill() {
+    let Some(ep) = endpoint() else { return };
+    let flog = fluvio_log(&ep);
+    let (from, days, seed) = ("2001-01-02", "120", "41");
+
+    // The reference: the same market on the Kafka broker.
+    let (kprices, kholdings) = market_topics("fl-ref", (3, 2), from, days, seed);
+    let kafka_db = fresh_db("flref");
+    run_ok(job(&kprices, &kholdings, &kafka_db).args(["--until-caught-up"]));
+    let expected = tables(&kafka_db);
+    assert!(
+        expected[0].1.len() > 500,
+        "the reference has evaluations: {}",
+        expected[0].1.len()
+    );
+
+    // The topics, by the command, on Fluvio.
+    let fprices = format!("test-fl-prices-{}", uuid::Uuid::new_v4().simple());
+    let fholdings = format!("test-fl-holdings-{}", uuid::Uuid::new_v4().simple());
+    run_ok(
+        on_fluvio(stockflow(), &ep).args(["topics", "create", "--partitions", "3"])
+            .args(["--topic", &fprices, "--topic", &fholdings]),
+    );
+    let described = run_ok(
+        on_fluvio(stockflow(), &ep).args(["--output", "json", "topics", "describe", "--topic", &fprices]),
+    );
+    let text = String::from_utf8_lossy(&described.stdout);
+    assert!(text.contains(&fprices), "describe names the topic: {text}");
+
+    // Both exchanges and the holdings into Fluvio.
+    run_ok(on_fluvio(stockflow(), &ep).args(["holdings", "load", "--topic", &fholdings]));
+    run_ok(on_fluvio(stockflow(), &ep).args([
+        "exchange", "all", "--backfill", "--from", from, "--days", days, "--seed", seed,
+        "--topic", &fprices,
+    ]));
+
+    // What was read: the same records (key and payload) on both logs, each key's in the same
+    // order.
+    let by_key = |records: Vec<stockflow_transport::Record>| {
+        let mut m: BTreeMap<Vec<u8>, Vec<Vec<u8>>> = BTreeMap::new();
+        for r in records {
+            m.entry(r.key.unwrap_or_default())
+                .or_default()
+                .push(r.payload.unwrap_or_default());
+        }
+        m
+    };
+    let on_kafka = by_key(read_topic(&kprices));
+    let on_fluvio_log =
+        by_key(read_to_end(&flog, &fprices, Duration::from_secs(120)).expect("reading Fluvio"));
+    assert_eq!(on_kafka.len(), on_fluvio_log.len(), "the same keys");
+    assert_eq!(on_kafka, on_fluvio_log, "the same records per key, in order");
+    let end: i64 = flog
+        .watermarks(&fprices)
+        .expect("watermarks")
+        .iter()
+        .map(|w| w.high)
+        .sum();
+
+    // One uninterrupted run on Fluvio: the Kafka run's tables.
+    let clean = fresh_db("flclean");
+    let out = run_ok(on_fluvio(job(&fprices, &fholdings, &clean), &ep).args(["--until-caught-up"]));
+    assert_eq!(tables(&clean), expected, "Fluvio run = Kafka run, table for table");
+    assert_eq!(progress_sum(&clean, &fprices), end, "every offset committed");
+    assert_eq!(summary_of(&out)["resumed"], false);
+
+    // status reads the Fluvio log's ends: no lag.
+    let status = run_ok(
+        on_fluvio(stockflow(), &ep)
+            .args(["--output", "json", "status", "--mysql-url", &clean])
+            .args(["--prices-topic", &fprices, "--holdings-topic", &fholdings]),
+    );
+    let status_text = String::from_utf8_lossy(&status.stdout);
+    assert!(status_text.contains(&fprices), "status names the topic: {status_text}");
+
+    // SIGKILL mid-run, then a restart: the same tables again.
+    let crashed = fresh_db("flkill");
+    run_ok(stockflow().args(["db", "init", "--mysql-url", &crashed]));
+    let mut child = on_fluvio(job(&fprices, &fholdings, &crashed), &ep)
+        .args(["--max-batch", "20"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("starting the job");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while progress_sum(&crashed, &fprices) == 0 {
+        assert!(Instant::now() < deadline, "the job never committed");
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("the job exited ({status}) before its first commit");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let _ = child.kill(); // SIGKILL: no clean shutdown, possibly mid-transaction
+    let _ = child.wait();
+    let at_kill = progress_sum(&crashed, &fprices);
+    eprintln!("killed with {at_kill} of {end} price records committed");
+    let out = run_ok(
+        on_fluvio(job(&fprices, &fholdings, &crashed), &ep).args(["--until-caught-up"]),
+    );
+    assert_eq!(tables(&crashed), expected, "after SIGKILL + restart = the Kafka run");
+    assert_eq!(progress_sum(&crashed, &fprices), end);
+    if at_kill < end {
+        assert_eq!(summary_of(&out)["resumed"], true, "the restart resumed");
+    }
+    assert_journal_matches(&crashed);
+
+    // A replay from the start on top of the stored state changes nothing; so does one from a
+    // time after every record (Fluvio: offsets for times by a scan).
+    run_ok(
+        on_fluvio(job(&fprices, &fholdings, &clean), &ep)
+            .args(["--until-caught-up", "--from", "earliest"]),
+    );
+    assert_eq!(tables(&clean), expected, "a replay from earliest");
+    let later = (chrono::Utc::now() + chrono::Duration::hours(1)).to_rfc3339();
+    run_ok(
+        on_fluvio(job(&fprices, &fholdings, &clean), &ep)
+            .args(["--until-caught-up", "--from", &format!("time={later}")]),
+    );
+    assert_eq!(tables(&clean), expected, "a replay from a later time");
+
+    for db in [kafka_db, clean, crashed] {
+        drop_db(&db);
+    }
+}
