@@ -17,7 +17,10 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn init_logging(format: LogFormat) {
     let filter = EnvFilter::try_from_env("STOCKFLOW_LOG")
-        .unwrap_or_else(|_| EnvFilter::new("info,rdkafka=warn"));
+        // The clients' own chatter (a Fluvio connection closing is INFO there) only from WARN.
+        .unwrap_or_else(|_| {
+            EnvFilter::new("info,rdkafka=warn,fluvio=warn,fluvio_socket=warn,fluvio_future=warn")
+        });
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

@@ -136,14 +136,17 @@ fn the_backend_keeps_the_log_interface() {
     let t1 = chrono::Utc::now().timestamp_millis();
     for (key, positions) in &acks {
         assert!(
-            positions.windows(2).all(|w| w[0].partition == w[1].partition
-                && w[0].offset < w[1].offset),
+            positions
+                .windows(2)
+                .all(|w| w[0].partition == w[1].partition && w[0].offset < w[1].offset),
             "{key}: one partition, offsets in send order: {positions:?}"
         );
     }
-    let used: std::collections::BTreeSet<i32> =
-        acks.values().map(|p| p[0].partition).collect();
-    assert!(used.len() > 1, "30 keys spread over the partitions: {used:?}");
+    let used: std::collections::BTreeSet<i32> = acks.values().map(|p| p[0].partition).collect();
+    assert!(
+        used.len() > 1,
+        "30 keys spread over the partitions: {used:?}"
+    );
 
     // The ranges: every record counted, from offset 0.
     let marks = log.watermarks(&topic).expect("watermarks");
@@ -161,7 +164,10 @@ fn the_backend_keeps_the_log_interface() {
         let round = usize::try_from(payload["round"].as_u64().expect("a round")).expect("small");
         assert_eq!(acks[&key][round], r.position, "{key} round {round}");
         let ts = r.timestamp_ms.expect("a timestamp");
-        assert!(ts >= t0 - 1_000 && ts <= t1 + 1_000, "{ts} within [{t0}, {t1}]");
+        assert!(
+            ts >= t0 - 1_000 && ts <= t1 + 1_000,
+            "{ts} within [{t0}, {t1}]"
+        );
     }
 
     // A position the log does not hold is refused, never jumped over.
@@ -222,7 +228,11 @@ fn the_backend_keeps_the_log_interface() {
         }
     }
     assert!(refused_once);
-    assert_eq!(taken, (0..p0.high).collect::<Vec<_>>(), "every offset once, in order");
+    assert_eq!(
+        taken,
+        (0..p0.high).collect::<Vec<_>>(),
+        "every offset once, in order"
+    );
 
     // Live: a record written after the source reached the end is handed over.
     block_on(producer.send(&topic, b"key-0", b"{\"late\":true}")).expect("a late record");
@@ -264,8 +274,7 @@ fn the_backend_keeps_the_log_interface() {
     assert!(at.timestamp_ms.expect("a timestamp") >= ts);
     assert!(records
         .iter()
-        .filter(|r| r.position.partition == probe.position.partition
-            && r.position.offset < found)
+        .filter(|r| r.position.partition == probe.position.partition && r.position.offset < found)
         .all(|r| r.timestamp_ms.expect("a timestamp") < ts));
     assert_eq!(
         log.offset_for_time(&topic, 0, t1 + 3_600_000)
@@ -300,20 +309,30 @@ fn the_pipeline_on_fluvio_equals_the_kafka_run_and_survives_a_sigkill() {
     let fprices = format!("test-fl-prices-{}", uuid::Uuid::new_v4().simple());
     let fholdings = format!("test-fl-holdings-{}", uuid::Uuid::new_v4().simple());
     run_ok(
-        on_fluvio(stockflow(), &ep).args(["topics", "create", "--partitions", "3"])
+        on_fluvio(stockflow(), &ep)
+            .args(["topics", "create", "--partitions", "3"])
             .args(["--topic", &fprices, "--topic", &fholdings]),
     );
-    let described = run_ok(
-        on_fluvio(stockflow(), &ep).args(["--output", "json", "topics", "describe", "--topic", &fprices]),
-    );
+    let described = run_ok(on_fluvio(stockflow(), &ep).args([
+        "--output", "json", "topics", "describe", "--topic", &fprices,
+    ]));
     let text = String::from_utf8_lossy(&described.stdout);
     assert!(text.contains(&fprices), "describe names the topic: {text}");
 
     // Both exchanges and the holdings into Fluvio.
     run_ok(on_fluvio(stockflow(), &ep).args(["holdings", "load", "--topic", &fholdings]));
     run_ok(on_fluvio(stockflow(), &ep).args([
-        "exchange", "all", "--backfill", "--from", from, "--days", days, "--seed", seed,
-        "--topic", &fprices,
+        "exchange",
+        "all",
+        "--backfill",
+        "--from",
+        from,
+        "--days",
+        days,
+        "--seed",
+        seed,
+        "--topic",
+        &fprices,
     ]));
 
     // What was read: the same records (key and payload) on both logs, each key's in the same
@@ -331,7 +350,10 @@ fn the_pipeline_on_fluvio_equals_the_kafka_run_and_survives_a_sigkill() {
     let on_fluvio_log =
         by_key(read_to_end(&flog, &fprices, Duration::from_secs(120)).expect("reading Fluvio"));
     assert_eq!(on_kafka.len(), on_fluvio_log.len(), "the same keys");
-    assert_eq!(on_kafka, on_fluvio_log, "the same records per key, in order");
+    assert_eq!(
+        on_kafka, on_fluvio_log,
+        "the same records per key, in order"
+    );
     let end: i64 = flog
         .watermarks(&fprices)
         .expect("watermarks")
@@ -342,8 +364,16 @@ fn the_pipeline_on_fluvio_equals_the_kafka_run_and_survives_a_sigkill() {
     // One uninterrupted run on Fluvio: the Kafka run's tables.
     let clean = fresh_db("flclean");
     let out = run_ok(on_fluvio(job(&fprices, &fholdings, &clean), &ep).args(["--until-caught-up"]));
-    assert_eq!(tables(&clean), expected, "Fluvio run = Kafka run, table for table");
-    assert_eq!(progress_sum(&clean, &fprices), end, "every offset committed");
+    assert_eq!(
+        tables(&clean),
+        expected,
+        "Fluvio run = Kafka run, table for table"
+    );
+    assert_eq!(
+        progress_sum(&clean, &fprices),
+        end,
+        "every offset committed"
+    );
     assert_eq!(summary_of(&out)["resumed"], false);
 
     // status reads the Fluvio log's ends: no lag.
@@ -353,7 +383,10 @@ fn the_pipeline_on_fluvio_equals_the_kafka_run_and_survives_a_sigkill() {
             .args(["--prices-topic", &fprices, "--holdings-topic", &fholdings]),
     );
     let status_text = String::from_utf8_lossy(&status.stdout);
-    assert!(status_text.contains(&fprices), "status names the topic: {status_text}");
+    assert!(
+        status_text.contains(&fprices),
+        "status names the topic: {status_text}"
+    );
 
     // SIGKILL mid-run, then a restart: the same tables again.
     let crashed = fresh_db("flkill");
@@ -376,10 +409,13 @@ fn the_pipeline_on_fluvio_equals_the_kafka_run_and_survives_a_sigkill() {
     let _ = child.wait();
     let at_kill = progress_sum(&crashed, &fprices);
     eprintln!("killed with {at_kill} of {end} price records committed");
-    let out = run_ok(
-        on_fluvio(job(&fprices, &fholdings, &crashed), &ep).args(["--until-caught-up"]),
+    let out =
+        run_ok(on_fluvio(job(&fprices, &fholdings, &crashed), &ep).args(["--until-caught-up"]));
+    assert_eq!(
+        tables(&crashed),
+        expected,
+        "after SIGKILL + restart = the Kafka run"
     );
-    assert_eq!(tables(&crashed), expected, "after SIGKILL + restart = the Kafka run");
     assert_eq!(progress_sum(&crashed, &fprices), end);
     if at_kill < end {
         assert_eq!(summary_of(&out)["resumed"], true, "the restart resumed");
@@ -388,19 +424,172 @@ fn the_pipeline_on_fluvio_equals_the_kafka_run_and_survives_a_sigkill() {
 
     // A replay from the start on top of the stored state changes nothing; so does one from a
     // time after every record (Fluvio: offsets for times by a scan).
-    run_ok(
-        on_fluvio(job(&fprices, &fholdings, &clean), &ep)
-            .args(["--until-caught-up", "--from", "earliest"]),
-    );
+    run_ok(on_fluvio(job(&fprices, &fholdings, &clean), &ep).args([
+        "--until-caught-up",
+        "--from",
+        "earliest",
+    ]));
     assert_eq!(tables(&clean), expected, "a replay from earliest");
     let later = (chrono::Utc::now() + chrono::Duration::hours(1)).to_rfc3339();
-    run_ok(
-        on_fluvio(job(&fprices, &fholdings, &clean), &ep)
-            .args(["--until-caught-up", "--from", &format!("time={later}")]),
-    );
+    run_ok(on_fluvio(job(&fprices, &fholdings, &clean), &ep).args([
+        "--until-caught-up",
+        "--from",
+        &format!("time={later}"),
+    ]));
     assert_eq!(tables(&clean), expected, "a replay from a later time");
 
     for db in [kafka_db, clean, crashed] {
         drop_db(&db);
     }
+}
+
+/// Deletes a topic on the cluster (what an operator's `fluvio topic delete` does) and waits
+/// until the SC has forgotten it.
+fn delete_fluvio_topic(endpoint: &str, log: &FluvioLog, topic: &str) {
+    block_on(async {
+        let fluvio =
+            fluvio::Fluvio::connect_with_config(&fluvio::FluvioClusterConfig::new(endpoint))
+                .await
+                .expect("connecting to the SC");
+        fluvio
+            .admin()
+            .await
+            .delete::<fluvio::metadata::topic::TopicSpec>(topic.to_string())
+            .await
+            .expect("deleting the topic");
+    });
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        match log.partitions(topic) {
+            Err(e) if e.kind == ErrorKind::UnknownTopic => return,
+            _ if Instant::now() >= deadline => panic!("{topic} was not deleted within 60 s"),
+            _ => std::thread::sleep(Duration::from_millis(100)),
+        }
+    }
+}
+
+#[test]
+fn a_recreated_topic_on_fluvio_is_refused_and_the_documented_command_resumes() {
+    let Some(ep) = endpoint() else { return };
+    let flog = fluvio_log(&ep);
+    let prices = fresh_fluvio_topic(&flog, "lost-prices", 4);
+    let holdings = fresh_fluvio_topic(&flog, "lost-holdings", 2);
+    let sf = || on_fluvio(stockflow(), &ep);
+    run_ok(sf().args(["holdings", "load", "--topic", &holdings]));
+    let backfill = |from: &str, days: &str| {
+        run_ok(sf().args([
+            "exchange",
+            "all",
+            "--backfill",
+            "--from",
+            from,
+            "--days",
+            days,
+            "--seed",
+            "9",
+            "--topic",
+            &prices,
+        ]));
+    };
+    backfill("2002-01-01", "30");
+    let url = fresh_db("fllost");
+    let job = || {
+        let mut c = on_fluvio(job(&prices, &holdings, &url), &ep);
+        c.arg("--until-caught-up");
+        c
+    };
+    run_ok(&mut job());
+    let rows =
+        "SELECT portfolio, CAST(as_of AS CHAR), CAST(nav AS CHAR), CAST(nav_change AS CHAR), \
+                CAST(nav_change_pct AS CHAR) FROM evaluations ORDER BY portfolio, as_of";
+    let before = query(&url, rows);
+    assert_eq!(before.len(), 30 * 6);
+
+    // The topics are deleted and created again, empty; holdings and 10 new days arrive.
+    for (t, n) in [(&prices, 4), (&holdings, 2)] {
+        delete_fluvio_topic(&ep, &flog, t);
+        assert_eq!(
+            flog.ensure_topic(&TopicSpec::kept(t.as_str(), n))
+                .expect("recreating the topic"),
+            TopicState::Created
+        );
+    }
+    run_ok(sf().args(["holdings", "load", "--topic", &holdings]));
+    backfill("2002-03-01", "10");
+
+    let refused = run_err(&mut job());
+    assert!(
+        refused.contains("the log is not the one this job read"),
+        "{refused}"
+    );
+    assert!(refused.contains("--reset-offsets"), "{refused}");
+    assert_eq!(query(&url, "SELECT COUNT(*) FROM evaluations")[0][0], "180");
+
+    let out = run_ok(job().arg("--reset-offsets"));
+    assert_eq!(summary_of(&out)["ticks"], 10 * 24);
+    let after = query(&url, rows);
+    assert_eq!(after.len(), 40 * 6, "the new days are evaluated");
+    for row in &before {
+        assert!(after.contains(row), "an older row changed: {row:?}");
+    }
+    let out = run_ok(&mut job());
+    assert_eq!(summary_of(&out)["ticks"], 0, "nothing read twice");
+    drop_db(&url);
+}
+
+#[test]
+fn a_backlog_larger_than_a_fetch_is_read_whole() {
+    // An SPU answers a stream with its log cut at the fetch size (about 1 MB), often inside a
+    // batch; the fluvio 0.50.1 client drops the cut batch's remaining records and goes on after
+    // it. 5 MB in one partition, in batches of hundreds of records: every record must come,
+    // once, in order.
+    let Some(ep) = endpoint() else { return };
+    let log = fluvio_log(&ep);
+    let topic = fresh_fluvio_topic(&log, "big", 1);
+    let producer = log.producer().expect("a producer");
+    let n = 40_000usize;
+    let filler = "x".repeat(80);
+    let payloads: Vec<String> = (0..n)
+        .map(|i| format!("{{\"i\":{i},\"f\":\"{filler}\"}}"))
+        .collect();
+    block_on(async {
+        use futures::stream::{self, StreamExt};
+        let acks: Vec<_> = stream::iter(payloads.iter())
+            .map(|p| producer.send(&topic, b"one-key", p.as_bytes()))
+            .buffered(4096)
+            .collect()
+            .await;
+        for a in acks {
+            a.expect("an acknowledged send");
+        }
+    });
+    producer.flush(Duration::from_secs(60)).expect("a flush");
+    let marks = log.watermarks(&topic).expect("watermarks");
+    assert_eq!(marks[0].high, i64::try_from(n).expect("small"));
+
+    let records = read_to_end(&log, &topic, Duration::from_secs(120)).expect("reading it all");
+    assert_eq!(records.len(), n, "every record");
+    for (i, r) in records.iter().enumerate() {
+        assert_eq!(
+            r.position.offset,
+            i64::try_from(i).expect("small"),
+            "dense offsets"
+        );
+        assert_eq!(
+            r.payload.as_deref(),
+            Some(payloads[i].as_bytes()),
+            "record {i}"
+        );
+    }
+    // The time scan goes through the cut batches too.
+    let last = records.last().expect("records");
+    let found = log
+        .offset_for_time(&topic, 0, last.timestamp_ms.expect("a timestamp"))
+        .expect("a scan")
+        .expect("a record at that time");
+    assert!(found <= last.position.offset);
+    assert_eq!(
+        records[usize::try_from(found).expect("small")].timestamp_ms,
+        last.timestamp_ms
+    );
 }

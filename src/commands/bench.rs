@@ -162,6 +162,8 @@ async fn producers(
                 "exchange_all_backfill_msgs_per_s": exchange_rate,
                 "raw_produce_msgs_per_s": raw_rate,
                 "ratio": ratio,
+                "exchange_topic": exchange_topic,
+                "raw_topic": raw_topic,
             })
         ),
         Output::Text => {

@@ -15,8 +15,8 @@ use anyhow::{Context, Result};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
-use stockflow_kafka::{KafkaConfig, KafkaLog};
 use stockflow_fluvio::{FluvioConfig, FluvioLog};
+use stockflow_kafka::{KafkaConfig, KafkaLog};
 use stockflow_transport::Log;
 
 pub async fn dispatch(cli: Cli) -> Result<ExitCode> {

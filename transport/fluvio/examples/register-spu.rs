@@ -19,7 +19,9 @@ fn main() -> ExitCode {
     let result = FluvioLog::new(&FluvioConfig::new(endpoint.clone()))
         .and_then(|log| cluster::register_custom_spu(&log, id, &public, &private));
     match result {
-        Ok(true) => println!("registered SPU {id} (clients {public}, peers {private}) with the SC at {endpoint}"),
+        Ok(true) => println!(
+            "registered SPU {id} (clients {public}, peers {private}) with the SC at {endpoint}"
+        ),
         Ok(false) => println!("SPU {id} is registered with the SC at {endpoint} already"),
         Err(e) => {
             eprintln!("error: {e}");

@@ -12,7 +12,11 @@ use stockflow_transport::{Error, ErrorKind, Result};
 /// A `host:port` address split, for the SPU's endpoints.
 fn host_port(what: &str, addr: &str) -> Result<(String, u16)> {
     let (host, port) = addr.rsplit_once(':').ok_or_else(|| {
-        Error::new(ErrorKind::Config, what, format!("{addr:?} is not host:port"))
+        Error::new(
+            ErrorKind::Config,
+            what,
+            format!("{addr:?} is not host:port"),
+        )
     })?;
     let port = port
         .parse::<u16>()
@@ -75,7 +79,13 @@ mod tests {
             host_port("x", "127.0.0.1:9010").expect("valid"),
             ("127.0.0.1".to_string(), 9010)
         );
-        assert_eq!(host_port("x", "127.0.0.1").expect_err("no port").kind, ErrorKind::Config);
-        assert_eq!(host_port("x", "h:99999").expect_err("too big").kind, ErrorKind::Config);
+        assert_eq!(
+            host_port("x", "127.0.0.1").expect_err("no port").kind,
+            ErrorKind::Config
+        );
+        assert_eq!(
+            host_port("x", "h:99999").expect_err("too big").kind,
+            ErrorKind::Config
+        );
     }
 }

@@ -2,8 +2,8 @@
 //! which mean a position is gone, and which are for good.
 
 use fluvio::{FluvioError, ProducerError};
-use fluvio_sc_schema::ApiError;
 use fluvio_protocol::link::ErrorCode;
+use fluvio_sc_schema::ApiError;
 use fluvio_socket::SocketError;
 use stockflow_transport::{Error, ErrorKind};
 
@@ -170,9 +170,6 @@ mod tests {
 
         // Context added on top keeps the cause's kind.
         let wrapped = anyhow::Error::new(ErrorCode::OffsetOutOfRange).context("reading t/0");
-        assert_eq!(
-            map_error("x", &wrapped).kind,
-            ErrorKind::OffsetOutOfRange
-        );
+        assert_eq!(map_error("x", &wrapped).kind, ErrorKind::OffsetOutOfRange);
     }
 }

@@ -20,7 +20,6 @@ use fluvio::metadata::topic::{
 };
 use fluvio::{Fluvio, FluvioAdmin, FluvioClusterConfig};
 use futures::future::{select, Either};
-use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -80,6 +79,33 @@ pub(crate) fn block_on<T>(
             )),
         }
     })
+}
+
+/// A topic's name on Fluvio. Fluvio names topics as DNS labels (lowercase letters, digits and
+/// `-`, at most 63, starting and ending with a letter or digit), so the pipeline's
+/// `StockExchange` is `stockexchange` there: names are lowercased, and a name that is still no
+/// DNS label (`_`, `.`) is refused with the rule. The interface keeps the name it was given:
+/// records, positions and the job's stored offsets carry it.
+pub fn fluvio_topic(name: &str) -> Result<String> {
+    let lower = name.to_ascii_lowercase();
+    let b = lower.as_bytes();
+    let alnum = |c: &u8| c.is_ascii_lowercase() || c.is_ascii_digit();
+    let valid = !b.is_empty()
+        && b.len() <= 63
+        && b.iter().all(|c| alnum(c) || *c == b'-')
+        && b.first().is_some_and(alnum)
+        && b.last().is_some_and(alnum);
+    if valid {
+        Ok(lower)
+    } else {
+        Err(Error::new(
+            ErrorKind::Config,
+            format!("topic {name:?}"),
+            "Fluvio topic names are lowercase letters, digits and '-', at most 63, starting and \
+             ending with a letter or digit: choose another name (--prices-topic, \
+             --holdings-topic, --topic)",
+        ))
+    }
 }
 
 /// A partition id of the interface as Fluvio's (u32).
@@ -160,7 +186,8 @@ impl Connection {
     }
 }
 
-/// A Fluvio cluster as a [`Log`].
+/// A Fluvio cluster as a [`Log`]. Clones share one connection.
+#[derive(Clone)]
 pub struct FluvioLog {
     conn: Arc<Connection>,
 }
@@ -185,7 +212,7 @@ impl FluvioLog {
 
     /// The topic's specification as the SC holds it, with whether every partition has a leader.
     fn topic_spec(&self, topic: &str) -> Result<(FluvioTopicSpec, bool)> {
-        let name = topic.to_string();
+        let name = fluvio_topic(topic)?;
         self.conn.with(
             &format!("reading topic {topic}"),
             REQUEST_TIMEOUT,
@@ -208,8 +235,8 @@ impl FluvioLog {
     fn leaders(&self, topic: &str) -> Result<Vec<(i32, i32)>> {
         let (spec, _) = self.topic_spec(topic)?;
         let count = spec.partitions();
-        let names: Vec<String> = (0..count).map(|p| format!("{topic}-{p}")).collect();
-        let t = topic.to_string();
+        let t = fluvio_topic(topic)?;
+        let names: Vec<String> = (0..count).map(|p| format!("{t}-{p}")).collect();
         self.conn.with(
             &format!("reading the partitions of {topic}"),
             REQUEST_TIMEOUT,
@@ -361,7 +388,7 @@ impl Log for FluvioLog {
 
     fn watermarks(&self, topic: &str) -> Result<Vec<Watermarks>> {
         let leaders = self.leaders(topic)?;
-        let t = topic.to_string();
+        let t = fluvio_topic(topic)?;
         self.conn.with(
             &format!("reading the offsets of {topic}"),
             REQUEST_TIMEOUT,
@@ -383,7 +410,7 @@ impl Log for FluvioLog {
                     "the topic has no such partition",
                 )
             })?;
-        source::scan_for_time(&self.conn, topic, w, ms)
+        source::scan_for_time(self, topic, w, ms)
     }
 
     fn ensure_topic(&self, spec: &TopicSpec) -> Result<TopicState> {
@@ -405,7 +432,7 @@ impl Log for FluvioLog {
         if let Some(s) = storage {
             new.set_storage(s);
         }
-        let name = spec.name.clone();
+        let name = fluvio_topic(&spec.name)?;
         let created = self.conn.with(
             &format!("creating topic {name}"),
             REQUEST_TIMEOUT,
@@ -461,9 +488,6 @@ impl FluvioLog {
     }
 }
 
-/// Per-topic state shared by producers: created once per topic.
-pub(crate) type PerTopic<T> = Mutex<HashMap<String, Arc<T>>>;
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -508,6 +532,21 @@ mod tests {
     }
 
     #[test]
+    fn topic_names_follow_fluvio_rules() {
+        assert_eq!(
+            fluvio_topic("StockExchange").expect("valid"),
+            "stockexchange"
+        );
+        assert_eq!(fluvio_topic("holdings").expect("valid"), "holdings");
+        assert_eq!(fluvio_topic("test-a-9").expect("valid"), "test-a-9");
+        for bad in ["", "-a", "a-", "a_b", "a.b", &"a".repeat(64)] {
+            let e = fluvio_topic(bad).expect_err(bad);
+            assert_eq!(e.kind, ErrorKind::Config, "{bad}");
+        }
+        assert!(fluvio_topic(&"a".repeat(63)).is_ok());
+    }
+
+    #[test]
     fn negative_partitions_are_refused() {
         assert_eq!(fluvio_partition("t", 3).expect("a valid id"), 3);
         let e = fluvio_partition("t", -1).expect_err("negative");
@@ -516,7 +555,9 @@ mod tests {
 
     #[test]
     fn an_empty_endpoint_is_a_configuration_error() {
-        let e = FluvioLog::new(&FluvioConfig::new(" ")).err().expect("refused");
+        let e = FluvioLog::new(&FluvioConfig::new(" "))
+            .err()
+            .expect("refused");
         assert_eq!(e.kind, ErrorKind::Config);
     }
 
