@@ -166,8 +166,13 @@ impl Connection {
     /// connects again (the job retries such errors).
     pub fn forget_if_gone(&self, e: &Error) {
         if matches!(e.kind, ErrorKind::Unreachable | ErrorKind::Timeout) {
-            *self.client.lock().unwrap_or_else(PoisonError::into_inner) = None;
+            self.forget();
         }
+    }
+
+    /// Forgets the client: the next call connects again.
+    pub fn forget(&self) {
+        *self.client.lock().unwrap_or_else(PoisonError::into_inner) = None;
     }
 
     /// Runs `f` with the client, within `timeout`; a failure that may mean the cluster went

@@ -12,6 +12,13 @@
 //! - Delivery is at least once: Fluvio has no idempotent producer, so a retry after a lost
 //!   acknowledgement can write a record twice (docs/backends.md says what that means for the
 //!   job).
+//! - A record the cluster refused for a passing reason (its SPU restarting: "not the leader for
+//!   the partition", a broken connection) is sent again, with backoff, for up to
+//!   [`RETRY_FOR`] (Kafka's producer retries for `message.timeout.ms`, 300 s here too); only
+//!   then does its send fail. Fluvio's own retries cover a failed request, not an error code in
+//!   its answer, and its producer does not reconnect after its SPU restarted: the record goes
+//!   again through a producer made again on a new client. A record sent again lands after
+//!   records sent after it that went through.
 
 use crate::{block_on, map_error, Connection};
 use fluvio::{
@@ -29,6 +36,10 @@ use stockflow_transport::{Error, ErrorKind, LogProducer, Position, Result, SendF
 const LINGER: Duration = Duration::from_millis(5);
 /// How long a produce request may wait for its acknowledgement.
 const ACK_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a record refused for a passing reason is sent again before its send fails.
+pub const RETRY_FOR: Duration = Duration::from_secs(300);
+/// The longest wait between two sends of a refused record.
+const RETRY_MAX_DELAY: Duration = Duration::from_secs(2);
 
 /// What a topic's task is asked to do, in order.
 enum Job {
@@ -100,8 +111,45 @@ fn copy(e: &Error) -> Error {
     Error::new(e.kind, e.context.clone(), e.detail.clone())
 }
 
+/// A topic's producer, made again (on a new client) when its connection broke: Fluvio's
+/// producer does not reconnect after its SPU restarted ("broken pipe" on every send).
+struct Current {
+    generation: u64,
+    producer: Arc<TopicProducerPool>,
+}
+
+struct Shared {
+    conn: Arc<Connection>,
+    topic: String,
+    current: Mutex<Current>,
+}
+
+impl Shared {
+    fn get(&self) -> (u64, Arc<TopicProducerPool>) {
+        let c = self.current.lock().unwrap_or_else(PoisonError::into_inner);
+        (c.generation, Arc::clone(&c.producer))
+    }
+
+    /// A new producer on a new client, unless one newer than `seen` was made already.
+    async fn renew(&self, seen: u64) -> Result<(u64, Arc<TopicProducerPool>)> {
+        let (generation, producer) = self.get();
+        if generation != seen {
+            return Ok((generation, producer));
+        }
+        self.conn.forget();
+        let fresh = Arc::new(topic_producer(&self.conn, &self.topic).await?);
+        let mut c = self.current.lock().unwrap_or_else(PoisonError::into_inner);
+        if c.generation == seen {
+            c.generation += 1;
+            c.producer = fresh;
+        }
+        Ok((c.generation, Arc::clone(&c.producer)))
+    }
+}
+
 /// A topic's task: makes its producer, then pushes the queued records into it one at a time,
-/// in queue order; their acknowledgements are awaited (in the same order) by a second task.
+/// in queue order; their acknowledgements are awaited (in the same order) by a second task,
+/// which sends a refused record again.
 async fn push(conn: Arc<Connection>, topic: String, mut queue: mpsc::UnboundedReceiver<Job>) {
     let producer = match topic_producer(&conn, &topic).await {
         Ok(p) => p,
@@ -121,22 +169,20 @@ async fn push(conn: Arc<Connection>, topic: String, mut queue: mpsc::UnboundedRe
             return;
         }
     };
-    let (acks, mut pending) =
-        mpsc::unbounded::<(ProduceOutput, oneshot::Sender<Result<Position>>)>();
-    let ack_topic = topic.clone();
+    let shared = Arc::new(Shared {
+        conn,
+        topic: topic.clone(),
+        current: Mutex::new(Current {
+            generation: 0,
+            producer: Arc::new(producer),
+        }),
+    });
+    let (acks, mut pending) = mpsc::unbounded::<Sent>();
+    let ack_shared = Arc::clone(&shared);
     fluvio_future::task::spawn(async move {
-        while let Some((output, reply)) = pending.next().await {
-            let context = format!("delivering a record to {ack_topic}");
-            let r = match output.wait().await {
-                Ok(meta) => i32::try_from(meta.partition_id())
-                    .map(|partition| Position {
-                        topic: ack_topic.clone(),
-                        partition,
-                        offset: meta.offset(),
-                    })
-                    .map_err(|_| Error::new(ErrorKind::Other, context, "a partition id past i32")),
-                Err(e) => Err(map_error(context, &anyhow::Error::from(e))),
-            };
+        while let Some(sent) = pending.next().await {
+            let reply = sent.reply;
+            let r = acknowledged(&ack_shared, sent.first, sent.key, sent.payload).await;
             let _ = reply.send(r);
         }
     });
@@ -146,25 +192,29 @@ async fn push(conn: Arc<Connection>, topic: String, mut queue: mpsc::UnboundedRe
                 key,
                 payload,
                 reply,
-            } => match producer.send(key, payload).await {
-                Ok(output) => {
-                    if let Err(e) = acks.unbounded_send((output, reply)) {
-                        let (_, reply) = e.into_inner();
-                        let _ = reply.send(Err(Error::new(
-                            ErrorKind::Other,
-                            format!("delivering a record to {topic}"),
-                            "the acknowledgements' task ended",
-                        )));
-                    }
-                }
-                Err(e) => {
-                    let _ = reply.send(Err(map_error(
+            } => {
+                let (generation, producer) = shared.get();
+                let first = match producer.send(key.clone(), payload.clone()).await {
+                    Ok(output) => Ok(output),
+                    Err(e) => Err(map_error(format!("delivering a record to {topic}"), &e)),
+                };
+                let sent = Sent {
+                    first: (generation, first),
+                    key,
+                    payload,
+                    reply,
+                };
+                if let Err(e) = acks.unbounded_send(sent) {
+                    let reply = e.into_inner().reply;
+                    let _ = reply.send(Err(Error::new(
+                        ErrorKind::Other,
                         format!("delivering a record to {topic}"),
-                        &e,
+                        "the acknowledgements' task ended",
                     )));
                 }
-            },
+            }
             Job::Flush(reply) => {
+                let (_, producer) = shared.get();
                 let r = producer
                     .flush()
                     .await
@@ -172,6 +222,69 @@ async fn push(conn: Arc<Connection>, topic: String, mut queue: mpsc::UnboundedRe
                 let _ = reply.send(r);
             }
         }
+    }
+}
+
+/// A record handed to Fluvio (by the producer of that generation), waiting for its
+/// acknowledgement.
+struct Sent {
+    first: (u64, Result<ProduceOutput>),
+    key: Vec<u8>,
+    payload: Vec<u8>,
+    reply: oneshot::Sender<Result<Position>>,
+}
+
+/// The record's position once acknowledged. A record refused for a passing reason is sent
+/// again (backoff up to [`RETRY_MAX_DELAY`]) for up to [`RETRY_FOR`], by a producer made
+/// again on a new client if the one that sent it is still the current one.
+async fn acknowledged(
+    shared: &Shared,
+    first: (u64, Result<ProduceOutput>),
+    key: Vec<u8>,
+    payload: Vec<u8>,
+) -> Result<Position> {
+    let topic = shared.topic.as_str();
+    let context = format!("delivering a record to {topic}");
+    let deadline = std::time::Instant::now() + RETRY_FOR;
+    let mut delay = Duration::from_millis(50);
+    let (mut generation, mut sent) = first;
+    loop {
+        let err = match sent {
+            Ok(output) => match output.wait().await {
+                Ok(meta) => {
+                    return i32::try_from(meta.partition_id())
+                        .map(|partition| Position {
+                            topic: topic.to_string(),
+                            partition,
+                            offset: meta.offset(),
+                        })
+                        .map_err(|_| {
+                            Error::new(ErrorKind::Other, context, "a partition id past i32")
+                        })
+                }
+                Err(e) => map_error(context.clone(), &anyhow::Error::from(e)),
+            },
+            Err(e) => e,
+        };
+        if !err.is_retryable() || std::time::Instant::now() >= deadline {
+            return Err(err);
+        }
+        tracing::warn!(
+            topic,
+            "a record was refused ({err}); sending it again in {delay:?}"
+        );
+        fluvio_future::timer::sleep(delay).await;
+        delay = (delay * 2).min(RETRY_MAX_DELAY);
+        sent = match shared.renew(generation).await {
+            Ok((g, producer)) => {
+                generation = g;
+                producer
+                    .send(key.clone(), payload.clone())
+                    .await
+                    .map_err(|e| map_error(context.clone(), &e))
+            }
+            Err(e) => Err(e),
+        };
     }
 }
 

@@ -48,6 +48,10 @@ struct Lane {
     active_at: Instant,
     /// How many times the stream was opened again after records it skipped.
     reopened: u64,
+    /// The stream failed (its SPU restarted, the connection broke): the next fetch opens it
+    /// again, on a new client, where the lane stands. The job polls a failed source again
+    /// after a backoff, as librdkafka reconnects by itself.
+    broken: bool,
 }
 
 /// How long a lane may have had nothing, below the log's end, before it asks the SPU whether
@@ -99,8 +103,19 @@ impl FluvioLanes {
             "{why}: reading the partition again from the first record not handed over"
         );
         l.stream = open_stream(&conn, &l.topic, l.partition, l.next)?;
+        l.broken = false;
         l.active_at = Instant::now();
         Ok(())
+    }
+
+    /// A stream failed: its SPU restarted or the connection broke, and every stream of this
+    /// client shares that connection. Each lane opens its stream again at its next fetch, on a
+    /// new client, so that the source heals in one poll rather than one failed lane per retry.
+    fn broke(&mut self) {
+        self.log.connection().forget();
+        for l in &mut self.lanes {
+            l.broken = true;
+        }
     }
 
     /// A lane idle for [`IDLE_CHECK`]: at most once per [`IDLE_CHECK`], the ends of its topic's
@@ -202,6 +217,9 @@ impl Lanes for FluvioLanes {
     }
 
     fn fetch(&mut self, lane: usize, wait: Duration) -> Result<Fetched<FluvioRecord>> {
+        if self.lanes.get(lane).is_some_and(|l| l.broken) {
+            self.reopen(lane, "the stream broke")?;
+        }
         let Some(l) = self.lanes.get_mut(lane) else {
             return Ok(Fetched::Nothing);
         };
@@ -221,15 +239,27 @@ impl Lanes for FluvioLanes {
                     Ok(Fetched::Nothing)
                 }
             },
-            Some(Some(Err(code))) => Err(code_error(
-                format!("reading {}/{} at offset {}", l.topic, l.partition, l.next),
-                &code,
-            )),
-            Some(None) => Err(Error::new(
-                ErrorKind::Unreachable,
-                format!("reading {}/{} at offset {}", l.topic, l.partition, l.next),
-                "the SPU ended the stream (it restarted, or the connection broke)",
-            )),
+            Some(Some(Err(code))) => {
+                let e = code_error(
+                    format!("reading {}/{} at offset {}", l.topic, l.partition, l.next),
+                    &code,
+                );
+                // A broken stream: the next source gets a new client, not the broken SPU
+                // connection of this one.
+                if e.kind != ErrorKind::OffsetOutOfRange {
+                    self.broke();
+                }
+                Err(e)
+            }
+            Some(None) => {
+                let e = Error::new(
+                    ErrorKind::Unreachable,
+                    format!("reading {}/{} at offset {}", l.topic, l.partition, l.next),
+                    "the SPU ended the stream (it restarted, or the connection broke)",
+                );
+                self.broke();
+                Err(e)
+            }
             None => {
                 let at_end = l.next >= l.backlog_end;
                 let next = l.next;
@@ -305,6 +335,7 @@ fn open_lanes(log: &FluvioLog, start: &[Position], ends: &[i64]) -> Result<Fluvi
             stream,
             active_at: Instant::now(),
             reopened: 0,
+            broken: false,
         });
     }
     Ok(FluvioLanes {
