@@ -7,7 +7,9 @@
 //! that SPU with the SC, as a cluster started by hand with `fluvio-run` needs.
 //!
 //! The pipeline test also needs the Kafka broker and MariaDB of `compose/stack up`: the same
-//! run on both backends must give the same tables.
+//! run on both backends must give the same tables. The SPU outage test runs when
+//! `STOCKFLOW_FLUVIO_SPU_CMD` is the command line the cluster's SPU was started with (as
+//! `pgrep -f` finds it): it SIGKILLs that SPU mid-run and starts it again with it.
 
 // Tests say why they expect a value; clippy.toml allows it in #[test] functions only.
 #![allow(clippy::expect_used)]
@@ -388,27 +390,40 @@ fn the_pipeline_on_fluvio_equals_the_kafka_run_and_survives_a_sigkill() {
         "status names the topic: {status_text}"
     );
 
-    // SIGKILL mid-run, then a restart: the same tables again.
-    let crashed = fresh_db("flkill");
-    run_ok(stockflow().args(["db", "init", "--mysql-url", &crashed]));
-    let mut child = on_fluvio(job(&fprices, &fholdings, &crashed), &ep)
-        .args(["--max-batch", "20"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("starting the job");
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while progress_sum(&crashed, &fprices) == 0 {
-        assert!(Instant::now() < deadline, "the job never committed");
-        if let Ok(Some(status)) = child.try_wait() {
-            panic!("the job exited ({status}) before its first commit");
+    // SIGKILL mid-run, then a restart: the same tables again. The job reads 120 days in well
+    // under a second on Fluvio: one record per timestamp, and tries until a kill lands before
+    // the end (a fresh database each time).
+    let mut crashed = String::new();
+    let mut at_kill = end;
+    for attempt in 0..10 {
+        if !crashed.is_empty() {
+            drop_db(&crashed);
         }
-        std::thread::sleep(Duration::from_millis(5));
+        crashed = fresh_db("flkill");
+        run_ok(stockflow().args(["db", "init", "--mysql-url", &crashed]));
+        let mut child = on_fluvio(job(&fprices, &fholdings, &crashed), &ep)
+            .args(["--max-batch", "1"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting the job");
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while progress_sum(&crashed, &fprices) == 0 {
+            assert!(Instant::now() < deadline, "the job never committed");
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!("the job exited ({status}) before its first commit");
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let _ = child.kill(); // SIGKILL: no clean shutdown, possibly mid-transaction
+        let _ = child.wait();
+        at_kill = progress_sum(&crashed, &fprices);
+        eprintln!("attempt {attempt}: killed with {at_kill} of {end} price records committed");
+        if at_kill < end {
+            break;
+        }
     }
-    let _ = child.kill(); // SIGKILL: no clean shutdown, possibly mid-transaction
-    let _ = child.wait();
-    let at_kill = progress_sum(&crashed, &fprices);
-    eprintln!("killed with {at_kill} of {end} price records committed");
+    assert!(at_kill < end, "a kill landed mid-run in 10 attempts");
     let out =
         run_ok(on_fluvio(job(&fprices, &fholdings, &crashed), &ep).args(["--until-caught-up"]));
     assert_eq!(
@@ -417,9 +432,7 @@ fn the_pipeline_on_fluvio_equals_the_kafka_run_and_survives_a_sigkill() {
         "after SIGKILL + restart = the Kafka run"
     );
     assert_eq!(progress_sum(&crashed, &fprices), end);
-    if at_kill < end {
-        assert_eq!(summary_of(&out)["resumed"], true, "the restart resumed");
-    }
+    assert_eq!(summary_of(&out)["resumed"], true, "the restart resumed");
     assert_journal_matches(&crashed);
 
     // A replay from the start on top of the stored state changes nothing; so does one from a
@@ -592,4 +605,140 @@ fn a_backlog_larger_than_a_fetch_is_read_whole() {
         records[usize::try_from(found).expect("small")].timestamp_ms,
         last.timestamp_ms
     );
+}
+
+/// The SPU's process id, found by its command line.
+fn spu_pid(cmd: &str) -> Option<String> {
+    let out = Command::new("pgrep")
+        .args(["-f", "-x", cmd])
+        .output()
+        .expect("running pgrep");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .next()
+        .map(str::to_string)
+}
+
+#[test]
+fn an_spu_restart_mid_run_loses_nothing() {
+    let Some(ep) = endpoint() else { return };
+    let Ok(spu_cmd) = std::env::var("STOCKFLOW_FLUVIO_SPU_CMD") else {
+        eprintln!(
+            "skipped: STOCKFLOW_FLUVIO_SPU_CMD is not set (the command line of the cluster's \
+             SPU, to SIGKILL and start it again)"
+        );
+        return;
+    };
+    let flog = fluvio_log(&ep);
+    let pid = spu_pid(&spu_cmd).expect("the SPU process (STOCKFLOW_FLUVIO_SPU_CMD, pgrep -fx)");
+    let prices = fresh_fluvio_topic(&flog, "outage-prices", 4);
+    let holdings = fresh_fluvio_topic(&flog, "outage-holdings", 2);
+    run_ok(on_fluvio(stockflow(), &ep).args(["holdings", "load", "--topic", &holdings]));
+    let live = fresh_db("flspu");
+    run_ok(stockflow().args(["db", "init", "--mysql-url", &live]));
+    let mut live_job = on_fluvio(job(&prices, &holdings, &live), &ep)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("starting the job");
+    // The exchanges publish 40 days, one every 0.3 s, while the SPU goes down and comes back.
+    let days: i64 = 40;
+    let mut exchanges = on_fluvio(stockflow(), &ep)
+        .args([
+            "exchange",
+            "all",
+            "--from",
+            "2020-01-01",
+            "--days",
+            "40",
+            "--pace",
+            "0.3",
+        ])
+        .args(["--topic", &prices])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starting the exchanges");
+    wait_committed(
+        &live,
+        &prices,
+        24 * 5,
+        Duration::from_secs(60),
+        Some(&mut live_job),
+    );
+    let killed = Command::new("kill")
+        .args(["-9", &pid])
+        .status()
+        .expect("kill");
+    assert!(killed.success(), "SIGKILL of the SPU {pid}");
+    let at_kill = committed(&live, &prices);
+    std::thread::sleep(Duration::from_secs(3));
+    let parts: Vec<&str> = spu_cmd.split_whitespace().collect();
+    let (program, args) = parts.split_first().expect("a command");
+    let log_dir = std::env::temp_dir().join(format!("stockflow-spu-{}", uuid::Uuid::new_v4()));
+    let spu_log = std::fs::File::create(&log_dir).expect("the SPU's log file");
+    let mut restart = Command::new("setsid");
+    restart
+        .arg("-f")
+        .arg(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(spu_log.try_clone().expect("a log handle"))
+        .stderr(spu_log);
+    assert!(restart.status().expect("restarting the SPU").success());
+    eprintln!("SPU {pid} killed with {at_kill} price records committed, started again");
+
+    // Every record published, once: the exchanges sent again what the restart refused.
+    let status = wait_exit(&mut exchanges, Duration::from_secs(240));
+    let mut ex_err = String::new();
+    if let Some(mut e) = exchanges.stderr.take() {
+        use std::io::Read;
+        let _ = e.read_to_string(&mut ex_err);
+    }
+    assert!(
+        status.success(),
+        "the exchanges survived the SPU restart: {ex_err}"
+    );
+    let end: i64 = flog
+        .watermarks(&prices)
+        .expect("watermarks")
+        .iter()
+        .map(|w| w.high)
+        .sum();
+    assert!(end >= days * 24, "{end} records for {days} days");
+    eprintln!(
+        "{end} price records in the log for {} published; {} sends repeated",
+        days * 24,
+        ex_err.matches("sending it again").count()
+    );
+    // The live job reads it all and equals an uninterrupted run over the same log.
+    wait_committed(
+        &live,
+        &prices,
+        end,
+        Duration::from_secs(120),
+        Some(&mut live_job),
+    );
+    let _ = Command::new("kill")
+        .args(["-INT", &live_job.id().to_string()])
+        .status();
+    let stopped = wait_exit(&mut live_job, Duration::from_secs(60));
+    assert!(stopped.success(), "the job stopped cleanly");
+    let reference = fresh_db("flspuref");
+    run_ok(on_fluvio(job(&prices, &holdings, &reference), &ep).args(["--until-caught-up"]));
+    let expected = tables(&reference);
+    assert_eq!(
+        expected[0].1.len(),
+        usize::try_from(days * 6).expect("small"),
+        "every day evaluated"
+    );
+    assert_eq!(
+        tables(&live),
+        expected,
+        "the live run through the outage = an uninterrupted run"
+    );
+    assert_journal_matches(&live);
+    for db in [live, reference] {
+        drop_db(&db);
+    }
 }
