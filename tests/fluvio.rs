@@ -191,7 +191,7 @@ fn the_backend_keeps_the_log_interface() {
         offset: p0.high / 2,
     };
     let first = log
-        .first_records(&[mid.clone()], Duration::from_secs(30))
+        .first_records(std::slice::from_ref(&mid), Duration::from_secs(30))
         .expect("first records");
     let got = first[0].as_ref().expect("a record at the middle");
     assert_eq!(got.position, mid);

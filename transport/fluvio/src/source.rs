@@ -17,6 +17,7 @@
 //! - a cut batch at the end of what the log holds leaves no later record to show the gap, so a
 //!   lane that has had nothing for [`IDLE_CHECK`] asks the SPU for the partition's end, and
 //!   opens its stream again if the log holds records it was not handed.
+//!
 //! Records before the start offset (the head of the first batch) are never handed over.
 
 use crate::errors::code_error;
