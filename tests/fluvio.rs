@@ -323,19 +323,7 @@ fn the_pipeline_on_fluvio_equals_the_kafka_run_and_survives_a_sigkill() {
 
     // Both exchanges and the holdings into Fluvio.
     run_ok(on_fluvio(stockflow(), &ep).args(["holdings", "load", "--topic", &fholdings]));
-    run_ok(on_fluvio(stockflow(), &ep).args([
-        "exchange",
-        "all",
-        "--backfill",
-        "--from",
-        from,
-        "--days",
-        days,
-        "--seed",
-        seed,
-        "--topic",
-        &fprices,
-    ]));
+    backfill_with(on_fluvio(stockflow(), &ep), &fprices, from, days, seed);
 
     // What was read: the same records (key and payload) on both logs, each key's in the same
     // order.
@@ -489,21 +477,7 @@ fn a_recreated_topic_on_fluvio_is_refused_and_the_documented_command_resumes() {
     let holdings = fresh_fluvio_topic(&flog, "lost-holdings", 2);
     let sf = || on_fluvio(stockflow(), &ep);
     run_ok(sf().args(["holdings", "load", "--topic", &holdings]));
-    let backfill = |from: &str, days: &str| {
-        run_ok(sf().args([
-            "exchange",
-            "all",
-            "--backfill",
-            "--from",
-            from,
-            "--days",
-            days,
-            "--seed",
-            "9",
-            "--topic",
-            &prices,
-        ]));
-    };
+    let backfill = |from: &str, days: &str| backfill_with(sf(), &prices, from, days, "9");
     backfill("2002-01-01", "30");
     let url = fresh_db("fllost");
     let job = || {

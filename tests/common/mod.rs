@@ -193,7 +193,13 @@ pub fn market_topics(
 
 /// Both exchanges backfill `days` trading days from `from` with `seed` into `topic`.
 pub fn backfill(topic: &str, from: &str, days: &str, seed: &str) {
-    run_ok(stockflow().args([
+    backfill_with(stockflow(), topic, from, days, seed);
+}
+
+/// `backfill` through `stockflow`, a `stockflow()` command with its own settings (another log
+/// backend).
+pub fn backfill_with(mut stockflow: Command, topic: &str, from: &str, days: &str, seed: &str) {
+    run_ok(stockflow.args([
         "exchange",
         "all",
         "--backfill",

@@ -5,7 +5,6 @@
 
 use crate::{map_error, FluvioLog};
 use fluvio::metadata::customspu::CustomSpuSpec;
-use fluvio::metadata::spu::SpuSpec;
 use fluvio_controlplane_metadata::spu::{EncryptionEnum, Endpoint, IngressAddr, IngressPort};
 use stockflow_transport::{Error, ErrorKind, Result};
 
@@ -52,12 +51,7 @@ pub fn register_custom_spu(log: &FluvioLog, id: i32, public: &str, private: &str
         &format!("registering SPU {id}"),
         crate::REQUEST_TIMEOUT,
         |c| async move {
-            let spus = c
-                .admin
-                .all::<SpuSpec>()
-                .await
-                .map_err(|e| map_error("listing the SPUs", &e))?;
-            if spus.iter().any(|s| s.spec.id == id) {
+            if c.spus().await?.iter().any(|s| s.spec.id == id) {
                 return Ok(false);
             }
             c.admin

@@ -132,6 +132,16 @@ pub(crate) struct Client {
     pub offsets: offsets::SpuSockets,
 }
 
+impl Client {
+    /// The SPUs registered with the SC.
+    pub async fn spus(&self) -> Result<Vec<fluvio::metadata::objects::Metadata<SpuSpec>>> {
+        self.admin
+            .all::<SpuSpec>()
+            .await
+            .map_err(|e| map_error("listing the SPUs", &e))
+    }
+}
+
 impl Connection {
     /// The current client, connecting if there is none.
     pub fn client(&self) -> Result<Arc<Client>> {
@@ -353,12 +363,7 @@ impl Log for FluvioLog {
                 "asking the Fluvio cluster for its SPUs",
                 REQUEST_TIMEOUT.min(timeout.max(Duration::from_secs(1))),
                 |c| async move {
-                    let spus = c
-                        .admin
-                        .all::<SpuSpec>()
-                        .await
-                        .map_err(|e| map_error("listing the SPUs", &e))?;
-                    if spus.iter().any(|s| s.status.is_online()) {
+                    if c.spus().await?.iter().any(|s| s.status.is_online()) {
                         Ok(())
                     } else {
                         Err(Error::new(
@@ -397,7 +402,7 @@ impl Log for FluvioLog {
         self.conn.with(
             &format!("reading the offsets of {topic}"),
             REQUEST_TIMEOUT,
-            |c| async move { c.offsets.watermarks(&c.admin, &t, &leaders).await },
+            |c| async move { c.offsets.watermarks(&c, &t, &leaders).await },
         )
     }
 

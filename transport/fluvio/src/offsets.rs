@@ -8,8 +8,7 @@
 
 use crate::errors::{code_error, kind_of_code};
 use crate::map_error;
-use fluvio::metadata::spu::SpuSpec;
-use fluvio::FluvioAdmin;
+use crate::Client;
 use fluvio_protocol::link::ErrorCode;
 use fluvio_socket::{ClientConfig, MultiplexerSocket, VersionedSerialSocket};
 use fluvio_spu_schema::server::fetch_offset::{FetchOffsetPartition, FetchOffsetsRequest};
@@ -65,17 +64,14 @@ impl SpuSockets {
     /// can be handed (the last stable offset: what the SPUs have committed).
     pub async fn watermarks(
         &self,
-        admin: &FluvioAdmin,
+        client: &Client,
         topic: &str,
         leaders: &[(i32, i32)],
     ) -> Result<Vec<Watermarks>> {
         if leaders.is_empty() {
             return Ok(Vec::new());
         }
-        let spus = admin
-            .all::<SpuSpec>()
-            .await
-            .map_err(|e| map_error("listing the SPUs", &e))?;
+        let spus = client.spus().await?;
         let addr_of: HashMap<i32, String> = spus
             .iter()
             .map(|s| (s.spec.id, s.spec.public_endpoint.addr()))
