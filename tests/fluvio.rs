@@ -236,16 +236,26 @@ fn the_backend_keeps_the_log_interface() {
         "every offset once, in order"
     );
 
-    // Live: a record written after the source reached the end is handed over.
-    block_on(producer.send(&topic, b"key-0", b"{\"late\":true}")).expect("a late record");
+    // Live: a source at the end, idle past the lanes' idle check, is handed a record written
+    // after it opened.
     let partition_of_key0 = acks["key-0"][0].partition;
+    let end0 = marks[usize::try_from(partition_of_key0).expect("small")].high;
     let mut live = log
         .open_source(&[Position {
             topic: topic.clone(),
             partition: partition_of_key0,
-            offset: marks[usize::try_from(partition_of_key0).expect("small")].high,
+            offset: end0,
         }])
         .expect("a live source");
+    let idle_until = Instant::now() + Duration::from_millis(800);
+    while Instant::now() < idle_until {
+        let n = live
+            .poll_batch(10, Duration::from_millis(100), &mut |_| Take::Next)
+            .expect("polling an idle source");
+        assert_eq!(n, 0, "nothing past the end yet");
+    }
+    assert_eq!(live.resume_offset(&topic, partition_of_key0), Some(end0));
+    block_on(producer.send(&topic, b"key-0", b"{\"late\":true}")).expect("a late record");
     let mut late = None;
     let deadline = Instant::now() + Duration::from_secs(30);
     while late.is_none() {
@@ -256,10 +266,9 @@ fn the_backend_keeps_the_log_interface() {
         })
         .expect("polling live");
     }
-    assert_eq!(
-        late.expect("the late record").payload.as_deref(),
-        Some(&b"{\"late\":true}"[..])
-    );
+    let late = late.expect("the late record");
+    assert_eq!(late.position.offset, end0);
+    assert_eq!(late.payload.as_deref(), Some(&b"{\"late\":true}"[..]));
 
     // Offsets for times: the first record stamped at or after a record's own time.
     let probe = &records[150];
@@ -495,10 +504,25 @@ fn a_recreated_topic_on_fluvio_is_refused_and_the_documented_command_resumes() {
     // The topics are deleted and created again, empty; holdings and 10 new days arrive.
     for (t, n) in [(&prices, 4), (&holdings, 2)] {
         delete_fluvio_topic(&ep, &flog, t);
-        assert_eq!(
-            flog.ensure_topic(&TopicSpec::kept(t.as_str(), n))
-                .expect("recreating the topic"),
-            TopicState::Created
+        // The SC finishes a deletion (its partitions) after the topic leaves its list: a
+        // create may be refused meanwhile.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            match flog.ensure_topic(&TopicSpec::kept(t.as_str(), n)) {
+                // Existed: an attempt that timed out had created it.
+                Ok(_) => break,
+                Err(e) if Instant::now() < deadline => {
+                    eprintln!("recreating {t}: {e}; trying again");
+                    std::thread::sleep(Duration::from_millis(500));
+                }
+                Err(e) => panic!("recreating {t}: {e}"),
+            }
+        }
+        let marks = flog.watermarks(t).expect("the new topic's ranges");
+        assert_eq!(marks.len(), usize::try_from(n).expect("small"));
+        assert!(
+            marks.iter().all(|w| w.high == 0),
+            "recreated empty: {marks:?}"
         );
     }
     run_ok(sf().args(["holdings", "load", "--topic", &holdings]));

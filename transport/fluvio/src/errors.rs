@@ -11,9 +11,11 @@ use stockflow_transport::{Error, ErrorKind};
 pub fn kind_of_code(code: &ErrorCode) -> ErrorKind {
     use ErrorCode as C;
     match code {
-        C::OffsetOutOfRange => ErrorKind::OffsetOutOfRange,
+        // Below the log's start (retention deleted it): the SPU says "evicted".
+        C::OffsetOutOfRange | C::OffsetEvicted { .. } => ErrorKind::OffsetOutOfRange,
         C::TopicNotFound | C::TopicDeleted => ErrorKind::UnknownTopic,
-        C::PartitionNotLeader => ErrorKind::UnknownPartition,
+        // An SPU just restarted, or a topic just provisioned: passes.
+        C::PartitionNotLeader => ErrorKind::Unreachable,
         C::NotLeaderForPartition
         | C::SpuOffline
         | C::SpuNotFound
@@ -160,6 +162,16 @@ mod tests {
 
         let offline = map_error("x", &anyhow::Error::new(ErrorCode::SpuOffline));
         assert!(offline.is_retryable());
+        let not_yet = map_error("x", &anyhow::Error::new(ErrorCode::PartitionNotLeader));
+        assert!(not_yet.is_retryable());
+        let evicted = map_error(
+            "x",
+            &anyhow::Error::new(ErrorCode::OffsetEvicted {
+                offset: 3,
+                next_available: 10,
+            }),
+        );
+        assert_eq!(evicted.kind, ErrorKind::OffsetOutOfRange);
 
         let missing = map_error(
             "x",

@@ -273,6 +273,14 @@ impl FluvioLog {
                     }
                 }
                 out.sort_unstable();
+                if out.len() != usize::try_from(count).unwrap_or(usize::MAX) {
+                    // The SC has not listed every partition yet (a topic being provisioned).
+                    return Err(Error::new(
+                        ErrorKind::Unreachable,
+                        format!("reading the partitions of {t}"),
+                        format!("the SC lists {} of its {count} partitions", out.len()),
+                    ));
+                }
                 Ok(out)
             },
         )

@@ -90,13 +90,15 @@ impl SpuSockets {
         let mut out = Vec::with_capacity(leaders.len());
         for (addr, partitions) in by_spu {
             let mut request = FetchOffsetsRequest::new(topic.to_string(), 0);
+            let asked = partitions
+                .iter()
+                .map(|&p| {
+                    crate::fluvio_partition(topic, p)
+                        .map(|partition_index| FetchOffsetPartition { partition_index })
+                })
+                .collect::<Result<Vec<_>>>()?;
             if let Some(t) = request.topics.first_mut() {
-                t.partitions = partitions
-                    .iter()
-                    .map(|&p| FetchOffsetPartition {
-                        partition_index: u32::try_from(p).unwrap_or(0),
-                    })
-                    .collect();
+                t.partitions = asked;
             }
             let socket = self.socket(&addr).await?;
             let context = format!("reading the offsets of {topic} from the SPU at {addr}");
@@ -119,7 +121,13 @@ impl SpuSockets {
                         ));
                     }
                     out.push(Watermarks {
-                        partition: i32::try_from(p.partition_index).unwrap_or(i32::MAX),
+                        partition: i32::try_from(p.partition_index).map_err(|_| {
+                            Error::new(
+                                ErrorKind::Other,
+                                format!("reading the offsets of {topic}"),
+                                "the SPU answered for a partition id past i32",
+                            )
+                        })?,
                         low: p.start_offset,
                         high: p.last_stable_offset,
                     });

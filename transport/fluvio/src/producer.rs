@@ -177,13 +177,22 @@ async fn push(conn: Arc<Connection>, topic: String, mut queue: mpsc::UnboundedRe
             producer: Arc::new(producer),
         }),
     });
-    let (acks, mut pending) = mpsc::unbounded::<Sent>();
+    let (acks, mut pending) = mpsc::unbounded::<Ack>();
     let ack_shared = Arc::clone(&shared);
     fluvio_future::task::spawn(async move {
-        while let Some(sent) = pending.next().await {
-            let reply = sent.reply;
-            let r = acknowledged(&ack_shared, sent.first, sent.key, sent.payload).await;
-            let _ = reply.send(r);
+        while let Some(ack) = pending.next().await {
+            match ack {
+                Ack::Record(sent) => {
+                    let reply = sent.reply;
+                    let r = acknowledged(&ack_shared, sent.first, sent.key, sent.payload).await;
+                    let _ = reply.send(r);
+                }
+                // Answered once every record before it is acknowledged (or failed for good),
+                // records sent again included.
+                Ack::Flush(reply, flushed) => {
+                    let _ = reply.send(flushed);
+                }
+            }
         }
     });
     while let Some(job) = queue.next().await {
@@ -204,13 +213,14 @@ async fn push(conn: Arc<Connection>, topic: String, mut queue: mpsc::UnboundedRe
                     payload,
                     reply,
                 };
-                if let Err(e) = acks.unbounded_send(sent) {
-                    let reply = e.into_inner().reply;
-                    let _ = reply.send(Err(Error::new(
-                        ErrorKind::Other,
-                        format!("delivering a record to {topic}"),
-                        "the acknowledgements' task ended",
-                    )));
+                if let Err(e) = acks.unbounded_send(Ack::Record(sent)) {
+                    if let Ack::Record(sent) = e.into_inner() {
+                        let _ = sent.reply.send(Err(Error::new(
+                            ErrorKind::Other,
+                            format!("delivering a record to {topic}"),
+                            "the acknowledgements' task ended",
+                        )));
+                    }
                 }
             }
             Job::Flush(reply) => {
@@ -219,10 +229,24 @@ async fn push(conn: Arc<Connection>, topic: String, mut queue: mpsc::UnboundedRe
                     .flush()
                     .await
                     .map_err(|e| map_error(format!("flushing the producer of {topic}"), &e));
-                let _ = reply.send(r);
+                if let Err(e) = acks.unbounded_send(Ack::Flush(reply, r)) {
+                    if let Ack::Flush(reply, _) = e.into_inner() {
+                        let _ = reply.send(Err(Error::new(
+                            ErrorKind::Other,
+                            format!("flushing the producer of {topic}"),
+                            "the acknowledgements' task ended",
+                        )));
+                    }
+                }
             }
         }
     }
+}
+
+/// What the acknowledgements' task answers, in order.
+enum Ack {
+    Record(Sent),
+    Flush(oneshot::Sender<Result<()>>, Result<()>),
 }
 
 /// A record handed to Fluvio (by the producer of that generation), waiting for its

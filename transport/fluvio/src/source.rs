@@ -27,7 +27,7 @@ use fluvio::Offset;
 use fluvio_protocol::link::ErrorCode;
 use futures::future::{select, Either};
 use futures::{FutureExt, Stream, StreamExt};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -49,6 +49,10 @@ struct Lane {
     active_at: Instant,
     /// How many times the stream was opened again after records it skipped.
     reopened: u64,
+    /// The most a fetch of this lane's stream brings.
+    max_bytes: i32,
+    /// Gaps met in a row at the same next offset.
+    gaps_here: u32,
     /// The stream failed (its SPU restarted, the connection broke): the next fetch opens it
     /// again, on a new client, where the lane stands. The job polls a failed source again
     /// after a backoff, as librdkafka reconnects by itself.
@@ -58,6 +62,11 @@ struct Lane {
 /// How long a lane may have had nothing, below the log's end, before it asks the SPU whether
 /// the log holds records it skipped.
 pub const IDLE_CHECK: Duration = Duration::from_millis(500);
+
+/// The most one fetch brings, at first (the fluvio client's default, about 1 MB).
+const FETCH_BYTES: i32 = 1_048_588 + 4096;
+/// The most one fetch brings after a batch was cut again at the same offset.
+const MAX_FETCH_BYTES: i32 = 64 << 20;
 
 /// What a lane does with a record at `offset` when its next offset is `next`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -85,7 +94,7 @@ pub struct FluvioLanes {
     /// The cluster (its client and SPU connections stay alive while the streams are read).
     log: FluvioLog,
     /// When the lanes last asked the SPUs for the partitions' ends.
-    checked_at: Option<Instant>,
+    checked_at: HashMap<String, Instant>,
 }
 
 impl FluvioLanes {
@@ -103,7 +112,7 @@ impl FluvioLanes {
             reopened = l.reopened,
             "{why}: reading the partition again from the first record not handed over"
         );
-        l.stream = open_stream(&conn, &l.topic, l.partition, l.next)?;
+        l.stream = open_stream(&conn, &l.topic, l.partition, l.next, l.max_bytes)?;
         l.broken = false;
         l.active_at = Instant::now();
         Ok(())
@@ -119,7 +128,7 @@ impl FluvioLanes {
         }
     }
 
-    /// A lane idle for [`IDLE_CHECK`]: at most once per [`IDLE_CHECK`], the ends of its topic's
+    /// A lane idle for [`IDLE_CHECK`]: at most once per [`IDLE_CHECK`] and topic, the ends of its topic's
     /// partitions, and a new stream for every idle lane of the topic below its end.
     fn check_idle(&mut self, lane: usize) -> Result<()> {
         let now = Instant::now();
@@ -129,13 +138,22 @@ impl FluvioLanes {
         if now.duration_since(l.active_at) < IDLE_CHECK
             || self
                 .checked_at
-                .is_some_and(|t| now.duration_since(t) < IDLE_CHECK)
+                .get(&l.topic)
+                .is_some_and(|t| now.duration_since(*t) < IDLE_CHECK)
         {
             return Ok(());
         }
-        self.checked_at = Some(now);
         let topic = l.topic.clone();
-        let ends = self.log.watermarks(&topic)?;
+        self.checked_at.insert(topic.clone(), now);
+        // Best effort: the streams themselves may be fine while the SC is slow or away; a
+        // failed check is tried again at the next one.
+        let ends = match self.log.watermarks(&topic) {
+            Ok(ends) => ends,
+            Err(e) => {
+                tracing::debug!(topic, "checking the partitions' ends: {e}");
+                return Ok(());
+            }
+        };
         let behind: Vec<usize> = self
             .lanes
             .iter()
@@ -227,12 +245,19 @@ impl Lanes for FluvioLanes {
         match next_within(&mut l.stream, wait) {
             Some(Some(Ok(r))) => match arrival(l.next, r.offset()) {
                 Arrival::Take => {
-                    l.next += 1;
+                    l.next = l.next.saturating_add(1);
+                    l.gaps_here = 0;
                     l.active_at = Instant::now();
                     Ok(Fetched::Record(r))
                 }
                 Arrival::Skip => Ok(Fetched::Nothing),
                 Arrival::Gap => {
+                    // The same gap again: the batch there is larger than a fetch (an SPU takes
+                    // batches up to 2 MiB), so it is cut every time; fetch more at once.
+                    l.gaps_here += 1;
+                    if l.gaps_here > 1 {
+                        l.max_bytes = l.max_bytes.saturating_mul(2).min(MAX_FETCH_BYTES);
+                    }
                     self.reopen(
                         lane,
                         "Fluvio skipped records (a batch cut by the fetch size)",
@@ -327,7 +352,7 @@ fn open_lanes(log: &FluvioLog, start: &[Position], ends: &[i64]) -> Result<Fluvi
     let conn = Arc::clone(log.connection());
     let mut lanes = Vec::with_capacity(start.len());
     for (p, &end) in start.iter().zip(ends) {
-        let stream = open_stream(&conn, &p.topic, p.partition, p.offset)?;
+        let stream = open_stream(&conn, &p.topic, p.partition, p.offset, FETCH_BYTES)?;
         lanes.push(Lane {
             topic: p.topic.clone(),
             partition: p.partition,
@@ -337,22 +362,26 @@ fn open_lanes(log: &FluvioLog, start: &[Position], ends: &[i64]) -> Result<Fluvi
             active_at: Instant::now(),
             reopened: 0,
             broken: false,
+            max_bytes: FETCH_BYTES,
+            gaps_here: 0,
         });
     }
     Ok(FluvioLanes {
         lanes,
         log: log.clone(),
-        checked_at: None,
+        checked_at: HashMap::new(),
     })
 }
 
-/// A stream of one partition from an absolute offset. Fluvio's own retries are off: an error
-/// reaches the reader, and the job reopens its sources where it may resume.
+/// A stream of one partition from an absolute offset, of committed records only, fetching up to
+/// `max_bytes` at once. Fluvio's own retries are off: an error reaches the lane, which opens
+/// the stream again at its next fetch.
 fn open_stream(
     conn: &Connection,
     topic: &str,
     partition: i32,
     offset: i64,
+    max_bytes: i32,
 ) -> Result<RecordStream> {
     let context = format!("reading {topic}/{partition} from offset {offset}");
     let fp = fluvio_partition(topic, partition)?;
@@ -362,6 +391,8 @@ fn open_stream(
         .topic(crate::fluvio_topic(topic)?)
         .partition(fp)
         .offset_start(start)
+        .isolation(fluvio::Isolation::ReadCommitted)
+        .max_bytes(max_bytes)
         .retry_mode(RetryMode::Disabled)
         .build()
         .map_err(|e| map_error(context.clone(), &e))?;
@@ -463,7 +494,8 @@ mod tests {
             .expect("positions within the log");
         assert_eq!(ends, vec![20, 20, 0]);
         for bad in [at(0, 9), at(0, 21), at(1, 1)] {
-            let e = check_positions(&[bad.clone()], &ranges).expect_err("outside the log");
+            let e =
+                check_positions(std::slice::from_ref(&bad), &ranges).expect_err("outside the log");
             assert_eq!(e.kind, ErrorKind::OffsetOutOfRange, "{bad:?}");
         }
         let e = check_positions(&[at(2, 0)], &ranges).expect_err("no such partition");
