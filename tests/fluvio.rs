@@ -471,10 +471,41 @@ fn delete_fluvio_topic(endpoint: &str, log: &FluvioLog, topic: &str) {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         match log.partitions(topic) {
-            Err(e) if e.kind == ErrorKind::UnknownTopic => return,
+            Err(e) if e.kind == ErrorKind::UnknownTopic => break,
             _ if Instant::now() >= deadline => panic!("{topic} was not deleted within 60 s"),
             _ => std::thread::sleep(Duration::from_millis(100)),
         }
+    }
+    // Its partitions go after it: the SC's store refuses a new topic's partitions under the
+    // same names while the old ones are there ("update by stale value").
+    loop {
+        let left = block_on(async {
+            let fluvio =
+                fluvio::Fluvio::connect_with_config(&fluvio::FluvioClusterConfig::new(endpoint))
+                    .await
+                    .expect("connecting to the SC");
+            fluvio
+                .admin()
+                .await
+                .all::<fluvio::metadata::partition::PartitionSpec>()
+                .await
+                .expect("listing the partitions")
+                .into_iter()
+                .filter(|m| {
+                    m.name
+                        .rsplit_once('-')
+                        .is_some_and(|(name, _)| name == topic)
+                })
+                .count()
+        });
+        if left == 0 {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{left} partitions of {topic} still there after 60 s"
+        );
+        std::thread::sleep(Duration::from_millis(200));
     }
 }
 
@@ -518,7 +549,18 @@ fn a_recreated_topic_on_fluvio_is_refused_and_the_documented_command_resumes() {
                 Err(e) => panic!("recreating {t}: {e}"),
             }
         }
-        let marks = flog.watermarks(t).expect("the new topic's ranges");
+        // Its partitions get their leaders a moment after the topic is listed.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let marks = loop {
+            match flog.watermarks(t) {
+                Ok(marks) => break marks,
+                Err(e) if e.is_retryable() && Instant::now() < deadline => {
+                    eprintln!("the ranges of {t}: {e}; trying again");
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+                Err(e) => panic!("the ranges of {t}: {e}"),
+            }
+        };
         assert_eq!(marks.len(), usize::try_from(n).expect("small"));
         assert!(
             marks.iter().all(|w| w.high == 0),
