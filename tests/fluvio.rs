@@ -67,6 +67,15 @@ fn fresh_fluvio_topic(log: &FluvioLog, prefix: &str, partitions: i32) -> String 
     name
 }
 
+/// The sum of a topic's partition ends on the cluster.
+fn fluvio_ends(log: &FluvioLog, topic: &str) -> i64 {
+    log.watermarks(topic)
+        .expect("watermarks")
+        .iter()
+        .map(|w| w.high)
+        .sum()
+}
+
 /// `stockflow` on the Fluvio backend.
 fn on_fluvio(mut c: Command, endpoint: &str) -> Command {
     c.env("STOCKFLOW_LOG_BACKEND", "fluvio")
@@ -353,12 +362,7 @@ fn the_pipeline_on_fluvio_equals_the_kafka_run_and_survives_a_sigkill() {
         on_kafka, on_fluvio_log,
         "the same records per key, in order"
     );
-    let end: i64 = flog
-        .watermarks(&fprices)
-        .expect("watermarks")
-        .iter()
-        .map(|w| w.high)
-        .sum();
+    let end = fluvio_ends(&flog, &fprices);
 
     // One uninterrupted run on Fluvio: the Kafka run's tables.
     let clean = fresh_db("flclean");
@@ -739,12 +743,7 @@ fn an_spu_restart_mid_run_loses_nothing() {
         status.success(),
         "the exchanges survived the SPU restart: {ex_err}"
     );
-    let end: i64 = flog
-        .watermarks(&prices)
-        .expect("watermarks")
-        .iter()
-        .map(|w| w.high)
-        .sum();
+    let end = fluvio_ends(&flog, &prices);
     assert!(end >= days * 24, "{end} records for {days} days");
     eprintln!(
         "{end} price records in the log for {} published; {} sends repeated",
