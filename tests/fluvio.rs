@@ -460,18 +460,15 @@ fn the_pipeline_on_fluvio_equals_the_kafka_run_and_survives_a_sigkill() {
 /// Deletes a topic on the cluster (what an operator's `fluvio topic delete` does) and waits
 /// until the SC has forgotten it.
 fn delete_fluvio_topic(endpoint: &str, log: &FluvioLog, topic: &str) {
-    block_on(async {
-        let fluvio =
-            fluvio::Fluvio::connect_with_config(&fluvio::FluvioClusterConfig::new(endpoint))
-                .await
-                .expect("connecting to the SC");
-        fluvio
+    let admin = block_on(async {
+        fluvio::Fluvio::connect_with_config(&fluvio::FluvioClusterConfig::new(endpoint))
+            .await
+            .expect("connecting to the SC")
             .admin()
             .await
-            .delete::<fluvio::metadata::topic::TopicSpec>(topic.to_string())
-            .await
-            .expect("deleting the topic");
     });
+    block_on(admin.delete::<fluvio::metadata::topic::TopicSpec>(topic.to_string()))
+        .expect("deleting the topic");
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         match log.partitions(topic) {
@@ -483,25 +480,15 @@ fn delete_fluvio_topic(endpoint: &str, log: &FluvioLog, topic: &str) {
     // Its partitions go after it: the SC's store refuses a new topic's partitions under the
     // same names while the old ones are there ("update by stale value").
     loop {
-        let left = block_on(async {
-            let fluvio =
-                fluvio::Fluvio::connect_with_config(&fluvio::FluvioClusterConfig::new(endpoint))
-                    .await
-                    .expect("connecting to the SC");
-            fluvio
-                .admin()
-                .await
-                .all::<fluvio::metadata::partition::PartitionSpec>()
-                .await
-                .expect("listing the partitions")
-                .into_iter()
-                .filter(|m| {
-                    m.name
-                        .rsplit_once('-')
-                        .is_some_and(|(name, _)| name == topic)
-                })
-                .count()
-        });
+        let left = block_on(admin.all::<fluvio::metadata::partition::PartitionSpec>())
+            .expect("listing the partitions")
+            .into_iter()
+            .filter(|m| {
+                m.name
+                    .rsplit_once('-')
+                    .is_some_and(|(name, _)| name == topic)
+            })
+            .count();
         if left == 0 {
             return;
         }
