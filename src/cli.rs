@@ -202,6 +202,10 @@ pub struct RunArgs {
     /// Most records a worker reads into one timestamp.
     #[arg(long, default_value_t = 50_000)]
     pub max_batch: usize,
+    /// During a catch-up, the rows one MySQL transaction gathers before it commits (while
+    /// the next one gathers); a live job commits every completed day at once.
+    #[arg(long, env = "STOCKFLOW_COMMIT_ROWS", default_value_t = stockflow_dataflow::job::committer::COALESCE_ROWS)]
+    pub commit_rows: usize,
     /// During a catch-up, the trading days whose records share one timestamp (tuning).
     #[arg(long, hide = true, default_value_t = stockflow_dataflow::job::DAYS_PER_TIME)]
     pub days_per_timestamp: i64,

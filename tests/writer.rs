@@ -117,8 +117,16 @@ fn a_takeover_gets_past_a_hung_holder_which_then_writes_nothing_more() {
     let reference = fresh_db("hung_ref");
     run_ok(job(&prices, &holdings, &reference).args(["--until-caught-up"]));
     let url = fresh_db("hung");
+    // Small transactions (a catch-up commits every 200 rows): the holder is caught inside
+    // one well before the end.
     let mut holder = Background::start(
-        job(&prices, &holdings, &url).args(["-w", "1", "--until-caught-up"]),
+        job(&prices, &holdings, &url).args([
+            "-w",
+            "1",
+            "--until-caught-up",
+            "--commit-rows",
+            "200",
+        ]),
         "hung-holder",
     );
     wait_committed(

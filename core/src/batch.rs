@@ -29,6 +29,10 @@ pub struct Batch {
     /// The newest log timestamp (ms since the epoch) among the records of this timestamp: for
     /// end-to-end latency (publish → commit).
     pub newest_record_ms: Option<i64>,
+    /// Read while a partition was still below its end at the job's start (a catch-up): a
+    /// sink may gather such batches into large transactions; one read live is committed at
+    /// once.
+    pub catching_up: bool,
 }
 
 impl Batch {
@@ -68,32 +72,50 @@ impl Batch {
 
     /// Appends the next batch (`later`, of a later timestamp): the result is what the two
     /// together change, consolidated (a row inserted by one and retracted by the other is
-    /// gone), with the later offsets. A sink that is behind commits several batches as one
-    /// transaction this way: fewer, larger transactions, and rows that one timestamp wrote and
-    /// the next corrected are never written at all.
+    /// gone), with the later offsets.
     pub fn absorb(&mut self, later: Batch) {
-        self.time = self.time.max(later.time);
-        consolidate_into(&mut self.evaluations, later.evaluations);
-        consolidate_into(&mut self.issues, later.issues);
-        consolidate_into(&mut self.prices, later.prices);
-        consolidate_into(&mut self.holdings, later.holdings);
-        self.dead_letters.extend(later.dead_letters);
-        let mut offsets: BTreeMap<(String, i32), Progress> = BTreeMap::new();
-        for p in self.offsets.drain(..).chain(later.offsets) {
-            offsets.insert((p.position.topic.clone(), p.position.partition), p);
+        let first = std::mem::take(self);
+        *self = Batch::merged(vec![first, later]);
+    }
+
+    /// Consecutive batches (in timestamp order) as one: what they change together,
+    /// consolidated once (a row one timestamp wrote and a later one corrected is never
+    /// written), every partition's latest offset. A sink that is behind, as during a catch-up,
+    /// commits fewer, larger transactions this way.
+    pub fn merged(batches: Vec<Batch>) -> Batch {
+        if batches.len() == 1 {
+            return batches.into_iter().next().unwrap_or_default();
         }
-        self.offsets = offsets.into_values().collect();
-        self.newest_record_ms = self.newest_record_ms.max(later.newest_record_ms);
+        let mut out = Batch::default();
+        let mut offsets: BTreeMap<(String, i32), Progress> = BTreeMap::new();
+        for b in batches {
+            out.time = out.time.max(b.time);
+            out.evaluations.extend(b.evaluations);
+            out.issues.extend(b.issues);
+            out.prices.extend(b.prices);
+            out.holdings.extend(b.holdings);
+            out.dead_letters.extend(b.dead_letters);
+            for p in b.offsets {
+                offsets.insert((p.position.topic.clone(), p.position.partition), p);
+            }
+            out.newest_record_ms = out.newest_record_ms.max(b.newest_record_ms);
+            out.catching_up = b.catching_up;
+        }
+        consolidate(&mut out.evaluations);
+        consolidate(&mut out.issues);
+        consolidate(&mut out.prices);
+        consolidate(&mut out.holdings);
+        out.offsets = offsets.into_values().collect();
+        out
     }
 }
 
-/// `diffs` and `more` summed per row, sorted by row, zero sums dropped.
-fn consolidate_into<T: Ord>(diffs: &mut Vec<(T, isize)>, more: Vec<(T, isize)>) {
-    if more.is_empty() {
+/// Diffs summed per row, sorted by row, zero sums dropped.
+fn consolidate<T: Ord>(diffs: &mut Vec<(T, isize)>) {
+    if diffs.is_empty() {
         return;
     }
-    diffs.extend(more);
-    diffs.sort_by(|a, b| a.0.cmp(&b.0));
+    diffs.sort_unstable_by(|a, b| a.0.cmp(&b.0));
     let mut out: Vec<(T, isize)> = Vec::with_capacity(diffs.len());
     for (row, d) in diffs.drain(..) {
         match out.last_mut() {

@@ -30,8 +30,13 @@ use timely::worker::Worker;
 pub enum Control {
     /// After this timestamp the partition's next offset to read is `progress.position.offset`
     /// (with the mark of the last record applied below it); the newest record timestamp (ms)
-    /// read into it, if any.
-    Offset(Progress, Option<i64>),
+    /// read into it, if any; whether the partition is still below its end at start (a
+    /// catch-up: the commit thread gathers such timestamps into large transactions).
+    Offset {
+        progress: Progress,
+        newest_ms: Option<i64>,
+        backlog: bool,
+    },
     DeadLetter(DeadLetter),
 }
 
@@ -299,8 +304,13 @@ fn assemble(
             SinkItem::Issue(i, d) => batch.issues.push((i, d)),
             SinkItem::Price(p, d) => batch.prices.push((p, d)),
             SinkItem::Holding(h, d) => batch.holdings.push((h, d)),
-            SinkItem::Control(Control::Offset(p, ts)) => {
-                batch.newest_record_ms = batch.newest_record_ms.max(ts);
+            SinkItem::Control(Control::Offset {
+                progress: p,
+                newest_ms,
+                backlog,
+            }) => {
+                batch.newest_record_ms = batch.newest_record_ms.max(newest_ms);
+                batch.catching_up |= backlog;
                 let key = (p.position.topic.clone(), p.position.partition);
                 match offsets.get_mut(&key) {
                     // Reports of one partition only move forward (a worker's resume offset

@@ -86,6 +86,7 @@ fn config(u: &Arc<Universe>, workers: usize) -> JobConfig {
         universe: Arc::clone(u),
         max_batch: 40,
         queue_depth: 2,
+        commit_rows: stockflow_dataflow::job::committer::COALESCE_ROWS,
         keep_state: true,
         source_give_up: Duration::from_secs(5),
         window: None,

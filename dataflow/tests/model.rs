@@ -431,6 +431,7 @@ impl World {
             universe: Arc::clone(&self.u),
             max_batch,
             queue_depth: 2,
+            commit_rows: stockflow_dataflow::job::committer::COALESCE_ROWS,
             keep_state: true,
             source_give_up: Duration::from_secs(5),
             window: None,

@@ -267,6 +267,7 @@ pub async fn run(g: &Global, a: RunArgs) -> Result<ExitCode> {
         universe: Arc::clone(&universe),
         max_batch: a.max_batch.max(1),
         queue_depth: 32,
+        commit_rows: a.commit_rows.max(1),
         keep_state,
         source_give_up: Duration::from_secs(a.source_retry_secs),
         window: None,

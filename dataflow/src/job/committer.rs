@@ -7,11 +7,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 use stockflow_core::limits::MAX_DEAD_LETTER_BYTES_PER_ROUND;
 use stockflow_core::{Batch, Sink};
 
 /// How often an idle commit thread asks the sink whether it may go on.
-const IDLE_CHECK: std::time::Duration = std::time::Duration::from_millis(500);
+const IDLE_CHECK: Duration = Duration::from_millis(500);
 
 /// The commit thread's side that the workers see.
 #[derive(Debug, Default)]
@@ -62,53 +63,110 @@ impl Outlet {
     }
 }
 
-/// A transaction takes further waiting batches while it has fewer rows than this.
-const COALESCE_ROWS: usize = 100_000;
+/// A catch-up's transaction gathers batches until it has this many rows (by default:
+/// `--commit-rows`) …
+pub const COALESCE_ROWS: usize = 100_000;
+/// … or no batch came for this long (the catch-up paused or ended) …
+const GATHER_GAP: Duration = Duration::from_millis(100);
+/// … or it has gathered for this long.
+const GATHER_MAX: Duration = Duration::from_secs(5);
 
-/// `batch` and the batches waiting behind it, as one (`Batch::absorb`), up to `COALESCE_ROWS`
-/// rows and a round's worth of dead letters. A sink that keeps up commits every batch alone
-/// (lowest latency); one that is behind, as during a catch-up, commits larger transactions
-/// and never writes the rows one timestamp wrote and the next corrected.
-fn coalesce(mut batch: Batch, rx: &Receiver<Batch>) -> Batch {
-    let dead_bytes = |b: &Batch| -> usize {
-        b.dead_letters
+/// What the gathering thread hands the commit thread: batches to commit as one transaction.
+type Gathered = Vec<Batch>;
+
+/// The rows and dead-letter bytes of what is gathered.
+fn size(batches: &[Batch]) -> (usize, usize) {
+    batches.iter().fold((0, 0), |(rows, bytes), b| {
+        let dead: usize = b
+            .dead_letters
             .iter()
             .map(|d| d.payload.len() + d.reason.len())
-            .sum()
-    };
-    while batch.rows() < COALESCE_ROWS && dead_bytes(&batch) < MAX_DEAD_LETTER_BYTES_PER_ROUND {
-        match rx.try_recv() {
-            Ok(next) => batch.absorb(next),
-            Err(_) => break,
-        }
-    }
-    batch
+            .sum();
+        (rows + b.rows(), bytes + dead)
+    })
 }
 
-/// Starts the commit thread with a queue of `depth` batches. The thread gives the sink back
-/// when the queue closes (or the sink fails).
+/// Whether a transaction may take more batches.
+fn room(batches: &[Batch], rows_max: usize) -> bool {
+    let (rows, dead) = size(batches);
+    rows < rows_max && dead < MAX_DEAD_LETTER_BYTES_PER_ROUND
+}
+
+/// The next transaction's batches, starting with `first`: the same cadence from any start.
+///
+/// - A batch read live (every partition at or past its end at the job's start) commits at
+///   once, with the batches already waiting behind it: a sink that keeps up commits every day
+///   alone (the lowest latency), one that is behind fewer, larger transactions.
+/// - During a catch-up the transaction gathers batches as they come until it has
+///   `rows_max` rows (or none came for `GATHER_GAP`, or `GATHER_MAX` passed), while the
+///   previous transaction commits: whatever the job's start (an empty database, a restart
+///   after a crash, a takeover, a replay), a catch-up of N rows commits about N ÷
+///   `rows_max` times.
+fn gather(first: Batch, rx: &Receiver<Batch>, rows_max: usize) -> Gathered {
+    let started = Instant::now();
+    let mut batches = vec![first];
+    loop {
+        if !room(&batches, rows_max) {
+            break;
+        }
+        let catching_up = batches.last().is_some_and(|b| b.catching_up);
+        let next = if catching_up && started.elapsed() < GATHER_MAX {
+            match rx.recv_timeout(GATHER_GAP) {
+                Ok(b) => Some(b),
+                Err(_) => None,
+            }
+        } else {
+            rx.try_recv().ok()
+        };
+        match next {
+            Some(b) => batches.push(b),
+            None => break,
+        }
+    }
+    batches
+}
+
+/// Starts the commit thread with a queue of `depth` batches. A gathering thread in front of
+/// it builds the next transaction while the current one commits. The thread gives the sink
+/// back when the queue closes (or the sink fails).
 pub fn start(
     sink: Box<dyn Sink>,
     depth: usize,
+    rows_max: usize,
     counters: Arc<JobCounters>,
 ) -> std::io::Result<(Outlet, JoinHandle<Box<dyn Sink>>)> {
     let (tx, rx): (SyncSender<Batch>, Receiver<Batch>) = sync_channel(depth.max(1));
+    // One transaction waits while the previous one commits.
+    let (gathered_tx, gathered_rx) = sync_channel::<Gathered>(1);
     let state = Arc::new(CommitState::default());
     let state_t = Arc::clone(&state);
+    let state_g = Arc::clone(&state);
+    std::thread::Builder::new()
+        .name("stockflow-gather".into())
+        .spawn(move || {
+            // Ends when the queue closes (the job stopped) or the commit thread stopped.
+            while let Ok(first) = rx.recv() {
+                let batches = gather(first, &rx, rows_max);
+                if state_g.failed() || gathered_tx.send(batches).is_err() {
+                    break;
+                }
+            }
+        })?;
     let handle = std::thread::Builder::new()
         .name("stockflow-commit".into())
         .spawn(move || {
-            let sink = commit_loop(sink, &rx, &state_t, &counters);
+            let sink = commit_loop(sink, &gathered_rx, &state_t, &counters);
             state_t.finished.store(true, Ordering::SeqCst);
             sink
         })?;
     Ok((Outlet { tx, state }, handle))
 }
 
-/// Applies batches until the queue closes or the sink fails; gives the sink back.
+/// Applies gathered batches, each gathering as one transaction, until the queue closes or
+/// the sink fails; gives the sink back.
 fn commit_loop(
     mut sink: Box<dyn Sink>,
-    rx: &Receiver<Batch>,
+    rx: &Receiver<Gathered>,
     state_t: &CommitState,
     counters: &JobCounters,
 ) -> Box<dyn Sink> {
@@ -119,7 +177,7 @@ fn commit_loop(
         state_t.failed.store(true, Ordering::SeqCst);
     };
     loop {
-        match rx.recv_timeout(IDLE_CHECK).map(|b| coalesce(b, rx)) {
+        match rx.recv_timeout(IDLE_CHECK).map(Batch::merged) {
             Ok(batch) => match sink.apply(&batch) {
                 Ok(()) => counters.committed(&batch),
                 Err(e) => {
@@ -136,5 +194,79 @@ fn commit_loop(
             // The queue closed: the job stopped.
             Err(RecvTimeoutError::Disconnected) => return sink,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use stockflow_core::{Position, Progress};
+
+    fn batch(time: u64, rows: usize, catching_up: bool) -> Batch {
+        Batch {
+            time,
+            dead_letters: (0..rows)
+                .map(|i| {
+                    stockflow_core::DeadLetter::new(
+                        Position {
+                            topic: "t".into(),
+                            partition: 0,
+                            offset: (time * 1_000_000) as i64 + i as i64,
+                        },
+                        b"x",
+                        "bad_json",
+                        "r",
+                    )
+                })
+                .collect(),
+            offsets: vec![Progress {
+                position: Position {
+                    topic: "t".into(),
+                    partition: 0,
+                    offset: time as i64,
+                },
+                last: stockflow_core::Last::Unknown,
+            }],
+            catching_up,
+            ..Batch::default()
+        }
+    }
+
+    #[test]
+    fn a_catch_up_gathers_until_it_is_large_and_a_live_batch_goes_at_once() {
+        let (tx, rx) = sync_channel::<Batch>(64);
+        // Live: the batch goes with what is already waiting, and no more.
+        tx.send(batch(2, 1, false)).expect("queued");
+        let live = gather(batch(1, 1, false), &rx, COALESCE_ROWS);
+        assert_eq!(live.len(), 2);
+        // A catch-up waits for batches still to come, up to COALESCE_ROWS rows.
+        let per = COALESCE_ROWS / 4;
+        let sender = std::thread::spawn(move || {
+            for t in 0..8 {
+                tx.send(batch(10 + t, per, true)).expect("queued");
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            tx
+        });
+        let first = gather(batch(9, per, true), &rx, COALESCE_ROWS);
+        assert_eq!(first.len(), 4, "stops once it holds COALESCE_ROWS rows");
+        let tx = sender.join().expect("the sender ran");
+        // The catch-up ends (a live batch): committed without waiting for more.
+        tx.send(batch(30, 1, false)).expect("queued");
+        let times = |g: &Gathered| g.iter().map(|b| b.time).collect::<Vec<_>>();
+        let second = gather(rx.recv().expect("a batch"), &rx, COALESCE_ROWS);
+        assert_eq!(times(&second), [13, 14, 15, 16]);
+        let rest = gather(rx.recv().expect("a batch"), &rx, COALESCE_ROWS);
+        assert_eq!(times(&rest), [17, 30]);
+        let merged = Batch::merged(rest);
+        assert_eq!(merged.time, 30);
+        assert!(!merged.catching_up);
+        assert_eq!(merged.offsets.len(), 1);
+        assert_eq!(merged.offsets[0].position.offset, 30);
+        // A paused catch-up commits after GATHER_GAP.
+        let t0 = Instant::now();
+        let paused = gather(batch(40, 1, true), &rx, COALESCE_ROWS);
+        assert_eq!(paused.len(), 1);
+        assert!(t0.elapsed() >= GATHER_GAP);
     }
 }

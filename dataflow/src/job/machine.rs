@@ -134,6 +134,8 @@ pub struct OffsetReport {
     pub at: Time,
     /// The newest log timestamp among the round's records of this partition.
     pub newest_ms: Option<i64>,
+    /// The partition is still below its end at start: the job is catching up on it.
+    pub backlog: bool,
 }
 
 /// What the driver does at the end of a round.
@@ -254,6 +256,7 @@ impl Machine {
                 last: l.last,
                 at: 0,
                 newest_ms: None,
+                backlog: l.reported < l.spec.end,
             })
             .collect()
     }
@@ -393,6 +396,7 @@ impl Machine {
                 last: l.last.below(next),
                 at: round.map_or(time, |r| r.0).max(l.entered),
                 newest_ms: round.and_then(|r| r.1),
+                backlog: next < l.spec.end,
             });
         }
         if self.config.until_caught_up && self.stop.is_none() && self.caught_up() {

@@ -99,6 +99,8 @@ pub struct JobConfig {
     pub max_batch: usize,
     /// Batches the commit queue holds.
     pub queue_depth: usize,
+    /// Rows a catch-up's transaction gathers (`committer::COALESCE_ROWS` by default).
+    pub commit_rows: usize,
     /// Whether batches carry the input state's changes (a stateful sink). The same on every
     /// process of a cluster.
     pub keep_state: bool,
@@ -184,9 +186,13 @@ pub fn run_job(
     let started = Instant::now();
     let (outlet, state, commit_thread) = match sink {
         Some((sink, state)) => {
-            let (outlet, handle) =
-                committer::start(sink, config.queue_depth, Arc::clone(&counters))
-                    .map_err(|e| Error::Internal(format!("starting the commit thread: {e}")))?;
+            let (outlet, handle) = committer::start(
+                sink,
+                config.queue_depth,
+                config.commit_rows,
+                Arc::clone(&counters),
+            )
+            .map_err(|e| Error::Internal(format!("starting the commit thread: {e}")))?;
             (Some(outlet), Some(state), Some(handle))
         }
         None => (None, None, None),

@@ -248,6 +248,7 @@ impl Forwarder {
                         time: 0,
                         offsets: batch.offsets,
                         dead_letters: batch.dead_letters,
+                        catching_up: batch.catching_up,
                         ..Default::default()
                     };
                 }
@@ -435,7 +436,14 @@ pub(super) fn run_worker<A: Allocate>(
     }
     for r in machine.initial_reports() {
         if let Some(p) = reader.progress(&r) {
-            inputs.control.send((Control::Offset(p, None), 0));
+            inputs.control.send((
+                Control::Offset {
+                    progress: p,
+                    newest_ms: None,
+                    backlog: r.backlog,
+                },
+                0,
+            ));
         }
     }
     let mut forwarder = Forwarder {
@@ -520,7 +528,14 @@ pub(super) fn run_worker<A: Allocate>(
         let end = machine.end_round(|i| reader.resume(i));
         for r in &end.reports {
             if let Some(p) = reader.progress(r) {
-                inputs.control.send((Control::Offset(p, r.newest_ms), r.at));
+                inputs.control.send((
+                    Control::Offset {
+                        progress: p,
+                        newest_ms: r.newest_ms,
+                        backlog: r.backlog,
+                    },
+                    r.at,
+                ));
             }
         }
         if let Some(StopReason::Rewind(day)) = machine.stopped() {
