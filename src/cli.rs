@@ -505,6 +505,15 @@ pub enum BenchCommand {
         #[command(flatten)]
         db: DbArgs,
     },
+    /// The server's raw bulk-load rate (LOAD DATA LOCAL INFILE) into copies of evaluations,
+    /// with the index by investor (before migration V9) and without: what the sink's commit
+    /// path is measured against.
+    MysqlLoad {
+        #[arg(long, default_value_t = 1_000_000)]
+        rows: usize,
+        #[command(flatten)]
+        db: DbArgs,
+    },
     /// Raw consume rate of a topic with the job's client settings (whole topic, one thread).
     Consume {
         #[arg(long, default_value = "StockExchange")]

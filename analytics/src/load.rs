@@ -120,9 +120,13 @@ pub fn load(url: &str, investor: Option<&str>) -> Result<(Reference, Evaluations
         Option<String>,
     );
     let raw: Vec<Row> = match investor {
+        // By the investor's portfolios: the primary key (portfolio, as_of) serves it.
         Some(inv) => conn.exec(
-            format!("{sql} WHERE investor = ? ORDER BY portfolio, as_of"),
-            (inv,),
+            format!(
+                "{sql} WHERE portfolio IN (SELECT pid FROM Investors_Portfolios WHERE iid = ?) \
+                 AND investor = ? ORDER BY portfolio, as_of"
+            ),
+            (inv, inv),
         )?,
         None => conn.query(format!("{sql} ORDER BY portfolio, as_of"))?,
     };

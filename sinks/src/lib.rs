@@ -90,6 +90,18 @@ pub enum Error {
     /// MySQL stayed unreachable longer than the job waits.
     #[error("{0}")]
     Unavailable(String),
+    #[error(
+        "the MySQL server {server} refuses LOAD DATA LOCAL INFILE (local_infile is OFF), which \
+         the sink streams its rows with (from memory: no file on the server, no FILE \
+         privilege). Turn it on: SET GLOBAL local_infile = ON as an administrator, or \
+         --local-infile=ON (local_infile = ON in the server's configuration), then start the \
+         job again"
+    )]
+    LocalInfileOff { server: String },
+    /// A bulk load whose rows the table did not all take as they were (a value out of range,
+    /// a bad date): `LOAD DATA LOCAL` reports these as warnings, never as errors.
+    #[error("the table {table} refused rows of a bulk load: {detail}")]
+    Refused { table: &'static str, detail: String },
     #[error("{0}")]
     State(String),
 }
@@ -103,12 +115,15 @@ impl Error {
             Error::OtherJob { .. } | Error::RebuildPending { .. } | Error::SchemaInUse { .. } => {
                 Fault::User
             }
+            Error::LocalInfileOff { .. } => Fault::User,
             Error::MySql(_) | Error::Migration(_) => Fault::External,
             Error::Diverged { .. }
             | Error::PacketTooLarge { .. }
             | Error::Interrupted(_)
             | Error::Unavailable(_)
             | Error::LeaseBusy { .. } => Fault::External,
+            // A value outside a column: the evaluation's bounds should have caught it.
+            Error::Refused { .. } => Fault::Internal,
             Error::Publish(e) => e.fault,
         }
     }
@@ -127,6 +142,7 @@ impl Error {
     /// specific rows, not about the database.
     pub fn is_data_error(&self) -> bool {
         match self {
+            Error::Refused { .. } => true,
             Error::MySql(::mysql::Error::MySqlError(e)) => {
                 e.state.starts_with("22")
                     || matches!(

@@ -70,6 +70,28 @@ pub async fn run(g: &Global, command: BenchCommand) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        BenchCommand::MysqlLoad { rows, db } => {
+            let cfg = stockflow_sinks::mysql::MySqlConfig::from_url(&db.url()?)?;
+            let u = stockflow_market::Universe::spec();
+            let rates = tokio::task::spawn_blocking(move || {
+                stockflow_sinks::mysql::init(&cfg, &u, false, false)?;
+                stockflow_sinks::mysql::raw_load_rates(&cfg, rows)
+            })
+            .await??;
+            let v = serde_json::json!({
+                "rows": rows,
+                "load_with_investor_index_rows_per_second": rates.with_investor_index,
+                "load_primary_key_only_rows_per_second": rates.primary_key_only,
+            });
+            match g.output {
+                Output::Json => println!("{v}"),
+                Output::Text => println!(
+                    "raw LOAD DATA LOCAL INFILE, {rows} rows: {:.0} rows/s with the index by investor, {:.0} rows/s with the primary key only",
+                    rates.with_investor_index, rates.primary_key_only
+                ),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         BenchCommand::Consume { topic } => {
             let g2 = g.clone();
             let r =

@@ -302,15 +302,19 @@ fn cut_off_blocking_holder(
         return Ok(());
     }
     // A connection of this MySQL user (a user sees its own threads without any privilege) is
-    // ended only when it has been idle for the whole lock wait: a hung holder. One busy with a
-    // statement is left alone and the lease asked for again. One not listed is gone, or
-    // another user's: KILL then answers "unknown thread" or "not owner" (below).
+    // ended only when it has stayed in the same state for the whole lock wait: idle inside
+    // its transaction (a hung holder), or inside a statement that does not end (a holder
+    // stopped in the middle of streaming a bulk load keeps the server waiting for the rest
+    // of its rows). One that moved more recently is left alone and the lease asked for again.
+    // One not listed is gone, or another user's: KILL then answers "unknown thread" or "not
+    // owner" (below). This run is entitled to the lease (a takeover, or the holder is gone),
+    // so ending a commit the holder is still making only fences it a moment earlier.
     let listed: Option<(String, u64)> = conn.exec_first(
         "SELECT COMMAND, TIME FROM information_schema.PROCESSLIST WHERE ID = ?",
         (cur.conn_id,),
     )?;
-    if let Some((command, secs)) = listed {
-        if command != "Sleep" || secs < u64::from(LOCK_WAIT_SECS) {
+    if let Some((_, secs)) = listed {
+        if secs < u64::from(LOCK_WAIT_SECS) {
             return Ok(());
         }
     }
@@ -446,35 +450,36 @@ pub fn record_connection(conn: &mut Conn, job: &str, epoch: i64) -> Result<u64> 
     Ok(id)
 }
 
-/// Checks, inside a transaction, that `epoch` still holds the lease and that the database
-/// holds this run's last commit (`seq`); bumps the sequence number and returns it. The row
-/// stays locked until the transaction ends, so a takeover waits for the commit (or ends it).
-pub fn check(tx: &mut mysql::Transaction<'_>, job: &str, epoch: i64, seq: i64) -> Result<i64> {
-    let current: Option<(i64, i64)> = tx.exec_first(
-        "SELECT epoch, commit_seq FROM job_leases WHERE job = ? FOR UPDATE",
-        (job,),
+/// Checks, inside a transaction, that this run (`epoch` and `run_id`) still holds the lease
+/// and that the database holds its last commit (`seq`), and bumps the commit number: one
+/// conditional `UPDATE` whose answer says it all (one row changed). The row stays locked until
+/// the transaction ends, so a takeover waits for the commit (or ends it). Only when no row
+/// changed does a plain read tell why (taken over, rolled back, deleted).
+pub fn check(
+    tx: &mut mysql::Transaction<'_>,
+    job: &str,
+    epoch: i64,
+    run_id: &str,
+    seq: i64,
+) -> Result<i64> {
+    tx.exec_drop(
+        "UPDATE job_leases SET commit_seq = commit_seq + 1 \
+         WHERE job = ? AND epoch = ? AND run_id = ? AND commit_seq = ?",
+        (job, epoch, run_id, seq),
     )?;
-    match current {
-        Some((e, found)) if e == epoch && found == seq => {
-            let next = seq + 1;
-            tx.exec_drop(
-                "UPDATE job_leases SET commit_seq = ? WHERE job = ?",
-                (next, job),
-            )?;
-            Ok(next)
-        }
-        Some((e, found)) if e == epoch => Err(Error::Diverged {
+    if tx.affected_rows() == 1 {
+        return Ok(seq + 1);
+    }
+    match read(tx, job)? {
+        Some(cur) if cur.epoch == epoch && cur.holder.run_id == run_id => Err(Error::Diverged {
             job: job.to_string(),
             expected: seq,
-            found,
+            found: cur.commit_seq,
         }),
-        Some(_) => {
-            let holder = read(tx, job)?.map_or_else(|| "another run".into(), |l| l.describe());
-            Err(Error::LeaseLost {
-                job: job.to_string(),
-                holder,
-            })
-        }
+        Some(cur) => Err(Error::LeaseLost {
+            job: job.to_string(),
+            holder: cur.describe(),
+        }),
         None => Err(Error::LeaseLost {
             job: job.to_string(),
             holder: "nobody (the lease row was deleted: the database was restored or reset)".into(),

@@ -6,6 +6,7 @@
 //! job's output *and* its state for exactly the log prefix its offsets name, and a restart
 //! loads the state instead of re-reading the log (`docs/sink.md`).
 
+pub mod bulk;
 pub mod lease;
 pub mod outbox;
 pub mod rebuild;
@@ -331,6 +332,8 @@ pub struct MySqlSink {
     job: String,
     universe: Arc<Universe>,
     epoch: i64,
+    /// This run's id in the lease (with the epoch, what every commit checks).
+    run_id: String,
     /// The commit sequence number of this run's last commit (the database must hold it).
     seq: i64,
     /// A COMMIT was sent and its answer lost: the next check may find it landed.
@@ -343,6 +346,8 @@ pub struct MySqlSink {
     landed_work: Option<u64>,
     /// Parameter bytes a statement may take on this server.
     budget: usize,
+    /// The commit at which this run last pruned the console's journal (None: not yet).
+    journal_pruned: Option<i64>,
     /// The server's `max_allowed_packet`.
     packet_limit: usize,
     heartbeat: Option<Heartbeat>,
@@ -387,6 +392,13 @@ impl MySqlSink {
         let refused_known: Option<u64> =
             conn.query_first("SELECT COUNT(*) FROM evaluation_issues WHERE kind = 'refused'")?;
         let packet_limit = max_allowed_packet(&mut conn)?;
+        let local_infile: Option<i64> = conn.query_first("SELECT @@GLOBAL.local_infile")?;
+        if local_infile == Some(0) {
+            let _ = lease::release(&mut conn, &job, acquired.epoch);
+            return Err(Error::LocalInfileOff {
+                server: cfg.shown().to_string(),
+            });
+        }
         tracing::info!(
             job,
             epoch = acquired.epoch,
@@ -402,11 +414,13 @@ impl MySqlSink {
             job,
             universe,
             epoch: acquired.epoch,
+            run_id: me.run_id.clone(),
             seq: acquired.commit_seq,
             commit_unknown: false,
             unknown_work: None,
             landed_work: None,
             budget: statement_budget(packet_limit),
+            journal_pruned: None,
             packet_limit,
             heartbeat: Some(heartbeat),
             last_offsets: Vec::new(),
@@ -570,6 +584,7 @@ impl MySqlSink {
         body: impl FnOnce(&mut mysql::Transaction<'_>, &Universe, Commit) -> Result<T>,
     ) -> Result<T> {
         let (job, epoch, seq) = (self.job.clone(), self.epoch, self.seq);
+        let run_id = self.run_id.clone();
         let universe = Arc::clone(&self.universe);
         self.conn()?;
         let conn = self
@@ -577,7 +592,7 @@ impl MySqlSink {
             .as_mut()
             .ok_or_else(|| Error::State("no MySQL connection".into()))?;
         let mut tx = conn.start_transaction(TxOpts::default())?;
-        let next = match lease::check(&mut tx, &job, epoch, seq) {
+        let next = match lease::check(&mut tx, &job, epoch, &run_id, seq) {
             // This run's last COMMIT landed though its answer was lost (the database is one
             // commit ahead under this run's epoch, which only this run writes). The body runs
             // again: every write of a batch, an outbox round or a rebuild chunk is idempotent
@@ -590,7 +605,7 @@ impl MySqlSink {
                 self.seq = found;
                 self.commit_unknown = false;
                 self.landed_work = self.unknown_work;
-                lease::check(&mut tx, &job, epoch, found)?
+                lease::check(&mut tx, &job, epoch, &run_id, found)?
             }
             other => other?,
         };
@@ -625,7 +640,8 @@ impl MySqlSink {
         let topic = self.publish.as_ref().map(|(t, _)| t.clone());
         let job = self.job.clone();
         let journal = &plan.journal;
-        self.transaction(Some(batch.time), |tx, u, commit| {
+        let pruned = self.journal_pruned;
+        let out = self.transaction(Some(batch.time), |tx, u, commit| {
             let mut applied = Applied::default();
             run(
                 tx,
@@ -658,15 +674,17 @@ impl MySqlSink {
                     }
                 }
             } else {
-                run(
-                    tx,
-                    &statements::evaluation_upserts(u, &plan.evaluation_rows),
-                )?;
+                bulk::load(tx, &bulk::EVALUATIONS, &plan.evaluations)?;
                 applied.upserted = plan.evaluation_rows.len() as u64;
+            }
+            for table in &plan.tables {
+                run(tx, &table.deletes)?;
+                bulk::load(tx, &table.target, &table.rows)?;
             }
             run(tx, &plan.others)?;
             // The console's journal of this commit (docs/console.md); a replay of a batch
             // whose commit had landed was journalled then.
+            let prune = pruned.is_none_or(|p| commit.seq - p >= statements::JOURNAL_PRUNE_EVERY);
             if !commit.replay {
                 let entry = statements::JournalEntry {
                     job: &job,
@@ -674,16 +692,23 @@ impl MySqlSink {
                     commit_seq: commit.seq,
                     freshness_ms: batch.newest_record_ms.map(|newest| unix_ms() - newest),
                     duration_ms: i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX),
+                    prune,
                 };
-                run(tx, &statements::journal(u, &entry, journal, batch))?;
+                let (stmts, diffs) = statements::journal(u, &entry, journal, batch);
+                run(tx, &stmts)?;
+                bulk::load(tx, &bulk::JOURNAL, &diffs)?;
             }
             // A replay of a batch whose commit had landed: its messages are in the outbox.
             if let (Some(topic), false) = (&topic, commit.replay) {
                 let messages = outbox::messages(u, batch, epoch, commit.seq);
                 run(tx, &statements::outbox(topic, &messages, budget))?;
             }
-            Ok(applied)
-        })
+            Ok((applied, (prune && !commit.replay).then_some(commit.seq)))
+        })?;
+        if let Some(seq) = out.1 {
+            self.journal_pruned = Some(seq);
+        }
+        Ok(out.0)
     }
 }
 
@@ -929,6 +954,76 @@ pub fn raw_insert_rate(cfg: &MySqlConfig, rows: usize) -> Result<f64> {
     let rate = rows as f64 / started.elapsed().as_secs_f64().max(1e-9);
     conn.query_drop("DROP TABLE IF EXISTS bench_raw_insert")?;
     Ok(rate)
+}
+
+/// The server's raw bulk-load rates (rows/s), each the best of two runs, alternated.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LoadRates {
+    /// `LOAD DATA LOCAL INFILE` into a copy of `evaluations` as it was before V9 (with the
+    /// index by investor).
+    pub with_investor_index: f64,
+    /// The same into a copy of `evaluations` as it is now (primary key only).
+    pub primary_key_only: f64,
+}
+
+/// The server's own bulk-load rate into a table shaped like `evaluations`: `rows` rows,
+/// encoded before the clock starts, loaded 100,000 a transaction (a catch-up's commit) with
+/// plain `LOAD DATA LOCAL INFILE` into empty scratch tables (dropped afterwards). What the
+/// sink's commit path is measured against.
+pub fn raw_load_rates(cfg: &MySqlConfig, rows: usize) -> Result<LoadRates> {
+    const PER_COMMIT: usize = 100_000;
+    let mut conn = cfg.connect()?;
+    let day0 = chrono::NaiveDate::from_ymd_opt(2000, 1, 3).unwrap_or_default();
+    let mut chunks = Vec::new();
+    let mut done = 0usize;
+    while done < rows {
+        let n = (rows - done).min(PER_COMMIT);
+        let mut r = bulk::Rows::with_capacity(n * 64);
+        for i in done..done + n {
+            let day = day0 + chrono::Duration::days((i / 20_000) as i64);
+            let units = i128::try_from(i).unwrap_or(0);
+            r.text(&format!("I{:03}", i % 100))
+                .text(&format!("Q{:05}", i % 20_000))
+                .date(day)
+                .money(stockflow_core::Money::from_units(
+                    1_000_000_000_000 + units * 10_000,
+                ))
+                .money(stockflow_core::Money::from_units(units % 1000 * 500_000))
+                .money(stockflow_core::Money::from_units(123_456));
+            r.end();
+        }
+        chunks.push(r.finish());
+        done += n;
+    }
+    let once = |conn: &mut Conn, with_index: bool| -> Result<f64> {
+        conn.query_drop("DROP TABLE IF EXISTS bench_raw_load")?;
+        conn.query_drop("CREATE TABLE bench_raw_load LIKE evaluations")?;
+        if with_index {
+            conn.query_drop(
+                "ALTER TABLE bench_raw_load ADD KEY evaluations_by_investor (investor, portfolio, as_of)",
+            )?;
+        }
+        let target = bulk::Target {
+            table: "bench_raw_load",
+            columns: bulk::EVALUATIONS.columns,
+            replace: false,
+        };
+        let started = Instant::now();
+        for chunk in &chunks {
+            let mut tx = conn.start_transaction(TxOpts::default())?;
+            bulk::load(&mut tx, &target, chunk)?;
+            tx.commit()?;
+        }
+        let rate = rows as f64 / started.elapsed().as_secs_f64().max(1e-9);
+        conn.query_drop("DROP TABLE IF EXISTS bench_raw_load")?;
+        Ok(rate)
+    };
+    let mut rates = LoadRates::default();
+    for _ in 0..2 {
+        rates.with_investor_index = rates.with_investor_index.max(once(&mut conn, true)?);
+        rates.primary_key_only = rates.primary_key_only.max(once(&mut conn, false)?);
+    }
+    Ok(rates)
 }
 
 #[cfg(test)]

@@ -1,11 +1,12 @@
 //! The SQL of one batch: multi-row statements for every table the batch touches. Pure, so it
 //! tests alone.
 
+use super::bulk;
 use mysql::Value;
 use std::collections::HashSet;
 use std::hash::Hash;
 use stockflow_core::{
-    Batch, DeadLetter, Evaluation, HoldingInput, Issue, Last, PriceInput, Progress,
+    Batch, DeadLetter, Evaluation, HoldingInput, Issue, IssueKind, Last, PriceInput, Progress,
 };
 use stockflow_market::Universe;
 
@@ -95,16 +96,35 @@ fn chunked_within(
 /// 1.2 s on `evaluation_issues` (100 keys: 14 ms), and DELETE takes no index hint.
 pub const DELETE_CHUNK: usize = 100;
 
+/// The key counts a DELETE statement is written for: a shorter chunk repeats its last key up
+/// to the next of them, so that a table's deletes take at most three statement shapes (the
+/// connection prepares each once and keeps it).
+const DELETE_SHAPES: [usize; 3] = [1, 10, DELETE_CHUNK];
+
 /// `DELETE FROM table WHERE (k1, k2, …) IN ((…), …)`.
 fn deletes(table: &str, key_cols: &[&str], keys: Vec<Vec<Value>>) -> Vec<Statement> {
     keys.chunks(DELETE_CHUNK)
-        .map(|chunk| Statement {
-            sql: format!(
-                "DELETE FROM {table} WHERE ({}) IN ({})",
-                key_cols.join(", "),
-                placeholders(chunk.len(), key_cols.len())
-            ),
-            params: chunk.iter().flatten().cloned().collect(),
+        .map(|chunk| {
+            let shape = DELETE_SHAPES
+                .into_iter()
+                .find(|&n| n >= chunk.len())
+                .unwrap_or(DELETE_CHUNK);
+            let last = chunk.last().map(Vec::as_slice).unwrap_or_default();
+            let padding = std::iter::repeat_n(last, shape - chunk.len());
+            Statement {
+                sql: format!(
+                    "DELETE FROM {table} WHERE ({}) IN ({})",
+                    key_cols.join(", "),
+                    placeholders(shape, key_cols.len())
+                ),
+                params: chunk
+                    .iter()
+                    .map(Vec::as_slice)
+                    .chain(padding)
+                    .flatten()
+                    .cloned()
+                    .collect(),
+            }
         })
         .collect()
 }
@@ -224,15 +244,10 @@ pub fn clear_refused(u: &Universe, keys: &[(u32, chrono::NaiveDate)]) -> Vec<Sta
         .collect()
 }
 
+/// The issues as statements (`db rebuild`).
 pub fn issues(u: &Universe, diffs: &[(Issue, isize)]) -> Vec<Statement> {
     let (ins, del) = plan_rows(diffs, |i: &Issue| (i.portfolio, i.date, i.kind));
-    let mut out = deletes(
-        "evaluation_issues",
-        &["portfolio", "as_of", "kind"],
-        del.iter()
-            .map(|(p, d, k)| vec![text(portfolio_name(u, *p).0), text(d), text(k.code())])
-            .collect(),
-    );
+    let mut out = issue_deletes(u, &del);
     out.extend(chunked(
         "INSERT INTO evaluation_issues (portfolio, as_of, kind, held, priced)",
         " ON DUPLICATE KEY UPDATE held = VALUES(held), priced = VALUES(priced)",
@@ -252,66 +267,111 @@ pub fn issues(u: &Universe, diffs: &[(Issue, isize)]) -> Vec<Statement> {
     out
 }
 
-pub fn prices(u: &Universe, diffs: &[(PriceInput, isize)]) -> Vec<Statement> {
-    let (ins, del) = plan_rows(diffs, |p: &PriceInput| (p.stock, p.date));
-    let mut out = deletes(
-        "prices",
-        &["ticker", "as_of"],
-        del.iter()
-            .map(|(s, d)| vec![text(ticker(u, *s)), text(d)])
-            .collect(),
-    );
-    out.extend(chunked(
-        "INSERT INTO prices (ticker, as_of, price, version_ts, version_partition, version_offset)",
-        " ON DUPLICATE KEY UPDATE price = VALUES(price), version_ts = VALUES(version_ts), \
-         version_partition = VALUES(version_partition), version_offset = VALUES(version_offset)",
-        6,
-        ins.iter()
-            .map(|p| {
-                vec![
-                    text(ticker(u, p.stock)),
-                    text(p.date),
-                    text(p.price.to_fixed_string()),
-                    Value::Int(p.version.0),
-                    Value::Int(i64::from(p.version.1)),
-                    Value::Int(p.version.2),
-                ]
-            })
-            .collect(),
-    ));
-    out
+/// A keyed table's share of a batch: the deletes of keys retracted and not written again, then
+/// the rows to load (each replaces the row of its key).
+#[derive(Debug, Clone)]
+pub struct TablePlan {
+    pub deletes: Vec<Statement>,
+    pub target: bulk::Target,
+    pub rows: bulk::Stream,
 }
 
-pub fn holdings(u: &Universe, diffs: &[(HoldingInput, isize)]) -> Vec<Statement> {
+/// The issues' plan (the bulk path; `issues` writes the same as statements).
+pub fn issue_plan(u: &Universe, diffs: &[(Issue, isize)]) -> TablePlan {
+    let (ins, del) = plan_rows(diffs, |i: &Issue| (i.portfolio, i.date, i.kind));
+    let mut rows = bulk::Rows::with_capacity(ins.len() * 32);
+    for i in ins {
+        rows.text(portfolio_name(u, i.portfolio).0)
+            .date(i.date)
+            .text(i.kind.code())
+            .int(i.held)
+            .int(i.priced)
+            .end();
+    }
+    TablePlan {
+        deletes: issue_deletes(u, &del),
+        target: bulk::ISSUES,
+        rows: rows.finish(),
+    }
+}
+
+fn issue_deletes(u: &Universe, keys: &[(u32, chrono::NaiveDate, IssueKind)]) -> Vec<Statement> {
+    deletes(
+        "evaluation_issues",
+        &["portfolio", "as_of", "kind"],
+        keys.iter()
+            .map(|(p, d, k)| vec![text(portfolio_name(u, *p).0), text(d), text(k.code())])
+            .collect(),
+    )
+}
+
+/// The latest closes that changed.
+pub fn price_plan(u: &Universe, diffs: &[(PriceInput, isize)]) -> TablePlan {
+    let (ins, del) = plan_rows(diffs, |p: &PriceInput| (p.stock, p.date));
+    let mut rows = bulk::Rows::with_capacity(ins.len() * 48);
+    for p in ins {
+        rows.text(ticker(u, p.stock))
+            .date(p.date)
+            .money(p.price)
+            .int(p.version.0)
+            .int(i64::from(p.version.1))
+            .int(p.version.2)
+            .end();
+    }
+    TablePlan {
+        deletes: deletes(
+            "prices",
+            &["ticker", "as_of"],
+            del.iter()
+                .map(|(s, d)| vec![text(ticker(u, *s)), text(d)])
+                .collect(),
+        ),
+        target: bulk::PRICES,
+        rows: rows.finish(),
+    }
+}
+
+/// The latest holding records that changed.
+pub fn holding_plan(u: &Universe, diffs: &[(HoldingInput, isize)]) -> TablePlan {
     let (ins, del) = plan_rows(diffs, |h: &HoldingInput| (h.portfolio, h.stock, h.from));
-    let mut out = deletes(
-        "holding_records",
-        &["portfolio", "ticker", "from_day"],
-        del.iter()
-            .map(|(p, s, d)| vec![text(portfolio_name(u, *p).0), text(ticker(u, *s)), text(d)])
-            .collect(),
-    );
-    out.extend(chunked(
-        "INSERT INTO holding_records (portfolio, ticker, from_day, quantity, version_ts, \
-         version_partition, version_offset)",
-        " ON DUPLICATE KEY UPDATE quantity = VALUES(quantity), version_ts = VALUES(version_ts), \
-         version_partition = VALUES(version_partition), version_offset = VALUES(version_offset)",
-        7,
-        ins.iter()
-            .map(|h| {
-                vec![
-                    text(portfolio_name(u, h.portfolio).0),
-                    text(ticker(u, h.stock)),
-                    text(h.from),
-                    Value::Int(h.quantity),
-                    Value::Int(h.version.0),
-                    Value::Int(i64::from(h.version.1)),
-                    Value::Int(h.version.2),
-                ]
-            })
-            .collect(),
-    ));
-    out
+    let mut rows = bulk::Rows::with_capacity(ins.len() * 48);
+    for h in ins {
+        rows.text(portfolio_name(u, h.portfolio).0)
+            .text(ticker(u, h.stock))
+            .date(h.from)
+            .int(h.quantity)
+            .int(h.version.0)
+            .int(i64::from(h.version.1))
+            .int(h.version.2)
+            .end();
+    }
+    TablePlan {
+        deletes: deletes(
+            "holding_records",
+            &["portfolio", "ticker", "from_day"],
+            del.iter()
+                .map(|(p, s, d)| vec![text(portfolio_name(u, *p).0), text(ticker(u, *s)), text(d)])
+                .collect(),
+        ),
+        target: bulk::HOLDINGS,
+        rows: rows.finish(),
+    }
+}
+
+/// Evaluation rows for the bulk load.
+pub fn evaluation_stream(u: &Universe, rows: &[&Evaluation]) -> bulk::Stream {
+    let mut out = bulk::Rows::with_capacity(rows.len() * 64);
+    for e in rows {
+        let (pid, iid) = portfolio_name(u, e.portfolio);
+        out.text(iid)
+            .text(pid)
+            .date(e.date)
+            .money(e.value)
+            .opt_money(e.change)
+            .opt_money(e.change_pct)
+            .end();
+    }
+    out.finish()
 }
 
 /// Dead letters, `budget` bytes of parameters a statement at most (payloads are up to 64 KiB
@@ -399,9 +459,12 @@ pub fn progress(job: &str, offsets: &[Progress]) -> Vec<Statement> {
 
 /// Diffs of a commit the console's change stream keeps (`evaluation_changes`).
 pub const JOURNAL_DIFFS: usize = 500;
-/// Commits whose diffs are kept, and commits kept in `job_commits`.
+/// Commits whose diffs are kept, and commits kept in `job_commits` …
 pub const JOURNAL_COMMITS: i64 = 100;
 pub const TIMELINE_COMMITS: i64 = 5_000;
+/// … pruned once every this many commits (and at a run's first), not at every commit: the
+/// tables hold at most this many commits more than their bounds.
+pub const JOURNAL_PRUNE_EVERY: i64 = 100;
 
 /// What a commit's journal says of its evaluation diffs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -464,16 +527,17 @@ pub fn journal_diffs(batch: &Batch) -> JournalDiffs<'_> {
     }
 }
 
-/// What the console reads of one commit: its `job_commits` row and its kept diffs, and the
-/// pruning that keeps both tables bounded (a range of the primary key, nothing when there is
-/// nothing to prune). The caller skips it for a batch written again after a lost COMMIT that
-/// had landed (journalled then).
+/// What the console reads of one commit: its `job_commits` row and its kept diffs (loaded in
+/// bulk), and, when `prune`, the pruning that keeps both tables bounded (a range of the
+/// primary key). The caller skips it for a batch written again after a lost COMMIT that had
+/// landed (journalled then).
 pub struct JournalEntry<'a> {
     pub job: &'a str,
     pub epoch: i64,
     pub commit_seq: i64,
     pub freshness_ms: Option<i64>,
     pub duration_ms: i64,
+    pub prune: bool,
 }
 
 pub fn journal(
@@ -481,7 +545,7 @@ pub fn journal(
     entry: &JournalEntry<'_>,
     j: &JournalDiffs<'_>,
     batch: &Batch,
-) -> Vec<Statement> {
+) -> (Vec<Statement>, bulk::Stream) {
     let count = |n: usize| Value::Int(i64::try_from(n).unwrap_or(i64::MAX));
     let mut out = vec![Statement {
         sql: "INSERT IGNORE INTO job_commits (job, commit_seq, epoch, inserted, retracted, \
@@ -505,53 +569,49 @@ pub fn journal(
             Value::Int(entry.duration_ms),
         ],
     }];
-    let rows = j
-        .kept
-        .iter()
-        .enumerate()
-        .map(|(n, (e, d, restated))| {
-            let (pid, iid) = portfolio_name(u, e.portfolio);
-            vec![
-                text(entry.job),
-                Value::Int(entry.commit_seq),
-                count(n),
-                text(iid),
-                text(pid),
-                text(e.date),
-                Value::Int(if *d < 0 { -1 } else { 1 }),
-                Value::Int(i64::from(*restated)),
-                text(e.value.to_fixed_string()),
-                opt_text(e.change.map(|c| c.to_fixed_string())),
-                opt_text(e.change_pct.map(|c| c.to_fixed_string())),
-            ]
-        })
-        .collect();
-    out.extend(chunked(
-        "INSERT IGNORE INTO evaluation_changes (job, commit_seq, n, investor, portfolio, as_of, \
-         diff, restated, nav, nav_change, nav_change_pct)",
-        "",
-        11,
-        rows,
-    ));
-    for (table, keep) in [
-        ("evaluation_changes", JOURNAL_COMMITS),
-        ("job_commits", TIMELINE_COMMITS),
-    ] {
-        out.push(Statement {
-            sql: format!("DELETE FROM {table} WHERE job = ? AND commit_seq <= ?"),
-            params: vec![text(entry.job), Value::Int(entry.commit_seq - keep)],
-        });
+    let mut rows = bulk::Rows::with_capacity(j.kept.len() * 96);
+    for (n, (e, d, restated)) in j.kept.iter().enumerate() {
+        let (pid, iid) = portfolio_name(u, e.portfolio);
+        rows.text(entry.job)
+            .int(entry.commit_seq)
+            .uint(n as u64)
+            .text(iid)
+            .text(pid)
+            .date(e.date)
+            .int(if *d < 0 { -1 } else { 1 })
+            .int(i64::from(*restated))
+            .money(e.value)
+            .opt_money(e.change)
+            .opt_money(e.change_pct)
+            .end();
     }
-    out
+    if entry.prune {
+        for (table, keep) in [
+            ("evaluation_changes", JOURNAL_COMMITS),
+            ("job_commits", TIMELINE_COMMITS),
+        ] {
+            out.push(Statement {
+                sql: format!("DELETE FROM {table} WHERE job = ? AND commit_seq <= ?"),
+                params: vec![text(entry.job), Value::Int(entry.commit_seq - keep)],
+            });
+        }
+    }
+    (out, rows.finish())
 }
 
-/// Everything one batch writes, in order: evaluation deletes and upserts first (the part a
-/// data error can concern), then issues, state, dead letters and offsets.
+/// Everything one batch writes, in order: evaluation deletes and rows first (the part a data
+/// error can concern), then issues and state (deletes, then bulk loads), dead letters and
+/// offsets.
 pub struct BatchPlan<'a> {
     /// What the console's journal keeps of the batch (computed once, whatever the retries).
     pub journal: JournalDiffs<'a>,
     pub evaluation_deletes: Vec<(u32, chrono::NaiveDate)>,
     pub evaluation_rows: Vec<&'a Evaluation>,
+    /// `evaluation_rows`, encoded for the bulk load.
+    pub evaluations: bulk::Stream,
+    /// Issues, closes and holding records.
+    pub tables: Vec<TablePlan>,
+    /// Dead letters and offsets.
     pub others: Vec<Statement>,
 }
 
@@ -560,15 +620,18 @@ impl<'a> BatchPlan<'a> {
     /// allows (`STATEMENT_BYTES`, or less for a server with a small `max_allowed_packet`).
     pub fn new(u: &Universe, job: &str, batch: &'a Batch, budget: usize) -> Self {
         let (rows, deletes) = plan_rows(&batch.evaluations, |e: &Evaluation| (e.portfolio, e.date));
-        let mut others = issues(u, &batch.issues);
-        others.extend(prices(u, &batch.prices));
-        others.extend(holdings(u, &batch.holdings));
-        others.extend(dead_letters(&batch.dead_letters, budget));
+        let mut others = dead_letters(&batch.dead_letters, budget);
         others.extend(progress(job, &batch.offsets));
         BatchPlan {
             journal: journal_diffs(batch),
+            evaluations: evaluation_stream(u, &rows),
             evaluation_deletes: deletes,
             evaluation_rows: rows,
+            tables: vec![
+                issue_plan(u, &batch.issues),
+                price_plan(u, &batch.prices),
+                holding_plan(u, &batch.holdings),
+            ],
             others,
         }
     }
@@ -649,40 +712,43 @@ mod tests {
     }
 
     #[test]
-    fn every_commit_prunes_the_journal_to_its_bounds() {
+    fn a_pruning_commit_prunes_the_journal_to_its_bounds_and_others_do_not() {
         let batch = Batch {
             evaluations: vec![(e(0, 3, 100), 1)],
             ..Batch::default()
         };
         let j = journal_diffs(&batch);
-        for seq in [1, 7, 20, 12_345] {
+        for (seq, prune) in [(1, true), (7, false), (12_345, true)] {
             let entry = JournalEntry {
                 job: "j",
                 epoch: 1,
                 commit_seq: seq,
                 freshness_ms: None,
                 duration_ms: 0,
+                prune,
             };
-            let stmts = journal(&Universe::spec(), &entry, &j, &batch);
-            let prunes: Vec<(&str, &Value)> = stmts
+            let (stmts, rows) = journal(&Universe::spec(), &entry, &j, &batch);
+            assert_eq!(rows.rows(), 1, "the kept diff, loaded in bulk");
+            let prunes: Vec<(&str, Value)> = stmts
                 .iter()
                 .filter(|s| s.sql.starts_with("DELETE"))
-                .map(|s| (s.sql.as_str(), &s.params[1]))
+                .map(|s| (s.sql.as_str(), s.params[1].clone()))
                 .collect();
-            assert_eq!(
-                prunes,
-                [
+            let want = if prune {
+                vec![
                     (
                         "DELETE FROM evaluation_changes WHERE job = ? AND commit_seq <= ?",
-                        &Value::Int(seq - JOURNAL_COMMITS)
+                        Value::Int(seq - JOURNAL_COMMITS),
                     ),
                     (
                         "DELETE FROM job_commits WHERE job = ? AND commit_seq <= ?",
-                        &Value::Int(seq - TIMELINE_COMMITS)
+                        Value::Int(seq - TIMELINE_COMMITS),
                     ),
-                ],
-                "commit {seq}"
-            );
+                ]
+            } else {
+                vec![]
+            };
+            assert_eq!(prunes, want, "commit {seq}");
         }
     }
 
@@ -748,12 +814,26 @@ mod tests {
     }
 
     #[test]
-    fn deletes_are_chunked_short() {
+    fn deletes_are_chunked_short_in_three_shapes() {
         let keys: Vec<Vec<Value>> = (0..250).map(|i| vec![Value::Int(i), text("x")]).collect();
         let stmts = deletes("evaluation_issues", &["portfolio", "kind"], keys);
         assert_eq!(stmts.len(), 3);
         assert_eq!(stmts[0].params.len(), DELETE_CHUNK * 2);
-        assert_eq!(stmts[2].params.len(), 50 * 2);
+        // The last 50 keys in the 100-key shape, the last key repeated.
+        assert_eq!(stmts[2].sql, stmts[0].sql);
+        assert_eq!(stmts[2].params.len(), DELETE_CHUNK * 2);
+        assert_eq!(stmts[2].params[98], Value::Int(249));
+        assert_eq!(stmts[2].params[198], Value::Int(249));
+        let shapes: std::collections::BTreeSet<String> = (1..=DELETE_CHUNK)
+            .flat_map(|n| {
+                let keys: Vec<Vec<Value>> = (0..n as i64).map(|i| vec![Value::Int(i)]).collect();
+                deletes("t", &["k"], keys).into_iter().map(|s| s.sql)
+            })
+            .collect();
+        assert_eq!(shapes.len(), 3, "{shapes:?}");
+        let one = deletes("t", &["k"], vec![vec![Value::Int(5)]]);
+        assert_eq!(one[0].params, vec![Value::Int(5)]);
+        assert!(deletes("t", &["k"], vec![]).is_empty());
     }
 
     #[test]
@@ -788,14 +868,27 @@ mod tests {
         };
         let plan = BatchPlan::new(&u, "job", &batch, STATEMENT_BYTES);
         assert_eq!(plan.evaluation_rows.len(), 1);
+        assert_eq!(plan.evaluations.rows(), 1);
         assert_eq!(plan.evaluation_deletes.len(), 1);
-        assert_eq!(plan.others.len(), 2);
-        assert!(plan.others[0].sql.starts_with("INSERT INTO prices"));
-        assert!(plan.others[1]
+        let loads: Vec<(&str, usize)> = plan
+            .tables
+            .iter()
+            .map(|t| (t.target.table, t.rows.rows()))
+            .collect();
+        assert_eq!(
+            loads,
+            [
+                ("evaluation_issues", 0),
+                ("prices", 1),
+                ("holding_records", 0)
+            ]
+        );
+        assert_eq!(plan.others.len(), 1);
+        assert!(plan.others[0]
             .sql
             .starts_with("INSERT INTO stream_progress"));
         assert_eq!(
-            plan.others[1].params[6],
+            plan.others[0].params[6],
             Value::UInt(u64::MAX),
             "the hash, unsigned"
         );
