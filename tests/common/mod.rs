@@ -2,6 +2,8 @@
 //! broker on 127.0.0.1 (started by `compose/stack up`, which `scripts/test` runs first).
 #![allow(dead_code)]
 
+pub mod proxy;
+
 use std::process::{Command, Output};
 use std::time::Duration;
 use stockflow_kafka::{KafkaConfig, KafkaLog};

@@ -67,9 +67,9 @@ impl Outlet {
 /// `--commit-rows`) …
 pub const COALESCE_ROWS: usize = 100_000;
 /// … or no batch came for this long (the catch-up paused or ended) …
-const GATHER_GAP: Duration = Duration::from_millis(100);
-/// … or it has gathered for this long.
-const GATHER_MAX: Duration = Duration::from_secs(5);
+const GATHER_GAP: Duration = Duration::from_millis(500);
+/// … or it has gathered for this long (a slow catch-up still commits now and then).
+const GATHER_MAX: Duration = Duration::from_secs(30);
 
 /// What the gathering thread hands the commit thread: batches to commit as one transaction.
 type Gathered = Vec<Batch>;
