@@ -466,6 +466,12 @@ pub(super) fn run_worker<A: Allocate>(
             machine.stop(reason);
         }
         if let Some(reason) = machine.stopped() {
+            tracing::debug!(
+                worker = index,
+                ?reason,
+                time = machine.time(),
+                "the worker stops reading"
+            );
             if *reason != StopReason::CaughtUp {
                 plane.raise(reason.clone());
             }

@@ -253,9 +253,17 @@ pub fn load(tx: &mut mysql::Transaction<'_>, target: &Target, stream: &Stream) -
         }
         out.write_all(&data)
     })));
+    let started = std::time::Instant::now();
     let sent = tx.query_drop(target.sql());
     tx.set_local_infile_handler(None);
     sent?;
+    tracing::debug!(
+        table = target.table,
+        rows = stream.rows,
+        bytes = stream.data.len(),
+        ms = started.elapsed().as_secs_f64() * 1e3,
+        "bulk load"
+    );
     let (warnings, info) = (tx.warnings(), tx.info_str().into_owned());
     let records = answer_count(&info, "Records");
     let skipped = answer_count(&info, "Skipped").unwrap_or(0);
