@@ -295,29 +295,26 @@ const PARTITION_CHECK: Duration = Duration::from_secs(2);
 /// with an error that says to start it again, which reads the new partitions from their start.
 struct PartitionWatch {
     grown: Arc<Mutex<Option<String>>>,
-    done: Arc<AtomicBool>,
+    /// Dropped to stop the thread: its wait between checks ends at once.
+    done: Option<std::sync::mpsc::Sender<()>>,
     handle: Option<std::thread::JoinHandle<()>>,
 }
 
 impl PartitionWatch {
     fn start(log: Arc<dyn Log>, topics: &Topics, stop: Arc<AtomicBool>) -> Self {
         use std::sync::atomic::Ordering::SeqCst;
+        use std::sync::mpsc::RecvTimeoutError;
         let grown: Arc<Mutex<Option<String>>> = Arc::default();
-        let done = Arc::new(AtomicBool::new(false));
+        let (done, done_rx) = std::sync::mpsc::channel::<()>();
         let names = [topics.prices.clone(), topics.holdings.clone()];
         let count = |log: &dyn Log, t: &str| log.partitions(t).map(|p| p.len()).ok();
         let known: Vec<Option<usize>> = names.iter().map(|t| count(log.as_ref(), t)).collect();
-        let (grown_t, done_t) = (Arc::clone(&grown), Arc::clone(&done));
+        let grown_t = Arc::clone(&grown);
         let handle = std::thread::Builder::new()
             .name("stockflow-partitions".into())
             .spawn(move || {
-                while !done_t.load(SeqCst) {
-                    let step = Duration::from_millis(100);
-                    let mut waited = Duration::ZERO;
-                    while waited < PARTITION_CHECK && !done_t.load(SeqCst) {
-                        std::thread::sleep(step);
-                        waited += step;
-                    }
+                // Until the job drops its end of the channel.
+                while let Err(RecvTimeoutError::Timeout) = done_rx.recv_timeout(PARTITION_CHECK) {
                     for (name, before) in names.iter().zip(&known) {
                         let (Some(before), Some(now)) = (before, count(log.as_ref(), name)) else {
                             continue;
@@ -342,7 +339,7 @@ impl PartitionWatch {
             .ok();
         PartitionWatch {
             grown,
-            done,
+            done: Some(done),
             handle,
         }
     }
@@ -354,7 +351,7 @@ impl PartitionWatch {
 
 impl Drop for PartitionWatch {
     fn drop(&mut self) {
-        self.done.store(true, std::sync::atomic::Ordering::SeqCst);
+        drop(self.done.take());
         if let Some(h) = self.handle.take() {
             let _ = h.join();
         }

@@ -507,11 +507,14 @@ pub(super) fn run_worker<A: Allocate>(
         if let Some(src) = reader.source.as_mut() {
             src.hold_after(round.hold_after);
         }
-        let wait = if probe.less_than(&round.time) {
-            Duration::ZERO
-        } else {
-            IDLE_WAIT
-        };
+        // No wait for input while the dataflow has work, nor when there is nothing left to
+        // wait for (`--until-caught-up` with every partition read to its end at start).
+        let wait =
+            if probe.less_than(&round.time) || (config.until_caught_up && machine.caught_up()) {
+                Duration::ZERO
+            } else {
+                IDLE_WAIT
+            };
         let mut read = 0u64;
         if reader.source.is_some() {
             match reader.poll(&mut machine, &mut inputs, config, wait) {
