@@ -479,6 +479,19 @@ pub enum TopicsCommand {
         #[arg(long = "topic")]
         topics: Vec<String>,
     },
+    /// Print a topic's latest records (key, partition, offset, time, payload), on either log
+    /// backend: what `kcat -C -o -N -e` would show (Debian's kcat cannot talk to tansu 0.6).
+    /// `--output json` prints one JSON object a record.
+    Tail {
+        #[arg(long, default_value = "StockExchange")]
+        topic: String,
+        /// Records per partition.
+        #[arg(short = 'n', long, default_value_t = 10)]
+        count: usize,
+        /// Only this partition.
+        #[arg(long)]
+        partition: Option<i32>,
+    },
     /// Summarise what the prices topic holds: per exchange, per partition, first and last day.
     Summary {
         #[arg(long, env = "STOCKFLOW_PRICES_TOPIC", default_value = "StockExchange")]

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::process::ExitCode;
 use std::time::Duration;
 use stockflow_market::TickDecoder;
-use stockflow_transport::{read_to_end, Log, Retention, TopicSpec, TopicState};
+use stockflow_transport::{read_tail, read_to_end, Log, Retention, TopicSpec, TopicState};
 
 pub const PIPELINE_TOPICS: [&str; 3] = ["StockExchange", "holdings", "portfolios"];
 
@@ -52,6 +52,11 @@ pub async fn run(g: &Global, command: TopicsCommand) -> Result<ExitCode> {
             }
             TopicsCommand::Describe { topics } => describe(g.output, log.as_ref(), &names(topics)),
             TopicsCommand::Summary { topic } => summary(g.output, log.as_ref(), &topic),
+            TopicsCommand::Tail {
+                topic,
+                count,
+                partition,
+            } => tail(g.output, log.as_ref(), &topic, count, partition),
         }
     })
     .await?
@@ -164,6 +169,54 @@ fn summary(output: Output, log: &dyn Log, topic: &str) -> Result<ExitCode> {
                     s.days.last().map_or("-".into(), |d| d.to_string()),
                 );
             }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A topic's latest records, `count` per partition (of one partition with `partition`).
+fn tail(
+    output: Output,
+    log: &dyn Log,
+    topic: &str,
+    count: usize,
+    partition: Option<i32>,
+) -> Result<ExitCode> {
+    let records = read_tail(log, topic, count, Duration::from_secs(60))?;
+    let text = |b: &Option<Vec<u8>>| {
+        b.as_deref()
+            .map(|b| String::from_utf8_lossy(b).into_owned())
+    };
+    let time = |ms: Option<i64>| {
+        ms.and_then(chrono::DateTime::from_timestamp_millis)
+            .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+    };
+    for r in records
+        .iter()
+        .filter(|r| partition.is_none_or(|p| p == r.position.partition))
+    {
+        match output {
+            Output::Json => println!(
+                "{}",
+                serde_json::json!({
+                    "topic": topic,
+                    "partition": r.position.partition,
+                    "offset": r.position.offset,
+                    "timestamp_ms": r.timestamp_ms,
+                    "time": time(r.timestamp_ms),
+                    "key": text(&r.key),
+                    "payload": text(&r.payload),
+                })
+            ),
+            Output::Text => println!(
+                "{}/{} @{}  {}  key {}  {}",
+                topic,
+                r.position.partition,
+                r.position.offset,
+                time(r.timestamp_ms).unwrap_or_else(|| "-".into()),
+                text(&r.key).unwrap_or_else(|| "-".into()),
+                text(&r.payload).unwrap_or_else(|| "-".into()),
+            ),
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -287,6 +287,71 @@ pub trait Log: Send + Sync {
     fn producer(&self) -> Result<Box<dyn LogProducer>>;
 }
 
+/// The last `per_partition` records of every partition of `topic` (fewer where a partition
+/// holds fewer), read within `timeout`, ordered by partition and offset: what `stockflow
+/// topics tail` prints. A partition counts as read once the source's resume offset reaches the
+/// end it had when the call began (records it never hands over, such as Kafka's transaction
+/// markers, are passed by the backend).
+pub fn read_tail(
+    log: &dyn Log,
+    topic: &str,
+    per_partition: usize,
+    timeout: Duration,
+) -> Result<Vec<Record>> {
+    let n = i64::try_from(per_partition).unwrap_or(i64::MAX);
+    let marks: Vec<Watermarks> = log
+        .watermarks(topic)?
+        .into_iter()
+        .filter(|w| !w.is_empty() && n > 0)
+        .collect();
+    let mut out = Vec::new();
+    if marks.is_empty() {
+        return Ok(out);
+    }
+    let start: Vec<Position> = marks
+        .iter()
+        .map(|w| Position {
+            topic: topic.to_string(),
+            partition: w.partition,
+            offset: w.high.saturating_sub(n).max(w.low),
+        })
+        .collect();
+    let mut source = log.open_source(&start)?;
+    let end = |p: i32| {
+        marks
+            .iter()
+            .find(|w| w.partition == p)
+            .map_or(0, |w| w.high)
+    };
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        let missing: Vec<i32> = marks
+            .iter()
+            .filter(|w| source.resume_offset(topic, w.partition).unwrap_or(0) < w.high)
+            .map(|w| w.partition)
+            .collect();
+        if missing.is_empty() {
+            break;
+        }
+        if std::time::Instant::now() >= deadline {
+            return Err(Error::new(
+                ErrorKind::Timeout,
+                format!("reading the end of {topic}"),
+                format!("partitions {missing:?} not read to their end within {timeout:?}"),
+            ));
+        }
+        source.poll_batch(10_000, Duration::from_millis(100), &mut |r| {
+            if r.offset < end(r.partition) {
+                out.push(r.to_record());
+            }
+            Take::Next
+        })?;
+    }
+    out.sort_by(|a, b| a.position.cmp(&b.position));
+    out.dedup_by(|a, b| a.position == b.position);
+    Ok(out)
+}
+
 /// Reads every record of `topic` that exists now (up to the end seen at the start), sorted by
 /// position. For tests, summaries and batch tools.
 pub fn read_to_end(log: &dyn Log, topic: &str, timeout: Duration) -> Result<Vec<Record>> {

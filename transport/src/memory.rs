@@ -561,4 +561,35 @@ mod tests {
         assert_eq!(log.offset_for_time("t", 0, i64::MAX)?, None);
         Ok(())
     }
+
+    #[test]
+    fn the_tail_is_each_partitions_last_records() -> Result<()> {
+        let log = log_with("t", 3);
+        for i in 0..7u8 {
+            log.append("t", 0, Some(b"k"), Some(&[i]))?;
+        }
+        log.append("t", 1, None, Some(b"one"))?;
+        // A partition ending in a transaction marker is read to its end all the same.
+        log.append("t", 2, None, Some(b"two"))?;
+        log.append_control("t", 2)?;
+        let tail = crate::read_tail(&log, "t", 3, Duration::from_secs(5))?;
+        let got: Vec<(i32, i64)> = tail
+            .iter()
+            .map(|r| (r.position.partition, r.position.offset))
+            .collect();
+        // Partition 0's last three, and the others' only records.
+        assert_eq!(got, [(0, 4), (0, 5), (0, 6), (1, 0), (2, 0)]);
+        assert_eq!(tail[2].payload.as_deref(), Some(&[6u8][..]));
+        assert_eq!(tail[0].key.as_deref(), Some(&b"k"[..]));
+        // A log whose head was cut: never below its start.
+        log.truncate_before("t", 0, 6)?;
+        let tail = crate::read_tail(&log, "t", 3, Duration::from_secs(5))?;
+        let got: Vec<(i32, i64)> = tail
+            .iter()
+            .map(|r| (r.position.partition, r.position.offset))
+            .collect();
+        assert_eq!(got, [(0, 6), (1, 0), (2, 0)]);
+        assert!(crate::read_tail(&log, "t", 0, Duration::from_secs(5))?.is_empty());
+        Ok(())
+    }
 }
