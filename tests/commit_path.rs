@@ -294,7 +294,7 @@ mod bounds {
         // NULL changes; a close at the smallest and the largest DECIMAL(15, 6).
         let top = money("9999999999999999999999.999999");
         let top_pct = money("99999999999999999999999999999999.999999");
-        let rows = vec![
+        let rows = [
             Evaluation {
                 portfolio: p("P11"),
                 date: first,

@@ -25,8 +25,12 @@ pub struct CommitDropper {
 impl CommitDropper {
     /// Listens on a free loopback port, forwarding to `upstream` (host:port).
     pub fn start(upstream: &str, nth: usize) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("a free loopback port");
-        let port = listener.local_addr().expect("bound").port();
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .unwrap_or_else(|e| panic!("a free loopback port: {e}"));
+        let port = listener
+            .local_addr()
+            .unwrap_or_else(|e| panic!("the proxy's address: {e}"))
+            .port();
         let seen = Arc::new(AtomicUsize::new(0));
         let dropped = Arc::new(AtomicUsize::new(0));
         let (seen_l, dropped_l, upstream) = (

@@ -111,10 +111,7 @@ fn gather(first: Batch, rx: &Receiver<Batch>, rows_max: usize) -> Gathered {
         }
         let catching_up = batches.last().is_some_and(|b| b.catching_up);
         let next = if catching_up && started.elapsed() < GATHER_MAX {
-            match rx.recv_timeout(GATHER_GAP) {
-                Ok(b) => Some(b),
-                Err(_) => None,
-            }
+            rx.recv_timeout(GATHER_GAP).ok()
         } else {
             rx.try_recv().ok()
         };
