@@ -176,6 +176,9 @@ pub struct Machine {
     time: Time,
     /// This round's time is a bucket's: it does not move at the end of the round.
     keyed: bool,
+    /// Records entered at the current time since it last moved: a round that reads nothing
+    /// moves time past them (so that their timestamp completes), and otherwise leaves it.
+    unsealed: bool,
     /// The times of the last rounds.
     recent: VecDeque<Time>,
     stop: Option<StopReason>,
@@ -217,6 +220,7 @@ impl Machine {
             lanes,
             time: 0,
             keyed: false,
+            unsealed: false,
             recent: VecDeque::new(),
             stop: None,
         }
@@ -371,6 +375,7 @@ impl Machine {
         });
         l.entered = l.entered.max(at);
         l.applied.insert(offset, mark);
+        self.unsealed = true;
         Verdict::Apply { at }
     }
 
@@ -402,16 +407,18 @@ impl Machine {
         if self.config.until_caught_up && self.stop.is_none() && self.caught_up() {
             self.stop = Some(StopReason::CaughtUp);
         }
-        // A round that read nothing leaves time where it is: an idle live job does not make a
-        // new timestamp a round (each one costs the dataflow a progress update: an idle job
-        // spun a core on them), and its next records enter at the time it waits at.
+        // A round that read nothing leaves time where it is once the records at the current
+        // time are sealed: an idle live job does not make a new timestamp a round (each one
+        // costs the dataflow a progress update: an idle job spun a core on them), and its
+        // next records enter at the time it waits at.
         let moves = match self.time {
             0 => true,
             1 => self.holdings_read(),
-            _ => !self.keyed && !reports.is_empty(),
+            _ => !self.keyed && (!reports.is_empty() || self.unsealed),
         };
         if moves {
             self.time += 1;
+            self.unsealed = false;
         }
         self.note_time();
         let wait_for = if self.recent.len() >= MAX_ROUNDS_IN_FLIGHT {
@@ -597,6 +604,36 @@ mod tests {
         let far = a.begin_round(Some(cap + 1_000_000), Some(cap + 1_000_000), 0);
         assert!(far.time < bucket_time(cap.div_euclid(7)).expect("fits"));
         assert_eq!(far.hold_after, Some(cap + 1_000_000));
+    }
+
+    #[test]
+    fn a_live_days_records_complete_when_the_next_round_reads_nothing() {
+        // Live: a day's records enter at its bucket's time (a keyed round, which does not
+        // move time); the round after, with nothing to read, must move past them, or their
+        // timestamp never completes and the day is never committed.
+        let cfg = MachineConfig {
+            days_per_time: 7,
+            until_caught_up: false,
+            ..config()
+        };
+        let mut m = Machine::new(cfg, vec![lane(Input::Prices, 0, 0)]);
+        for _ in 0..2 {
+            m.begin_round(None, None, 0);
+            m.end_round(|_| None);
+        }
+        let k = day_key(day(3));
+        let r = m.begin_round(Some(k), Some(k), 0);
+        assert_eq!(
+            m.record(0, 0, Some(day(3)), mark(0)),
+            Verdict::Apply { at: r.time }
+        );
+        assert_eq!(m.end_round(|_| Some(1)).time, r.time, "a keyed round stays");
+        m.begin_round(None, None, 0);
+        let sealed = m.end_round(|_| Some(1));
+        assert!(sealed.time > r.time, "the idle round after it moves past it");
+        // And then idles at that time.
+        m.begin_round(None, None, 0);
+        assert_eq!(m.end_round(|_| Some(1)).time, sealed.time);
     }
 
     #[test]
