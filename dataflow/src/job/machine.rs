@@ -630,7 +630,10 @@ mod tests {
         assert_eq!(m.end_round(|_| Some(1)).time, r.time, "a keyed round stays");
         m.begin_round(None, None, 0);
         let sealed = m.end_round(|_| Some(1));
-        assert!(sealed.time > r.time, "the idle round after it moves past it");
+        assert!(
+            sealed.time > r.time,
+            "the idle round after it moves past it"
+        );
         // And then idles at that time.
         m.begin_round(None, None, 0);
         assert_eq!(m.end_round(|_| Some(1)).time, sealed.time);
