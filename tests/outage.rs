@@ -34,6 +34,10 @@ fn start_job(prices: &str, holdings: &str, url: &str) -> Child {
             "run",
             "--max-batch",
             "20",
+            // Small transactions: the catch-up commits all along, so that commits meet the
+            // outage (a catch-up gathers 100,000 rows a transaction by default).
+            "--commit-rows",
+            "500",
             "--prices-topic",
             prices,
             "--holdings-topic",
