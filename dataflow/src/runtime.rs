@@ -3,7 +3,7 @@
 //! offsets). Batches wait in an outbox that the driver (the job or the memory runner) empties;
 //! nothing here does I/O.
 
-use crate::graph::evaluate;
+use crate::graph::{evaluate, Row};
 use crate::job::machine::StopReason;
 use chrono::NaiveDate;
 use differential_dataflow::consolidation::consolidate;
@@ -198,10 +198,14 @@ pub fn build<A: Allocate>(
         let (control_in, control) = scope.new_input::<(Control, u64)>();
         let out = evaluate(&prices, &holdings, &seeds, window);
         let mut items = out
-            .evaluations
-            .inner
-            .map(|(e, t, d)| (SinkItem::Evaluation(e, d), t))
-            .concat(&out.issues.inner.map(|(i, t, d)| (SinkItem::Issue(i, d), t)))
+            .rows
+            .map(|(r, t, d)| {
+                let item = match r {
+                    Row::Evaluation(e) => SinkItem::Evaluation(e, d),
+                    Row::Issue(i) => SinkItem::Issue(i, d),
+                };
+                (item, t)
+            })
             .concat(&control.map(|(c, t)| (SinkItem::Control(c), t)));
         if keep_state {
             items = items
@@ -237,8 +241,7 @@ pub fn build<A: Allocate>(
                 }
             },
         );
-        out.evaluations.inner.probe_with(&probe);
-        out.issues.inner.probe_with(&probe);
+        out.rows.probe_with(&probe);
         control.probe_with(&probe);
         WorkerInputs {
             prices: prices_in,

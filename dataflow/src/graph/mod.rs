@@ -1,39 +1,38 @@
 //! The evaluation dataflow: prices and holdings → evaluation rows, issues, and the input
 //! state's changes, as differential collections.
 //!
-//! Four keyed operators, each applying a timestamp's changes at once when its inputs'
+//! Three keyed operators, each applying a timestamp's changes at once when its inputs'
 //! frontiers have passed it (`pending`):
 //!
 //! 1. `latest` (by record key): the latest version of each close and holding record;
 //! 2. `positions` (by portfolio and stock): holding records → quantity intervals;
-//! 3. `contribute` (by stock): closes × positions, summed per (portfolio, day) within the
-//!    timestamp: the change of priced stocks and of Σ quantity × close;
-//! 4. `days` (by portfolio): each portfolio's days, values and evaluations; the previous valued
-//!    day from an ordered map (a seed stands for the days before a restore window).
+//! 3. `books` (closes broadcast to every worker, positions and seeds by portfolio): each
+//!    worker keeps every close in dense arrays by stock and evaluates its own portfolios from
+//!    them; a new day costs a pass over each portfolio's positions, a restated close or a
+//!    changed position the days it touches.
 //!
-//! Every step is keyed so that a new trading day costs work proportional to that day's data,
-//! whatever the length of the history. (The first version, arrangements, joins and reduces,
-//! is in the repository's history: `git log -- dataflow/src/graph.rs`.)
+//! (Earlier versions: arrangements, joins and reduces, then a join by stock summed per
+//! portfolio-day before the books; both in the repository's history.)
 
-mod contribute;
-mod days;
+mod books;
 mod latest;
 mod pending;
 mod positions;
 
+use books::BookInput;
+pub use books::Row;
 use chrono::NaiveDate;
-use days::{BookInput, Row};
 use differential_dataflow::{AsCollection, Collection};
-use stockflow_core::{Evaluation, HoldingInput, Issue, Money, PortfolioId, PriceInput};
+use stockflow_core::{HoldingInput, Money, PortfolioId, PriceInput};
 use timely::dataflow::operators::{Concat, Inspect, Map};
 use timely::dataflow::{Scope, Stream};
 
 /// What the evaluation graph produces.
 pub struct Outputs<G: Scope> {
-    /// The evaluation of every portfolio-day that has one.
-    pub evaluations: Collection<G, Evaluation>,
-    /// The portfolio-days that have inputs but no evaluation (incomplete, overflow).
-    pub issues: Collection<G, Issue>,
+    /// The evaluation of every portfolio-day that has one, and the portfolio-days that have
+    /// inputs but no evaluation (incomplete, overflow), as one stream of changes (each row
+    /// moved once to the sink, never copied into two streams).
+    pub rows: Stream<G, (Row, u64, isize)>,
     /// The job's input state: the latest version of each close …
     pub closes: Collection<G, PriceInput>,
     /// … and of each holding record.
@@ -58,7 +57,6 @@ where
         "LatestHolding",
     );
     let positions = counted(&positions::positions(&records), "Positions");
-    let contributions = counted(&contribute::contribute(&closes, &positions), "Contribute");
     let book_inputs = positions
         .map(|(p, t, d)| (BookInput::Position(p, d), t))
         .concat(
@@ -66,22 +64,9 @@ where
                 .inner
                 .map(|((p, day, v), t, d)| (BookInput::Seed(p, day, v, d), t)),
         );
-    let rows = counted(&days::days(&contributions, &book_inputs, window), "Days");
-    let evaluations = rows
-        .flat_map(|(r, t, d)| match r {
-            Row::Evaluation(e) => Some((e, t, d)),
-            Row::Issue(_) => None,
-        })
-        .as_collection();
-    let issues = rows
-        .flat_map(|(r, t, d)| match r {
-            Row::Issue(i) => Some((i, t, d)),
-            Row::Evaluation(_) => None,
-        })
-        .as_collection();
+    let rows = counted(&books::books(&closes, &book_inputs, window), "Books");
     Outputs {
-        evaluations,
-        issues,
+        rows,
         closes: closes.as_collection(),
         records: records.as_collection(),
     }

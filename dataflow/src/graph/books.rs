@@ -1,0 +1,618 @@
+//! The portfolios' books: every portfolio-day's value, and its evaluation (value, change
+//! against the previous valued day) or the issue that keeps it from one.
+//!
+//! Closes are few (a few thousand a day) and every portfolio needs them, so **every worker
+//! keeps every close** (broadcast), in dense arrays by stock index, one per trading day. Each
+//! worker keeps the **books of its own portfolios** (positions and seeds exchanged by
+//! portfolio) and evaluates them from the closes it holds: a portfolio-day costs a pass over
+//! the portfolio's positions with array lookups, no hashing, nothing crossing between workers
+//! but the closes and the output rows.
+//!
+//! What a timestamp changes, and what it costs:
+//! - **new trading days** (closes of days the store did not hold): every portfolio holding
+//!   something that day evaluates them, in date order, appending to its book;
+//! - a **restated close** (a day the store held): the portfolios holding that stock that day
+//!   (a stock-to-portfolio index) evaluate that day again, and their next valued day, whose
+//!   change depends on it;
+//! - a **changed position** (a holding record): the portfolio evaluates again every day the
+//!   position covers that has a close of the stock or an entry in its book;
+//! - a **seed** (the value before a restore window): the first day after it.
+//!
+//! A day is evaluated from scratch (checked arithmetic over the positions covering it), so
+//! what a book stores per day is small: its sum, its counts, and what it showed.
+
+use super::pending::{route, Pending};
+use super::positions::Position;
+use crate::eval::{evaluation, valid_value};
+use chrono::NaiveDate;
+use rustc_hash::FxHashMap as HashMap;
+use std::collections::BTreeMap;
+use stockflow_core::{Evaluation, Issue, IssueKind, Money, PriceInput};
+use timely::container::CapacityContainerBuilder;
+use timely::dataflow::channels::pact::{Exchange, Pipeline};
+use timely::dataflow::operators::{Broadcast, Operator};
+use timely::dataflow::{Scope, Stream};
+
+/// What a portfolio's book receives besides closes.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+pub enum BookInput {
+    Position(Position, isize),
+    /// A value before the restore window (the previous day of the window's first day).
+    Seed(u32, NaiveDate, Money, isize),
+}
+
+impl BookInput {
+    fn portfolio(&self) -> u32 {
+        match self {
+            BookInput::Position(p, _) => p.portfolio,
+            BookInput::Seed(p, ..) => *p,
+        }
+    }
+}
+
+/// What the books emit: an evaluation row or an issue, each as a collection change.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+pub enum Row {
+    Evaluation(Evaluation),
+    Issue(Issue),
+}
+
+/// A close the store holds, in millionths: every price of the contract fits (below 10^15).
+const NONE: i64 = i64::MIN;
+/// A close outside an i64 (outside the contract): the days it prices overflow.
+const HUGE: i64 = i64::MAX;
+
+/// One trading day's closes, by stock index.
+#[derive(Debug, Default)]
+struct DayCloses {
+    prices: Vec<i64>,
+    count: u32,
+}
+
+impl DayCloses {
+    fn get(&self, stock: u32) -> Option<i64> {
+        self.prices
+            .get(stock as usize)
+            .copied()
+            .filter(|&p| p != NONE)
+    }
+}
+
+fn units(price: Money) -> i64 {
+    i64::try_from(price.units()).unwrap_or(HUGE)
+}
+
+/// Every close, by day (each worker holds all of them).
+#[derive(Debug, Default)]
+struct Closes {
+    days: BTreeMap<NaiveDate, DayCloses>,
+}
+
+impl Closes {
+    /// Sets a close; whether the day is new to the store.
+    fn set(&mut self, stock: u32, date: NaiveDate, price: Money) -> bool {
+        let new = !self.days.contains_key(&date);
+        let day = self.days.entry(date).or_default();
+        let i = stock as usize;
+        if day.prices.len() <= i {
+            day.prices.resize(i + 1, NONE);
+        }
+        if day.prices[i] == NONE {
+            day.count += 1;
+        }
+        day.prices[i] = units(price);
+        new
+    }
+
+    /// Removes a close if the store holds that one.
+    fn unset(&mut self, stock: u32, date: NaiveDate, price: Money) {
+        let Some(day) = self.days.get_mut(&date) else {
+            return;
+        };
+        if day.get(stock) == Some(units(price)) {
+            day.prices[stock as usize] = NONE;
+            day.count = day.count.saturating_sub(1);
+            if day.count == 0 {
+                self.days.remove(&date);
+            }
+        }
+    }
+}
+
+/// What a day showed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+enum Out {
+    #[default]
+    Nothing,
+    /// An evaluation against the value of this previous day (a day or a seed).
+    Evaluated(Option<NaiveDate>),
+    /// An issue with these held and priced counts (≤ 10^4 stocks: u16).
+    Issue(IssueKind, u16, u16),
+}
+
+/// A portfolio-day with at least one close of a stock held that day.
+#[derive(Debug, Clone, Copy)]
+struct Day {
+    /// Σ quantity × close over the positions priced that day.
+    sum: Money,
+    date: NaiveDate,
+    out: Out,
+    /// Every held stock priced, and the sum a value the contract allows.
+    valued: bool,
+}
+
+/// One portfolio's book.
+#[derive(Debug, Default)]
+struct Book {
+    positions: Vec<(Position, isize)>,
+    /// Sorted by date.
+    days: Vec<Day>,
+    /// Values before a restore window, sorted by date.
+    seeds: Vec<(NaiveDate, Money)>,
+}
+
+/// A day computed from the closes: (held, priced, Σ quantity × close; None if it overflows).
+fn tally(
+    positions: &[(Position, isize)],
+    closes: Option<&DayCloses>,
+    d: NaiveDate,
+) -> (i64, i64, Option<Money>) {
+    let (mut held, mut priced) = (0i64, 0i64);
+    let mut sum = Some(Money::ZERO);
+    for (pos, count) in positions {
+        if *count <= 0 || !pos.covers(d) {
+            continue;
+        }
+        let c = *count as i64;
+        held += c;
+        let Some(price) = closes.and_then(|day| day.get(pos.stock)) else {
+            continue;
+        };
+        priced += c;
+        sum = sum.and_then(|acc| {
+            if price == HUGE {
+                return None;
+            }
+            let v = Money::from_units(i128::from(price)).checked_mul_int(pos.quantity)?;
+            let v = if c == 1 { v } else { v.checked_mul_int(c)? };
+            acc.checked_add(v)
+        });
+    }
+    (held, priced, sum)
+}
+
+impl Book {
+    fn find(&self, d: NaiveDate) -> Result<usize, usize> {
+        match self.days.last() {
+            Some(l) if l.date < d => Err(self.days.len()),
+            Some(l) if l.date == d => Ok(self.days.len() - 1),
+            _ => self.days.binary_search_by_key(&d, |x| x.date),
+        }
+    }
+
+    fn day(&self, d: NaiveDate) -> Option<&Day> {
+        self.find(d).ok().map(|i| &self.days[i])
+    }
+
+    /// The value of `d` now: a valued day's sum, or a seed.
+    fn value(&self, d: NaiveDate) -> Option<Money> {
+        if let Some(day) = self.day(d) {
+            if day.valued {
+                return Some(day.sum);
+            }
+        }
+        self.seeds
+            .binary_search_by_key(&d, |x| x.0)
+            .ok()
+            .map(|i| self.seeds[i].1)
+    }
+
+    /// The last valued day or seed before `d`.
+    fn previous(&self, d: NaiveDate) -> Option<NaiveDate> {
+        let end = match self.find(d) {
+            Ok(i) | Err(i) => i,
+        };
+        let day = self.days[..end]
+            .iter()
+            .rev()
+            .find(|x| x.valued)
+            .map(|x| x.date);
+        if self.seeds.is_empty() {
+            return day;
+        }
+        let j = self.seeds.partition_point(|x| x.0 < d);
+        let seed = j.checked_sub(1).map(|j| self.seeds[j].0);
+        day.max(seed)
+    }
+
+    /// The first valued day after `d`.
+    fn next_valued(&self, d: NaiveDate) -> Option<NaiveDate> {
+        let start = match self.find(d) {
+            Ok(i) => i + 1,
+            Err(i) => i,
+        };
+        self.days[start..].iter().find(|x| x.valued).map(|x| x.date)
+    }
+
+    /// The first day in the book after `d`.
+    fn first_after(&self, d: NaiveDate) -> Option<NaiveDate> {
+        let start = match self.find(d) {
+            Ok(i) => i + 1,
+            Err(i) => i,
+        };
+        self.days.get(start).map(|x| x.date)
+    }
+
+    fn is_empty(&self) -> bool {
+        self.days.is_empty() && self.positions.is_empty() && self.seeds.is_empty()
+    }
+}
+
+/// The row a day shows for an output state, its value and the value it was compared with.
+fn shown(p: u32, d: NaiveDate, out: Out, value: Option<Money>, prev: Option<Money>) -> Option<Row> {
+    match out {
+        Out::Nothing => None,
+        Out::Issue(kind, held, priced) => Some(Row::Issue(Issue {
+            portfolio: p,
+            date: d,
+            kind,
+            held: i64::from(held),
+            priced: i64::from(priced),
+        })),
+        Out::Evaluated(_) => value
+            .and_then(|v| evaluation(p, d, v, prev).ok())
+            .map(Row::Evaluation),
+    }
+}
+
+fn count(n: i64) -> u16 {
+    u16::try_from(n.max(0)).unwrap_or(u16::MAX)
+}
+
+/// Buffers reused from one portfolio to the next (no allocation per portfolio-day).
+#[derive(Default)]
+struct Scratch {
+    /// Values before this timestamp of every day or seed that changes in it.
+    before: Vec<(NaiveDate, Option<Money>)>,
+    /// The days to evaluate again, ascending.
+    work: Vec<NaiveDate>,
+}
+
+impl Scratch {
+    fn remember(&mut self, d: NaiveDate, value: Option<Money>) {
+        if !self.before.iter().any(|(x, _)| *x == d) {
+            self.before.push((d, value));
+        }
+    }
+
+    fn was(&self, book: &Book, d: NaiveDate) -> Option<Money> {
+        self.before
+            .iter()
+            .find(|(x, _)| *x == d)
+            .map_or_else(|| book.value(d), |(_, v)| *v)
+    }
+
+    /// Adds a day to evaluate after the current position `at` (kept sorted).
+    fn push_work(&mut self, at: usize, d: NaiveDate) {
+        let rest = &self.work[at..];
+        if let Err(i) = rest.binary_search(&d) {
+            self.work.insert(at + i, d);
+        }
+    }
+}
+
+/// Evaluates again the days in `scratch.work` (sorted, deduplicated) of portfolio `p`, and
+/// the next valued day after each whose value changed; pushes the rows that change.
+fn evaluate_days(
+    p: u32,
+    book: &mut Book,
+    closes: &Closes,
+    window: Option<NaiveDate>,
+    scratch: &mut Scratch,
+    out: &mut Vec<(Row, isize)>,
+) {
+    let mut at = 0;
+    while let Some(&d) = scratch.work.get(at) {
+        at += 1;
+        let (held, priced, sum) = tally(&book.positions, closes.days.get(&d), d);
+        let old = book.day(d).copied();
+        let old_value = old.and_then(|x| x.valued.then_some(x.sum));
+        let old_row = old.and_then(|x| {
+            let prev = match x.out {
+                Out::Evaluated(Some(prev)) => scratch.was(book, prev),
+                _ => None,
+            };
+            shown(p, d, x.out, old_value, prev)
+        });
+        let valid_sum = sum.filter(|s| valid_value(*s));
+        let valued = held > 0 && priced == held && valid_sum.is_some();
+        let new_value = if valued { valid_sum } else { None };
+        let inside = window.is_none_or(|w| d >= w);
+        // What the day shows now (computed once: a change % is a division).
+        let (new_out, new_row) = if !inside || priced == 0 || held == 0 {
+            (Out::Nothing, None)
+        } else if priced != held {
+            let out = Out::Issue(IssueKind::Incomplete, count(held), count(priced));
+            (out, shown(p, d, out, None, None))
+        } else if valid_sum.is_none() {
+            let out = Out::Issue(IssueKind::Overflow, count(held), count(priced));
+            (out, shown(p, d, out, None, None))
+        } else {
+            let prev_day = book.previous(d);
+            let prev = prev_day.and_then(|x| book.value(x));
+            match new_value.map(|v| evaluation(p, d, v, prev)) {
+                Some(Ok(e)) => (Out::Evaluated(prev_day), Some(Row::Evaluation(e))),
+                Some(Err(kind)) => {
+                    let out = Out::Issue(kind, 0, 0);
+                    (out, shown(p, d, out, None, None))
+                }
+                None => (Out::Nothing, None),
+            }
+        };
+        if old_value != new_value {
+            scratch.remember(d, old_value);
+        }
+        match (book.find(d), priced > 0) {
+            (Ok(i), true) => {
+                book.days[i] = Day {
+                    sum: sum.unwrap_or(Money::ZERO),
+                    date: d,
+                    out: new_out,
+                    valued,
+                }
+            }
+            (Ok(i), false) => {
+                book.days.remove(i);
+            }
+            (Err(i), true) => book.days.insert(
+                i,
+                Day {
+                    sum: sum.unwrap_or(Money::ZERO),
+                    date: d,
+                    out: new_out,
+                    valued,
+                },
+            ),
+            (Err(_), false) => {}
+        }
+        if old_row != new_row {
+            if let Some(r) = old_row {
+                out.push((r, -1));
+            }
+            if let Some(r) = new_row {
+                out.push((r, 1));
+            }
+        }
+        if old_value != new_value {
+            // The next valued day compares with this one.
+            if let Some(next) = book.next_valued(d) {
+                scratch.push_work(at, next);
+            }
+        }
+    }
+}
+
+/// Applies a portfolio's position and seed changes; adds the days they touch to
+/// `scratch.work` (not the store's days `new_days` holds, which every book evaluates anyway).
+fn apply_inputs(
+    book: &mut Book,
+    inputs: &[BookInput],
+    closes: &Closes,
+    new_days: &[NaiveDate],
+    scratch: &mut Scratch,
+) {
+    for input in inputs {
+        match input {
+            BookInput::Position(pos, diff) => {
+                let upto = pos.to.unwrap_or(NaiveDate::MAX);
+                let lo = book.days.partition_point(|x| x.date < pos.from);
+                scratch.work.extend(
+                    book.days[lo..]
+                        .iter()
+                        .take_while(|x| x.date < upto)
+                        .map(|x| x.date),
+                );
+                scratch.work.extend(
+                    closes
+                        .days
+                        .range(pos.from..upto)
+                        .filter(|(d, day)| {
+                            day.get(pos.stock).is_some() && new_days.binary_search(d).is_err()
+                        })
+                        .map(|(d, _)| *d),
+                );
+                match book.positions.iter_mut().find(|(q, _)| q == pos) {
+                    Some(e) => e.1 += diff,
+                    None => book.positions.push((*pos, *diff)),
+                }
+                book.positions.retain(|(_, c)| *c != 0);
+            }
+            BookInput::Seed(_, d, v, diff) => {
+                scratch.remember(*d, book.value(*d));
+                if let Some(next) = book.first_after(*d) {
+                    scratch.work.push(next);
+                }
+                let i = book.seeds.partition_point(|x| x.0 < *d);
+                let present = book.seeds.get(i).is_some_and(|x| x.0 == *d);
+                if *diff > 0 && !present {
+                    book.seeds.insert(i, (*d, *v));
+                } else if *diff > 0 {
+                    book.seeds[i].1 = *v;
+                } else if present && book.seeds[i].1 == *v {
+                    book.seeds.remove(i);
+                }
+            }
+        }
+    }
+}
+
+/// This worker's books, the closes, and which of its portfolios hold each stock.
+#[derive(Default)]
+struct Books {
+    closes: Closes,
+    /// By portfolio id (ids are dense; a worker's own ones are a share of them).
+    books: Vec<Book>,
+    /// The ids of this worker's books that hold something, ascending.
+    owned: Vec<u32>,
+    /// Stock → the portfolios (of this worker) that had a position in it at some time.
+    holders: HashMap<u32, Vec<u32>>,
+    scratch: Scratch,
+}
+
+impl Books {
+    /// One timestamp: close changes (every worker gets all of them) and this worker's
+    /// portfolios' inputs. Pushes the rows that change.
+    fn apply(
+        &mut self,
+        mut close_changes: Vec<(PriceInput, isize)>,
+        mut inputs: Vec<BookInput>,
+        window: Option<NaiveDate>,
+        out: &mut Vec<(Row, isize)>,
+    ) {
+        let Books {
+            closes,
+            books,
+            owned,
+            holders,
+            scratch,
+        } = self;
+        // 1. The closes: retractions first (a replaced close is −old, +new at one time).
+        close_changes.sort_by_key(|(_, d)| *d);
+        let mut new_days: Vec<NaiveDate> = Vec::new();
+        let mut restated: Vec<(u32, NaiveDate)> = Vec::new();
+        for (c, diff) in &close_changes {
+            let known = new_days.binary_search(&c.date).is_err();
+            if *diff < 0 {
+                closes.unset(c.stock, c.date, c.price);
+                if known {
+                    restated.push((c.stock, c.date));
+                }
+            } else if closes.set(c.stock, c.date, c.price) {
+                if let Err(i) = new_days.binary_search(&c.date) {
+                    new_days.insert(i, c.date);
+                }
+            } else if known {
+                restated.push((c.stock, c.date));
+            }
+        }
+        // 2. Inputs grouped by portfolio (portfolio order).
+        inputs.sort_by_key(BookInput::portfolio);
+        let groups: Vec<&[BookInput]> = inputs
+            .chunk_by(|a, b| a.portfolio() == b.portfolio())
+            .collect();
+        // 3. Restated closes: the portfolios holding the stock (that day: checked below).
+        let mut extra: HashMap<u32, Vec<NaiveDate>> = HashMap::default();
+        for &(s, d) in &restated {
+            for &p in holders.get(&s).map(Vec::as_slice).unwrap_or_default() {
+                extra.entry(p).or_default().push(d);
+            }
+        }
+        let inputs_of = |p: u32| -> &[BookInput] {
+            groups
+                .binary_search_by_key(&p, |g| g[0].portfolio())
+                .ok()
+                .map(|i| groups[i])
+                .unwrap_or_default()
+        };
+        let mut visit_one = |p: u32, book: &mut Book| {
+            let own = inputs_of(p);
+            scratch.before.clear();
+            scratch.work.clear();
+            apply_inputs(book, own, closes, &new_days, scratch);
+            for input in own {
+                if let BookInput::Position(pos, diff) = input {
+                    // Sorted: a binary search finds it.
+                    let list = holders.entry(pos.stock).or_default();
+                    if *diff > 0 {
+                        if let Err(i) = list.binary_search(&p) {
+                            list.insert(i, p);
+                        }
+                    }
+                }
+            }
+            if let Some(days) = extra.get(&p) {
+                scratch.work.extend(days.iter().copied().filter(|&d| {
+                    book.day(d).is_some()
+                        || book.positions.iter().any(|(x, c)| *c > 0 && x.covers(d))
+                }));
+            }
+            if scratch.work.is_empty() {
+                scratch.work.extend_from_slice(&new_days);
+            } else {
+                scratch.work.extend_from_slice(&new_days);
+                scratch.work.sort_unstable();
+                scratch.work.dedup();
+            }
+            evaluate_days(p, book, closes, window, scratch, out);
+        };
+        // 4. Each portfolio, in id order: its inputs, then every day to evaluate again, in
+        //    date order. With new days every book; else only those with inputs or a
+        //    restated close.
+        let mut visit: Vec<u32> = groups.iter().map(|g| g[0].portfolio()).collect();
+        visit.extend(extra.keys().copied());
+        if !new_days.is_empty() {
+            visit.extend_from_slice(owned);
+        }
+        visit.sort_unstable();
+        visit.dedup();
+        for p in visit {
+            let i = p as usize;
+            if books.len() <= i {
+                books.resize_with(i + 1, Book::default);
+            }
+            visit_one(p, &mut books[i]);
+            let held = !books[i].is_empty();
+            match (owned.binary_search(&p), held) {
+                (Err(at), true) => owned.insert(at, p),
+                (Ok(at), false) => {
+                    owned.remove(at);
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+/// The books of all portfolios: evaluation and issue changes. `closes` are the latest closes'
+/// changes (broadcast to every worker here); `inputs` the positions and seeds.
+pub fn books<G>(
+    closes: &Stream<G, (PriceInput, u64, isize)>,
+    inputs: &Stream<G, (BookInput, u64)>,
+    window: Option<NaiveDate>,
+) -> Stream<G, (Row, u64, isize)>
+where
+    G: Scope<Timestamp = u64>,
+{
+    closes
+        .broadcast()
+        .binary_frontier::<_, CapacityContainerBuilder<Vec<(Row, u64, isize)>>, _, _, _, _>(
+            inputs,
+            Pipeline,
+            Exchange::new(|(b, _): &(BookInput, u64)| route(&b.portfolio())),
+            "Books",
+            |_, _| {
+                let mut pending: Pending<(PriceInput, isize), BookInput> = Pending::default();
+                let mut state = Books::default();
+                move |closes_in, inputs_in, output| {
+                    closes_in.for_each(|cap, data| {
+                        let cap = cap.retain();
+                        pending.first(&cap, data.drain(..).map(|(c, t, d)| ((c, d), t)));
+                    });
+                    inputs_in.for_each(|cap, data| {
+                        let cap = cap.retain();
+                        pending.second(&cap, data.drain(..));
+                    });
+                    let ready = pending.ready(&[closes_in.frontier(), inputs_in.frontier()]);
+                    for (cap, close_changes, inputs) in ready {
+                        let t = *cap.time();
+                        let mut rows = Vec::new();
+                        state.apply(close_changes, inputs, window, &mut rows);
+                        let mut session = output.session(&cap);
+                        for (r, d) in rows {
+                            session.give((r, t, d));
+                        }
+                    }
+                }
+            },
+        )
+}
