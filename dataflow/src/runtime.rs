@@ -17,7 +17,9 @@ use stockflow_core::{
     Batch, DeadLetter, Evaluation, HoldingInput, Issue, Money, PortfolioId, PriceInput, Progress,
 };
 use timely::communication::Allocate;
-use timely::dataflow::channels::pact::Exchange;
+use timely::container::CapacityContainerBuilder;
+use timely::dataflow::channels::pact::{Exchange, Pipeline};
+use timely::dataflow::operators::Capability;
 use timely::dataflow::operators::{
     Broadcast, Concat, Input as TimelyInput, Inspect, Map, Operator, Probe,
 };
@@ -216,19 +218,48 @@ pub fn build<A: Allocate>(
                         .map(|(h, t, d)| (SinkItem::Holding(h, d), t)),
                 );
         }
-        let mut pending: BTreeMap<u64, Vec<SinkItem>> = BTreeMap::new();
+        // Each worker assembles its own part of every completed timestamp (its rows sorted
+        // and consolidated, on its own thread); worker 0 only joins the parts.
+        let mut pending: BTreeMap<u64, (Capability<u64>, Vec<SinkItem>)> = BTreeMap::new();
+        let parts = items.unary_frontier::<CapacityContainerBuilder<Vec<(Part, u64)>>, _, _, _>(
+            Pipeline,
+            "BatchParts",
+            |_, _| {
+                move |input, output| {
+                    input.for_each(|cap, data| {
+                        for (item, t) in data.drain(..) {
+                            pending
+                                .entry(t)
+                                .or_insert_with(|| (cap.delayed(&t), Vec::new()))
+                                .1
+                                .push(item);
+                        }
+                    });
+                    let frontier = input.frontier().frontier();
+                    while let Some(entry) = pending.first_entry() {
+                        let t = *entry.key();
+                        if frontier.less_equal(&t) {
+                            break;
+                        }
+                        let (cap, items) = entry.remove();
+                        output.session(&cap).give((Part::of(items), t));
+                    }
+                }
+            },
+        );
+        let mut joining: BTreeMap<u64, Vec<Part>> = BTreeMap::new();
         let mut offsets: BTreeMap<(String, i32), Progress> = BTreeMap::new();
-        items.sink(
-            Exchange::new(|_: &(SinkItem, u64)| 0u64),
+        parts.sink(
+            Exchange::new(|_: &(Part, u64)| 0u64),
             "Batches",
             move |input| {
                 input.for_each(|_cap, data| {
-                    for (item, t) in data.drain(..) {
-                        pending.entry(t).or_default().push(item);
+                    for (part, t) in data.drain(..) {
+                        joining.entry(t).or_default().push(part);
                     }
                 });
                 let frontier = input.frontier().frontier();
-                while let Some(entry) = pending.first_entry() {
+                while let Some(entry) = joining.first_entry() {
                     let t = *entry.key();
                     if frontier.less_equal(&t) {
                         break;
@@ -236,7 +267,7 @@ pub fn build<A: Allocate>(
                     let batch = assemble(t, entry.remove(), &mut offsets);
                     outbox_op.borrow_mut().push_back(batch);
                 }
-                if frontier.is_empty() && pending.is_empty() {
+                if frontier.is_empty() && joining.is_empty() {
                     finished_op.set(true);
                 }
             },
@@ -291,47 +322,79 @@ pub fn build<A: Allocate>(
     }
 }
 
-/// One completed timestamp's items as a batch; `offsets` keeps every partition's progress.
-fn assemble(
-    t: u64,
-    items: Vec<SinkItem>,
-    offsets: &mut BTreeMap<(String, i32), Progress>,
-) -> Batch {
+/// One worker's part of a completed timestamp: its rows and state changes consolidated, its
+/// offset reports and dead letters.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct Part {
+    evaluations: Vec<(Evaluation, isize)>,
+    issues: Vec<(Issue, isize)>,
+    prices: Vec<(PriceInput, isize)>,
+    holdings: Vec<(HoldingInput, isize)>,
+    dead_letters: Vec<DeadLetter>,
+    /// Offset reports in the order they came (a later one of a partition wins).
+    offsets: Vec<Progress>,
+    newest_record_ms: Option<i64>,
+    catching_up: bool,
+}
+
+impl Part {
+    fn of(items: Vec<SinkItem>) -> Part {
+        let mut part = Part::default();
+        for item in items {
+            match item {
+                SinkItem::Evaluation(e, d) => part.evaluations.push((e, d)),
+                SinkItem::Issue(i, d) => part.issues.push((i, d)),
+                SinkItem::Price(p, d) => part.prices.push((p, d)),
+                SinkItem::Holding(h, d) => part.holdings.push((h, d)),
+                SinkItem::Control(Control::Offset {
+                    progress,
+                    newest_ms,
+                    backlog,
+                }) => {
+                    part.newest_record_ms = part.newest_record_ms.max(newest_ms);
+                    part.catching_up |= backlog;
+                    part.offsets.push(progress);
+                }
+                SinkItem::Control(Control::DeadLetter(dl)) => part.dead_letters.push(dl),
+            }
+        }
+        consolidate(&mut part.evaluations);
+        consolidate(&mut part.issues);
+        consolidate(&mut part.prices);
+        consolidate(&mut part.holdings);
+        part
+    }
+}
+
+/// One completed timestamp's parts as a batch; `offsets` keeps every partition's progress.
+/// The parts' rows are keyed apart (a portfolio's rows come from its worker, a close's or a
+/// holding record's from its key's), so joining them needs no consolidation.
+fn assemble(t: u64, parts: Vec<Part>, offsets: &mut BTreeMap<(String, i32), Progress>) -> Batch {
     let mut batch = Batch {
         time: t,
         ..Batch::default()
     };
-    for item in items {
-        match item {
-            SinkItem::Evaluation(e, d) => batch.evaluations.push((e, d)),
-            SinkItem::Issue(i, d) => batch.issues.push((i, d)),
-            SinkItem::Price(p, d) => batch.prices.push((p, d)),
-            SinkItem::Holding(h, d) => batch.holdings.push((h, d)),
-            SinkItem::Control(Control::Offset {
-                progress: p,
-                newest_ms,
-                backlog,
-            }) => {
-                batch.newest_record_ms = batch.newest_record_ms.max(newest_ms);
-                batch.catching_up |= backlog;
-                let key = (p.position.topic.clone(), p.position.partition);
-                match offsets.get_mut(&key) {
-                    // Reports of one partition only move forward (a worker's resume offset
-                    // never goes back); of two in one timestamp the later one wins.
-                    Some(known) if known.position.offset > p.position.offset => {}
-                    Some(known) => *known = p,
-                    None => {
-                        offsets.insert(key, p);
-                    }
+    for part in parts {
+        batch.evaluations.extend(part.evaluations);
+        batch.issues.extend(part.issues);
+        batch.prices.extend(part.prices);
+        batch.holdings.extend(part.holdings);
+        batch.dead_letters.extend(part.dead_letters);
+        batch.newest_record_ms = batch.newest_record_ms.max(part.newest_record_ms);
+        batch.catching_up |= part.catching_up;
+        for p in part.offsets {
+            let key = (p.position.topic.clone(), p.position.partition);
+            match offsets.get_mut(&key) {
+                // Reports of one partition only move forward (a worker's resume offset
+                // never goes back); of two in one timestamp the later one wins.
+                Some(known) if known.position.offset > p.position.offset => {}
+                Some(known) => *known = p,
+                None => {
+                    offsets.insert(key, p);
                 }
             }
-            SinkItem::Control(Control::DeadLetter(dl)) => batch.dead_letters.push(dl),
         }
     }
-    consolidate(&mut batch.evaluations);
-    consolidate(&mut batch.issues);
-    consolidate(&mut batch.prices);
-    consolidate(&mut batch.holdings);
     batch.dead_letters.sort();
     batch.dead_letters.dedup_by(|a, b| a.position == b.position);
     batch.offsets = offsets.values().cloned().collect();

@@ -72,27 +72,30 @@ where
                 for (cap, updates, _) in pending.ready(&[input.frontier()]) {
                     let t = *cap.time();
                     let mut session = output.session(&cap);
-                    // Per key, the winner of this timestamp's records, then against the kept one.
-                    let mut round: HashMap<R::Key, R> = HashMap::default();
-                    for (r, d) in updates {
-                        if d <= 0 {
-                            tracing::error!(
-                                operator = name_owned.as_str(),
-                                "internal: a retraction reached an insert-only input; ignored"
-                            );
-                            continue;
-                        }
-                        match round.entry(r.key()) {
-                            Entry::Occupied(mut e) => {
-                                if beats(&r, e.get()) {
-                                    e.insert(r);
-                                }
+                    // Per key, the winner of this timestamp's records (sorted in place by key,
+                    // the winner first: no second map of the timestamp's keys), then against
+                    // the kept one.
+                    let mut updates: Vec<R> = updates
+                        .into_iter()
+                        .filter_map(|(r, d)| {
+                            if d <= 0 {
+                                tracing::error!(
+                                    operator = name_owned.as_str(),
+                                    "internal: a retraction reached an insert-only input; ignored"
+                                );
+                                return None;
                             }
-                            Entry::Vacant(e) => {
-                                e.insert(r);
-                            }
-                        }
-                    }
+                            Some(r)
+                        })
+                        .collect();
+                    updates.sort_unstable_by(|a, b| {
+                        a.key()
+                            .cmp(&b.key())
+                            .then_with(|| (b.rank(), b).cmp(&(a.rank(), a)))
+                    });
+                    updates.dedup_by(|later, first| later.key() == first.key());
+                    state.reserve(updates.len());
+                    let round = updates.into_iter().map(|r| (r.key(), r));
                     for (key, r) in round {
                         match state.entry(key) {
                             Entry::Occupied(mut e) => {

@@ -29,8 +29,9 @@ impl Position {
     }
 }
 
-/// A (portfolio, stock)'s latest records, (from, quantity) sorted, with counts.
-type Records = Vec<((NaiveDate, i64), isize)>;
+/// A (portfolio, stock)'s latest records, (from, quantity) sorted, with counts: nearly
+/// always one, kept inline (no allocation per position).
+type Records = smallvec::SmallVec<[((NaiveDate, i64), isize); 1]>;
 
 fn positions_of(p: u32, s: u32, records: &Records) -> Vec<Position> {
     let recs: Vec<(NaiveDate, i64)> = records
@@ -106,23 +107,22 @@ where
                 });
                 for (cap, updates, _) in pending.ready(&[input.frontier()]) {
                     let t = *cap.time();
-                    let mut by_key: HashMap<(u32, u32), Vec<(HoldingInput, isize)>> =
-                        HashMap::default();
-                    for (h, d) in updates {
-                        by_key
-                            .entry((h.portfolio, h.stock))
-                            .or_default()
-                            .push((h, d));
-                    }
+                    // Grouped by (portfolio, stock) by sorting in place (no map of the
+                    // timestamp's keys).
+                    let mut updates = updates;
+                    updates.sort_unstable_by_key(|(h, _)| (h.portfolio, h.stock));
                     let mut session = output.session(&cap);
-                    for ((p, s), changes) in by_key {
-                        let records = state.entry((p, s)).or_insert_with(|| Vec::with_capacity(1));
+                    for changes in updates
+                        .chunk_by(|a, b| (a.0.portfolio, a.0.stock) == (b.0.portfolio, b.0.stock))
+                    {
+                        let (p, s) = (changes[0].0.portfolio, changes[0].0.stock);
+                        let records = state.entry((p, s)).or_default();
                         let old = positions_of(p, s, records);
                         for (h, d) in changes {
                             let k = (h.from, h.quantity);
                             match records.binary_search_by_key(&k, |(r, _)| *r) {
                                 Ok(i) => records[i].1 += d,
-                                Err(i) => records.insert(i, (k, d)),
+                                Err(i) => records.insert(i, (k, *d)),
                             }
                         }
                         records.retain(|(_, c)| *c != 0);
