@@ -644,3 +644,56 @@ fn a_cluster_stops_saying_which_process_hangs() {
     drop_db(&reference);
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[test]
+fn an_idle_process_of_a_cluster_is_not_called_hung() {
+    // 4 + 4 partitions and 8 workers a process: process 1 owns no partition, ends its own part
+    // at once and waits for process 0's catch-up, longer than the 2 s peer timeout. Before,
+    // beats were sent only while reading: both processes exited 3, "not heard from".
+    let (prices, holdings) = market_topics("idle", (4, 4), "2000-01-03", "3000", "8");
+    let url = fresh_db("idle");
+    let (dir, hosts) = hostfile();
+    let start = |process: &str| {
+        Background::start(
+            job(&prices, &holdings, &url).args([
+                "--until-caught-up",
+                "-w",
+                "8",
+                "--processes",
+                "2",
+                "--process",
+                process,
+                "--hostfile",
+                &hosts,
+                "--peer-timeout-secs",
+                "2",
+                "--commit-rows",
+                "2000",
+            ]),
+            "idle",
+        )
+    };
+    let began = Instant::now();
+    let mut p0 = start("0");
+    let mut p1 = start("1");
+    let s0 = wait_exit(&mut p0.child, Duration::from_secs(300));
+    let s1 = wait_exit(&mut p1.child, Duration::from_secs(60));
+    let took = began.elapsed();
+    assert!(s0.success(), "process 0: {}", p0.stderr());
+    assert!(s1.success(), "process 1: {}", p1.stderr());
+    assert!(
+        took > Duration::from_secs(4),
+        "the run must outlast the 2 s peer timeout to test anything (took {took:?})"
+    );
+    eprintln!(
+        "the cluster ran {:.1} s with a 2 s peer timeout",
+        took.as_secs_f64()
+    );
+    assert_eq!(committed(&url, &prices), ends(&prices), "every price read");
+    let reference = fresh_db("idle_ref");
+    run_ok(job(&prices, &holdings, &reference).args(["--until-caught-up"]));
+    assert_eq!(tables(&url), tables(&reference));
+    drop_db(&url);
+    drop_db(&reference);
+    let _ = std::fs::remove_dir_all(dir);
+}

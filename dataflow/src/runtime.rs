@@ -84,8 +84,11 @@ pub type Outbox = Rc<RefCell<VecDeque<Batch>>>;
 enum Notice {
     Stop(StopReason),
     Time(u64),
-    /// A process is alive (sent every second by each of its workers).
+    /// A process is alive (sent every second by each of its workers, in every wait).
     Beat(usize),
+    /// A worker (its index in the cluster) has done everything it had to do; it only waits
+    /// for the others, and closes its side once every worker has said so.
+    Finished(usize),
 }
 
 /// The cluster's control plane: any worker raises a stop with a reason, or publishes its time;
@@ -100,6 +103,8 @@ pub struct ControlPlane {
     /// When each process's last beat arrived here.
     beats: Rc<RefCell<BTreeMap<usize, Instant>>>,
     last_beat: Option<Instant>,
+    /// The workers that said they finished.
+    finished: Rc<RefCell<std::collections::BTreeSet<usize>>>,
 }
 
 impl ControlPlane {
@@ -162,6 +167,19 @@ impl ControlPlane {
     /// When each process's last beat arrived here.
     pub fn beats(&self) -> BTreeMap<usize, Instant> {
         self.beats.borrow().clone()
+    }
+
+    /// Tells every worker that this one (`index` in the cluster) has done its part.
+    pub fn finish(&mut self, index: usize) {
+        if let Some(input) = self.input.as_mut() {
+            input.send(Notice::Finished(index));
+            input.flush();
+        }
+    }
+
+    /// Whether all `peers` workers of the cluster said they finished.
+    pub fn all_finished(&self, peers: usize) -> bool {
+        self.finished.borrow().len() >= peers
     }
 
     /// Closes this worker's side (at the end of the run).
@@ -284,10 +302,12 @@ pub fn build<A: Allocate>(
     let received: Rc<RefCell<Option<StopReason>>> = Rc::default();
     let peer_time: Rc<Cell<u64>> = Rc::default();
     let beats: Rc<RefCell<BTreeMap<usize, Instant>>> = Rc::default();
-    let (received_op, peer_time_op, beats_op) = (
+    let finished_workers: Rc<RefCell<std::collections::BTreeSet<usize>>> = Rc::default();
+    let (received_op, peer_time_op, beats_op, finished_workers_op) = (
         Rc::clone(&received),
         Rc::clone(&peer_time),
         Rc::clone(&beats),
+        Rc::clone(&finished_workers),
     );
     let stop_input = worker.dataflow::<u64, _, _>(|scope| {
         let (input, stream) = scope.new_input::<Notice>();
@@ -301,6 +321,9 @@ pub fn build<A: Allocate>(
             Notice::Time(t) => peer_time_op.set(peer_time_op.get().max(*t)),
             Notice::Beat(p) => {
                 beats_op.borrow_mut().insert(*p, Instant::now());
+            }
+            Notice::Finished(w) => {
+                finished_workers_op.borrow_mut().insert(*w);
             }
         });
         input
@@ -318,6 +341,7 @@ pub fn build<A: Allocate>(
             sent_time: 0,
             beats,
             last_beat: None,
+            finished: finished_workers,
         },
     }
 }

@@ -16,7 +16,7 @@ use super::machine::{
 use super::retry::{Retry, SourceRetry};
 use super::start::PartitionStart;
 use super::JobConfig;
-use crate::runtime::{build, Built, Control, Outbox, WorkerInputs};
+use crate::runtime::{build, Built, Control, ControlPlane, Outbox, WorkerInputs};
 use crate::{Error, Result};
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Arc;
@@ -290,18 +290,43 @@ impl Forwarder {
             .then(|| state.describe().unwrap_or_else(|| "the sink failed".into()))
     }
 
-    /// At the end: waits until the queue takes what is left, unless the commits stopped.
-    fn drain(&mut self) {
+    /// At the end: waits (stepping) until the queue takes what is left, unless the commits
+    /// stopped.
+    fn drain(&mut self, mut step: impl FnMut()) {
         self.forward();
         while self.held() > 0 {
             match &self.outlet {
                 Some(o) if !o.state.failed() => {
                     self.forward();
-                    std::thread::sleep(Duration::from_millis(1));
+                    step();
                 }
                 _ => break,
             }
         }
+    }
+}
+
+/// A cluster's processes hear from each other in every wait of every worker: while reading,
+/// while the dataflow works, while the sink is slow or down, and after a process's own part
+/// is done until the whole cluster is. A silent process is then one that is stopped, frozen
+/// or cut off, never one that waits.
+struct Pulse<'a> {
+    process: usize,
+    remote: bool,
+    counters: &'a JobCounters,
+}
+
+impl Pulse<'_> {
+    fn beat(&self, plane: &mut ControlPlane) {
+        if self.remote && plane.beat(self.process) {
+            self.counters.saw_beats(&plane.beats());
+        }
+    }
+
+    /// One step of the worker (parked at most 1 ms), with a beat.
+    fn step<A: Allocate>(&self, worker: &mut Worker<A>, plane: &mut ControlPlane) {
+        self.beat(plane);
+        worker.step_or_park(Some(Duration::from_millis(1)));
     }
 }
 
@@ -329,6 +354,11 @@ pub(super) fn run_worker<A: Allocate>(
     let index = worker.index();
     let peers = worker.peers();
     align.register(index);
+    let pulse = Pulse {
+        process: config.cluster.process,
+        remote: remote_peers,
+        counters,
+    };
     let Built {
         mut inputs,
         probe,
@@ -477,9 +507,7 @@ pub(super) fn run_worker<A: Allocate>(
             }
             break;
         }
-        if remote_peers && plane.beat(config.cluster.process) {
-            counters.saw_beats(&plane.beats());
-        }
+        pulse.beat(&mut plane);
         forwarder.forward();
         if forwarder.held() > MAX_HELD_BATCHES {
             // The commit queue is full: read nothing more until it drains.
@@ -568,7 +596,7 @@ pub(super) fn run_worker<A: Allocate>(
             if plane.received().is_some() {
                 break;
             }
-            worker.step_or_park(Some(Duration::from_millis(1)));
+            pulse.step(worker, &mut plane);
         }
     }
     // Close the inputs and let everything read so far reach the sink.
@@ -588,16 +616,19 @@ pub(super) fn run_worker<A: Allocate>(
     drop(reader);
     // Everything read so far reaches the sink.
     while !finished.get() {
-        worker.step_or_park(Some(Duration::from_millis(1)));
+        pulse.step(worker, &mut plane);
         forwarder.forward();
     }
-    forwarder.drain();
-    // Worker 0 of process 0 keeps the control plane open until the last commit is done, so
-    // that a failed commit stops every process of the cluster with an error.
-    if let Some(why) = forwarder.finish(|| {
-        worker.step_or_park(Some(Duration::from_millis(1)));
-    }) {
+    forwarder.drain(|| pulse.step(worker, &mut plane));
+    // Worker 0 of process 0 says it finished only once the last commit is done, so that a
+    // failed commit stops every process of the cluster with an error; every worker keeps its
+    // side of the control plane open (beating) until all have finished.
+    if let Some(why) = forwarder.finish(|| pulse.step(worker, &mut plane)) {
         plane.raise(StopReason::Failed(why));
+    }
+    plane.finish(index);
+    while !plane.all_finished(peers) {
+        pulse.step(worker, &mut plane);
     }
     plane.close();
     while worker.step_or_park(Some(Duration::from_millis(1))) {}
