@@ -697,3 +697,108 @@ fn an_idle_process_of_a_cluster_is_not_called_hung() {
     drop_db(&reference);
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// `cmd` run as a container restart runs it: in a new pid namespace (its pid is 1 there, and
+/// the pids of the run before mean nothing to it).
+fn in_new_pid_namespace(cmd: &Command) -> Command {
+    let mut c = Command::new("unshare");
+    c.args(["--pid", "--fork", "--mount-proc"])
+        .arg(cmd.get_program())
+        .args(cmd.get_args());
+    for (k, v) in cmd.get_envs() {
+        match v {
+            Some(v) => c.env(k, v),
+            None => c.env_remove(k),
+        };
+    }
+    c
+}
+
+#[test]
+fn a_restart_in_a_new_pid_namespace_waits_for_the_dead_holder_and_a_second_job_there_is_refused() {
+    let (prices, holdings) = market_topics("pidns", (4, 2), "2003-01-01", "1500", "8");
+    let url = fresh_db("pidns");
+    let mut first = Background::start(
+        job(&prices, &holdings, &url).args(["--until-caught-up", "--commit-rows", "500"]),
+        "pidns",
+    );
+    wait_committed(
+        &url,
+        &prices,
+        1,
+        Duration::from_secs(60),
+        Some(&mut first.child),
+    );
+    signal(first.child.id(), "-KILL");
+    let _ = first.child.wait();
+    let at_kill = committed(&url, &prices);
+    assert!(
+        at_kill < ends(&prices),
+        "killed in the middle of its catch-up"
+    );
+    // Started again at once in a new pid namespace: the holder's heartbeat is fresh and its pid
+    // cannot be checked from there. Before, exit 2 at once ("already running"), which tells a
+    // supervisor not to restart.
+    let began = Instant::now();
+    let restart = in_new_pid_namespace(
+        job(&prices, &holdings, &url)
+            .args(["--until-caught-up"])
+            .env("STOCKFLOW_LOG", "warn"),
+    )
+    .output()
+    .expect("running the restart");
+    let err = String::from_utf8_lossy(&restart.stderr);
+    assert!(restart.status.success(), "{}: {err}", restart.status);
+    assert!(err.contains("waiting for the lease"), "{err}");
+    eprintln!(
+        "the restart took the dead run's lease and caught up in {:.1} s",
+        began.elapsed().as_secs_f64()
+    );
+    let summary = summary_of(&restart);
+    let read = summary["ticks"].as_i64().expect("ticks in the summary");
+    assert!(
+        read > 0 && read <= ends(&prices) - at_kill + 1_000,
+        "the restart resumed near where the killed run stopped, not from the start: {read}"
+    );
+    assert_eq!(
+        committed(&url, &prices),
+        ends(&prices),
+        "every price committed"
+    );
+    let reference = fresh_db("pidns_ref");
+    run_ok(job(&prices, &holdings, &reference).args(["--until-caught-up"]));
+    assert_eq!(tables(&url), tables(&reference));
+
+    // A job that runs (live) is not taken for dead from another namespace: its heartbeat moves
+    // on while the second one watches it, and the second one is refused (exit 2).
+    let mut live = Background::start(&mut job(&prices, &holdings, &url), "pidns-live");
+    wait_committed(
+        &url,
+        &prices,
+        ends(&prices),
+        Duration::from_secs(60),
+        Some(&mut live.child),
+    );
+    let began = Instant::now();
+    let second = in_new_pid_namespace(&job(&prices, &holdings, &url))
+        .output()
+        .expect("running the second job");
+    let err = String::from_utf8_lossy(&second.stderr);
+    assert_eq!(second.status.code(), Some(2), "{err}");
+    assert!(err.contains("runs elsewhere"), "{err}");
+    assert!(
+        began.elapsed() < Duration::from_secs(10),
+        "refused within a few beats, not after the lease timeout: {:?}",
+        began.elapsed()
+    );
+    assert!(
+        live.child
+            .try_wait()
+            .expect("the live job's state")
+            .is_none(),
+        "the running job goes on"
+    );
+    drop(live);
+    drop_db(&url);
+    drop_db(&reference);
+}

@@ -244,21 +244,34 @@ fn acquire_with_short_waits(
     let own_conn: Option<u64> = conn.query_first("SELECT CONNECTION_ID()")?;
     let own_conn = own_conn.unwrap_or(0);
     let mut last = String::from("another run");
+    let mut watch = HeartbeatWatch::default();
+    let mut told = false;
     while started.elapsed() < ACQUIRE_FOR {
         match try_acquire(conn, job, me, takeover, own_conn) {
+            Ok(Attempt::Taken(acquired)) => return Ok(acquired),
+            Ok(Attempt::Held(row)) => match watch.judge(&row, me, Instant::now()) {
+                Judged::Running(why) => {
+                    return Err(Error::LeaseHeld {
+                        job: job.to_string(),
+                        holder: format!("{}: {why}", row.describe()),
+                    })
+                }
+                Judged::Wait(why) => {
+                    if !told {
+                        told = true;
+                        tracing::warn!(job, "waiting for the lease of {}: {why}", row.describe());
+                    }
+                    last = format!("{} ({why})", row.describe());
+                    std::thread::sleep(HEARTBEAT / 4);
+                }
+            },
             Err(Error::MySql(e)) if is_lock_wait_timeout(&e) => {
                 last = "the lease row stayed locked by an open transaction".into();
                 cut_off_blocking_holder(conn, job, me, takeover, own_conn)?
             }
             // Another run inserted the first lease row at the same time: look again.
             Err(Error::MySql(mysql::Error::MySqlError(e))) if e.code == 1062 => {}
-            // The holder stopped beating (a crash elsewhere, a container restarted): its
-            // lease goes stale within LEASE_TIMEOUT; wait for that rather than refuse.
-            Err(Error::LeaseHeld { holder, .. }) if holder.contains(STOPPED_BEATING) => {
-                last = holder;
-                std::thread::sleep(HEARTBEAT);
-            }
-            other => return other,
+            Err(e) => return Err(e),
         }
     }
     Err(Error::LeaseBusy {
@@ -270,6 +283,80 @@ fn acquire_with_short_waits(
 
 /// Said of a live holder whose heartbeat is older than a few beats.
 const STOPPED_BEATING: &str = "its heartbeat has stopped";
+
+/// What one try at the lease found.
+enum Attempt {
+    Taken(Acquired),
+    /// A live run other than this one holds it (and this is no takeover).
+    Held(LeaseRow),
+}
+
+/// What a run that finds the lease held makes of its holder.
+#[derive(Debug, PartialEq, Eq)]
+enum Judged {
+    /// The holder runs: refuse, saying how this is known.
+    Running(String),
+    /// The holder may be dead: wait (its lease goes stale within `LEASE_TIMEOUT`).
+    Wait(String),
+}
+
+/// Watches a live lease's heartbeat across tries. A holder in this pid namespace is judged by
+/// its process; one in another namespace or on another host (a container or pod restarted,
+/// the job moved) cannot be, so it runs only if its heartbeat moves on while this run watches
+/// (it beats every `HEARTBEAT`), and is otherwise waited for until its lease is stale. A
+/// restart of a dead job then never refuses; a second job beside a running one does, within
+/// about one beat.
+#[derive(Debug, Default)]
+struct HeartbeatWatch {
+    /// The holder watched (epoch, run id) and when its heartbeat was, on this process's clock.
+    first: Option<(i64, String, Instant)>,
+}
+
+/// How far a heartbeat must move to count as a new beat (jitter of the two clocks and the
+/// queries between them is far smaller; beats are `HEARTBEAT` apart).
+const BEAT_MOVED: Duration = Duration::from_millis(750);
+
+impl HeartbeatWatch {
+    fn judge(&mut self, row: &LeaseRow, me: &Holder, now: Instant) -> Judged {
+        if me.shares_pids_with(&row.holder) {
+            // is_live found its process alive.
+            return if stopped_beating(row) {
+                Judged::Wait(format!(
+                    "{STOPPED_BEATING}: its process {} hangs; its lease goes stale {:.0} s after \
+                     its last heartbeat",
+                    row.holder.pid,
+                    LEASE_TIMEOUT.as_secs_f64()
+                ))
+            } else {
+                Judged::Running(format!(
+                    "its process {} is alive on this host",
+                    row.holder.pid
+                ))
+            };
+        }
+        let beat_at = now.checked_sub(row.heartbeat_age).unwrap_or(now);
+        match &self.first {
+            Some((epoch, run, first)) if *epoch == row.epoch && *run == row.holder.run_id => {
+                if beat_at > *first + BEAT_MOVED {
+                    return Judged::Running(format!(
+                        "its heartbeat moved on while this run watched it ({} s ago at first, \
+                         now {:.1} s ago): it runs elsewhere",
+                        now.saturating_duration_since(*first).as_secs(),
+                        row.heartbeat_age.as_secs_f64()
+                    ));
+                }
+            }
+            _ => self.first = Some((row.epoch, row.holder.run_id.clone(), beat_at)),
+        }
+        Judged::Wait(format!(
+            "its holder runs in another pid namespace or on another host, where this run cannot \
+             check its process; its heartbeat ({:.1} s old) has not moved since, so it is taken \
+             when {:.0} s old, unless it beats again",
+            row.heartbeat_age.as_secs_f64(),
+            LEASE_TIMEOUT.as_secs_f64()
+        ))
+    }
+}
 
 /// A holder whose heartbeat is older than three beats has stopped (or hangs).
 fn stopped_beating(row: &LeaseRow) -> bool {
@@ -349,7 +436,7 @@ fn try_acquire(
     me: &Holder,
     takeover: bool,
     own_conn: u64,
-) -> Result<Acquired> {
+) -> Result<Attempt> {
     let mut tx = conn.start_transaction(TxOpts::default())?;
     // The lock first (a plain read could see a row a hung holder is about to change).
     let locked: Option<i64> = tx.exec_first(
@@ -362,17 +449,8 @@ fn try_acquire(
     };
     let rebuild_started = claim_database(&mut tx, job)?;
     let (epoch, commit_seq) = match current {
-        Some(cur) if is_live(&cur, me) && !takeover => {
-            let holder = if stopped_beating(&cur) {
-                format!("{} ({STOPPED_BEATING})", cur.describe())
-            } else {
-                cur.describe()
-            };
-            return Err(Error::LeaseHeld {
-                job: job.to_string(),
-                holder,
-            });
-        }
+        // The transaction rolls back as it drops.
+        Some(cur) if is_live(&cur, me) && !takeover => return Ok(Attempt::Held(cur)),
         Some(cur) => {
             if is_live(&cur, me) {
                 tracing::warn!(job, "taking over the lease from {}", cur.describe());
@@ -408,11 +486,11 @@ fn try_acquire(
         (job, epoch),
     )?;
     tx.commit()?;
-    Ok(Acquired {
+    Ok(Attempt::Taken(Acquired {
         epoch,
         commit_seq,
         rebuild_started,
-    })
+    }))
 }
 
 /// A run other than `me` holding a live lease on this database (any job, any schema version
@@ -658,6 +736,68 @@ mod tests {
         };
         assert!(is_live(&lease(&same_ns, 1), &me));
         assert!(!is_live(&lease(&same_ns, 20), &me));
+    }
+
+    #[test]
+    fn a_holder_that_cannot_be_checked_is_waited_for_unless_its_heartbeat_moves() {
+        let me = Holder::this_process();
+        // The same host name, another pid namespace (a container restarted): its pid means
+        // nothing here.
+        let elsewhere = other(&me.host, 1, "boot/pid:[4026532999]");
+        let t0 = Instant::now();
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        let row = |age_ms: u64| LeaseRow {
+            heartbeat_age: Duration::from_millis(age_ms),
+            ..lease(&elsewhere, 0)
+        };
+        // Killed a second ago: its heartbeat ages as this run watches, and it is waited for.
+        let mut watch = HeartbeatWatch::default();
+        for s in 0..10u64 {
+            let judged = watch.judge(&row(1_000 + s * 1_000), &me, at(s));
+            assert!(matches!(judged, Judged::Wait(_)), "{s} s: {judged:?}");
+        }
+        // Alive elsewhere: its heartbeat moves on (it beats every 2 s) and the run refuses.
+        let mut watch = HeartbeatWatch::default();
+        assert!(matches!(
+            watch.judge(&row(1_500), &me, at(0)),
+            Judged::Wait(_)
+        ));
+        assert!(matches!(
+            watch.judge(&row(2_500), &me, at(1)),
+            Judged::Wait(_)
+        ));
+        let judged = watch.judge(&row(100), &me, at(2));
+        assert!(
+            matches!(&judged, Judged::Running(why) if why.contains("moved on")),
+            "{judged:?}"
+        );
+        // Another holder took the lease meanwhile: watched from scratch.
+        let mut watch = HeartbeatWatch::default();
+        assert!(matches!(
+            watch.judge(&row(1_000), &me, at(0)),
+            Judged::Wait(_)
+        ));
+        let next = LeaseRow {
+            epoch: 4,
+            ..row(100)
+        };
+        assert!(matches!(watch.judge(&next, &me, at(5)), Judged::Wait(_)));
+    }
+
+    #[test]
+    fn a_holder_in_this_pid_namespace_is_judged_by_its_process() {
+        let me = Holder::this_process();
+        let parent = other(&me.host, std::os::unix::process::parent_id(), &me.pid_ns);
+        let mut watch = HeartbeatWatch::default();
+        assert!(matches!(
+            watch.judge(&lease(&parent, 1), &me, Instant::now()),
+            Judged::Running(_)
+        ));
+        // Alive but silent for more than three beats: it hangs, and goes stale.
+        assert!(matches!(
+            watch.judge(&lease(&parent, 7), &me, Instant::now()),
+            Judged::Wait(_)
+        ));
     }
 
     #[test]
