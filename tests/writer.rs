@@ -86,6 +86,53 @@ fn progress_rows(url: &str) -> Vec<Vec<String>> {
     )
 }
 
+/// SIGSTOPs the holder while it holds a transaction open (as when a host hangs): stops it,
+/// looks at the lease row's lock (and `also`), lets it go on when it was between transactions.
+fn stop_inside_a_transaction(
+    holder: &mut Background,
+    url: &str,
+    prices: &str,
+    also: impl Fn(&mut mysql::Conn) -> bool,
+) {
+    let pid = holder.child.id();
+    let mut probe = mysql::Conn::new(mysql_opts(url)).expect("connecting to the test database");
+    let mut tries = 0;
+    loop {
+        signal(pid, "-STOP");
+        if lease_locked(&mut probe) && also(&mut probe) {
+            return;
+        }
+        signal(pid, "-CONT");
+        if let Ok(Some(status)) = holder.child.try_wait() {
+            panic!(
+                "the holder ended ({status}) before it was caught inside a transaction ({tries} tries, committed {})",
+                committed(url, prices)
+            );
+        }
+        tries += 1;
+        assert!(
+            tries < 20_000,
+            "never caught the holder inside a transaction"
+        );
+    }
+}
+
+/// Whether an open transaction holds `evaluations`' metadata lock (what an `ALTER TABLE` of
+/// it waits for): a one-second `LOCK TABLES … WRITE` times out.
+fn evaluations_locked(c: &mut mysql::Conn) -> bool {
+    use mysql::prelude::Queryable;
+    c.query_drop("SET SESSION lock_wait_timeout = 1")
+        .expect("setting the lock wait");
+    match c.query_drop("LOCK TABLES evaluations WRITE") {
+        Ok(()) => {
+            c.query_drop("UNLOCK TABLES").expect("unlocking");
+            false
+        }
+        Err(mysql::Error::MySqlError(e)) if e.code == 1205 => true,
+        Err(e) => panic!("probing evaluations' lock: {e}"),
+    }
+}
+
 #[test]
 fn a_takeover_gets_past_a_hung_holder_which_then_writes_nothing_more() {
     // A synthetic market: 5,000 portfolios a day make transactions long enough to stop the
@@ -136,30 +183,8 @@ fn a_takeover_gets_past_a_hung_holder_which_then_writes_nothing_more() {
         Duration::from_secs(120),
         Some(&mut holder.child),
     );
-    // SIGSTOP it while it holds a transaction open (as when a host hangs): stop, look at the
-    // lease row's lock, let it go on when it was between transactions.
     let pid = holder.child.id();
-    let mut probe = mysql::Conn::new(mysql_opts(&url)).expect("connecting to the test database");
-    let mut tries = 0;
-    loop {
-        signal(pid, "-STOP");
-        if lease_locked(&mut probe) {
-            break;
-        }
-        signal(pid, "-CONT");
-        if let Ok(Some(status)) = holder.child.try_wait() {
-            panic!(
-                "the holder ended ({status}) before it was caught inside a transaction ({tries} tries, committed {})",
-                committed(&url, &prices)
-            );
-        }
-        tries += 1;
-        assert!(
-            tries < 20_000,
-            "never caught the holder inside a transaction"
-        );
-    }
-    drop(probe);
+    stop_inside_a_transaction(&mut holder, &url, &prices, |_| true);
     let stopped_at = committed(&url, &prices);
     assert!(stopped_at < ends(&prices), "stopped before the end");
     // The replacement gets the database and finishes the job.
@@ -801,4 +826,157 @@ fn a_restart_in_a_new_pid_namespace_waits_for_the_dead_holder_and_a_second_job_t
     drop(live);
     drop_db(&url);
     drop_db(&reference);
+}
+
+#[test]
+fn a_takeover_past_a_hung_holder_migrates_a_database_one_migration_behind() {
+    // The hung holder's open transaction holds evaluations' metadata lock; the replacement
+    // carries a migration of evaluations (V9, undone below to make the database one behind).
+    // Before, the migration ran before the lease was taken: its ALTER TABLE waited on the hung
+    // transaction for good (and everything behind it). Now the lease comes first: the hung
+    // connection is ended, then the migration runs.
+    let market = "synthetic:200:5000:5:20:1";
+    let prices = fresh_topic("behind-prices", 4);
+    let holdings = fresh_topic("behind-holdings", 1);
+    run_ok(stockflow().args(["holdings", "load", "--market", market, "--topic", &holdings]));
+    run_ok(stockflow().args([
+        "exchange",
+        "all",
+        "--backfill",
+        "--from",
+        "2005-01-03",
+        "--days",
+        "40",
+        "--seed",
+        "6",
+        "--market",
+        market,
+        "--topic",
+        &prices,
+    ]));
+    let job = |url: &str| {
+        let mut c = job(&prices, &holdings, url);
+        c.args(["--market", market]);
+        c
+    };
+    let reference = fresh_db("behind_ref");
+    run_ok(job(&reference).args(["--until-caught-up"]));
+    let url = fresh_db("behind");
+    let mut holder = Background::start(
+        job(&url).args(["-w", "1", "--until-caught-up", "--commit-rows", "200"]),
+        "behind-holder",
+    );
+    wait_committed(
+        &url,
+        &prices,
+        1,
+        Duration::from_secs(120),
+        Some(&mut holder.child),
+    );
+    // One migration behind, as a database the previous release runs on (the holder plays that
+    // release: it migrated at its start, before this).
+    {
+        use mysql::prelude::Queryable;
+        let mut c = mysql::Conn::new(mysql_opts(&url)).expect("connecting");
+        c.query_drop(
+            "ALTER TABLE evaluations ADD INDEX evaluations_by_investor (investor, portfolio, as_of)",
+        )
+        .expect("the index V9 drops");
+        c.query_drop("DELETE FROM refinery_schema_history WHERE version = 9")
+            .expect("V9 not applied");
+    }
+    stop_inside_a_transaction(&mut holder, &url, &prices, evaluations_locked);
+    let started = Instant::now();
+    let mut replacement = Background::start(
+        job(&url).args(["--until-caught-up", "--takeover"]),
+        "behind-replacement",
+    );
+    let status = wait_exit(&mut replacement.child, Duration::from_secs(180));
+    let err = replacement.stderr();
+    assert!(status.success(), "the takeover failed: {err}");
+    let took = started.elapsed();
+    eprintln!(
+        "takeover and migration past a hung holder: {:.1} s",
+        took.as_secs_f64()
+    );
+    assert!(
+        took < Duration::from_secs(25),
+        "taken over within 10 s of the lease timeout (15 s): {took:?}"
+    );
+    assert!(err.contains("ending its MySQL connection"), "{err}");
+    assert_eq!(
+        query(&url, "SELECT MAX(version) FROM refinery_schema_history"),
+        vec![vec!["9".to_string()]],
+        "V9 applied again"
+    );
+    assert_eq!(
+        query(
+            &url,
+            "SELECT COUNT(*) FROM information_schema.STATISTICS WHERE TABLE_SCHEMA = DATABASE() \
+             AND INDEX_NAME = 'evaluations_by_investor'"
+        ),
+        vec![vec!["0".to_string()]],
+        "the index is gone"
+    );
+    assert_eq!(tables(&url), tables(&reference), "after the takeover");
+    signal(holder.child.id(), "-CONT");
+    let status = wait_exit(&mut holder.child, Duration::from_secs(120));
+    assert_eq!(status.code(), Some(2), "fenced: {}", holder.stderr());
+    assert_eq!(
+        tables(&url),
+        tables(&reference),
+        "the woken holder wrote nothing"
+    );
+    drop_db(&url);
+    drop_db(&reference);
+}
+
+#[test]
+fn a_migration_waits_a_bounded_time_for_a_lock_and_names_its_holder() {
+    use mysql::prelude::Queryable;
+    let url = fresh_db("mdl");
+    run_ok(stockflow().args(["db", "init", "--mysql-url", &url]));
+    let mut c = mysql::Conn::new(mysql_opts(&url)).expect("connecting");
+    // One migration behind (V9 drops this index).
+    c.query_drop(
+        "ALTER TABLE evaluations ADD INDEX evaluations_by_investor (investor, portfolio, as_of)",
+    )
+    .expect("the index V9 drops");
+    c.query_drop("DELETE FROM refinery_schema_history WHERE version = 9")
+        .expect("V9 not applied");
+    // A client (not a job: no lease) leaves a transaction open on evaluations.
+    let id: u64 = c
+        .query_first("SELECT CONNECTION_ID()")
+        .expect("its connection id")
+        .expect("a connection id");
+    c.query_drop("START TRANSACTION").expect("a transaction");
+    let _: Vec<u64> = c
+        .query("SELECT COUNT(*) FROM evaluations")
+        .expect("reading evaluations");
+    let started = Instant::now();
+    let out = stockflow()
+        .args(["db", "init", "--mysql-url", &url])
+        .output()
+        .expect("running db init");
+    let err = String::from_utf8_lossy(&out.stderr);
+    let took = started.elapsed();
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(err.contains("waited 20 s for a lock"), "{err}");
+    assert!(
+        err.contains(&format!("MySQL connection {id} ")),
+        "names the blocker, connection {id}: {err}"
+    );
+    assert!(
+        took < Duration::from_secs(60),
+        "bounded (MariaDB's own wait is a year): {took:?}"
+    );
+    // The blocker ends: the migration goes through.
+    c.query_drop("COMMIT").expect("commit");
+    run_ok(stockflow().args(["db", "init", "--mysql-url", &url]));
+    assert_eq!(
+        query(&url, "SELECT MAX(version) FROM refinery_schema_history"),
+        vec![vec!["9".to_string()]]
+    );
+    drop(c);
+    drop_db(&url);
 }

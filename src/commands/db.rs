@@ -65,16 +65,16 @@ fn rebuild_all(
     output: Output,
 ) -> Result<ExitCode> {
     let started = Instant::now();
-    init(&cfg, &universe, false, takeover)
-        .with_context(|| format!("initialising {}", cfg.shown()))?;
-    let mut sink = MySqlSink::open(
+    let shown = cfg.shown().to_string();
+    let mut sink = MySqlSink::open_migrated(
         cfg,
         job,
         Arc::clone(&universe),
         takeover,
         Duration::from_secs(60),
         Purpose::Rebuild,
-    )?;
+    )
+    .with_context(|| format!("opening {shown}"))?;
     let state = sink.load(stockflow_core::Restore::All)?;
     tracing::info!(
         prices = state.prices.len(),

@@ -12,7 +12,7 @@ use stockflow_core::{Restore, Sink, StoredState};
 use stockflow_dataflow::job::{self, Cluster, JobConfig, RunRequest, StartSpec, Topics};
 use stockflow_dataflow::{JsonLinesSink, NullSink};
 use stockflow_sinks::mysql::{
-    init, retrying, schema_ready, stored_offsets, MySqlConfig, MySqlSink, Purpose, SinkMetrics,
+    retrying, schema_ready, stored_offsets, MySqlConfig, MySqlSink, Purpose, SinkMetrics,
 };
 
 fn read_hostfile(path: &std::path::Path) -> Result<Vec<String>> {
@@ -69,18 +69,18 @@ fn open_sink(
                     cancel: None,
                 });
             }
-            retrying(retry_for, "initialising the database", || {
-                init(&cfg, universe, false, a.takeover)
-            })
-            .with_context(|| format!("initialising {}", cfg.shown()))?;
-            let mut sink = MySqlSink::open(
+            // The lease first, then the migrations: a --takeover past a hung holder ends its
+            // connection before a migration would wait on its locks.
+            let shown = cfg.shown().to_string();
+            let mut sink = MySqlSink::open_migrated(
                 cfg,
                 a.job.clone(),
                 Arc::clone(universe),
                 a.takeover,
                 retry_for,
                 Purpose::Run,
-            )?;
+            )
+            .with_context(|| format!("opening {shown}"))?;
             metrics = Some(Arc::clone(&sink.metrics));
             cancel = Some(sink.cancel_flag());
             if let Some(topic) = &a.publish_portfolios {

@@ -7,6 +7,7 @@
 //! loads the state instead of re-reading the log (`docs/sink.md`).
 
 pub mod bulk;
+mod checked;
 pub mod lease;
 pub mod outbox;
 pub mod rebuild;
@@ -139,15 +140,31 @@ pub fn init(
     reset: bool,
     fence_live_run: bool,
 ) -> Result<Vec<i32>> {
-    let mut server = cfg.connect_server()?;
+    init_as(
+        cfg,
+        universe,
+        reset,
+        fence_live_run,
+        &Holder::this_process(),
+    )
+}
+
+/// [`init`] by the run `me` (which may hold the job's lease already: it is not another live
+/// run).
+fn init_as(
+    cfg: &MySqlConfig,
+    universe: &Universe,
+    reset: bool,
+    fence_live_run: bool,
+    me: &Holder,
+) -> Result<Vec<i32>> {
     let db = cfg.database();
     if reset {
-        server.query_drop(format!("DROP DATABASE IF EXISTS `{db}`"))?;
+        cfg.connect_server()?
+            .query_drop(format!("DROP DATABASE IF EXISTS `{db}`"))?;
         tracing::warn!(database = db, "dropped");
     }
-    server.query_drop(format!(
-        "CREATE DATABASE IF NOT EXISTS `{db}` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci"
-    ))?;
+    create_database(cfg)?;
     let mut conn = cfg.connect()?;
     let locked: Option<Option<i64>> =
         conn.query_first("SELECT GET_LOCK(CONCAT('stockflow.schema.', DATABASE()), 60)")?;
@@ -158,7 +175,7 @@ pub fn init(
             secs: 60,
         });
     }
-    let migrated = migrate(&mut conn, db, fence_live_run);
+    let migrated = migrate(&mut conn, db, fence_live_run, me);
     let released = conn.query_drop("DO RELEASE_LOCK(CONCAT('stockflow.schema.', DATABASE()))");
     let report = migrated?;
     released?;
@@ -174,20 +191,50 @@ pub fn init(
     Ok(applied)
 }
 
+/// Creates the database when it does not exist.
+fn create_database(cfg: &MySqlConfig) -> Result<()> {
+    cfg.connect_server()?.query_drop(format!(
+        "CREATE DATABASE IF NOT EXISTS `{}` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci",
+        cfg.database()
+    ))?;
+    Ok(())
+}
+
+/// The migration that made the lease's tables what this build reads and writes.
+const LEASE_SCHEMA: i32 = 6;
+
+/// The highest migration applied to the database (None: none, or no history table yet).
+fn applied_version(conn: &mut Conn) -> Result<Option<i32>> {
+    match conn.query_first::<Option<i32>, _>("SELECT MAX(version) FROM refinery_schema_history") {
+        Err(mysql::Error::MySqlError(e)) if e.code == 1146 => Ok(None),
+        other => Ok(other?.flatten()),
+    }
+}
+
+/// How long a migration's statement waits for a lock (a table's metadata lock held by an
+/// open transaction, a row lock) before it gives up and names who holds it. MariaDB's
+/// default for metadata locks is a year.
+const MIGRATION_LOCK_WAIT_SECS: u32 = 20;
+
 /// Applies the pending migrations (the caller holds the schema lock).
-fn migrate(conn: &mut Conn, db: &str, fence_live_run: bool) -> Result<refinery::Report> {
-    let applied: Option<Option<i32>> =
-        match conn.query_first("SELECT MAX(version) FROM refinery_schema_history") {
-            Err(mysql::Error::MySqlError(e)) if e.code == 1146 => None,
-            other => other?,
-        };
+fn migrate(
+    conn: &mut Conn,
+    db: &str,
+    fence_live_run: bool,
+    me: &Holder,
+) -> Result<refinery::Report> {
+    let applied = applied_version(conn)?;
     let carried = migrations().last().map(|(v, _)| *v);
-    if applied.flatten() < carried && !fence_live_run {
+    if applied >= carried {
+        return embedded::migrations::runner()
+            .run(&mut checked::Checked(conn))
+            .map_err(|e| Error::Migration(e.to_string()));
+    }
+    if !fence_live_run {
         // A holder that stopped beating (a crash) goes stale within the lease timeout: wait
         // for it rather than refuse (this may be the caller's own previous run).
-        let me = lease::Holder::this_process();
         let started = Instant::now();
-        while let Some(holder) = lease::any_live(conn, &me)? {
+        while let Some(holder) = lease::any_live(conn, me)? {
             if !lease::is_fading(&holder) || started.elapsed() > lease::LEASE_TIMEOUT * 2 {
                 return Err(Error::SchemaInUse {
                     database: db.to_string(),
@@ -197,9 +244,69 @@ fn migrate(conn: &mut Conn, db: &str, fence_live_run: bool) -> Result<refinery::
             std::thread::sleep(lease::HEARTBEAT);
         }
     }
-    embedded::migrations::runner()
-        .run(conn)
-        .map_err(|e| Error::Migration(e.to_string()))
+    conn.query_drop(format!(
+        "SET SESSION lock_wait_timeout = {MIGRATION_LOCK_WAIT_SECS}, \
+         innodb_lock_wait_timeout = {MIGRATION_LOCK_WAIT_SECS}"
+    ))?;
+    let report = embedded::migrations::runner().run(&mut checked::Checked(conn));
+    conn.query_drop("SET SESSION lock_wait_timeout = DEFAULT, innodb_lock_wait_timeout = DEFAULT")?;
+    report.map_err(|e| {
+        let text = e.to_string();
+        if !text.contains("Lock wait timeout") {
+            return Error::Migration(text);
+        }
+        Error::Migration(format!(
+            "{text}: a migration waited {MIGRATION_LOCK_WAIT_SECS} s for a lock held by {}. End \
+             that transaction (or its connection: KILL CONNECTION <id> as an administrator), or \
+             start the job with --takeover if it is the job's own hung run, then run again",
+            blockers(conn)
+        ))
+    })
+}
+
+/// The connections that may hold the lock a migration waited for, as far as this account may
+/// see them: the open transactions (with the PROCESS privilege), else this account's other
+/// connections to this database, longest in their state first.
+fn blockers(conn: &mut Conn) -> String {
+    /// (connection, started, user, command, seconds in it)
+    type Open = (u64, String, String, String, u64);
+    let transactions: std::result::Result<Vec<Open>, _> = conn.query(
+        "SELECT t.trx_mysql_thread_id, CAST(t.trx_started AS CHAR), COALESCE(p.USER, '?'), \
+             COALESCE(p.COMMAND, '?'), COALESCE(p.TIME, 0) \
+             FROM information_schema.INNODB_TRX t \
+             LEFT JOIN information_schema.PROCESSLIST p ON p.ID = t.trx_mysql_thread_id \
+             WHERE t.trx_mysql_thread_id <> CONNECTION_ID() ORDER BY t.trx_started LIMIT 5",
+    );
+    if let Some(rows) = transactions.ok().filter(|r| !r.is_empty()) {
+        return rows
+            .iter()
+            .map(|(id, started, user, command, secs)| {
+                format!(
+                    "MySQL connection {id} (user {user}, a transaction open since {started}, \
+                     {command} for {secs} s)"
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
+    }
+    let connections: std::result::Result<Vec<(u64, String, String, u64)>, _> = conn.query(
+        "SELECT ID, USER, COMMAND, TIME FROM information_schema.PROCESSLIST \
+         WHERE DB = DATABASE() AND ID <> CONNECTION_ID() ORDER BY TIME DESC LIMIT 5",
+    );
+    match connections {
+        Ok(rows) if !rows.is_empty() => format!(
+            "one of these connections to the database: {}",
+            rows.iter()
+                .map(|(id, user, command, secs)| format!(
+                    "MySQL connection {id} (user {user}, {command} for {secs} s)"
+                ))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        _ => "a transaction this account cannot see (SHOW PROCESSLIST as an administrator \
+              lists it)"
+            .into(),
+    }
 }
 
 /// Whether the database exists with every migration this build carries: a follower of a
@@ -362,6 +469,36 @@ pub struct MySqlSink {
     pub metrics: Arc<SinkMetrics>,
 }
 
+/// The job's lease, taken: the connection that took it and its heartbeat.
+struct Leased {
+    conn: Conn,
+    acquired: Acquired,
+    heartbeat: Heartbeat,
+}
+
+impl Leased {
+    fn take(
+        cfg: &MySqlConfig,
+        job: &str,
+        me: &Holder,
+        takeover: bool,
+        retry_for: Duration,
+    ) -> Result<Self> {
+        let (conn, acquired) = retrying(retry_for, "taking the job's lease", || {
+            let mut conn = cfg.connect()?;
+            let acquired = lease::acquire(&mut conn, job, me, takeover)?;
+            Ok((conn, acquired))
+        })?;
+        let heartbeat = Heartbeat::start(cfg.clone(), job.to_string(), acquired.epoch)
+            .map_err(|e| Error::State(format!("starting the lease heartbeat: {e}")))?;
+        Ok(Leased {
+            conn,
+            acquired,
+            heartbeat,
+        })
+    }
+}
+
 impl MySqlSink {
     /// Connects, takes the job's lease (refusing while another live run holds it, unless
     /// `takeover`, and refusing a database another job owns) and starts its heartbeat. MySQL
@@ -375,13 +512,65 @@ impl MySqlSink {
         purpose: Purpose,
     ) -> Result<Self> {
         let me = Holder::this_process();
-        let (mut conn, acquired) = retrying(retry_for, "taking the job's lease", || {
-            let mut conn = cfg.connect()?;
-            let acquired = lease::acquire(&mut conn, &job, &me, takeover)?;
-            Ok((conn, acquired))
+        let leased = Leased::take(&cfg, &job, &me, takeover, retry_for)?;
+        Self::opened(cfg, job, universe, retry_for, purpose, me, leased)
+    }
+
+    /// [`MySqlSink::open`] on a database that may not exist yet or may need migrations: the
+    /// database is created, the lease taken first where the database has the lease's tables
+    /// (a `--takeover` then ends a hung holder's connection, and with it the locks of its
+    /// open transaction, which a migration's DDL would wait for behind everything else), then
+    /// the migrations run (their lock waits bounded), the reference tables are loaded, and the
+    /// sink opens.
+    pub fn open_migrated(
+        cfg: MySqlConfig,
+        job: String,
+        universe: Arc<Universe>,
+        takeover: bool,
+        retry_for: Duration,
+        purpose: Purpose,
+    ) -> Result<Self> {
+        let me = Holder::this_process();
+        let leasable = retrying(retry_for, "opening the database", || {
+            create_database(&cfg)?;
+            Ok(applied_version(&mut cfg.connect()?)? >= Some(LEASE_SCHEMA))
         })?;
-        let heartbeat = Heartbeat::start(cfg.clone(), job.clone(), acquired.epoch)
-            .map_err(|e| Error::State(format!("starting the lease heartbeat: {e}")))?;
+        let early = if leasable {
+            Some(Leased::take(&cfg, &job, &me, takeover, retry_for)?)
+        } else {
+            None
+        };
+        let migrated = retrying(retry_for, "initialising the database", || {
+            init_as(&cfg, &universe, false, takeover, &me)
+        });
+        let leased = match (migrated, early) {
+            (Ok(_), Some(leased)) => leased,
+            (Ok(_), None) => Leased::take(&cfg, &job, &me, takeover, retry_for)?,
+            (Err(e), early) => {
+                if let Some(mut l) = early {
+                    let _ = lease::release(&mut l.conn, &job, l.acquired.epoch);
+                }
+                return Err(e);
+            }
+        };
+        Self::opened(cfg, job, universe, retry_for, purpose, me, leased)
+    }
+
+    /// The rest of opening, under the lease.
+    fn opened(
+        cfg: MySqlConfig,
+        job: String,
+        universe: Arc<Universe>,
+        retry_for: Duration,
+        purpose: Purpose,
+        me: Holder,
+        leased: Leased,
+    ) -> Result<Self> {
+        let Leased {
+            mut conn,
+            acquired,
+            heartbeat,
+        } = leased;
         if let (Purpose::Run, Some(since)) = (purpose, &acquired.rebuild_started) {
             let _ = lease::release(&mut conn, &job, acquired.epoch);
             return Err(Error::RebuildPending {
