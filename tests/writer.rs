@@ -659,6 +659,13 @@ fn a_cluster_stops_saying_which_process_hangs() {
         "a hung peer noticed in {:.1} s (limit 5 s)",
         stopped.elapsed().as_secs_f64()
     );
+    // It stopped through the job's own path: the lease is released (before, it stayed
+    // until it went stale), so a restart takes it at once.
+    assert_eq!(
+        query(&url, "SELECT pid FROM job_leases"),
+        vec![vec!["0".to_string()]],
+        "the lease released: {err}"
+    );
     // Nothing was lost: a run after it ends as one uninterrupted run.
     drop(p1);
     run_ok(job(&prices, &holdings, &url).args(["--until-caught-up"]));
@@ -675,7 +682,7 @@ fn an_idle_process_of_a_cluster_is_not_called_hung() {
     // 4 + 4 partitions and 8 workers a process: process 1 owns no partition, ends its own part
     // at once and waits for process 0's catch-up, longer than the 2 s peer timeout. Before,
     // beats were sent only while reading: both processes exited 3, "not heard from".
-    let (prices, holdings) = market_topics("idle", (4, 4), "2000-01-03", "3000", "8");
+    let (prices, holdings) = market_topics("idle", (4, 4), "2000-01-03", "4000", "8");
     let url = fresh_db("idle");
     let (dir, hosts) = hostfile();
     let start = |process: &str| {
@@ -693,7 +700,7 @@ fn an_idle_process_of_a_cluster_is_not_called_hung() {
                 "--peer-timeout-secs",
                 "2",
                 "--commit-rows",
-                "2000",
+                "1000",
             ]),
             "idle",
         )
@@ -707,8 +714,9 @@ fn an_idle_process_of_a_cluster_is_not_called_hung() {
     assert!(s0.success(), "process 0: {}", p0.stderr());
     assert!(s1.success(), "process 1: {}", p1.stderr());
     assert!(
-        took > Duration::from_secs(4),
-        "the run must outlast the 2 s peer timeout to test anything (took {took:?})"
+        took > Duration::from_secs(3),
+        "the run must outlast the 2 s peer timeout (and the watchdog's 0.5 s look) to test \
+         anything (took {took:?})"
     );
     eprintln!(
         "the cluster ran {:.1} s with a 2 s peer timeout",
@@ -979,4 +987,42 @@ fn a_migration_waits_a_bounded_time_for_a_lock_and_names_its_holder() {
     );
     drop(c);
     drop_db(&url);
+}
+
+#[test]
+fn a_fenced_cluster_exits_2_in_every_process() {
+    // A live two-process cluster is taken over by another run; at its next commit process 0
+    // finds its lease gone (exit 2: "do not restart", another run owns the job). Before,
+    // process 1 heard only the failure's text and exited 3 ("restart me").
+    let (prices, holdings) = market_topics("fenced", (4, 1), "2009-01-05", "10", "6");
+    let url = fresh_db("fenced");
+    let (dir, hosts) = hostfile();
+    let start = |process: &str| {
+        Background::start(
+            job(&prices, &holdings, &url).args([
+                "--processes",
+                "2",
+                "--process",
+                process,
+                "--hostfile",
+                &hosts,
+            ]),
+            "fenced",
+        )
+    };
+    let mut p0 = start("0");
+    let mut p1 = start("1");
+    committed_all(&url, &prices, &mut p0);
+    run_ok(job(&prices, &holdings, &url).args(["--until-caught-up", "--takeover"]));
+    // New closes: the cluster reads them and process 0's commit meets the fence.
+    backfill(&prices, "2009-01-19", "3", "7");
+    let s0 = wait_exit(&mut p0.child, Duration::from_secs(60));
+    let s1 = wait_exit(&mut p1.child, Duration::from_secs(60));
+    let (e0, e1) = (p0.stderr(), p1.stderr());
+    assert_eq!(s0.code(), Some(2), "process 0: {e0}");
+    assert!(e0.contains("was taken over"), "{e0}");
+    assert_eq!(s1.code(), Some(2), "process 1 as process 0: {e1}");
+    assert!(e1.contains("was taken over"), "{e1}");
+    drop_db(&url);
+    let _ = std::fs::remove_dir_all(dir);
 }

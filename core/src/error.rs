@@ -3,7 +3,7 @@
 use std::fmt;
 
 /// Whose fault an error is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Fault {
     /// The user asked for something that cannot work (configuration, arguments, a state the
     /// user must resolve): retrying the same thing gives the same answer.

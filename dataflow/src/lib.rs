@@ -40,7 +40,7 @@ pub enum Error {
     Source(String),
     /// Another process of the cluster stopped with an error.
     #[error("stopped because another process of the cluster failed: {0}")]
-    Stopped(String),
+    Stopped(String, Fault),
     /// The log changed under the job in a way a restart takes in (partitions added).
     #[error("{0}")]
     Replan(String),
@@ -56,7 +56,8 @@ impl Error {
             Error::Config(_) | Error::Refused(_) => Fault::User,
             Error::Sink(e) => e.fault,
             Error::Log(e) => e.fault(),
-            Error::Source(_) | Error::Stopped(_) | Error::Replan(_) => Fault::External,
+            Error::Stopped(_, fault) => *fault,
+            Error::Source(_) | Error::Replan(_) => Fault::External,
             Error::Dataflow(_) | Error::Internal(_) => Fault::Internal,
         }
     }

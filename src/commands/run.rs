@@ -134,6 +134,34 @@ fn open_sink(
     })
 }
 
+/// How long a watchdog's stop waits for the commit thread to commit what is complete and
+/// release the lease before it ends the process anyway.
+const RELEASE_GRACE: Duration = Duration::from_secs(30);
+
+/// Ends the process for a watchdog, through the job's own stop: the workers stop reading,
+/// the commit thread commits the complete batches it holds and releases the lease (waited for
+/// at most `RELEASE_GRACE`), then exit 3 (the job cannot end through timely with a process
+/// of the cluster that hangs).
+fn end_process(counters: &job::JobCounters, message: String) -> ! {
+    tracing::error!("{message}");
+    counters.abort(message.clone());
+    let deadline = std::time::Instant::now() + RELEASE_GRACE;
+    while counters.commit_thread.load(Ordering::SeqCst) && !counters.released.load(Ordering::SeqCst)
+    {
+        if std::time::Instant::now() > deadline {
+            tracing::warn!(
+                "the commit thread did not release the lease within {} s: it goes stale on its \
+                 own",
+                RELEASE_GRACE.as_secs()
+            );
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    eprintln!("error: {message}");
+    std::process::exit(i32::from(crate::exit::EXTERNAL));
+}
+
 /// A cluster's peer watchdog: every process beats every second while it runs; a process that
 /// stays silent longer than `limit` (stopped, its host frozen, its network cut) would hold
 /// every other process still while their leases stay fresh. This process then stops, saying
@@ -166,16 +194,16 @@ fn watch_peers(
             for p in (0..processes).filter(|p| *p != me) {
                 let last = beats.get(&p).copied().unwrap_or(since);
                 if last.elapsed() > limit && !done.load(Ordering::SeqCst) {
-                    let message = format!(
-                        "process {p} of the cluster has not been heard from for {} s (stopped, \
-                         its host frozen or its network cut): the cluster cannot go on without \
-                         it. What was committed stays; stop every process and start the cluster \
-                         again (each with `stockflow run … --process N`)",
-                        last.elapsed().as_secs()
+                    end_process(
+                        &counters,
+                        format!(
+                            "process {p} of the cluster has not been heard from for {} s \
+                             (stopped, its host frozen or its network cut): the cluster cannot \
+                             go on without it. What was committed stays; stop every process and \
+                             start the cluster again (each with `stockflow run … --process N`)",
+                            last.elapsed().as_secs()
+                        ),
                     );
-                    tracing::error!("{message}");
-                    eprintln!("error: {message}");
-                    std::process::exit(i32::from(crate::exit::EXTERNAL));
                 }
             }
         }
@@ -313,15 +341,14 @@ pub async fn run(g: &Global, a: RunArgs) -> Result<ExitCode> {
         std::thread::spawn(move || {
             std::thread::sleep(limit);
             if !counters.started.load(Ordering::SeqCst) {
-                tracing::error!(
-                    "the cluster did not form within {} s: not all {hosts} processes of the hostfile connected (is each one started with its --process index?); stopping",
-                    limit.as_secs()
+                end_process(
+                    &counters,
+                    format!(
+                        "the cluster did not form within {} s: not all {hosts} processes of the \
+                         hostfile connected (is each one started with its --process index?)",
+                        limit.as_secs()
+                    ),
                 );
-                eprintln!(
-                    "error: the cluster did not form within {} s",
-                    limit.as_secs()
-                );
-                std::process::exit(i32::from(crate::exit::EXTERNAL));
             }
         });
     }

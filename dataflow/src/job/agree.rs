@@ -64,12 +64,15 @@ pub fn handshake<A: Allocate>(
     let started = Instant::now();
     while probe.less_than(&1) {
         if started.elapsed() > limit {
-            return Err(Error::Stopped(format!(
-                "the processes of the cluster did not exchange their settings within {} s \
+            return Err(Error::Stopped(
+                format!(
+                    "the processes of the cluster did not exchange their settings within {} s \
                  (a process hangs or its network is cut): stop every process and start them \
                  again",
-                limit.as_secs()
-            )));
+                    limit.as_secs()
+                ),
+                stockflow_core::Fault::External,
+            ));
         }
         worker.step_or_park(Some(Duration::from_millis(50)));
     }

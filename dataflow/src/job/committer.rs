@@ -38,12 +38,12 @@ impl CommitState {
         self.error.lock().ok().and_then(|mut e| e.take())
     }
 
-    /// The error's text, for the other workers' stop message.
-    pub fn describe(&self) -> Option<String> {
+    /// The error's text and whose fault it is, for the other workers' stop.
+    pub fn describe(&self) -> Option<(String, stockflow_core::Fault)> {
         self.error
             .lock()
             .ok()
-            .and_then(|e| e.as_ref().map(ToString::to_string))
+            .and_then(|e| e.as_ref().map(|e| (e.to_string(), e.fault)))
     }
 }
 
@@ -149,10 +149,19 @@ pub fn start(
                 }
             }
         })?;
+    counters.commit_thread.store(true, Ordering::SeqCst);
     let handle = std::thread::Builder::new()
         .name("stockflow-commit".into())
         .spawn(move || {
-            let sink = commit_loop(sink, &gathered_rx, &state_t, &counters);
+            let mut sink = commit_loop(sink, &gathered_rx, &state_t, &counters);
+            if counters.aborted().is_some() {
+                // A watchdog ends the process: release the lease now (the job cannot end
+                // through timely with a peer that hangs).
+                if let Err(e) = sink.finish() {
+                    tracing::warn!("releasing the sink after a stop: {e}");
+                }
+                counters.released.store(true, Ordering::SeqCst);
+            }
             state_t.finished.store(true, Ordering::SeqCst);
             sink
         })?;
@@ -183,6 +192,9 @@ fn commit_loop(
                 }
             },
             Err(RecvTimeoutError::Timeout) => {
+                if counters.aborted().is_some() {
+                    return sink;
+                }
                 if let Err(e) = sink.check() {
                     fail(e);
                     return sink;

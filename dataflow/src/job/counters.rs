@@ -36,9 +36,29 @@ pub struct JobCounters {
     pub read_ahead: Mutex<BTreeMap<(String, i32), std::collections::BTreeSet<i64>>>,
     /// A cluster: when each process's last beat arrived at this process (the peer watchdog).
     pub peer_beats: Mutex<BTreeMap<usize, std::time::Instant>>,
+    /// Set by a watchdog (a peer hangs, the cluster did not form): why the process stops.
+    /// The workers stop reading, the commit thread commits the complete batches it holds and
+    /// releases the sink (its lease), then the watchdog ends the process.
+    abort: Mutex<Option<String>>,
+    /// This process has a commit thread (process 0 with a sink).
+    pub commit_thread: std::sync::atomic::AtomicBool,
+    /// The commit thread released the sink after an abort.
+    pub released: std::sync::atomic::AtomicBool,
 }
 
 impl JobCounters {
+    /// Tells the workers and the commit thread to stop for `why` (the first reason stays).
+    pub fn abort(&self, why: String) {
+        if let Ok(mut slot) = self.abort.lock() {
+            slot.get_or_insert(why);
+        }
+    }
+
+    /// Why a watchdog stopped the process, if it did.
+    pub fn aborted(&self) -> Option<String> {
+        self.abort.lock().ok().and_then(|s| s.clone())
+    }
+
     /// Takes in the beats a worker saw (the latest of each process).
     pub fn saw_beats(&self, beats: &BTreeMap<usize, std::time::Instant>) {
         if let Ok(mut all) = self.peer_beats.lock() {

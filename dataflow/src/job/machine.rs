@@ -84,14 +84,15 @@ pub enum StopReason {
     /// A record about this day, before the restored window: finish what was read, then the
     /// job runs again with a window that covers it.
     Rewind(NaiveDate),
-    /// A failure (the sink, the log, a panic): every process exits with an error.
-    Failed(String),
+    /// A failure (the sink, the log, a panic): every process exits with an error, the same
+    /// for every process (whose fault it is sets the exit code).
+    Failed(String, stockflow_core::Fault),
 }
 
 impl StopReason {
     /// Whether the job ends with an error.
     pub fn is_error(&self) -> bool {
-        matches!(self, StopReason::Failed(_))
+        matches!(self, StopReason::Failed(..))
     }
 
     /// Which of two reasons wins when both arrive: an error over a rewind over a signal.
@@ -100,7 +101,7 @@ impl StopReason {
             StopReason::CaughtUp => 0,
             StopReason::Signal => 1,
             StopReason::Rewind(_) => 2,
-            StopReason::Failed(_) => 3,
+            StopReason::Failed(..) => 3,
         }
     }
 }
@@ -541,7 +542,10 @@ mod tests {
         assert_eq!(m.stopped(), Some(&StopReason::Rewind(day(20))));
         m.stop(StopReason::Signal);
         assert_eq!(m.stopped(), Some(&StopReason::Rewind(day(20))));
-        m.stop(StopReason::Failed("x".into()));
+        m.stop(StopReason::Failed(
+            "x".into(),
+            stockflow_core::Fault::External,
+        ));
         assert!(m.stopped().is_some_and(StopReason::is_error));
     }
 

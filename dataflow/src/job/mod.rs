@@ -241,7 +241,7 @@ pub fn run_job(
     for r in guards.join() {
         match r.map_err(crate::panics::describe).and_then(|r| r) {
             Ok(()) => {}
-            Err(e @ Error::Stopped(_)) => {
+            Err(e @ Error::Stopped(..)) => {
                 stopped.get_or_insert(e);
             }
             Err(e) => {

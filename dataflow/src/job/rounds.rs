@@ -22,7 +22,7 @@ use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use stockflow_core::limits::MAX_DEAD_LETTER_BYTES_PER_ROUND;
-use stockflow_core::{Position, Progress, StoredState};
+use stockflow_core::{Fault, Position, Progress, StoredState};
 use stockflow_transport::{Log, LogSource, RecordRef, Take};
 use timely::communication::Allocate;
 use timely::worker::Worker;
@@ -267,27 +267,21 @@ impl Forwarder {
         self.outbox.borrow().len()
     }
 
-    fn failure(&self) -> Option<String> {
+    fn failure(&self) -> Option<StopReason> {
         let o = self.outlet.as_ref().filter(|o| o.state.failed())?;
-        Some(
-            o.state
-                .describe()
-                .unwrap_or_else(|| "the sink failed".into()),
-        )
+        Some(sink_failure(&o.state))
     }
 
     /// At the very end: closes the queue and waits (stepping) until the commit thread has
     /// applied everything; the failure that stopped it, if any.
-    fn finish(&mut self, mut step: impl FnMut()) -> Option<String> {
+    fn finish(&mut self, mut step: impl FnMut()) -> Option<StopReason> {
         let outlet = self.outlet.take()?;
         let state = Arc::clone(&outlet.state);
         drop(outlet);
         while !state.finished() {
             step();
         }
-        state
-            .failed()
-            .then(|| state.describe().unwrap_or_else(|| "the sink failed".into()))
+        state.failed().then(|| sink_failure(&state))
     }
 
     /// At the end: waits (stepping) until the queue takes what is left, unless the commits
@@ -440,9 +434,9 @@ pub(super) fn run_worker<A: Allocate>(
                 reader.source = Some(s);
             }
             Err(e) => {
-                let msg = source_failure(&e);
-                plane.raise(StopReason::Failed(msg.clone()));
-                machine.stop(StopReason::Failed(msg));
+                let failed = StopReason::Failed(source_failure(&e), e.fault());
+                plane.raise(failed.clone());
+                machine.stop(failed);
                 error = Some(e.into());
             }
         }
@@ -489,8 +483,11 @@ pub(super) fn run_worker<A: Allocate>(
         if stop.load(Relaxed) {
             machine.stop(StopReason::Signal);
         }
-        if let Some(why) = forwarder.failure() {
-            machine.stop(StopReason::Failed(why));
+        if let Some(why) = counters.aborted() {
+            machine.stop(StopReason::Failed(why, Fault::External));
+        }
+        if let Some(failed) = forwarder.failure() {
+            machine.stop(failed);
         }
         if let Some(reason) = plane.received() {
             machine.stop(reason);
@@ -555,7 +552,7 @@ pub(super) fn run_worker<A: Allocate>(
                 }
                 Err(msg) => {
                     counters.source_errors.fetch_add(1, Relaxed);
-                    machine.stop(StopReason::Failed(msg.clone()));
+                    machine.stop(StopReason::Failed(msg.clone(), Fault::External));
                     error = Some(Error::Source(msg));
                 }
             }
@@ -614,8 +611,10 @@ pub(super) fn run_worker<A: Allocate>(
     }
     drop(inputs);
     drop(reader);
-    // Everything read so far reaches the sink.
-    while !finished.get() {
+    // Everything read so far reaches the sink. After a watchdog's stop, only what is
+    // complete: the dataflow cannot finish without the peer that hangs.
+    let aborted = || counters.aborted().is_some();
+    while !finished.get() && !aborted() {
         pulse.step(worker, &mut plane);
         forwarder.forward();
     }
@@ -624,20 +623,32 @@ pub(super) fn run_worker<A: Allocate>(
     // failed commit stops every process of the cluster with an error; every worker keeps its
     // side of the control plane open (beating) until all have finished.
     if let Some(why) = forwarder.finish(|| pulse.step(worker, &mut plane)) {
-        plane.raise(StopReason::Failed(why));
+        plane.raise(why);
     }
     plane.finish(index);
-    while !plane.all_finished(peers) {
+    while !plane.all_finished(peers) && !aborted() {
         pulse.step(worker, &mut plane);
+    }
+    if let Some(why) = counters.aborted() {
+        // Not waiting for the cluster to end: the watchdog ends the process.
+        return Err(Error::Stopped(why, Fault::External));
     }
     plane.close();
     while worker.step_or_park(Some(Duration::from_millis(1))) {}
-    if let Some(StopReason::Failed(msg)) = plane.received() {
+    if let Some(StopReason::Failed(msg, fault)) = plane.received() {
         if error.is_none() {
-            return Err(Error::Stopped(msg));
+            return Err(Error::Stopped(msg, fault));
         }
     }
     error.map_or(Ok(()), Err)
+}
+
+/// The sink's failure, as every worker of the cluster stops for it.
+fn sink_failure(state: &super::committer::CommitState) -> StopReason {
+    let (message, fault) = state
+        .describe()
+        .unwrap_or_else(|| ("the sink failed".into(), Fault::External));
+    StopReason::Failed(message, fault)
 }
 
 /// What a source error that will not pass means, and what to do.
