@@ -1026,3 +1026,60 @@ fn a_fenced_cluster_exits_2_in_every_process() {
     drop_db(&url);
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[test]
+fn a_database_with_a_64_character_name_is_initialised() {
+    // MySQL's longest database name: the schema lock's name is hashed (MySQL 8, the Docker
+    // stack's server, takes lock names of at most 64 characters: 'stockflow.schema.' and the
+    // name would take 81 and GET_LOCK fails; MariaDB takes longer names).
+    let name = format!("sf_long_{}", uuid::Uuid::new_v4().simple());
+    let name = format!("{name}{}", "x".repeat(64 - name.len()));
+    assert_eq!(name.len(), 64);
+    let base = fresh_db("unused");
+    let url = format!(
+        "{}/{name}",
+        &base[..base.rfind('/').expect("a database in the URL")]
+    );
+    run_ok(stockflow().args(["db", "init", "--mysql-url", &url]));
+    run_ok(stockflow().args(["db", "init", "--mysql-url", &url]));
+    assert_eq!(
+        query(&url, "SELECT MAX(version) FROM refinery_schema_history"),
+        vec![vec!["9".to_string()]]
+    );
+    drop_db(&url);
+}
+
+#[test]
+fn migrations_interrupted_after_their_alter_table_apply_again() {
+    // V5 and V6 begin with ALTER TABLE … ADD COLUMN (no IF NOT EXISTS in MySQL 8): a crash
+    // after it, before refinery records the migration, left a database every later start
+    // refused ("Duplicate column name"). Here: every migration from V5 on ran, none recorded.
+    let url = fresh_db("redo");
+    run_ok(stockflow().args(["db", "init", "--mysql-url", &url]));
+    let before = query(
+        &url,
+        "SELECT TABLE_NAME, COLUMN_NAME, COLUMN_TYPE FROM information_schema.COLUMNS \
+         WHERE TABLE_SCHEMA = DATABASE() ORDER BY TABLE_NAME, COLUMN_NAME",
+    );
+    query(
+        &url,
+        "DELETE FROM refinery_schema_history WHERE version >= 5",
+    );
+    let out = run_ok(stockflow().args(["db", "init", "--mysql-url", &url]));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        query(&url, "SELECT MAX(version) FROM refinery_schema_history"),
+        vec![vec!["9".to_string()]],
+        "{err}"
+    );
+    let after = query(
+        &url,
+        "SELECT TABLE_NAME, COLUMN_NAME, COLUMN_TYPE FROM information_schema.COLUMNS \
+         WHERE TABLE_SCHEMA = DATABASE() ORDER BY TABLE_NAME, COLUMN_NAME",
+    );
+    assert_eq!(
+        after, before,
+        "the same schema as one uninterrupted migration"
+    );
+    drop_db(&url);
+}

@@ -167,7 +167,7 @@ fn init_as(
     create_database(cfg)?;
     let mut conn = cfg.connect()?;
     let locked: Option<Option<i64>> =
-        conn.query_first("SELECT GET_LOCK(CONCAT('stockflow.schema.', DATABASE()), 60)")?;
+        conn.query_first(format!("SELECT GET_LOCK({SCHEMA_LOCK}, 60)"))?;
     if locked != Some(Some(1)) {
         return Err(Error::LeaseBusy {
             job: "(schema)".into(),
@@ -176,7 +176,7 @@ fn init_as(
         });
     }
     let migrated = migrate(&mut conn, db, fence_live_run, me);
-    let released = conn.query_drop("DO RELEASE_LOCK(CONCAT('stockflow.schema.', DATABASE()))");
+    let released = conn.query_drop(format!("DO RELEASE_LOCK({SCHEMA_LOCK})"));
     let report = migrated?;
     released?;
     let applied: Vec<i32> = report
@@ -190,6 +190,10 @@ fn init_as(
     load_reference(&mut conn, universe)?;
     Ok(applied)
 }
+
+/// The name of the database's schema lock (a server-wide user lock): hashed, since a lock's
+/// name takes at most 64 characters and a database's name may take 64 by itself.
+const SCHEMA_LOCK: &str = "CONCAT('stockflow.schema.', LEFT(SHA2(DATABASE(), 256), 40))";
 
 /// Creates the database when it does not exist.
 fn create_database(cfg: &MySqlConfig) -> Result<()> {
@@ -248,6 +252,7 @@ fn migrate(
         "SET SESSION lock_wait_timeout = {MIGRATION_LOCK_WAIT_SECS}, \
          innodb_lock_wait_timeout = {MIGRATION_LOCK_WAIT_SECS}"
     ))?;
+    undo_unrecorded_columns(conn, applied)?;
     let report = embedded::migrations::runner().run(&mut checked::Checked(conn));
     conn.query_drop("SET SESSION lock_wait_timeout = DEFAULT, innodb_lock_wait_timeout = DEFAULT")?;
     report.map_err(|e| {
@@ -262,6 +267,57 @@ fn migrate(
             blockers(conn)
         ))
     })
+}
+
+/// Migrations that begin with an `ALTER TABLE … ADD COLUMN` (MySQL 8 has no `ADD COLUMN IF
+/// NOT EXISTS`; MariaDB has): the table and the columns each adds.
+const ADDS_COLUMNS: &[(i32, &str, &[&str])] = &[
+    (
+        5,
+        "stream_progress",
+        &["last_offset", "last_timestamp_ms", "last_hash"],
+    ),
+    (
+        6,
+        "job_leases",
+        &["run_id", "pid_ns", "conn_id", "commit_seq"],
+    ),
+];
+
+/// A crash after such a migration's `ALTER TABLE` (one atomic statement) and before refinery
+/// recorded the migration leaves columns that make it fail when applied again ("Duplicate
+/// column name"). Those columns are dropped, and the migration then runs again whole (its
+/// other statements create what is missing only). Nothing wrote them: a run waits for every
+/// migration before it writes, and both tables are a row per partition or per job.
+fn undo_unrecorded_columns(conn: &mut Conn, applied: Option<i32>) -> Result<()> {
+    for (version, table, columns) in ADDS_COLUMNS {
+        if applied >= Some(*version) {
+            continue;
+        }
+        let present: Vec<String> = conn.exec(
+            "SELECT COLUMN_NAME FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = DATABASE() \
+             AND TABLE_NAME = ?",
+            (table,),
+        )?;
+        let added: Vec<&str> = columns
+            .iter()
+            .copied()
+            .filter(|c| present.iter().any(|p| p.eq_ignore_ascii_case(c)))
+            .collect();
+        if added.is_empty() {
+            continue;
+        }
+        tracing::warn!(
+            version,
+            table,
+            columns = ?added,
+            "migration {version} was interrupted after it added its columns (a crash before it \
+             was recorded): dropping them to apply it again whole"
+        );
+        let drops: Vec<String> = added.iter().map(|c| format!("DROP COLUMN `{c}`")).collect();
+        conn.query_drop(format!("ALTER TABLE `{table}` {}", drops.join(", ")))?;
+    }
+    Ok(())
 }
 
 /// The connections that may hold the lock a migration waited for, as far as this account may
