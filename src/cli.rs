@@ -365,6 +365,10 @@ pub enum DbCommand {
         takeover: bool,
         #[arg(short = 'w', long, default_value_t = 1)]
         workers: usize,
+        /// Also publish the rebuild's evaluation changes as JSON to this topic, as `run
+        /// --publish-portfolios` does (through the outbox, after each chunk's commit).
+        #[arg(long, num_args = 0..=1, default_missing_value = "portfolios", value_name = "TOPIC")]
+        publish_portfolios: Option<String>,
     },
     /// Create InvestorsDB if missing, apply pending migrations, fill the reference tables.
     Init {

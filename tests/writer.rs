@@ -1083,3 +1083,112 @@ fn migrations_interrupted_after_their_alter_table_apply_again() {
     );
     drop_db(&url);
 }
+
+#[test]
+fn a_rebuild_journals_and_publishes_its_changes_as_the_job_does() {
+    let (prices, holdings) = market_topics("rebuild-journal", (2, 1), "2009-01-05", "10", "6");
+    let url = fresh_db("rebuild_journal");
+    run_ok(job(&prices, &holdings, &url).args(["--until-caught-up"]));
+    let want = tables(&url);
+    assert_journal_matches(&url);
+    // Derived rows gone wrong (a hand edit, a bug since fixed): two values changed, one row
+    // deleted.
+    let days: Vec<String> = query(
+        &url,
+        "SELECT CAST(as_of AS CHAR) FROM evaluations WHERE portfolio = 'P11' ORDER BY as_of \
+         LIMIT 3",
+    )
+    .into_iter()
+    .map(|r| r[0].clone())
+    .collect();
+    let (d1, d2, d3) = (&days[0], &days[1], &days[2]);
+    query(
+        &url,
+        &format!(
+            "UPDATE evaluations SET nav = nav + 1 WHERE portfolio = 'P11' AND as_of IN \
+             ('{d1}', '{d2}')"
+        ),
+    );
+    query(
+        &url,
+        &format!("DELETE FROM evaluations WHERE portfolio = 'P21' AND as_of = '{d3}'"),
+    );
+    let out_topic = fresh_topic("rebuild-journal-out", 1);
+    run_ok(stockflow().args([
+        "db",
+        "rebuild",
+        "--mysql-url",
+        &url,
+        "--publish-portfolios",
+        &out_topic,
+    ]));
+    assert_eq!(tables(&url), want, "the rebuild restores the rows");
+    // The journal (the console's change stream and timeline) says what the rebuild changed:
+    // before, it said nothing.
+    assert_eq!(
+        query(
+            &url,
+            "SELECT inserted, retracted, restated FROM job_commits \
+             WHERE commit_seq = (SELECT MAX(commit_seq) FROM evaluation_changes)"
+        ),
+        vec![vec!["3".to_string(), "2".to_string(), "2".to_string()]]
+    );
+    let changes = query(
+        &url,
+        "SELECT portfolio, CAST(as_of AS CHAR), diff, restated FROM evaluation_changes \
+         WHERE commit_seq = (SELECT MAX(commit_seq) FROM evaluation_changes) \
+         ORDER BY portfolio, as_of, diff",
+    );
+    let row = |p: &str, d: &str, diff: &str, restated: &str| {
+        vec![
+            p.to_string(),
+            d.to_string(),
+            diff.to_string(),
+            restated.to_string(),
+        ]
+    };
+    assert_eq!(
+        changes,
+        vec![
+            row("P11", d1, "-1", "1"),
+            row("P11", d1, "1", "1"),
+            row("P11", d2, "-1", "1"),
+            row("P11", d2, "1", "1"),
+            row("P21", d3, "1", "0"),
+        ]
+    );
+    // And the outbox published them: a retraction and an insertion per changed day, an
+    // insertion for the restored one.
+    let published: Vec<(String, String, bool)> = read_topic(&out_topic)
+        .iter()
+        .map(|r| {
+            let v: serde_json::Value =
+                serde_json::from_slice(r.payload.as_deref().expect("a payload"))
+                    .expect("a JSON portfolio change");
+            (
+                v["portfolio"].as_str().expect("portfolio").to_string(),
+                v["date"].as_str().expect("date").to_string(),
+                v["retract"].as_bool().expect("retract"),
+            )
+        })
+        .collect();
+    let mut published = published;
+    published.sort();
+    let p = |p: &str, d: &str, retract: bool| (p.to_string(), d.to_string(), retract);
+    assert_eq!(
+        published,
+        vec![
+            p("P11", d1, false),
+            p("P11", d1, true),
+            p("P11", d2, false),
+            p("P11", d2, true),
+            p("P21", d3, false),
+        ]
+    );
+    assert_eq!(
+        query(&url, "SELECT COUNT(*) FROM publish_outbox"),
+        vec![vec!["0".to_string()]],
+        "the outbox is empty once published"
+    );
+    drop_db(&url);
+}

@@ -45,12 +45,22 @@ pub async fn run(g: &Global, command: DbCommand) -> Result<ExitCode> {
             job,
             takeover,
             workers,
+            publish_portfolios,
         } => {
             let cfg = MySqlConfig::from_url(&db.url()?)?;
             let u = Arc::new(universe(&market)?);
             let output = g.output;
-            tokio::task::spawn_blocking(move || rebuild_all(cfg, u, job, takeover, workers, output))
-                .await?
+            let publish = match publish_portfolios {
+                Some(topic) => {
+                    let producer = super::run::publish_topic(g, &topic)?;
+                    Some((topic, producer))
+                }
+                None => None,
+            };
+            tokio::task::spawn_blocking(move || {
+                rebuild_all(cfg, u, job, takeover, workers, publish, output)
+            })
+            .await?
         }
     }
 }
@@ -62,6 +72,7 @@ fn rebuild_all(
     job: String,
     takeover: bool,
     workers: usize,
+    publish: Option<(String, Box<dyn stockflow_transport::LogProducer>)>,
     output: Output,
 ) -> Result<ExitCode> {
     let started = Instant::now();
@@ -75,6 +86,16 @@ fn rebuild_all(
         Purpose::Rebuild,
     )
     .with_context(|| format!("opening {shown}"))?;
+    if let Some((topic, producer)) = publish {
+        // What a run left unpublished goes first, then each chunk's changes.
+        sink.set_publisher(
+            topic,
+            Box::new(super::publish_sink::LogPublisher {
+                producer,
+                runtime: tokio::runtime::Handle::current(),
+            }),
+        )?;
+    }
     let state = sink.load(stockflow_core::Restore::All)?;
     tracing::info!(
         prices = state.prices.len(),

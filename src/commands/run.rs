@@ -240,7 +240,10 @@ fn cluster_settings(a: &RunArgs) -> Vec<(String, String)> {
 }
 
 /// The `--publish-portfolios` topic (created when missing) and a producer for it.
-fn publish_topic(g: &Global, topic: &str) -> Result<Box<dyn stockflow_transport::LogProducer>> {
+pub(super) fn publish_topic(
+    g: &Global,
+    topic: &str,
+) -> Result<Box<dyn stockflow_transport::LogProducer>> {
     let log = open_log(g)?;
     log.ensure_topic(&stockflow_transport::TopicSpec {
         name: topic.to_string(),
