@@ -9,4 +9,10 @@ GRANT SELECT, INSERT, UPDATE, DELETE, CREATE, DROP, INDEX, ALTER, REFERENCES,
 GRANT SELECT, INSERT, UPDATE, DELETE, CREATE, DROP, INDEX, ALTER, REFERENCES,
     CREATE TEMPORARY TABLES, LOCK TABLES, CREATE VIEW, SHOW VIEW, TRIGGER
     ON `sf\_%`.* TO 'stockflow'@'%';
+
+-- The console's account: reads only. Its development password, as the app user's; a real
+-- deployment sets its own (STOCKFLOW_CONSOLE_MYSQL_PASSWORD for the console).
+CREATE USER IF NOT EXISTS 'stockflow_reader'@'%' IDENTIFIED BY 'stockflow-reader';
+GRANT SELECT, SHOW VIEW ON `InvestorsDB`.* TO 'stockflow_reader'@'%';
+GRANT SELECT, SHOW VIEW ON `sf\_%`.* TO 'stockflow_reader'@'%';
 FLUSH PRIVILEGES;

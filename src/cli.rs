@@ -221,7 +221,7 @@ pub struct ConsoleArgs {
     #[arg(long, env = "STOCKFLOW_CONSOLE_ADDR", default_value = "127.0.0.1:8080")]
     pub addr: std::net::SocketAddr,
     #[command(flatten)]
-    pub db: DbArgs,
+    pub db: ReaderDbArgs,
     #[command(flatten)]
     pub topics: TopicArgs,
     #[command(flatten)]
@@ -282,6 +282,30 @@ pub struct DbArgs {
         hide_default_value = true
     )]
     pub raw_url: String,
+}
+
+/// The console's database: a read-only account (the stack creates `stockflow_reader`, with
+/// SELECT only), apart from the job's.
+#[derive(Debug, Clone, Args)]
+pub struct ReaderDbArgs {
+    /// MySQL URL of a read-only account (the password is never logged). Default: the local
+    /// stack's database with its read-only development user. The password goes by environment:
+    /// STOCKFLOW_CONSOLE_MYSQL_PASSWORD replaces the URL's.
+    #[arg(
+        long = "mysql-url",
+        env = "STOCKFLOW_CONSOLE_MYSQL_URL",
+        default_value = "mysql://stockflow_reader:stockflow-reader@127.0.0.1:3306/InvestorsDB",
+        hide_default_value = true
+    )]
+    pub raw_url: String,
+}
+
+impl ReaderDbArgs {
+    /// The URL to connect with, the password from STOCKFLOW_CONSOLE_MYSQL_PASSWORD when set.
+    pub fn url(&self) -> anyhow::Result<String> {
+        let password = std::env::var("STOCKFLOW_CONSOLE_MYSQL_PASSWORD").ok();
+        with_password(&self.raw_url, password.as_deref())
+    }
 }
 
 impl DbArgs {

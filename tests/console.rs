@@ -59,8 +59,9 @@ impl Drop for Console {
 /// Starts `stockflow console` on a free port and waits for the line that says it serves.
 fn console(url: &str, prices: &str, holdings: &str, extra: &[&str]) -> Console {
     let addr = format!("127.0.0.1:{}", free_port());
+    // The read-only account, as the console runs by default.
     let mut child = stockflow()
-        .args(["console", "--addr", &addr, "--mysql-url", url])
+        .args(["console", "--addr", &addr, "--mysql-url", &reader_url(url)])
         .args(["--prices-topic", prices, "--holdings-topic", holdings])
         .args(extra)
         .stdout(Stdio::piped())
@@ -824,4 +825,46 @@ fn a_closed_stdout_ends_a_command_quietly() {
         assert!(status.success(), "{args:?}: {status} {err}");
         assert_eq!(err, "", "{args:?}: nothing on stderr");
     }
+}
+
+#[test]
+fn the_console_reads_with_an_account_that_cannot_write() {
+    let url = fresh_db("console_reader");
+    run_ok(stockflow().args(["db", "init", "--mysql-url", &url]));
+    // The stack's read-only account reads the tables and writes nothing.
+    let reader =
+        mysql::OptsBuilder::from_opts(mysql_opts(&reader_url(&url))).pass(Some(reader_password()));
+    let mut c = mysql::Conn::new(reader).expect("the read-only account connects");
+    use mysql::prelude::Queryable;
+    let n: Option<u64> = c
+        .query_first("SELECT COUNT(*) FROM Portfolios")
+        .expect("it reads");
+    assert_eq!(n, Some(6));
+    match c.query_drop("DELETE FROM Portfolios") {
+        Err(mysql::Error::MySqlError(e)) => assert_eq!(e.code, 1142, "{e}"),
+        other => panic!("the read-only account deleted rows: {other:?}"),
+    }
+    // The console serves with it (every other console test runs so), and says when its
+    // account may write.
+    let addr = format!("127.0.0.1:{}", free_port());
+    let mut child = stockflow()
+        .args(["console", "--addr", &addr, "--mysql-url", &url])
+        .env("STOCKFLOW_CONSOLE_MYSQL_PASSWORD", mysql_password())
+        .env("STOCKFLOW_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starting the console");
+    let lines = lines_of(child.stdout.take().expect("its stdout"));
+    lines
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the console serves");
+    let _ = child.kill();
+    let out = child.wait_with_output().expect("its stderr");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("the console's MySQL account may write"),
+        "{err}"
+    );
+    drop_db(&url);
 }

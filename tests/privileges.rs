@@ -112,3 +112,29 @@ fn no_script_puts_a_password_on_a_command_line() {
         found.join("\n")
     );
 }
+
+#[test]
+fn the_docker_stack_commits_no_root_password_and_root_stays_in_its_container() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let compose = std::fs::read_to_string(format!("{root}/compose/docker-compose.yml"))
+        .expect("reading compose/docker-compose.yml");
+    let settings: Vec<&str> = compose
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.starts_with('#'))
+        .collect();
+    assert!(
+        !settings
+            .iter()
+            .any(|l| l.starts_with("MYSQL_ROOT_PASSWORD")),
+        "a root password in the repository"
+    );
+    assert!(
+        settings.contains(&"MYSQL_RANDOM_ROOT_PASSWORD: \"yes\""),
+        "the image makes root's password"
+    );
+    assert!(
+        settings.contains(&"MYSQL_ROOT_HOST: localhost"),
+        "root logs in from inside the container only, not over the published port"
+    );
+}

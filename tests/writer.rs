@@ -1192,3 +1192,32 @@ fn a_rebuild_journals_and_publishes_its_changes_as_the_job_does() {
     );
     drop_db(&url);
 }
+
+#[test]
+fn a_lease_with_this_epoch_and_commit_but_another_run_id_stops_the_job() {
+    // The run id is the lease's identity: a row that keeps the epoch and the commit number
+    // but names another run (a restored copy of the database where another run took the
+    // same epoch) is not this run's lease, and its next commit stops (exit 2).
+    let (prices, holdings) = market_topics("runid", (1, 1), "2009-01-05", "5", "6");
+    let url = fresh_db("runid");
+    let mut live = Background::start(&mut job(&prices, &holdings, &url), "runid");
+    committed_all(&url, &prices, &mut live);
+    let before = tables(&url);
+    let seq = query(&url, "SELECT epoch, commit_seq FROM job_leases");
+    query(
+        &url,
+        &format!("UPDATE job_leases SET run_id = '{}'", "f".repeat(32)),
+    );
+    assert_eq!(query(&url, "SELECT epoch, commit_seq FROM job_leases"), seq);
+    backfill(&prices, "2009-01-12", "2", "7");
+    let status = wait_exit(&mut live.child, Duration::from_secs(60));
+    let err = live.stderr();
+    assert_eq!(status.code(), Some(2), "{err}");
+    assert!(err.contains("was taken over"), "{err}");
+    assert_eq!(
+        tables(&url),
+        before,
+        "nothing written past the changed lease"
+    );
+    drop_db(&url);
+}

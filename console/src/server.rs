@@ -157,6 +157,28 @@ impl IntoResponse for Error {
     }
 }
 
+/// The grants of the console's account that let it write, if any.
+fn writes_allowed(pool: &mysql::Pool) -> Option<String> {
+    use mysql::prelude::Queryable;
+    let mut conn = pool.get_conn().ok()?;
+    let grants: Vec<String> = conn.query("SHOW GRANTS FOR CURRENT_USER()").ok()?;
+    let writing = [
+        "ALL PRIVILEGES",
+        "INSERT",
+        "UPDATE",
+        "DELETE",
+        "DROP",
+        "ALTER",
+        "CREATE",
+    ];
+    let found: Vec<&str> = writing
+        .iter()
+        .copied()
+        .filter(|w| grants.iter().any(|g| g.to_uppercase().contains(w)))
+        .collect();
+    (!found.is_empty()).then(|| found.join(", "))
+}
+
 /// Serves the console until `shutdown` resolves.
 pub async fn serve(
     cfg: Config,
@@ -175,6 +197,21 @@ pub async fn serve(
                 .with_constraints(mysql::PoolConstraints::new(0, 9).unwrap_or_default()),
         );
     let pool = mysql::Pool::new(opts)?;
+    {
+        let pool = pool.clone();
+        // The console reads only: an account that may write is said (a MySQL that is down now
+        // is said by the pages, not here).
+        let _ = tokio::task::spawn_blocking(move || {
+            if let Some(grants) = writes_allowed(&pool) {
+                tracing::warn!(
+                    "the console's MySQL account may write ({grants}): give it a read-only \
+                     one (SELECT; the stack creates stockflow_reader), --mysql-url or \
+                     STOCKFLOW_CONSOLE_MYSQL_URL"
+                );
+            }
+        })
+        .await;
+    }
     let listener = tokio::net::TcpListener::bind(cfg.addr)
         .await
         .map_err(|source| Error::Bind {

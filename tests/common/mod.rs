@@ -57,8 +57,23 @@ pub fn stockflow() -> Command {
         .env("STOCKFLOW_LOG_BACKEND", "kafka")
         .env("STOCKFLOW_LOG", "warn")
         // The password goes by environment: the URLs on the command lines carry none.
-        .env("STOCKFLOW_MYSQL_PASSWORD", mysql_password());
+        .env("STOCKFLOW_MYSQL_PASSWORD", mysql_password())
+        .env("STOCKFLOW_CONSOLE_MYSQL_PASSWORD", reader_password());
     c
+}
+
+/// The read-only account's password (the stack's development default).
+pub fn reader_password() -> String {
+    std::env::var("STOCKFLOW_TEST_MYSQL_READER_PASSWORD")
+        .unwrap_or_else(|_| "stockflow-reader".into())
+}
+
+/// `url` (the app user's, as `fresh_db` gives it) with the stack's read-only account.
+pub fn reader_url(url: &str) -> String {
+    let mut u = url::Url::parse(url).unwrap_or_else(|e| panic!("{url}: {e}"));
+    u.set_username("stockflow_reader")
+        .unwrap_or_else(|()| panic!("{url}: cannot set its user"));
+    u.to_string()
 }
 
 /// `stockflow run` on these topics into this database, its summary as JSON on stdout.
