@@ -357,6 +357,12 @@ fn the_console_in_a_real_browser_follows_the_live_job() {
                 p11_before = step["latest"].as_str().expect("P11's latest").to_string();
             }
             "holdings" => {
+                assert_eq!(
+                    step["posts"].as_u64(),
+                    Some(1),
+                    "a double click published one change (the form waits for its answer)"
+                );
+                assert_eq!(step["submit_enabled_after"].as_bool(), Some(true));
                 let record = query(
                     &url,
                     &format!(

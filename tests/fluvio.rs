@@ -769,3 +769,89 @@ fn an_spu_restart_mid_run_loses_nothing() {
         drop_db(&db);
     }
 }
+
+/// SIGKILLs the SPU found by `spu_cmd` and returns a closure that starts it again.
+fn kill_spu(spu_cmd: &str) -> impl FnOnce() {
+    let pid = spu_pid(spu_cmd).expect("the SPU process (STOCKFLOW_FLUVIO_SPU_CMD, pgrep -fx)");
+    let killed = Command::new("kill")
+        .args(["-9", &pid])
+        .status()
+        .expect("kill");
+    assert!(killed.success(), "SIGKILL of the SPU {pid}");
+    let spu_cmd = spu_cmd.to_string();
+    move || {
+        let parts: Vec<&str> = spu_cmd.split_whitespace().collect();
+        let (program, args) = parts.split_first().expect("a command");
+        let log = std::env::temp_dir().join(format!("stockflow-spu-{}", uuid::Uuid::new_v4()));
+        let file = std::fs::File::create(&log).expect("the SPU's log file");
+        let started = Command::new("setsid")
+            .arg("-f")
+            .arg(program)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(file.try_clone().expect("a log handle"))
+            .stderr(file)
+            .status()
+            .expect("restarting the SPU");
+        assert!(started.success());
+    }
+}
+
+#[test]
+#[ignore = "needs a Fluvio cluster and its SPU's command line: STOCKFLOW_FLUVIO_ENDPOINT, STOCKFLOW_FLUVIO_SPU_CMD (docs/backends.md)"]
+fn a_change_sent_during_an_spu_outage_does_not_land_after_a_later_one() {
+    // Two changes of one holding through one producer: the first is sent while the SPU is
+    // down (refused, sent again), the second as soon as the SPU is back. The log must end
+    // with the second: a re-sent record that lands after a later record of its key makes
+    // that one go again after it (before, the first change could land last and win).
+    let ep = endpoint();
+    let spu_cmd = std::env::var("STOCKFLOW_FLUVIO_SPU_CMD")
+        .expect("STOCKFLOW_FLUVIO_SPU_CMD: the command line of the cluster's SPU");
+    let flog = fluvio_log(&ep);
+    let topic = fresh_fluvio_topic(&flog, "resend-order", 1);
+    let producer = flog.producer().expect("a producer");
+    for round in 0..3 {
+        let (a, b) = (format!("first-{round}"), format!("second-{round}"));
+        let start_again = kill_spu(&spu_cmd);
+        let first = producer.send(&topic, b"P11/IBM", a.as_bytes());
+        // The outage: a second, while the first change is refused and sent again with backoff.
+        // Its answer is awaited below, with the second's: the second goes as soon as the SPU
+        // is back, while the first may still wait for its next try.
+        std::thread::sleep(Duration::from_secs(1));
+        start_again();
+        std::thread::sleep(Duration::from_millis(300 * round));
+        let second = producer.send(&topic, b"P11/IBM", b.as_bytes());
+        let (first, second) = block_on(async { (first.await, second.await) });
+        let (first, second) = (
+            first.expect("the first change, sent again"),
+            second.expect("the second change"),
+        );
+        let records = read_to_end(&flog, &topic, Duration::from_secs(60)).expect("reading");
+        let last = records
+            .iter()
+            .rev()
+            .find(|r| r.key.as_deref() == Some(b"P11/IBM".as_slice()))
+            .expect("the key's records");
+        assert_eq!(
+            last.payload.as_deref(),
+            Some(b.as_bytes()),
+            "round {round}: the later change is the key's last record (first at {}, second \
+             at {}, {} records)",
+            first.offset,
+            second.offset,
+            records.len()
+        );
+        eprintln!(
+            "round {round}: first change at {}, second at {}; the log: {:?}",
+            first.offset,
+            second.offset,
+            records
+                .iter()
+                .map(
+                    |r| String::from_utf8_lossy(r.payload.as_deref().unwrap_or_default())
+                        .to_string()
+                )
+                .collect::<Vec<_>>()
+        );
+    }
+}

@@ -332,8 +332,14 @@ async function portfolioPage(main, id) {
     const form = el('form', { class: 'holdings', id: 'holdings' },
       el('label', {}, 'Stock', ticker), el('label', {}, 'Shares', qty), el('label', {}, 'From (trading day)', from),
       el('button', { type: 'submit', id: 'h-submit' }, 'Publish change'));
+    const submit = form.querySelector('#h-submit');
     form.onsubmit = async (e) => {
       e.preventDefault();
+      // One change at a time: the next waits for this one's answer (a change being sent again
+      // after an outage must not be overtaken by a later one).
+      if (submit.disabled) return;
+      submit.disabled = true;
+      submit.textContent = 'Publishing…';
       const record = { PORTFOLIO: id, TICK: ticker.value, QTY: Number(qty.value), FROM: from.value };
       try {
         const r = await api('/api/holdings', {
@@ -343,7 +349,10 @@ async function portfolioPage(main, id) {
         });
         result.replaceChildren(el('div', { class: 'notice', id: 'h-published' },
           `Published to ${r.topic} (partition ${r.partition}, offset ${r.offset}): ${id} holds ${r.published.quantity} ${r.published.ticker} from ${r.published.from}. Waiting for the job to restate the history…`));
-      } catch (err) { result.replaceChildren(errorBox(err)); }
+      } catch (err) { result.replaceChildren(errorBox(err)); } finally {
+        submit.disabled = false;
+        submit.textContent = 'Publish change';
+      }
     };
     formBox.replaceChildren(form, result);
   }

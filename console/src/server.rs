@@ -60,6 +60,10 @@ pub struct State {
     csrf: String,
     log: Arc<dyn Log>,
     producer: tokio::sync::OnceCell<Box<dyn LogProducer>>,
+    /// Holdings changes go one at a time: the next is sent once the previous one's answer
+    /// came (a change still being sent again after a broker or SPU outage must not be
+    /// overtaken by a later one).
+    holdings_sent: tokio::sync::Mutex<()>,
     universe: Arc<Universe>,
     samples: Option<Arc<Mutex<Samples>>>,
     bound: SocketAddr,
@@ -252,6 +256,7 @@ pub async fn serve(
         csrf,
         log,
         producer: tokio::sync::OnceCell::new(),
+        holdings_sent: tokio::sync::Mutex::new(()),
         universe: Arc::new(universe),
         samples,
         bound,
@@ -894,7 +899,9 @@ async fn holdings(
         .await?;
     let (key, payload) = (h.key(), h.to_json());
     let topic = state.cfg.holdings_topic.clone();
+    let one_at_a_time = state.holdings_sent.lock().await;
     let at = producer.send(&topic, key.as_bytes(), &payload).await?;
+    drop(one_at_a_time);
     tracing::info!(
         portfolio = %h.portfolio, ticker = %h.ticker, quantity = h.quantity, from = %h.from,
         partition = at.partition, offset = at.offset,

@@ -31,6 +31,8 @@ try {
   page.on('dialog', (d) => { problems.push('a dialog opened: ' + d.message()); d.dismiss(); });
   page.on('pageerror', (e) => problems.push('page error: ' + e.message));
   page.on('console', (m) => { if (m.type() === 'error') problems.push('console error: ' + m.text()); });
+  let holdingsPosts = 0;
+  page.on('request', (r) => { if (r.method() === 'POST' && r.url().endsWith('/api/holdings')) holdingsPosts += 1; });
   const shot = (name) => page.screenshot({ path: path.join(shots, name), fullPage: true });
   const rows = () => page.$$eval('#portfolio-rows tr', (trs) => Object.fromEntries(trs.map((tr) =>
     [tr.dataset.portfolio, { day: tr.querySelector('.day').textContent, value: tr.querySelector('.value').textContent }])));
@@ -79,7 +81,8 @@ try {
   await page.fill('#h-qty', hold.qty);
   await page.fill('#h-from', hold.from);
   const before = await page.textContent('#latest-value');
-  await page.click('#h-submit');
+  // A double click sends one change: the form waits for its answer before the next.
+  await page.dblclick('#h-submit');
   await page.waitForSelector('#h-published');
   await page.waitForSelector('#restated-notice');
   await page.waitForFunction((b) => document.getElementById('latest-value').textContent !== b, before);
@@ -90,6 +93,8 @@ try {
     before,
     latest: await page.textContent('#latest-value'),
     restated_badges: await page.$$eval('#portfolio-changes .badge.restated', (b) => b.length),
+    posts: holdingsPosts,
+    submit_enabled_after: await page.isEnabled('#h-submit'),
   });
   await shot('portfolio-restated.png');
 

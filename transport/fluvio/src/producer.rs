@@ -18,7 +18,10 @@
 //!   then does its send fail. Fluvio's own retries cover a failed request, not an error code in
 //!   its answer, and its producer does not reconnect after its SPU restarted: the record goes
 //!   again through a producer made again on a new client. A record sent again lands after
-//!   records sent after it that went through.
+//!   records sent after it that went through; so that a key's records keep their order (a
+//!   holdings change sent during an SPU outage must not land after a later correction of the
+//!   same holding and win), a later record of that key that landed before it is sent again
+//!   too, after it ([`KeyOrder`]).
 
 use crate::{block_on, map_error, Connection};
 use fluvio::{
@@ -180,12 +183,45 @@ async fn push(conn: Arc<Connection>, topic: String, mut queue: mpsc::UnboundedRe
     let (acks, mut pending) = mpsc::unbounded::<Ack>();
     let ack_shared = Arc::clone(&shared);
     fluvio_future::task::spawn(async move {
+        let mut order = KeyOrder::default();
         while let Some(ack) = pending.next().await {
             match ack {
                 Ack::Record(sent) => {
-                    let reply = sent.reply;
-                    let r = acknowledged(&ack_shared, sent.first, sent.key, sent.payload).await;
-                    let _ = reply.send(r);
+                    let Sent {
+                        first,
+                        key,
+                        payload,
+                        reply,
+                    } = sent;
+                    let mut r = acknowledged(&ack_shared, first, &key, &payload).await;
+                    // Landed before an earlier record of its key that was sent again: sent
+                    // again itself, so that it lands after that one.
+                    while let Ok((at, resent)) = &r {
+                        if !order.landed(&key, at, *resent) {
+                            break;
+                        }
+                        tracing::warn!(
+                            topic = %ack_shared.topic,
+                            offset = at.offset,
+                            "a record landed before an earlier record of its key that was sent \
+                             again: sending it again after it"
+                        );
+                        let (generation, producer) = ack_shared.get();
+                        let again =
+                            producer
+                                .send(key.clone(), payload.clone())
+                                .await
+                                .map_err(|e| {
+                                    map_error(
+                                        format!("delivering a record to {}", ack_shared.topic),
+                                        &e,
+                                    )
+                                });
+                        r = acknowledged(&ack_shared, (generation, again), &key, &payload)
+                            .await
+                            .map(|(at, _)| (at, true));
+                    }
+                    let _ = reply.send(r.map(|(at, _)| at));
                 }
                 // Answered once every record before it is acknowledged (or failed for good),
                 // records sent again included.
@@ -258,29 +294,62 @@ struct Sent {
     reply: oneshot::Sender<Result<Position>>,
 }
 
-/// The record's position once acknowledged. A record refused for a passing reason is sent
-/// again (backoff up to [`RETRY_MAX_DELAY`]) for up to [`RETRY_FOR`], by a producer made
-/// again on a new client if the one that sent it is still the current one.
+/// Where the records of keys that were sent again landed, so that a key's later records land
+/// after them. Acknowledgements are taken in the order the records were sent; a key's entry
+/// goes once a later record of it lands after it (the map holds only keys caught in a re-send).
+#[derive(Debug, Default)]
+pub(crate) struct KeyOrder {
+    last: HashMap<Vec<u8>, (i32, i64)>,
+}
+
+impl KeyOrder {
+    /// A record of `key` landed at `at` (`resent`: after being sent again). True when it must
+    /// be sent again: an earlier record of its key, sent again, landed after it.
+    pub(crate) fn landed(&mut self, key: &[u8], at: &Position, resent: bool) -> bool {
+        if let Some(&(partition, offset)) = self.last.get(key) {
+            if partition == at.partition && at.offset < offset {
+                return true;
+            }
+        }
+        if resent {
+            self.last.insert(key.to_vec(), (at.partition, at.offset));
+        } else {
+            self.last.remove(key);
+        }
+        false
+    }
+}
+
+/// The record's position once acknowledged, and whether it was sent again. A record refused
+/// for a passing reason is sent again (backoff up to [`RETRY_MAX_DELAY`]) for up to
+/// [`RETRY_FOR`], by a producer made again on a new client if the one that sent it is still
+/// the current one.
 async fn acknowledged(
     shared: &Shared,
     first: (u64, Result<ProduceOutput>),
-    key: Vec<u8>,
-    payload: Vec<u8>,
-) -> Result<Position> {
+    key: &[u8],
+    payload: &[u8],
+) -> Result<(Position, bool)> {
     let topic = shared.topic.as_str();
     let context = format!("delivering a record to {topic}");
     let deadline = std::time::Instant::now() + RETRY_FOR;
     let mut delay = Duration::from_millis(50);
     let (mut generation, mut sent) = first;
+    let mut resent = false;
     loop {
         let err = match sent {
             Ok(output) => match output.wait().await {
                 Ok(meta) => {
                     return i32::try_from(meta.partition_id())
-                        .map(|partition| Position {
-                            topic: topic.to_string(),
-                            partition,
-                            offset: meta.offset(),
+                        .map(|partition| {
+                            (
+                                Position {
+                                    topic: topic.to_string(),
+                                    partition,
+                                    offset: meta.offset(),
+                                },
+                                resent,
+                            )
                         })
                         .map_err(|_| {
                             Error::new(ErrorKind::Other, context, "a partition id past i32")
@@ -299,11 +368,12 @@ async fn acknowledged(
         );
         fluvio_future::timer::sleep(delay).await;
         delay = (delay * 2).min(RETRY_MAX_DELAY);
+        resent = true;
         sent = match shared.renew(generation).await {
             Ok((g, producer)) => {
                 generation = g;
                 producer
-                    .send(key.clone(), payload.clone())
+                    .send(key.to_vec(), payload.to_vec())
                     .await
                     .map_err(|e| map_error(context.clone(), &e))
             }
@@ -363,5 +433,40 @@ impl LogProducer for FluvioProducer {
             }
             Ok(())
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(offset: i64) -> Position {
+        Position {
+            topic: "t".into(),
+            partition: 0,
+            offset,
+        }
+    }
+
+    #[test]
+    fn a_later_record_of_a_key_that_landed_before_a_resent_one_goes_again() {
+        let mut order = KeyOrder::default();
+        // A (key k) refused, sent again: lands at 7. B (key k, sent after A) had gone through
+        // at 5, before A's re-send: it goes again, and lands at 8.
+        assert!(!order.landed(b"k", &at(7), true));
+        assert!(order.landed(b"k", &at(5), false));
+        assert!(!order.landed(b"k", &at(8), true));
+        // C (key k) lands after B: in order, and the key is forgotten.
+        assert!(!order.landed(b"k", &at(9), false));
+        assert!(order.last.is_empty());
+        // Other keys are not held: j landed before k's re-send, in order for j.
+        assert!(!order.landed(b"k", &at(20), true));
+        assert!(!order.landed(b"j", &at(15), false));
+        // Another partition is another log.
+        let elsewhere = Position {
+            partition: 1,
+            ..at(3)
+        };
+        assert!(!order.landed(b"k", &elsewhere, false));
     }
 }
