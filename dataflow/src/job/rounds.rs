@@ -3,8 +3,9 @@
 //! - [`Reader`]: the worker's source, its partitions, the decoder and the retry of source
 //!   errors; it hands records to the machine and what the machine accepts to the dataflow;
 //! - [`Forwarder`]: worker 0 of process 0 hands completed batches to the commit thread;
-//! - [`run_worker`]: the rounds: ask the machine for the round's time and hold, read, report
-//!   offsets, step the dataflow, wait for rounds in flight, stop when the machine says so.
+//! - [`Pulse`]: a cluster's beats, in every wait;
+//! - [`run_worker`] and [`WorkerJob`]: timely's shape: set up, the stored state at timestamp 0,
+//!   rounds (advance the inputs, read, step while the probe is behind), shut down.
 
 use super::align::Align;
 use super::committer::Outlet;
@@ -16,8 +17,10 @@ use super::machine::{
 use super::retry::{Retry, SourceRetry};
 use super::start::PartitionStart;
 use super::JobConfig;
-use crate::runtime::{build, Built, Control, ControlPlane, Outbox, WorkerInputs};
+use crate::runtime::{build, Control, ControlPlane, Outbox, WorkerInputs};
 use crate::{Error, Result};
+use std::cell::Cell;
+use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -25,6 +28,7 @@ use stockflow_core::limits::MAX_DEAD_LETTER_BYTES_PER_ROUND;
 use stockflow_core::{Fault, Position, Progress, StoredState};
 use stockflow_transport::{Log, LogSource, RecordRef, Take};
 use timely::communication::Allocate;
+use timely::dataflow::ProbeHandle;
 use timely::worker::Worker;
 
 /// Completed batches worker 0 may hold when the commit queue is full before it stops reading.
@@ -85,6 +89,64 @@ struct Polled {
 }
 
 impl Reader {
+    /// The reader of `mine`, with what an earlier pass of this run read of them beyond their
+    /// committed offsets.
+    fn new(config: &JobConfig, mine: &[&PartitionStart], counters: &JobCounters) -> Self {
+        let read_before = |topic: &str, partition: i32| {
+            counters
+                .read_ahead
+                .lock()
+                .ok()
+                .and_then(|mut m| m.remove(&(topic.to_string(), partition)))
+                .unwrap_or_default()
+        };
+        let mut reader = Reader {
+            lanes: mine
+                .iter()
+                .map(|p| Lane {
+                    topic: p.topic.clone(),
+                    partition: p.partition,
+                    input: if p.topic == config.topics.prices {
+                        Input::Prices
+                    } else {
+                        Input::Holdings
+                    },
+                    read_before: read_before(&p.topic, p.partition),
+                })
+                .collect(),
+            by_partition: [Vec::new(), Vec::new()],
+            source: None,
+            decoder: Decoder::new(Arc::clone(&config.universe)),
+            retry: SourceRetry::new(config.source_give_up),
+            rejected_logged: 0,
+        };
+        for (i, l) in reader.lanes.iter().enumerate() {
+            let slot = &mut reader.by_partition[usize::from(l.input == Input::Prices)];
+            let p = usize::try_from(l.partition).unwrap_or(0);
+            if slot.len() <= p {
+                slot.resize(p + 1, None);
+            }
+            slot[p] = Some(i);
+        }
+        reader
+    }
+
+    /// Opens the source at `start`, handing records over in trading-day order.
+    fn open(
+        &mut self,
+        log: &dyn Log,
+        start: &[Position],
+        config: &JobConfig,
+    ) -> std::result::Result<(), stockflow_transport::Error> {
+        let mut s = log.open_source(start)?;
+        s.order_by(
+            super::decode::trading_day_order(&config.topics.prices),
+            super::decode::DAY_LOOKAHEAD,
+        );
+        self.source = Some(s);
+        Ok(())
+    }
+
     /// Reads one batch into the dataflow as the machine says. Errors that may pass are
     /// retried here; the rest are returned.
     fn poll(
@@ -329,84 +391,27 @@ fn day_cap() -> i64 {
     day_key(chrono::Utc::now().date_naive()) + FUTURE_DAYS
 }
 
-/// Runs one worker until the job stops. Returns this worker's own error, if it had one.
+/// Runs one worker until the job stops, in timely's own shape: set up (the dataflow, this
+/// worker's partitions, its source), the stored state at timestamp 0, then rounds (advance the
+/// inputs to the round's time, read, step the dataflow while its probe is behind the round)
+/// until a reason to stop, then shut down (the last batches to the sink, the cluster left
+/// together). Returns this worker's own error, if it had one.
 pub(super) fn run_worker<A: Allocate>(
     worker: &mut Worker<A>,
     setup: WorkerSetup<'_>,
 ) -> Result<()> {
-    let WorkerSetup {
-        config,
-        log,
-        partitions,
-        counters,
-        stop,
-        outlet,
-        state,
-        align,
-        remote_peers,
-    } = setup;
-    let index = worker.index();
-    let peers = worker.peers();
-    align.register(index);
-    let pulse = Pulse {
-        process: config.cluster.process,
-        remote: remote_peers,
-        counters,
-    };
-    let Built {
-        mut inputs,
-        probe,
-        outbox,
-        stop: mut plane,
-        finished,
-    } = build(worker, config.keep_state, config.window);
-    let mut error: Option<Error> = None;
-
-    // This worker's share of the partitions; each partition is read by exactly one worker.
-    let mine: Vec<&PartitionStart> = partitions
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| i % peers == index)
-        .map(|(_, p)| p)
-        .collect();
-    // What an earlier pass read of this worker's partitions beyond their committed offsets.
-    let read_before = |topic: &str, partition: i32| {
-        counters
-            .read_ahead
-            .lock()
-            .ok()
-            .and_then(|mut m| m.remove(&(topic.to_string(), partition)))
-            .unwrap_or_default()
-    };
-    let mut reader = Reader {
-        lanes: mine
-            .iter()
-            .map(|p| Lane {
-                topic: p.topic.clone(),
-                partition: p.partition,
-                input: if p.topic == config.topics.prices {
-                    Input::Prices
-                } else {
-                    Input::Holdings
-                },
-                read_before: read_before(&p.topic, p.partition),
-            })
-            .collect(),
-        by_partition: [Vec::new(), Vec::new()],
-        source: None,
-        decoder: Decoder::new(Arc::clone(&config.universe)),
-        retry: SourceRetry::new(config.source_give_up),
-        rejected_logged: 0,
-    };
-    for (i, l) in reader.lanes.iter().enumerate() {
-        let slot = &mut reader.by_partition[usize::from(l.input == Input::Prices)];
-        let p = usize::try_from(l.partition).unwrap_or(0);
-        if slot.len() <= p {
-            slot.resize(p + 1, None);
-        }
-        slot[p] = Some(i);
+    let state = setup.state.clone();
+    let mut job = WorkerJob::set_up(worker, setup);
+    job.inject(state.as_deref());
+    while job.keep_reading() {
+        job.round(worker);
     }
-    let mut machine = Machine::new(
+    job.shut_down(worker)
+}
+
+/// The reading machine of this worker's partitions.
+fn reading_machine(config: &JobConfig, mine: &[&PartitionStart], lanes: &[Lane]) -> Machine {
+    Machine::new(
         MachineConfig {
             window: config.window,
             until_caught_up: config.until_caught_up,
@@ -414,7 +419,7 @@ pub(super) fn run_worker<A: Allocate>(
             days_per_time: config.days_per_time,
         },
         mine.iter()
-            .zip(&reader.lanes)
+            .zip(lanes)
             .map(|(p, l)| LaneSpec {
                 input: l.input,
                 start: p.start,
@@ -422,163 +427,199 @@ pub(super) fn run_worker<A: Allocate>(
                 last: p.last,
             })
             .collect(),
-    );
-    if !mine.is_empty() {
-        let start: Vec<Position> = mine.iter().map(|p| p.position()).collect();
-        match log.open_source(&start) {
-            Ok(mut s) => {
-                s.order_by(
-                    super::decode::trading_day_order(&config.topics.prices),
-                    super::decode::DAY_LOOKAHEAD,
-                );
-                reader.source = Some(s);
-            }
-            Err(e) => {
+    )
+}
+
+/// One worker's job: its dataflow's inputs and probe, the control plane, the reading machine
+/// and its reader, and (worker 0 of process 0) the forwarder to the commit thread.
+struct WorkerJob<'a> {
+    config: &'a JobConfig,
+    counters: &'a JobCounters,
+    stop: &'a AtomicBool,
+    align: &'a Align,
+    remote_peers: bool,
+    index: usize,
+    peers: usize,
+    inputs: WorkerInputs,
+    probe: ProbeHandle<u64>,
+    plane: ControlPlane,
+    /// Every input closed and the last batch in the outbox.
+    finished: Rc<Cell<bool>>,
+    machine: Machine,
+    reader: Reader,
+    forwarder: Forwarder,
+    pulse: Pulse<'a>,
+    error: Option<Error>,
+    rounds_since_cap: u32,
+}
+
+impl<'a> WorkerJob<'a> {
+    /// The dataflow, this worker's share of the partitions (each read by exactly one worker),
+    /// its reading machine, and its source opened at their start positions.
+    fn set_up<A: Allocate>(worker: &mut Worker<A>, setup: WorkerSetup<'a>) -> Self {
+        let WorkerSetup {
+            config,
+            log,
+            partitions,
+            counters,
+            stop,
+            outlet,
+            state,
+            align,
+            remote_peers,
+        } = setup;
+        let (index, peers) = (worker.index(), worker.peers());
+        align.register(index);
+        let built = build(worker, config.keep_state, config.window);
+        let mine: Vec<&PartitionStart> = partitions
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| i % peers == index)
+            .map(|(_, p)| p)
+            .collect();
+        tracing::debug!(worker = index, partitions = ?mine.iter().map(|p| (&p.topic, p.partition, p.start)).collect::<Vec<_>>(), "assigned");
+        let reader = Reader::new(config, &mine, counters);
+        let machine = reading_machine(config, &mine, &reader.lanes);
+        let mut job = WorkerJob {
+            config,
+            counters,
+            stop,
+            align,
+            remote_peers,
+            index,
+            peers,
+            inputs: built.inputs,
+            probe: built.probe,
+            plane: built.stop,
+            finished: built.finished,
+            machine,
+            reader,
+            forwarder: Forwarder {
+                outlet,
+                outbox: built.outbox,
+                // The stored state's own output (timestamp 0) is what the database holds.
+                strip_first: state.as_ref().is_some_and(|s| !s.is_empty()),
+                forwarded_first: false,
+            },
+            pulse: Pulse {
+                process: config.cluster.process,
+                remote: remote_peers,
+                counters,
+            },
+            error: None,
+            rounds_since_cap: 0,
+        };
+        if !mine.is_empty() {
+            let start: Vec<Position> = mine.iter().map(|p| p.position()).collect();
+            if let Err(e) = job.reader.open(log, &start, config) {
                 let failed = StopReason::Failed(source_failure(&e), e.fault());
-                plane.raise(failed.clone());
-                machine.stop(failed);
-                error = Some(e.into());
+                job.plane.raise(failed.clone());
+                job.machine.stop(failed);
+                job.error = Some(e.into());
             }
         }
+        job
     }
-    tracing::debug!(worker = index, partitions = ?mine.iter().map(|p| (&p.topic, p.partition, p.start)).collect::<Vec<_>>(), "assigned");
 
-    // Timestamp 0: the stored state, and every partition's start position.
-    let strip_first = state.as_ref().is_some_and(|s| !s.is_empty());
-    if let Some(state) = &state {
-        for p in &state.prices {
-            inputs.prices.update_at(p.clone(), 0, 1);
-        }
-        for h in &state.holdings {
-            inputs.holdings.update_at(h.clone(), 0, 1);
-        }
-        for seed in &state.seeds {
-            inputs
-                .seeds
-                .update_at((seed.portfolio, seed.date, seed.value), 0, 1);
-        }
-    }
-    for r in machine.initial_reports() {
-        if let Some(p) = reader.progress(&r) {
-            inputs.control.send((
-                Control::Offset {
-                    progress: p,
-                    newest_ms: None,
-                    backlog: r.backlog,
-                },
-                0,
-            ));
-        }
-    }
-    let mut forwarder = Forwarder {
-        outlet,
-        outbox,
-        strip_first,
-        forwarded_first: false,
-    };
-
-    let mut rounds_since_cap = 0u32;
-    loop {
-        // Reasons to stop from outside the machine: a signal, the sink, another worker.
-        if stop.load(Relaxed) {
-            machine.stop(StopReason::Signal);
-        }
-        if let Some(why) = counters.aborted() {
-            machine.stop(StopReason::Failed(why, Fault::External));
-        }
-        if let Some(failed) = forwarder.failure() {
-            machine.stop(failed);
-        }
-        if let Some(reason) = plane.received() {
-            machine.stop(reason);
-        }
-        if let Some(reason) = machine.stopped() {
-            tracing::debug!(
-                worker = index,
-                ?reason,
-                time = machine.time(),
-                "the worker stops reading"
-            );
-            if *reason != StopReason::CaughtUp {
-                plane.raise(reason.clone());
+    /// Timestamp 0: the stored state (worker 0 of process 0), and every partition's start
+    /// position.
+    fn inject(&mut self, state: Option<&StoredState>) {
+        let inputs = &mut self.inputs;
+        if let Some(state) = state {
+            for p in &state.prices {
+                inputs.prices.update_at(p.clone(), 0, 1);
             }
-            break;
-        }
-        pulse.beat(&mut plane);
-        forwarder.forward();
-        if forwarder.held() > MAX_HELD_BATCHES {
-            // The commit queue is full: read nothing more until it drains.
-            worker.step_or_park(Some(Duration::from_millis(5)));
-            continue;
-        }
-        let next_key = reader.source.as_ref().and_then(|s| s.next_key());
-        let hold = align.step(index, next_key);
-        let peer_time = align.latest_time().max(plane.peer_time());
-        let before = machine.time();
-        if rounds_since_cap >= 10_000 {
-            // The clock moves on: a live job running for months keeps today's cap.
-            machine.set_day_cap(day_cap());
-            rounds_since_cap = 0;
-        }
-        rounds_since_cap += 1;
-        let round = machine.begin_round(hold, next_key, peer_time);
-        if round.time != before {
-            inputs.advance_to(round.time);
-        }
-        align.publish_time(round.time);
-        if remote_peers {
-            plane.publish_time(round.time);
-        }
-        if let Some(src) = reader.source.as_mut() {
-            src.hold_after(round.hold_after);
-        }
-        // No wait for input while the dataflow has work, nor when there is nothing left to
-        // wait for (`--until-caught-up` with every partition read to its end at start).
-        let wait =
-            if probe.less_than(&round.time) || (config.until_caught_up && machine.caught_up()) {
-                Duration::ZERO
-            } else {
-                IDLE_WAIT
-            };
-        let mut read = 0u64;
-        if reader.source.is_some() {
-            match reader.poll(&mut machine, &mut inputs, config, wait) {
-                Ok(p) => {
-                    read = p.ticks + p.holdings + p.dead + p.again;
-                    counters.ticks.fetch_add(p.ticks, Relaxed);
-                    counters.source_errors.fetch_add(p.errors, Relaxed);
-                    counters.holdings.fetch_add(p.holdings, Relaxed);
-                    counters.dead_letters.fetch_add(p.dead, Relaxed);
-                }
-                Err(msg) => {
-                    counters.source_errors.fetch_add(1, Relaxed);
-                    machine.stop(StopReason::Failed(msg.clone(), Fault::External));
-                    error = Some(Error::Source(msg));
-                }
+            for h in &state.holdings {
+                inputs.holdings.update_at(h.clone(), 0, 1);
             }
-        } else {
-            worker.step_or_park(Some(wait));
+            for seed in &state.seeds {
+                inputs
+                    .seeds
+                    .update_at((seed.portfolio, seed.date, seed.value), 0, 1);
+            }
         }
-        let end = machine.end_round(|i| reader.resume(i));
-        for r in &end.reports {
-            if let Some(p) = reader.progress(r) {
+        for r in self.machine.initial_reports() {
+            if let Some(p) = self.reader.progress(&r) {
                 inputs.control.send((
                     Control::Offset {
                         progress: p,
-                        newest_ms: r.newest_ms,
+                        newest_ms: None,
                         backlog: r.backlog,
                     },
-                    r.at,
+                    0,
                 ));
             }
         }
-        if let Some(StopReason::Rewind(day)) = machine.stopped() {
-            if let Ok(mut r) = counters.rewind_to.lock() {
-                *r = Some(r.map_or(*day, |r| r.min(*day)));
-            }
+    }
+
+    /// The control plane: takes in the reasons to stop from outside the machine (a signal, a
+    /// watchdog, the sink, another worker); false once the machine has stopped, after telling
+    /// every worker why (all but a caught-up worker's own end).
+    fn keep_reading(&mut self) -> bool {
+        if self.stop.load(Relaxed) {
+            self.machine.stop(StopReason::Signal);
         }
+        if let Some(why) = self.counters.aborted() {
+            self.machine.stop(StopReason::Failed(why, Fault::External));
+        }
+        if let Some(failed) = self.forwarder.failure() {
+            self.machine.stop(failed);
+        }
+        if let Some(reason) = self.plane.received() {
+            self.machine.stop(reason);
+        }
+        let Some(reason) = self.machine.stopped() else {
+            return true;
+        };
+        tracing::debug!(
+            worker = self.index,
+            ?reason,
+            time = self.machine.time(),
+            "the worker stops reading"
+        );
+        if *reason != StopReason::CaughtUp {
+            self.plane.raise(reason.clone());
+        }
+        false
+    }
+
+    /// One round: the machine's time and hold for it, the inputs advanced to it, what the
+    /// source has read into them, the offsets reported, then steps while the dataflow is
+    /// behind the round.
+    fn round<A: Allocate>(&mut self, worker: &mut Worker<A>) {
+        self.pulse.beat(&mut self.plane);
+        self.forwarder.forward();
+        if self.forwarder.held() > MAX_HELD_BATCHES {
+            // The commit queue is full: read nothing more until it drains.
+            worker.step_or_park(Some(Duration::from_millis(5)));
+            return;
+        }
+        let next_key = self.reader.source.as_ref().and_then(|s| s.next_key());
+        let hold = self.align.step(self.index, next_key);
+        let peer_time = self.align.latest_time().max(self.plane.peer_time());
+        let before = self.machine.time();
+        if self.rounds_since_cap >= 10_000 {
+            // The clock moves on: a live job running for months keeps today's cap.
+            self.machine.set_day_cap(day_cap());
+            self.rounds_since_cap = 0;
+        }
+        self.rounds_since_cap += 1;
+        let round = self.machine.begin_round(hold, next_key, peer_time);
+        if round.time != before {
+            self.inputs.advance_to(round.time);
+        }
+        self.align.publish_time(round.time);
+        if self.remote_peers {
+            self.plane.publish_time(round.time);
+        }
+        if let Some(src) = self.reader.source.as_mut() {
+            src.hold_after(round.hold_after);
+        }
+        let read = self.read(worker, round.time);
+        let end = self.machine.end_round(|i| self.reader.resume(i));
+        self.report(&end);
         if end.time != round.time {
-            inputs.advance_to(end.time);
+            self.inputs.advance_to(end.time);
         }
         if read == 0 {
             // Nothing read (held back by the other workers, or nothing there): park until
@@ -588,59 +629,124 @@ pub(super) fn run_worker<A: Allocate>(
         } else {
             worker.step();
         }
-        while probe.less_than(&end.wait_for) {
-            forwarder.forward();
-            if plane.received().is_some() {
+        while self.probe.less_than(&end.wait_for) {
+            self.forwarder.forward();
+            if self.plane.received().is_some() {
                 break;
             }
-            pulse.step(worker, &mut plane);
+            self.pulse.step(worker, &mut self.plane);
         }
     }
-    // Close the inputs and let everything read so far reach the sink.
-    align.done(index);
-    if let Ok(mut ahead) = counters.read_ahead.lock() {
-        for (i, l) in reader.lanes.iter().enumerate() {
-            let offsets = machine.applied_ahead(i);
-            if !offsets.is_empty() {
-                ahead.insert(
-                    (l.topic.clone(), l.partition),
-                    offsets.into_iter().collect(),
-                );
+
+    /// Reads what the source has (waiting for input only when the dataflow is idle and there
+    /// is something left to wait for); the records read.
+    fn read<A: Allocate>(&mut self, worker: &mut Worker<A>, time: u64) -> u64 {
+        // No wait while the dataflow has work, nor with nothing left to wait for
+        // (`--until-caught-up` with every partition read to its end at start).
+        let idle = !(self.probe.less_than(&time)
+            || (self.config.until_caught_up && self.machine.caught_up()));
+        let wait = if idle { IDLE_WAIT } else { Duration::ZERO };
+        if self.reader.source.is_none() {
+            worker.step_or_park(Some(wait));
+            return 0;
+        }
+        let counters = self.counters;
+        match self
+            .reader
+            .poll(&mut self.machine, &mut self.inputs, self.config, wait)
+        {
+            Ok(p) => {
+                counters.ticks.fetch_add(p.ticks, Relaxed);
+                counters.source_errors.fetch_add(p.errors, Relaxed);
+                counters.holdings.fetch_add(p.holdings, Relaxed);
+                counters.dead_letters.fetch_add(p.dead, Relaxed);
+                p.ticks + p.holdings + p.dead + p.again
+            }
+            Err(msg) => {
+                counters.source_errors.fetch_add(1, Relaxed);
+                self.machine
+                    .stop(StopReason::Failed(msg.clone(), Fault::External));
+                self.error = Some(Error::Source(msg));
+                0
             }
         }
     }
-    drop(inputs);
-    drop(reader);
-    // Everything read so far reaches the sink. After a watchdog's stop, only what is
-    // complete: the dataflow cannot finish without the peer that hangs.
-    let aborted = || counters.aborted().is_some();
-    while !finished.get() && !aborted() {
-        pulse.step(worker, &mut plane);
-        forwarder.forward();
-    }
-    forwarder.drain(|| pulse.step(worker, &mut plane));
-    // Worker 0 of process 0 says it finished only once the last commit is done, so that a
-    // failed commit stops every process of the cluster with an error; every worker keeps its
-    // side of the control plane open (beating) until all have finished.
-    if let Some(why) = forwarder.finish(|| pulse.step(worker, &mut plane)) {
-        plane.raise(why);
-    }
-    plane.finish(index);
-    while !plane.all_finished(peers) && !aborted() {
-        pulse.step(worker, &mut plane);
-    }
-    if let Some(why) = counters.aborted() {
-        // Not waiting for the cluster to end: the watchdog ends the process.
-        return Err(Error::Stopped(why, Fault::External));
-    }
-    plane.close();
-    while worker.step_or_park(Some(Duration::from_millis(1))) {}
-    if let Some(StopReason::Failed(msg, fault)) = plane.received() {
-        if error.is_none() {
-            return Err(Error::Stopped(msg, fault));
+
+    /// The round's offset reports into the dataflow (each at its timestamp), and a rewind's
+    /// day for the job's next pass.
+    fn report(&mut self, end: &super::machine::RoundEnd) {
+        for r in &end.reports {
+            if let Some(p) = self.reader.progress(r) {
+                self.inputs.control.send((
+                    Control::Offset {
+                        progress: p,
+                        newest_ms: r.newest_ms,
+                        backlog: r.backlog,
+                    },
+                    r.at,
+                ));
+            }
+        }
+        if let Some(StopReason::Rewind(day)) = self.machine.stopped() {
+            if let Ok(mut r) = self.counters.rewind_to.lock() {
+                *r = Some(r.map_or(*day, |r| r.min(*day)));
+            }
         }
     }
-    error.map_or(Ok(()), Err)
+
+    /// Closes the inputs and lets everything read so far reach the sink; worker 0 of process
+    /// 0 waits for the last commit. Every worker then says it finished and keeps its side of
+    /// the control plane open (beating) until all have, so that the cluster ends together.
+    /// After a watchdog's stop only what is complete goes, and the process does not wait for
+    /// a peer that hangs.
+    fn shut_down<A: Allocate>(mut self, worker: &mut Worker<A>) -> Result<()> {
+        self.align.done(self.index);
+        self.keep_read_ahead();
+        let (counters, pulse) = (self.counters, &self.pulse);
+        let mut plane = self.plane;
+        drop(self.inputs);
+        drop(self.reader);
+        let aborted = || counters.aborted().is_some();
+        while !self.finished.get() && !aborted() {
+            pulse.step(worker, &mut plane);
+            self.forwarder.forward();
+        }
+        self.forwarder.drain(|| pulse.step(worker, &mut plane));
+        if let Some(failed) = self.forwarder.finish(|| pulse.step(worker, &mut plane)) {
+            plane.raise(failed);
+        }
+        plane.finish(self.index);
+        while !plane.all_finished(self.peers) && !aborted() {
+            pulse.step(worker, &mut plane);
+        }
+        if let Some(why) = counters.aborted() {
+            // Not waiting for the cluster to end: the watchdog ends the process.
+            return Err(Error::Stopped(why, Fault::External));
+        }
+        plane.close();
+        while worker.step_or_park(Some(Duration::from_millis(1))) {}
+        match (plane.received(), self.error) {
+            (Some(StopReason::Failed(msg, fault)), None) => Err(Error::Stopped(msg, fault)),
+            (_, error) => error.map_or(Ok(()), Err),
+        }
+    }
+
+    /// What this pass applied of its partitions beyond their committed offsets (records are
+    /// handed over out of offset order): the next pass reads them again without counting them
+    /// twice.
+    fn keep_read_ahead(&self) {
+        if let Ok(mut ahead) = self.counters.read_ahead.lock() {
+            for (i, l) in self.reader.lanes.iter().enumerate() {
+                let offsets = self.machine.applied_ahead(i);
+                if !offsets.is_empty() {
+                    ahead.insert(
+                        (l.topic.clone(), l.partition),
+                        offsets.into_iter().collect(),
+                    );
+                }
+            }
+        }
+    }
 }
 
 /// The sink's failure, as every worker of the cluster stops for it.
