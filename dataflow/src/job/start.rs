@@ -218,32 +218,62 @@ pub fn plan(
     spec: &StartSpec,
     reset_offsets: bool,
 ) -> Result<StartPlan> {
-    let mut out = StartPlan::default();
-    let mut lost: Vec<String> = Vec::new();
-    if let StartSpec::Offsets(m) = spec {
-        let parts = log
-            .partitions(&topics.prices)
-            .map_err(|e| missing_topic(e, &topics.prices))?;
-        if let Some(p) = m.keys().find(|p| !parts.contains(p)) {
-            return Err(Error::Config(format!(
-                "--from offsets= names partition {p}, but {} has partitions {parts:?}",
-                topics.prices
-            )));
-        }
-    }
+    check_offsets_spec(log, topics, spec)?;
     let mut ranges: Vec<(&String, bool, Vec<Watermarks>)> = Vec::new();
     for (topic, is_prices) in [(&topics.prices, true), (&topics.holdings, false)] {
         let marks = log.watermarks(topic).map_err(|e| missing_topic(e, topic))?;
         ranges.push((topic, is_prices, marks));
     }
-    // The log's identity: where the job applied a record, the log holds that record; where it
-    // read none, the log holds none.
+    let replaced = replaced_partitions(log, stored, &ranges)?;
+    let mut planner = Planner {
+        log,
+        stored,
+        spec,
+        reset_offsets,
+        replaced,
+        out: StartPlan::default(),
+        lost: Vec::new(),
+        lookups: Vec::new(),
+    };
+    for (topic, is_prices, marks) in &ranges {
+        planner.gone_partitions(topic, marks);
+        for w in marks {
+            planner.partition(topic, *is_prices, w)?;
+        }
+    }
+    planner.finish()
+}
+
+/// `--from offsets=` names partitions the prices topic has.
+fn check_offsets_spec(log: &dyn Log, topics: &Topics, spec: &StartSpec) -> Result<()> {
+    let StartSpec::Offsets(m) = spec else {
+        return Ok(());
+    };
+    let parts = log
+        .partitions(&topics.prices)
+        .map_err(|e| missing_topic(e, &topics.prices))?;
+    match m.keys().find(|p| !parts.contains(p)) {
+        Some(p) => Err(Error::Config(format!(
+            "--from offsets= names partition {p}, but {} has partitions {parts:?}",
+            topics.prices
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// The log's identity: where the job applied a record, the log holds that record; where it
+/// read none, the log holds none. The partitions where it does not, with what they hold.
+fn replaced_partitions(
+    log: &dyn Log,
+    stored: &Stored,
+    ranges: &[(&String, bool, Vec<Watermarks>)],
+) -> Result<BTreeMap<(String, i32), String>> {
     enum Check {
         Same(RecordMark),
         Empty(i64),
     }
     let mut checks: Vec<((String, i32), Position, Check)> = Vec::new();
-    for (topic, _, marks) in &ranges {
+    for (topic, _, marks) in ranges {
         for w in marks {
             let key = ((*topic).clone(), w.partition);
             let at = |offset| Position {
@@ -270,21 +300,14 @@ pub fn plan(
     } else {
         log.first_records(&positions, IDENTITY_TIMEOUT)?
     };
-    let mut replaced: BTreeMap<(String, i32), String> = BTreeMap::new();
+    let mut replaced = BTreeMap::new();
     for ((key, _, check), record) in checks.iter().zip(&found) {
         if let (Check::Same(m), Some(r)) = (check, record) {
-            if r.position.offset > m.offset {
-                // The marked record is gone: retention moved the log's start past it since the
-                // ranges were read (a job down about as long as the retention). Nothing left
-                // to compare with; not a replaced log.
-                let low = log
-                    .watermarks(&key.0)?
-                    .iter()
-                    .find(|w| w.partition == key.1)
-                    .map_or(i64::MAX, |w| w.low);
-                if low > m.offset {
-                    continue;
-                }
+            // The marked record is gone: retention moved the log's start past it since the
+            // ranges were read (a job down about as long as the retention). Nothing left to
+            // compare with; not a replaced log.
+            if r.position.offset > m.offset && low_of(log, key)? > m.offset {
+                continue;
             }
         }
         let why = match (check, record) {
@@ -300,140 +323,201 @@ pub fn plan(
             replaced.insert(key.clone(), why);
         }
     }
-    // Partitions started where the job did not stand: the record below the start, if any.
-    let mut lookups: Vec<Position> = Vec::new();
-    for (topic, is_prices, marks) in &ranges {
-        let (topic, is_prices) = (*topic, *is_prices);
-        // Stored partitions the topic no longer has.
-        for ((t, p), o) in stored
+    Ok(replaced)
+}
+
+/// A partition's first offset now.
+fn low_of(log: &dyn Log, key: &(String, i32)) -> Result<i64> {
+    Ok(log
+        .watermarks(&key.0)?
+        .iter()
+        .find(|w| w.partition == key.1)
+        .map_or(i64::MAX, |w| w.low))
+}
+
+/// Plans one partition after another: where each starts, what the job knows of the record
+/// below its start, and the refusals and notes on the way.
+struct Planner<'a> {
+    log: &'a dyn Log,
+    stored: &'a Stored,
+    spec: &'a StartSpec,
+    reset_offsets: bool,
+    replaced: BTreeMap<(String, i32), String>,
+    out: StartPlan,
+    /// Partitions whose log lost records the job had read (the refusal's lines).
+    lost: Vec<String>,
+    /// Records below a start to read for their marks.
+    lookups: Vec<Position>,
+}
+
+impl Planner<'_> {
+    /// Stored partitions the topic no longer has.
+    fn gone_partitions(&mut self, topic: &String, marks: &[Watermarks]) {
+        for ((t, p), o) in self
+            .stored
             .offsets
             .range((topic.clone(), i32::MIN)..=(topic.clone(), i32::MAX))
         {
             if t == topic && !marks.iter().any(|w| w.partition == *p) {
-                if reset_offsets {
-                    out.notes.push(format!(
+                if self.reset_offsets {
+                    self.out.notes.push(format!(
                         "{t}/{p}: the partition is gone (stored offset {o}); forgotten (--reset-offsets)"
                     ));
                 } else {
-                    lost.push(lost_partition(t, *p, *o, None));
+                    self.lost.push(lost_partition(t, *p, *o, None));
                 }
             }
         }
-        for w in marks {
-            let key = (topic.clone(), w.partition);
-            let stored_at = stored.offsets.get(&key).copied();
-            let explicit = match (is_prices, spec) {
-                (_, StartSpec::Earliest) => Some(w.low),
-                (true, StartSpec::Latest) => {
-                    let from = stored_at.unwrap_or(w.low).clamp(w.low, w.high);
-                    out.skipped += w.high - from;
-                    Some(w.high)
+    }
+
+    /// One partition's start and last record.
+    fn partition(&mut self, topic: &str, is_prices: bool, w: &Watermarks) -> Result<()> {
+        let key = (topic.to_string(), w.partition);
+        let stored_at = self.stored.offsets.get(&key).copied();
+        let explicit = self.explicit_start(topic, is_prices, w, stored_at)?;
+        let start = self.start(&key, w, explicit, stored_at);
+        let last = if start == 0 {
+            Last::Nothing
+        } else if self.replaced.contains_key(&key) {
+            Last::Unknown
+        } else if stored_at.is_some_and(|s| s == start || (s < w.low && start == w.low)) {
+            self.stored
+                .marks
+                .get(&key)
+                .copied()
+                .unwrap_or_default()
+                .below(start)
+        } else {
+            if start > w.low {
+                self.lookups.push(Position {
+                    topic: topic.to_string(),
+                    partition: w.partition,
+                    offset: start - 1,
+                });
+            }
+            Last::Unknown
+        };
+        self.out.partitions.push(PartitionStart {
+            topic: topic.to_string(),
+            partition: w.partition,
+            start,
+            end: w.high,
+            last,
+        });
+        Ok(())
+    }
+
+    /// Where `--from` puts this partition (None: where the job stands).
+    fn explicit_start(
+        &mut self,
+        topic: &str,
+        is_prices: bool,
+        w: &Watermarks,
+        stored_at: Option<i64>,
+    ) -> Result<Option<i64>> {
+        Ok(match (is_prices, self.spec) {
+            (_, StartSpec::Earliest) => Some(w.low),
+            (true, StartSpec::Latest) => {
+                let from = stored_at.unwrap_or(w.low).clamp(w.low, w.high);
+                self.out.skipped += w.high - from;
+                Some(w.high)
+            }
+            (true, StartSpec::Offsets(m)) => match m.get(&w.partition) {
+                Some(&o) if o > w.high => {
+                    return Err(Error::Config(format!(
+                        "--from offsets=: {topic}/{} ends at {}, offset {o} is beyond it",
+                        w.partition, w.high
+                    )))
                 }
-                (true, StartSpec::Offsets(m)) => match m.get(&w.partition) {
-                    Some(&o) if o > w.high => {
-                        return Err(Error::Config(format!(
-                            "--from offsets=: {topic}/{} ends at {}, offset {o} is beyond it",
-                            w.partition, w.high
-                        )))
-                    }
-                    Some(&o) if o < w.low => {
-                        out.notes.push(format!(
-                            "{topic}/{}: offsets below {} are gone from the log; starting there instead of {o}",
-                            w.partition, w.low
-                        ));
-                        Some(w.low)
-                    }
-                    Some(&o) => Some(o),
-                    None => None,
-                },
-                (true, StartSpec::Time(ms)) => Some(
-                    log.offset_for_time(topic, w.partition, *ms)?
-                        .unwrap_or(w.high)
-                        .clamp(w.low, w.high),
-                ),
-                _ => None,
-            };
-            let replaced_here = replaced.get(&key);
-            let start = match (explicit, stored_at) {
-                (Some(o), _) => {
-                    if let Some(why) = replaced_here {
-                        out.notes.push(format!(
-                            "{why}: the log was replaced; reading it from offset {o} as asked"
-                        ));
-                    }
-                    o
-                }
-                (None, None) => w.low,
-                (None, Some(s)) if s > w.high => {
-                    if !reset_offsets {
-                        lost.push(lost_partition(topic, w.partition, s, Some(w)));
-                    }
-                    out.notes.push(format!(
-                        "{topic}/{}: stored offset {s} is beyond the log's end {}; reading the log from its start {} (--reset-offsets)",
-                        w.partition, w.high, w.low
+                Some(&o) if o < w.low => {
+                    self.out.notes.push(format!(
+                        "{topic}/{}: offsets below {} are gone from the log; starting there instead of {o}",
+                        w.partition, w.low
                     ));
-                    w.low
+                    Some(w.low)
                 }
-                (None, Some(_)) if replaced_here.is_some() => {
-                    let why = replaced_here.cloned().unwrap_or_default();
-                    if !reset_offsets {
-                        lost.push(why.clone());
-                    }
-                    out.notes.push(format!(
-                        "{why}: the log was replaced; reading it from its start {} (--reset-offsets)",
-                        w.low
+                Some(&o) => Some(o),
+                None => None,
+            },
+            (true, StartSpec::Time(ms)) => Some(
+                self.log
+                    .offset_for_time(topic, w.partition, *ms)?
+                    .unwrap_or(w.high)
+                    .clamp(w.low, w.high),
+            ),
+            _ => None,
+        })
+    }
+
+    /// The start: as asked, or where the job stands, or the log's start when the log lost or
+    /// replaced what the job read (refused unless `--reset-offsets`).
+    fn start(
+        &mut self,
+        key: &(String, i32),
+        w: &Watermarks,
+        explicit: Option<i64>,
+        stored_at: Option<i64>,
+    ) -> i64 {
+        let (topic, replaced_here) = (&key.0, self.replaced.get(key).cloned());
+        match (explicit, stored_at) {
+            (Some(o), _) => {
+                if let Some(why) = replaced_here {
+                    self.out.notes.push(format!(
+                        "{why}: the log was replaced; reading it from offset {o} as asked"
                     ));
+                }
+                o
+            }
+            (None, None) => w.low,
+            (None, Some(s)) if s > w.high => {
+                if !self.reset_offsets {
+                    self.lost
+                        .push(lost_partition(topic, w.partition, s, Some(w)));
+                }
+                self.out.notes.push(format!(
+                    "{topic}/{}: stored offset {s} is beyond the log's end {}; reading the log from its start {} (--reset-offsets)",
+                    w.partition, w.high, w.low
+                ));
+                w.low
+            }
+            (None, Some(_)) if replaced_here.is_some() => {
+                let why = replaced_here.unwrap_or_default();
+                if !self.reset_offsets {
+                    self.lost.push(why.clone());
+                }
+                self.out.notes.push(format!(
+                    "{why}: the log was replaced; reading it from its start {} (--reset-offsets)",
                     w.low
-                }
-                (None, Some(s)) if s < w.low => {
-                    out.notes.push(format!(
-                        "{topic}/{}: offsets {s}..{} are gone from the log (retention); the stored state holds what they carried, continuing from {}",
-                        w.partition, w.low, w.low
-                    ));
-                    w.low
-                }
-                (None, Some(s)) => s,
-            };
-            let last = if start == 0 {
-                Last::Nothing
-            } else if replaced.contains_key(&key) {
-                Last::Unknown
-            } else if stored_at.is_some_and(|s| s == start || (s < w.low && start == w.low)) {
-                stored
-                    .marks
-                    .get(&key)
-                    .copied()
-                    .unwrap_or_default()
-                    .below(start)
-            } else {
-                if start > w.low {
-                    lookups.push(Position {
-                        topic: topic.clone(),
-                        partition: w.partition,
-                        offset: start - 1,
-                    });
-                }
-                Last::Unknown
-            };
-            out.partitions.push(PartitionStart {
-                topic: topic.clone(),
-                partition: w.partition,
-                start,
-                end: w.high,
-                last,
-            });
+                ));
+                w.low
+            }
+            (None, Some(s)) if s < w.low => {
+                self.out.notes.push(format!(
+                    "{topic}/{}: offsets {s}..{} are gone from the log (retention); the stored state holds what they carried, continuing from {}",
+                    w.partition, w.low, w.low
+                ));
+                w.low
+            }
+            (None, Some(s)) => s,
         }
     }
-    if !lost.is_empty() {
-        return Err(lost_log_refusal(&lost));
-    }
-    if !lookups.is_empty() {
-        let below = log.first_records(&lookups, IDENTITY_TIMEOUT)?;
-        for (p, r) in lookups.iter().zip(below) {
+
+    /// The refusal when the log lost what the job read; else the plan, with the marks of the
+    /// records below starts the job did not stand at.
+    fn finish(mut self) -> Result<StartPlan> {
+        if !self.lost.is_empty() {
+            return Err(lost_log_refusal(&self.lost));
+        }
+        if self.lookups.is_empty() {
+            return Ok(self.out);
+        }
+        let below = self.log.first_records(&self.lookups, IDENTITY_TIMEOUT)?;
+        for (p, r) in self.lookups.iter().zip(below) {
             let Some(r) = r.filter(|r| r.position.offset == p.offset) else {
                 continue;
             };
-            if let Some(start) = out
+            if let Some(start) = self
+                .out
                 .partitions
                 .iter_mut()
                 .find(|s| s.topic == p.topic && s.partition == p.partition)
@@ -441,8 +525,8 @@ pub fn plan(
                 start.last = Last::Record(r.as_ref().mark());
             }
         }
+        Ok(self.out)
     }
-    Ok(out)
 }
 
 fn missing_topic(e: stockflow_transport::Error, topic: &str) -> Error {
