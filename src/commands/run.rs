@@ -134,80 +134,11 @@ fn open_sink(
     })
 }
 
-/// How long a watchdog's stop waits for the commit thread to commit what is complete and
-/// release the lease before it ends the process anyway.
-const RELEASE_GRACE: Duration = Duration::from_secs(30);
-
-/// Ends the process for a watchdog, through the job's own stop: the workers stop reading,
-/// the commit thread commits the complete batches it holds and releases the lease (waited for
-/// at most `RELEASE_GRACE`), then exit 3 (the job cannot end through timely with a process
-/// of the cluster that hangs).
-fn end_process(counters: &job::JobCounters, message: String) -> ! {
-    tracing::error!("{message}");
-    counters.abort(message.clone());
-    let deadline = std::time::Instant::now() + RELEASE_GRACE;
-    while counters.commit_thread.load(Ordering::SeqCst) && !counters.released.load(Ordering::SeqCst)
-    {
-        if std::time::Instant::now() > deadline {
-            tracing::warn!(
-                "the commit thread did not release the lease within {} s: it goes stale on its \
-                 own",
-                RELEASE_GRACE.as_secs()
-            );
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+/// Ends the process for a watchdog (exit 3), once the job's own stop has released the lease
+/// (`job::watch`).
+fn end_process(message: String) {
     eprintln!("error: {message}");
     std::process::exit(i32::from(crate::exit::EXTERNAL));
-}
-
-/// A cluster's peer watchdog: every process beats every second while it runs; a process that
-/// stays silent longer than `limit` (stopped, its host frozen, its network cut) would hold
-/// every other process still while their leases stay fresh. This process then stops, saying
-/// which process hangs (exit 3): what it committed stays, and the cluster restarts together.
-fn watch_peers(
-    counters: Arc<job::JobCounters>,
-    done: Arc<AtomicBool>,
-    processes: usize,
-    me: usize,
-    limit: Duration,
-) {
-    std::thread::spawn(move || {
-        while !counters.started.load(Ordering::SeqCst) {
-            if done.load(Ordering::SeqCst) {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        }
-        let since = std::time::Instant::now();
-        loop {
-            std::thread::sleep(Duration::from_millis(500));
-            if done.load(Ordering::SeqCst) {
-                return;
-            }
-            let beats = counters
-                .peer_beats
-                .lock()
-                .map(|b| b.clone())
-                .unwrap_or_default();
-            for p in (0..processes).filter(|p| *p != me) {
-                let last = beats.get(&p).copied().unwrap_or(since);
-                if last.elapsed() > limit && !done.load(Ordering::SeqCst) {
-                    end_process(
-                        &counters,
-                        format!(
-                            "process {p} of the cluster has not been heard from for {} s \
-                             (stopped, its host frozen or its network cut): the cluster cannot \
-                             go on without it. What was committed stays; stop every process and \
-                             start the cluster again (each with `stockflow run … --process N`)",
-                            last.elapsed().as_secs()
-                        ),
-                    );
-                }
-            }
-        }
-    });
 }
 
 /// What a process of a cluster must share with the others (compared before reading).
@@ -266,10 +197,6 @@ pub async fn run(g: &Global, a: RunArgs) -> Result<ExitCode> {
         }
         None => Vec::new(),
     };
-    let topics = Topics {
-        prices: a.topics.prices.clone(),
-        holdings: a.topics.holdings.clone(),
-    };
     let log = {
         let g2 = g.clone();
         tokio::task::spawn_blocking(move || open_log(&g2)).await??
@@ -285,43 +212,8 @@ pub async fn run(g: &Global, a: RunArgs) -> Result<ExitCode> {
         metrics,
         cancel,
     } = opened;
-    let keep_state = a.sink == SinkKind::Mysql;
-    let config = JobConfig {
-        topics,
-        until_caught_up: a.until_caught_up,
-        cluster: Cluster {
-            workers: a.workers,
-            processes: a.processes,
-            process: a.process,
-            addresses,
-        },
-        universe: Arc::clone(&universe),
-        max_batch: a.max_batch.max(1),
-        queue_depth: 32,
-        commit_rows: a.commit_rows.max(1),
-        keep_state,
-        source_give_up: Duration::from_secs(a.source_retry_secs),
-        window: None,
-        days_per_time: a.days_per_timestamp.max(1),
-        settings: cluster_settings(&a),
-    };
-    // A cluster restores everything (its processes cannot re-run together); a single
-    // process restores the recent window and re-runs wider when a record needs it.
-    let restore = if a.processes > 1 || a.restore_days == 0 {
-        Restore::All
-    } else {
-        Restore::RecentDays(a.restore_days)
-    };
-    let stop = Arc::new(AtomicBool::new(false));
-    let mut shutdown = super::shutdown_on_signal();
-    let stop_signal = Arc::clone(&stop);
-    tokio::spawn(async move {
-        shutdown.triggered().await;
-        stop_signal.store(true, Ordering::SeqCst);
-        if let Some(c) = cancel {
-            c.store(true, Ordering::SeqCst);
-        }
-    });
+    let config = job_config(&a, &universe, addresses);
+    let stop = stop_on_signal(cancel);
     let counters = Arc::new(job::JobCounters::default());
     if let Some(addr) = &a.metrics_addr {
         super::metrics::serve(
@@ -333,82 +225,149 @@ pub async fn run(g: &Global, a: RunArgs) -> Result<ExitCode> {
             },
         )?;
     }
-    if a.processes > 1 {
-        // Timely waits for every process of the hostfile to connect; one that never comes
-        // must not leave this one waiting forever.
-        let (counters, limit) = (
-            Arc::clone(&counters),
-            Duration::from_secs(a.cluster_wait_secs),
-        );
-        let hosts = a.processes;
-        std::thread::spawn(move || {
-            std::thread::sleep(limit);
-            if !counters.started.load(Ordering::SeqCst) {
-                end_process(
-                    &counters,
-                    format!(
-                        "the cluster did not form within {} s: not all {hosts} processes of the \
-                         hostfile connected (is each one started with its --process index?)",
-                        limit.as_secs()
-                    ),
-                );
-            }
-        });
-    }
     let job_done = Arc::new(AtomicBool::new(false));
-    if a.processes > 1 {
-        watch_peers(
-            Arc::clone(&counters),
-            Arc::clone(&job_done),
-            a.processes,
-            a.process,
-            Duration::from_secs(a.peer_timeout_secs.max(2)),
-        );
-    }
+    start_watchdogs(&a, &counters, &job_done);
     let resumed = Arc::new(AtomicBool::new(false));
-    let resumed_w = Arc::clone(&resumed);
     let request = RunRequest {
         spec: spec.clone(),
         reset_offsets: a.reset_offsets,
-        restore,
+        restore: restore_of(&a),
         follower: job::Stored {
             offsets: state.offsets,
             marks: state.marks,
         },
     };
-    let prices_topic = a.topics.prices.clone();
-    let (workers, from, until) = (a.workers, a.from.clone(), a.until_caught_up);
+    let starting = starting_note(&a, spec, Arc::clone(&resumed));
     let report = tokio::task::spawn_blocking(move || {
-        job::run(config, log, sink, request, stop, counters, |plan, state| {
-            if !state.offsets.is_empty() {
-                resumed_w.store(true, Ordering::SeqCst);
-            }
-            for note in &plan.notes {
-                tracing::warn!("{note}");
-            }
-            if spec == StartSpec::Latest {
-                tracing::warn!(
-                    skipped = plan.skipped,
-                    "--from latest skips {} record(s) of {prices_topic} (never evaluated by this run)",
-                    plan.skipped,
-                );
-            }
-            tracing::info!(
-                workers,
-                from = ?from,
-                restored_prices = state.prices.len(),
-                restored_holdings = state.holdings.len(),
-                window = ?state.window,
-                backlog = plan.backlog(),
-                until_caught_up = until,
-                "starting the dataflow job"
-            );
-        })
+        job::run(config, log, sink, request, stop, counters, starting)
     })
     .await
     .context("the job panicked");
     job_done.store(true, Ordering::SeqCst);
     let report = report??;
+    print_summary(g, &a, &report, metrics, resumed.load(Ordering::SeqCst));
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The job's settings from the command line.
+fn job_config(
+    a: &RunArgs,
+    universe: &Arc<stockflow_market::Universe>,
+    addresses: Vec<String>,
+) -> JobConfig {
+    JobConfig {
+        topics: Topics {
+            prices: a.topics.prices.clone(),
+            holdings: a.topics.holdings.clone(),
+        },
+        until_caught_up: a.until_caught_up,
+        cluster: Cluster {
+            workers: a.workers,
+            processes: a.processes,
+            process: a.process,
+            addresses,
+        },
+        universe: Arc::clone(universe),
+        max_batch: a.max_batch.max(1),
+        queue_depth: 32,
+        commit_rows: a.commit_rows.max(1),
+        keep_state: a.sink == SinkKind::Mysql,
+        source_give_up: Duration::from_secs(a.source_retry_secs),
+        window: None,
+        days_per_time: a.days_per_timestamp.max(1),
+        settings: cluster_settings(a),
+    }
+}
+
+/// A cluster restores everything (its processes cannot re-run together); a single process
+/// restores the recent window and re-runs wider when a record needs it.
+fn restore_of(a: &RunArgs) -> Restore {
+    if a.processes > 1 || a.restore_days == 0 {
+        Restore::All
+    } else {
+        Restore::RecentDays(a.restore_days)
+    }
+}
+
+/// The stop flag, set by Ctrl-C or SIGTERM (which also ends the sink's retries at once).
+fn stop_on_signal(cancel: Option<Arc<AtomicBool>>) -> Arc<AtomicBool> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut shutdown = super::shutdown_on_signal();
+    let stop_signal = Arc::clone(&stop);
+    tokio::spawn(async move {
+        shutdown.triggered().await;
+        stop_signal.store(true, Ordering::SeqCst);
+        if let Some(c) = cancel {
+            c.store(true, Ordering::SeqCst);
+        }
+    });
+    stop
+}
+
+/// A cluster's watchdogs (`job::watch`): one that does not form, a process not heard from.
+fn start_watchdogs(a: &RunArgs, counters: &Arc<job::JobCounters>, done: &Arc<AtomicBool>) {
+    if a.processes <= 1 {
+        return;
+    }
+    job::watch::watch_formation(
+        Arc::clone(counters),
+        a.processes,
+        Duration::from_secs(a.cluster_wait_secs),
+        end_process,
+    );
+    job::watch::watch_peers(
+        Arc::clone(counters),
+        Arc::clone(done),
+        (a.processes, a.process),
+        Duration::from_secs(a.peer_timeout_secs.max(2)),
+        end_process,
+    );
+}
+
+/// What the job says as it starts (after planning).
+fn starting_note(
+    a: &RunArgs,
+    spec: StartSpec,
+    resumed: Arc<AtomicBool>,
+) -> impl Fn(&job::StartPlan, &stockflow_core::StoredState) + Send + 'static {
+    let prices_topic = a.topics.prices.clone();
+    let (workers, from, until) = (a.workers, a.from.clone(), a.until_caught_up);
+    move |plan, state| {
+        if !state.offsets.is_empty() {
+            resumed.store(true, Ordering::SeqCst);
+        }
+        for note in &plan.notes {
+            tracing::warn!("{note}");
+        }
+        if spec == StartSpec::Latest {
+            tracing::warn!(
+                skipped = plan.skipped,
+                "--from latest skips {} record(s) of {prices_topic} (never evaluated by this run)",
+                plan.skipped,
+            );
+        }
+        tracing::info!(
+            workers,
+            from = ?from,
+            restored_prices = state.prices.len(),
+            restored_holdings = state.holdings.len(),
+            window = ?state.window,
+            backlog = plan.backlog(),
+            until_caught_up = until,
+            "starting the dataflow job"
+        );
+    }
+}
+
+/// The run's summary: JSON or a line for people, on stdout (stderr when the JSON Lines sink
+/// writes to stdout).
+fn print_summary(
+    g: &Global,
+    a: &RunArgs,
+    report: &job::JobReport,
+    metrics: Option<Arc<SinkMetrics>>,
+    resumed: bool,
+) {
     let secs = report.elapsed.as_secs_f64().max(1e-9);
     let sink_metrics = metrics.map(|m| {
         use std::sync::atomic::Ordering::Relaxed;
@@ -427,7 +386,7 @@ pub async fn run(g: &Global, a: RunArgs) -> Result<ExitCode> {
         })
     });
     let summary = serde_json::json!({
-        "resumed": resumed.load(Ordering::SeqCst),
+        "resumed": resumed,
         "passes": report.passes,
         "restored_prices": report.restored_prices,
         "restored_from": report.restored_window.map(|d| d.to_string()),
@@ -445,8 +404,6 @@ pub async fn run(g: &Global, a: RunArgs) -> Result<ExitCode> {
         "peak_rss_mib": super::bench::peak_rss_mib(),
         "offsets": report.offsets.iter().map(|(t, p, o)| serde_json::json!({"topic": t, "partition": p, "next": o})).collect::<Vec<_>>(),
     });
-    // Results go to stdout, unless the JSON Lines sink writes there.
-    let on_stdout = !(a.sink == SinkKind::Jsonl && a.sink_path.as_os_str() == "-");
     let line = match g.output {
         Output::Json => summary.to_string(),
         Output::Text => format!(
@@ -454,10 +411,9 @@ pub async fn run(g: &Global, a: RunArgs) -> Result<ExitCode> {
             report.ticks, report.holdings, report.dead_letters, report.inserted, report.retracted, report.batches, secs, report.ticks as f64 / secs
         ),
     };
-    if on_stdout {
-        println!("{line}");
-    } else {
+    if a.sink == SinkKind::Jsonl && a.sink_path.as_os_str() == "-" {
         eprintln!("{line}");
+    } else {
+        println!("{line}");
     }
-    Ok(ExitCode::SUCCESS)
 }

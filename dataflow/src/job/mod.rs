@@ -22,6 +22,7 @@ pub mod machine;
 mod retry;
 mod rounds;
 pub mod start;
+pub mod watch;
 
 pub use rounds::DAYS_PER_TIME;
 
