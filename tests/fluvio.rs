@@ -403,8 +403,10 @@ fn the_pipeline_on_fluvio_equals_the_kafka_run_and_survives_a_sigkill() {
         }
         crashed = fresh_db("flkill");
         run_ok(stockflow().args(["db", "init", "--mysql-url", &crashed]));
+        // Small transactions: a catch-up gathers 100,000 rows a transaction by default, and
+        // 120 days would commit at once.
         let mut child = on_fluvio(job(&fprices, &fholdings, &crashed), &ep)
-            .args(["--max-batch", "1"])
+            .args(["--max-batch", "1", "--commit-rows", "20"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

@@ -1081,6 +1081,28 @@ fn migrations_interrupted_after_their_alter_table_apply_again() {
         after, before,
         "the same schema as one uninterrupted migration"
     );
+    // Columns that hold data are never dropped: a history that lost rows (a partial restore)
+    // is refused, saying so, and the data stays.
+    query(
+        &url,
+        "INSERT INTO stream_progress (job, topic, kafka_partition, next_offset, last_offset) \
+         VALUES ('stockflow', 'StockExchange', 0, 5, 4)",
+    );
+    query(
+        &url,
+        "DELETE FROM refinery_schema_history WHERE version >= 5",
+    );
+    let out = stockflow()
+        .args(["db", "init", "--mysql-url", &url])
+        .output()
+        .expect("running db init");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(err.contains("hold data"), "{err}");
+    assert_eq!(
+        query(&url, "SELECT last_offset FROM stream_progress"),
+        vec![vec!["4".to_string()]]
+    );
     drop_db(&url);
 }
 

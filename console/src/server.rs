@@ -175,10 +175,20 @@ fn writes_allowed(pool: &mysql::Pool) -> Option<String> {
         "ALTER",
         "CREATE",
     ];
+    // The privileges of each grant: between GRANT and ON (the names after it may hold any
+    // word).
+    let privileges: Vec<String> = grants
+        .iter()
+        .filter_map(|g| {
+            let g = g.to_uppercase();
+            let rest = g.strip_prefix("GRANT ")?;
+            rest.split_once(" ON ").map(|(p, _)| p.to_string())
+        })
+        .collect();
     let found: Vec<&str> = writing
         .iter()
         .copied()
-        .filter(|w| grants.iter().any(|g| g.to_uppercase().contains(w)))
+        .filter(|w| privileges.iter().any(|p| p.contains(w)))
         .collect();
     (!found.is_empty()).then(|| found.join(", "))
 }

@@ -52,7 +52,10 @@ pub async fn run(g: &Global, command: DbCommand) -> Result<ExitCode> {
             let output = g.output;
             let publish = match publish_portfolios {
                 Some(topic) => {
-                    let producer = super::run::publish_topic(g, &topic)?;
+                    let (g2, t2) = (g.clone(), topic.clone());
+                    let producer =
+                        tokio::task::spawn_blocking(move || super::run::publish_topic(&g2, &t2))
+                            .await??;
                     Some((topic, producer))
                 }
                 None => None,

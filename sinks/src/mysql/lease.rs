@@ -82,6 +82,9 @@ pub struct LeaseRow {
     pub holder: Holder,
     pub started_at: String,
     pub heartbeat_age: Duration,
+    /// When the last heartbeat was, on the server's clock (µs since 2000-01-01): compared
+    /// across reads, it tells a beat from the time a read took.
+    pub heartbeat_at_us: i64,
     /// The MySQL connection the holder's transactions run on (0: not known).
     pub conn_id: u64,
     /// The holder's last commit.
@@ -142,13 +145,14 @@ pub fn is_live(row: &LeaseRow, me: &Holder) -> bool {
 
 const SELECT: &str = "SELECT l.epoch, l.host, l.pid, l.pid_ns, l.run_id, l.conn_id, l.commit_seq, \
      CAST(l.started_at AS CHAR), \
-     GREATEST(TIMESTAMPDIFF(MICROSECOND, COALESCE(h.heartbeat_at, l.heartbeat_at), NOW(6)), 0) \
+     GREATEST(TIMESTAMPDIFF(MICROSECOND, COALESCE(h.heartbeat_at, l.heartbeat_at), NOW(6)), 0), \
+     TIMESTAMPDIFF(MICROSECOND, '2000-01-01', COALESCE(h.heartbeat_at, l.heartbeat_at)) \
      FROM job_leases l LEFT JOIN job_heartbeats h ON h.job = l.job WHERE l.job = ?";
 
-type Raw = (i64, String, i64, String, String, u64, i64, String, i64);
+type Raw = (i64, String, i64, String, String, u64, i64, String, i64, i64);
 
 fn row(
-    (epoch, host, pid, pid_ns, run_id, conn_id, commit_seq, started_at, age_us): Raw,
+    (epoch, host, pid, pid_ns, run_id, conn_id, commit_seq, started_at, age_us, beat_us): Raw,
 ) -> LeaseRow {
     LeaseRow {
         epoch,
@@ -160,6 +164,7 @@ fn row(
         },
         started_at,
         heartbeat_age: Duration::from_micros(u64::try_from(age_us).unwrap_or(0)),
+        heartbeat_at_us: beat_us,
         conn_id,
         commit_seq,
     }
@@ -249,7 +254,7 @@ fn acquire_with_short_waits(
     while started.elapsed() < ACQUIRE_FOR {
         match try_acquire(conn, job, me, takeover, own_conn) {
             Ok(Attempt::Taken(acquired)) => return Ok(acquired),
-            Ok(Attempt::Held(row)) => match watch.judge(&row, me, Instant::now()) {
+            Ok(Attempt::Held(row)) => match watch.judge(&row, me) {
                 Judged::Running(why) => {
                     return Err(Error::LeaseHeld {
                         job: job.to_string(),
@@ -308,16 +313,13 @@ enum Judged {
 /// about one beat.
 #[derive(Debug, Default)]
 struct HeartbeatWatch {
-    /// The holder watched (epoch, run id) and when its heartbeat was, on this process's clock.
-    first: Option<(i64, String, Instant)>,
+    /// The holder watched (epoch, run id) and its heartbeat's time on the server's clock (only
+    /// a new beat changes it: the time reads take plays no part).
+    first: Option<(i64, String, i64)>,
 }
 
-/// How far a heartbeat must move to count as a new beat (jitter of the two clocks and the
-/// queries between them is far smaller; beats are `HEARTBEAT` apart).
-const BEAT_MOVED: Duration = Duration::from_millis(750);
-
 impl HeartbeatWatch {
-    fn judge(&mut self, row: &LeaseRow, me: &Holder, now: Instant) -> Judged {
+    fn judge(&mut self, row: &LeaseRow, me: &Holder) -> Judged {
         if me.shares_pids_with(&row.holder) {
             // is_live found its process alive.
             return if stopped_beating(row) {
@@ -334,19 +336,18 @@ impl HeartbeatWatch {
                 ))
             };
         }
-        let beat_at = now.checked_sub(row.heartbeat_age).unwrap_or(now);
         match &self.first {
             Some((epoch, run, first)) if *epoch == row.epoch && *run == row.holder.run_id => {
-                if beat_at > *first + BEAT_MOVED {
+                if row.heartbeat_at_us > *first {
                     return Judged::Running(format!(
-                        "its heartbeat moved on while this run watched it ({} s ago at first, \
-                         now {:.1} s ago): it runs elsewhere",
-                        now.saturating_duration_since(*first).as_secs(),
+                        "its heartbeat moved on while this run watched it (by {:.1} s, now \
+                         {:.1} s ago): it runs elsewhere",
+                        (row.heartbeat_at_us - first) as f64 / 1e6,
                         row.heartbeat_age.as_secs_f64()
                     ));
                 }
             }
-            _ => self.first = Some((row.epoch, row.holder.run_id.clone(), beat_at)),
+            _ => self.first = Some((row.epoch, row.holder.run_id.clone(), row.heartbeat_at_us)),
         }
         Judged::Wait(format!(
             "its holder runs in another pid namespace or on another host, where this run cannot \
@@ -376,8 +377,10 @@ fn cut_off_blocking_holder(
         return Ok(());
     };
     if is_live(&cur, me) && !takeover {
-        if stopped_beating(&cur) {
-            // Wait for it to go stale (the caller retries).
+        if stopped_beating(&cur) || !me.shares_pids_with(&cur.holder) {
+            // Wait for it to go stale (the caller retries): a holder that hangs, or one whose
+            // process cannot be checked from here (a restarted container), which the lease's
+            // heartbeat judges.
             return Ok(());
         }
         return Err(Error::LeaseHeld {
@@ -500,7 +503,8 @@ pub fn any_live(conn: &mut Conn, me: &Holder) -> Result<Option<LeaseRow>> {
     let all = SELECT.replace(" WHERE l.job = ?", "");
     // Before V6 the lease had no run id, connection or sequence, and its own heartbeat.
     let before_v6 = "SELECT epoch, host, pid, '', '', 0, 0, CAST(started_at AS CHAR), \
-         GREATEST(TIMESTAMPDIFF(MICROSECOND, heartbeat_at, NOW(6)), 0) FROM job_leases";
+         GREATEST(TIMESTAMPDIFF(MICROSECOND, heartbeat_at, NOW(6)), 0), \
+         TIMESTAMPDIFF(MICROSECOND, '2000-01-01', heartbeat_at) FROM job_leases";
     let rows: Vec<Raw> = match conn.query(all) {
         Err(e) if missing(&e) => match conn.query(before_v6) {
             Err(e) if missing(&e) => return Ok(None),
@@ -675,6 +679,7 @@ mod tests {
             holder: holder.clone(),
             started_at: "2026-01-01 00:00:00".into(),
             heartbeat_age: Duration::from_secs(age_s),
+            heartbeat_at_us: 0,
             conn_id: 7,
             commit_seq: 11,
         }
@@ -744,29 +749,30 @@ mod tests {
         // The same host name, another pid namespace (a container restarted): its pid means
         // nothing here.
         let elsewhere = other(&me.host, 1, "boot/pid:[4026532999]");
-        let t0 = Instant::now();
-        let at = |s: u64| t0 + Duration::from_secs(s);
-        let row = |age_ms: u64| LeaseRow {
+        // Its heartbeat at `beat_s` on the server's clock, read `age_ms` after it.
+        let row = |beat_s: i64, age_ms: u64| LeaseRow {
             heartbeat_age: Duration::from_millis(age_ms),
+            heartbeat_at_us: beat_s * 1_000_000,
             ..lease(&elsewhere, 0)
         };
-        // Killed a second ago: its heartbeat ages as this run watches, and it is waited for.
+        // Killed: its heartbeat stays where it was however slow the reads are, and it is
+        // waited for.
         let mut watch = HeartbeatWatch::default();
         for s in 0..10u64 {
-            let judged = watch.judge(&row(1_000 + s * 1_000), &me, at(s));
-            assert!(matches!(judged, Judged::Wait(_)), "{s} s: {judged:?}");
+            let judged = watch.judge(&row(100, 1_000 + s * 1_700), &me);
+            assert!(matches!(judged, Judged::Wait(_)), "{s}: {judged:?}");
         }
-        // Alive elsewhere: its heartbeat moves on (it beats every 2 s) and the run refuses.
+        // Alive elsewhere: its next beat moves it on, and the run refuses.
         let mut watch = HeartbeatWatch::default();
         assert!(matches!(
-            watch.judge(&row(1_500), &me, at(0)),
+            watch.judge(&row(100, 1_500), &me),
             Judged::Wait(_)
         ));
         assert!(matches!(
-            watch.judge(&row(2_500), &me, at(1)),
+            watch.judge(&row(100, 2_500), &me),
             Judged::Wait(_)
         ));
-        let judged = watch.judge(&row(100), &me, at(2));
+        let judged = watch.judge(&row(102, 100), &me);
         assert!(
             matches!(&judged, Judged::Running(why) if why.contains("moved on")),
             "{judged:?}"
@@ -774,14 +780,14 @@ mod tests {
         // Another holder took the lease meanwhile: watched from scratch.
         let mut watch = HeartbeatWatch::default();
         assert!(matches!(
-            watch.judge(&row(1_000), &me, at(0)),
+            watch.judge(&row(100, 1_000), &me),
             Judged::Wait(_)
         ));
         let next = LeaseRow {
             epoch: 4,
-            ..row(100)
+            ..row(105, 100)
         };
-        assert!(matches!(watch.judge(&next, &me, at(5)), Judged::Wait(_)));
+        assert!(matches!(watch.judge(&next, &me), Judged::Wait(_)));
     }
 
     #[test]
@@ -790,12 +796,12 @@ mod tests {
         let parent = other(&me.host, std::os::unix::process::parent_id(), &me.pid_ns);
         let mut watch = HeartbeatWatch::default();
         assert!(matches!(
-            watch.judge(&lease(&parent, 1), &me, Instant::now()),
+            watch.judge(&lease(&parent, 1), &me),
             Judged::Running(_)
         ));
         // Alive but silent for more than three beats: it hangs, and goes stale.
         assert!(matches!(
-            watch.judge(&lease(&parent, 7), &me, Instant::now()),
+            watch.judge(&lease(&parent, 7), &me),
             Judged::Wait(_)
         ));
     }

@@ -254,7 +254,10 @@ fn migrate(
     ))?;
     undo_unrecorded_columns(conn, applied)?;
     let report = embedded::migrations::runner().run(&mut checked::Checked(conn));
-    conn.query_drop("SET SESSION lock_wait_timeout = DEFAULT, innodb_lock_wait_timeout = DEFAULT")?;
+    // (A connection that broke during the migration fails here too: the migration's own error
+    // is the one to say.)
+    let _ = conn
+        .query_drop("SET SESSION lock_wait_timeout = DEFAULT, innodb_lock_wait_timeout = DEFAULT");
     report.map_err(|e| {
         let text = e.to_string();
         if !text.contains("Lock wait timeout") {
@@ -271,16 +274,19 @@ fn migrate(
 
 /// Migrations that begin with an `ALTER TABLE … ADD COLUMN` (MySQL 8 has no `ADD COLUMN IF
 /// NOT EXISTS`; MariaDB has): the table and the columns each adds.
-const ADDS_COLUMNS: &[(i32, &str, &[&str])] = &[
+/// With the condition under which a row holds something in them (not their defaults).
+const ADDS_COLUMNS: &[(i32, &str, &[&str], &str)] = &[
     (
         5,
         "stream_progress",
         &["last_offset", "last_timestamp_ms", "last_hash"],
+        "last_offset IS NOT NULL OR last_timestamp_ms IS NOT NULL OR last_hash IS NOT NULL",
     ),
     (
         6,
         "job_leases",
         &["run_id", "pid_ns", "conn_id", "commit_seq"],
+        "run_id <> '' OR pid_ns <> '' OR conn_id <> 0 OR commit_seq <> 0",
     ),
 ];
 
@@ -288,9 +294,10 @@ const ADDS_COLUMNS: &[(i32, &str, &[&str])] = &[
 /// recorded the migration leaves columns that make it fail when applied again ("Duplicate
 /// column name"). Those columns are dropped, and the migration then runs again whole (its
 /// other statements create what is missing only). Nothing wrote them: a run waits for every
-/// migration before it writes, and both tables are a row per partition or per job.
+/// migration before it writes. Columns that do hold something (the migration history lost
+/// rows, as a partial restore can) are not dropped: the migration is refused, saying so.
 fn undo_unrecorded_columns(conn: &mut Conn, applied: Option<i32>) -> Result<()> {
-    for (version, table, columns) in ADDS_COLUMNS {
+    for (version, table, columns, holding) in ADDS_COLUMNS {
         if applied >= Some(*version) {
             continue;
         }
@@ -306,6 +313,19 @@ fn undo_unrecorded_columns(conn: &mut Conn, applied: Option<i32>) -> Result<()> 
             .collect();
         if added.is_empty() {
             continue;
+        }
+        let used: Option<u64> = if added.len() == columns.len() {
+            conn.query_first(format!("SELECT COUNT(*) FROM `{table}` WHERE {holding}"))?
+        } else {
+            Some(0)
+        };
+        if used.unwrap_or(0) > 0 {
+            return Err(Error::Migration(format!(
+                "migration {version} is not recorded in refinery_schema_history, but the columns \
+                 it adds to {table} exist and hold data: the history lost rows (a partial \
+                 restore?). Restore refinery_schema_history, or record the migration by hand; \
+                 stockflow does not drop columns that hold data"
+            )));
         }
         tracing::warn!(
             version,

@@ -39,7 +39,7 @@ fn shown(e: &Evaluation) -> Shown {
 }
 
 /// A stored row as an evaluation (for the journal's retraction of it); None if a value does
-/// not read back (never written so by stockflow).
+/// not read back (never written so by stockflow: the journal then shows the new value only).
 fn stored(portfolio: PortfolioId, row: (&str, &Shown)) -> Option<Evaluation> {
     let (day, (value, change, pct)) = row;
     let money = |t: &Option<String>| -> Option<Option<Fixed6>> {
@@ -174,7 +174,8 @@ pub fn rebuild(
             for s in &stmts {
                 tx.exec_drop(&s.sql, s.params.clone())?;
             }
-            // A chunk written again after a lost COMMIT that had landed was journalled then.
+            // Each try of a chunk reads its rows again: after a lost COMMIT that had landed it
+            // finds nothing to change, and journals nothing.
             if !diffs.is_empty() && !commit.replay {
                 diffs.sort();
                 let batch = Batch {
