@@ -14,10 +14,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
+    free_ports(1)[0]
 }
 
 /// Lines of a child's stdout, read on a thread (so that a wait can time out).

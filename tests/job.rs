@@ -268,16 +268,7 @@ fn a_two_process_cluster_gives_the_same_result() {
     load_holdings(&t);
     backfill(&t, "2008-03-03", "20");
     let (single, _) = run_job(&t, &["-w", "1"]);
-    let dir = std::env::temp_dir().join(format!("stockflow-cluster-{}", uuid::Uuid::new_v4()));
-    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
-    let hostfile = dir.join("hosts");
-    let base = 20_000 + (uuid::Uuid::new_v4().as_u128() % 20_000) as u16;
-    std::fs::write(
-        &hostfile,
-        format!("127.0.0.1:{base}\n127.0.0.1:{}\n", base + 1),
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
-    let hosts = hostfile.to_string_lossy().to_string();
+    let (dir, hosts) = hostfile();
     let other = stockflow()
         .args([
             "run",
