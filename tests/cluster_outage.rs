@@ -22,17 +22,11 @@ fn a_cluster_rides_out_a_90_second_mysql_outage() {
     let start = |process: &str| {
         // stderr into a file: a pipe nobody reads during the outage's retries could fill.
         let stderr = std::fs::File::create(log(process)).expect("a file for stderr");
-        job(&prices, &holdings, &url)
+        cluster_job(&prices, &holdings, &url, &hosts, process)
             .args([
                 "--until-caught-up",
                 "-w",
                 "2",
-                "--processes",
-                "2",
-                "--process",
-                process,
-                "--hostfile",
-                &hosts,
                 // Small transactions: commits go on until the outage meets them.
                 "--commit-rows",
                 "500",

@@ -533,14 +533,8 @@ fn a_cluster_whose_processes_were_started_differently_refuses_to_run() {
     let (dir, hosts) = hostfile();
     let start = |process: &str, market: &str| {
         Background::start(
-            job(&prices, &holdings, &url).args([
+            cluster_job(&prices, &holdings, &url, &hosts, process).args([
                 "--until-caught-up",
-                "--processes",
-                "2",
-                "--process",
-                process,
-                "--hostfile",
-                &hosts,
                 "--market",
                 market,
             ]),
@@ -629,16 +623,8 @@ fn a_cluster_stops_saying_which_process_hangs() {
     let (dir, hosts) = hostfile();
     let start = |process: &str| {
         Background::start(
-            job(&prices, &holdings, &url).args([
-                "--processes",
-                "2",
-                "--process",
-                process,
-                "--hostfile",
-                &hosts,
-                "--peer-timeout-secs",
-                "5",
-            ]),
+            cluster_job(&prices, &holdings, &url, &hosts, process)
+                .args(["--peer-timeout-secs", "5"]),
             "peer",
         )
     };
@@ -687,16 +673,10 @@ fn an_idle_process_of_a_cluster_is_not_called_hung() {
     let (dir, hosts) = hostfile();
     let start = |process: &str| {
         Background::start(
-            job(&prices, &holdings, &url).args([
+            cluster_job(&prices, &holdings, &url, &hosts, process).args([
                 "--until-caught-up",
                 "-w",
                 "8",
-                "--processes",
-                "2",
-                "--process",
-                process,
-                "--hostfile",
-                &hosts,
                 "--peer-timeout-secs",
                 "2",
                 "--commit-rows",
@@ -999,14 +979,7 @@ fn a_fenced_cluster_exits_2_in_every_process() {
     let (dir, hosts) = hostfile();
     let start = |process: &str| {
         Background::start(
-            job(&prices, &holdings, &url).args([
-                "--processes",
-                "2",
-                "--process",
-                process,
-                "--hostfile",
-                &hosts,
-            ]),
+            &mut cluster_job(&prices, &holdings, &url, &hosts, process),
             "fenced",
         )
     };

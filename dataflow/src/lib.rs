@@ -14,6 +14,7 @@ pub mod graph;
 pub mod job;
 pub mod memory;
 pub mod panics;
+pub mod ports;
 pub mod runtime;
 pub mod sinks;
 

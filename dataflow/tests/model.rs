@@ -490,7 +490,8 @@ impl World {
         // same one (each freed before the next pick), or one could become process 1's source
         // port for its connection to process 0; either made process 1 fail to bind and
         // process 0 panic on the closed connection, now and then.
-        let addresses: Vec<String> = free_ports(2)
+        let addresses: Vec<String> = stockflow_dataflow::ports::free_ports(2)
+            .expect("two free ports")
             .into_iter()
             .map(|p| format!("127.0.0.1:{p}"))
             .collect();
@@ -816,41 +817,4 @@ fn any_sequence_of_operations_ends_with_the_reference_tables() {
         ),
         Err(e) => panic!("model seed {seed}: {e}"),
     }
-}
-
-/// `n` distinct loopback ports free now, below the kernel's ephemeral range (a port of that
-/// range can be taken at any moment as the source port of an outgoing connection, a timely
-/// process's own connection to its peer included), each checked by binding it; the listeners
-/// are all held until every port is found (two picks never give the same port).
-pub fn free_ports(n: usize) -> Vec<u16> {
-    let ephemeral_low: u16 = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-        .ok()
-        .and_then(|s| s.split_whitespace().next().and_then(|p| p.parse().ok()))
-        .unwrap_or(32768);
-    let low: u16 = 10_000;
-    assert!(
-        ephemeral_low > low + 1_000,
-        "no room below the ephemeral ports"
-    );
-    let span = u64::from(ephemeral_low - low);
-    let mut x = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(1, |d| d.as_nanos() as u64)
-        ^ (u64::from(std::process::id()) << 32);
-    let mut held = Vec::new();
-    for _ in 0..10_000 {
-        if held.len() == n {
-            break;
-        }
-        // xorshift: a different port each try.
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        let port = low + u16::try_from(x % span).unwrap_or(0);
-        if let Ok(l) = std::net::TcpListener::bind(("127.0.0.1", port)) {
-            held.push((port, l));
-        }
-    }
-    assert_eq!(held.len(), n, "{n} free ports below {ephemeral_low}");
-    held.into_iter().map(|(p, _)| p).collect()
 }

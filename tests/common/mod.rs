@@ -85,6 +85,20 @@ pub fn job(prices: &str, holdings: &str, url: &str) -> Command {
     c
 }
 
+/// `job` as process `process` of a two-process cluster on the hostfile `hosts`.
+pub fn cluster_job(prices: &str, holdings: &str, url: &str, hosts: &str, process: &str) -> Command {
+    let mut c = job(prices, holdings, url);
+    c.args([
+        "--processes",
+        "2",
+        "--process",
+        process,
+        "--hostfile",
+        hosts,
+    ]);
+    c
+}
+
 /// A hostfile of two processes on loopback ports free now ([`free_ports`]): (its folder, its
 /// path).
 pub fn hostfile() -> (std::path::PathBuf, String) {
@@ -101,41 +115,9 @@ pub fn hostfile() -> (std::path::PathBuf, String) {
     (dir, hosts)
 }
 
-/// `n` distinct loopback ports free now, below the kernel's ephemeral range (a port of that
-/// range can be taken at any moment as the source port of an outgoing connection, a timely
-/// process's own connection to its peer included), each checked by binding it; the listeners
-/// are all held until every port is found (two picks never give the same port).
+/// `n` distinct free loopback ports below the ephemeral range (`stockflow_dataflow::ports`).
 pub fn free_ports(n: usize) -> Vec<u16> {
-    let ephemeral_low: u16 = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-        .ok()
-        .and_then(|s| s.split_whitespace().next().and_then(|p| p.parse().ok()))
-        .unwrap_or(32768);
-    let low: u16 = 10_000;
-    assert!(
-        ephemeral_low > low + 1_000,
-        "no room below the ephemeral ports"
-    );
-    let span = u64::from(ephemeral_low - low);
-    let mut x = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(1, |d| d.as_nanos() as u64)
-        ^ (u64::from(std::process::id()) << 32);
-    let mut held = Vec::new();
-    for _ in 0..10_000 {
-        if held.len() == n {
-            break;
-        }
-        // xorshift: a different port each try.
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        let port = low + u16::try_from(x % span).unwrap_or(0);
-        if let Ok(l) = std::net::TcpListener::bind(("127.0.0.1", port)) {
-            held.push((port, l));
-        }
-    }
-    assert_eq!(held.len(), n, "{n} free ports below {ephemeral_low}");
-    held.into_iter().map(|(p, _)| p).collect()
+    stockflow_dataflow::ports::free_ports(n).unwrap_or_else(|e| panic!("free ports: {e}"))
 }
 
 pub fn run_ok(cmd: &mut Command) -> Output {
