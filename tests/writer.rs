@@ -86,6 +86,40 @@ fn progress_rows(url: &str) -> Vec<Vec<String>> {
     )
 }
 
+/// A synthetic market whose 5,000 portfolios a day make transactions long enough to stop a
+/// holder inside one.
+const LONG_COMMITS: &str = "synthetic:200:5000:5:20:1";
+
+/// Topics of [`LONG_COMMITS`]: its holdings, and 40 days of closes from 2005-01-03.
+fn long_commits_topics(name: &str, seed: &str) -> (String, String) {
+    let prices = fresh_topic(&format!("{name}-prices"), 4);
+    let holdings = fresh_topic(&format!("{name}-holdings"), 1);
+    run_ok(stockflow().args([
+        "holdings",
+        "load",
+        "--market",
+        LONG_COMMITS,
+        "--topic",
+        &holdings,
+    ]));
+    run_ok(stockflow().args([
+        "exchange",
+        "all",
+        "--backfill",
+        "--from",
+        "2005-01-03",
+        "--days",
+        "40",
+        "--seed",
+        seed,
+        "--market",
+        LONG_COMMITS,
+        "--topic",
+        &prices,
+    ]));
+    (prices, holdings)
+}
+
 /// SIGSTOPs the holder while it holds a transaction open (as when a host hangs): stops it,
 /// looks at the lease row's lock (and `also`), lets it go on when it was between transactions.
 fn stop_inside_a_transaction(
@@ -135,27 +169,8 @@ fn evaluations_locked(c: &mut mysql::Conn) -> bool {
 
 #[test]
 fn a_takeover_gets_past_a_hung_holder_which_then_writes_nothing_more() {
-    // A synthetic market: 5,000 portfolios a day make transactions long enough to stop the
-    // holder inside one.
-    let market = "synthetic:200:5000:5:20:1";
-    let prices = fresh_topic("hung-prices", 4);
-    let holdings = fresh_topic("hung-holdings", 1);
-    run_ok(stockflow().args(["holdings", "load", "--market", market, "--topic", &holdings]));
-    run_ok(stockflow().args([
-        "exchange",
-        "all",
-        "--backfill",
-        "--from",
-        "2005-01-03",
-        "--days",
-        "40",
-        "--seed",
-        "5",
-        "--market",
-        market,
-        "--topic",
-        &prices,
-    ]));
+    let market = LONG_COMMITS;
+    let (prices, holdings) = long_commits_topics("hung", "5");
     let job = |prices: &str, holdings: &str, url: &str| {
         let mut c = job(prices, holdings, url);
         c.args(["--market", market]);
@@ -823,25 +838,8 @@ fn a_takeover_past_a_hung_holder_migrates_a_database_one_migration_behind() {
     // Before, the migration ran before the lease was taken: its ALTER TABLE waited on the hung
     // transaction for good (and everything behind it). Now the lease comes first: the hung
     // connection is ended, then the migration runs.
-    let market = "synthetic:200:5000:5:20:1";
-    let prices = fresh_topic("behind-prices", 4);
-    let holdings = fresh_topic("behind-holdings", 1);
-    run_ok(stockflow().args(["holdings", "load", "--market", market, "--topic", &holdings]));
-    run_ok(stockflow().args([
-        "exchange",
-        "all",
-        "--backfill",
-        "--from",
-        "2005-01-03",
-        "--days",
-        "40",
-        "--seed",
-        "6",
-        "--market",
-        market,
-        "--topic",
-        &prices,
-    ]));
+    let market = LONG_COMMITS;
+    let (prices, holdings) = long_commits_topics("behind", "6");
     let job = |url: &str| {
         let mut c = job(&prices, &holdings, url);
         c.args(["--market", market]);
