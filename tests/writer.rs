@@ -940,13 +940,15 @@ fn a_migration_waits_a_bounded_time_for_a_lock_and_names_its_holder() {
         .query("SELECT COUNT(*) FROM evaluations")
         .expect("reading evaluations");
     let started = Instant::now();
-    let out = stockflow()
-        .args(["db", "init", "--mysql-url", &url])
-        .output()
-        .expect("running db init");
-    let err = String::from_utf8_lossy(&out.stderr);
+    // Bounded here too: on the code before, the migration waited for the lock for good.
+    let mut init = Background::start(
+        stockflow().args(["db", "init", "--mysql-url", &url]),
+        "mdl-init",
+    );
+    let status = wait_exit(&mut init.child, Duration::from_secs(90));
+    let err = init.stderr();
     let took = started.elapsed();
-    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert_eq!(status.code(), Some(3), "{err}");
     assert!(err.contains("waited 20 s for a lock"), "{err}");
     assert!(
         err.contains(&format!("MySQL connection {id} ")),
