@@ -171,6 +171,14 @@ pub struct RunArgs {
     /// depend on N; only restart time does.
     #[arg(long, env = "STOCKFLOW_RESTORE_DAYS", default_value_t = 31)]
     pub restore_days: u32,
+    /// Calendar days of history the job keeps in memory behind the days it reads (0: all of
+    /// them). Older days leave memory, so a job's memory does not grow with its history; a
+    /// record about an older day makes the job re-run with that day restored from MySQL (with
+    /// `--sink null`, from the log's start), so results never depend on N. A single process
+    /// only: a cluster keeps every day; `--sink jsonl` keeps every day.
+    #[arg(long, env = "STOCKFLOW_MEMORY_DAYS", default_value_t = 92,
+          value_parser = memory_days)]
+    pub memory_days: u32,
     /// How long MySQL may be unavailable before the job gives up (seconds).
     #[arg(long, env = "STOCKFLOW_SINK_RETRY_SECS", default_value_t = 600)]
     pub sink_retry_secs: u64,
@@ -536,6 +544,11 @@ pub enum BenchCommand {
         workers: usize,
         #[arg(long, default_value_t = 250)]
         days: usize,
+        /// Calendar days kept in memory behind the newest day, as the job's `--memory-days`
+        /// (0: every day; then the middle day's close is restated, else one inside the days
+        /// kept).
+        #[arg(long, default_value_t = 92, value_parser = memory_days)]
+        memory_days: u32,
         #[command(flatten)]
         market: MarketArgs,
     },
@@ -576,4 +589,16 @@ fn parse_key_value(s: &str) -> Result<(String, String), String> {
         .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
         .filter(|(k, _)| !k.is_empty())
         .ok_or_else(|| format!("expected KEY=VALUE, got {s:?}"))
+}
+
+/// `--memory-days`: 0 (every day), or at least 40 (a month of restored window and a catch-up
+/// bucket behind the newest day: fewer would re-run the job on ordinary late records).
+fn memory_days(v: &str) -> Result<u32, String> {
+    let n: u32 = v.parse().map_err(|e| format!("{e}"))?;
+    if n != 0 && n < 40 {
+        return Err(format!(
+            "{n} is too few: 0 (keep every day) or at least 40 days"
+        ));
+    }
+    Ok(n)
 }

@@ -320,3 +320,74 @@ fn a_live_cluster_with_more_workers_than_partitions_and_a_far_future_tick_commit
     drop_db(&reference);
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// Days behind `--memory-days` leave the job's memory; a record about one (here a correction
+/// of day 10, at the end of a 250-day backlog) ends the pass, and the job runs again with the
+/// state from before that day restored from MySQL. The records are read and counted once,
+/// and the tables are those of a job that kept every day. With `--sink null` (nothing to
+/// restore from) the job reads the log again from its start, keeping every day.
+#[test]
+fn a_record_behind_the_days_kept_in_memory_re_runs_the_job_and_ends_with_the_uninterrupted_tables()
+{
+    let (prices, holdings) = market_topics("memory", (2, 2), "2003-01-01", "250", "5");
+    let days = trading_days("2003-01-01", "2003-12-31");
+    let correction = format!(
+        r#"{{"TICK":"IBM","PRICE":"99.99","TS":"{}","EXCHANGE":"SE1"}}"#,
+        days[10]
+    );
+    produce_raw(&prices, "IBM", &[correction]);
+    let url = fresh_db("memory");
+    // Bounded: a pass that refused the record again each time would loop, not fail.
+    let out = run_ok_within(
+        job(&prices, &holdings, &url).args(["--until-caught-up", "--memory-days", "40"]),
+        Duration::from_secs(120),
+    );
+    let s = summary_of(&out);
+    assert_eq!(
+        s["passes"], 3,
+        "the correction, far behind the days kept, re-ran the job (keeping every day until \
+         it read it), then again with 40 days: {s}"
+    );
+    assert_eq!(s["ticks"], 250 * 24 + 1, "every record counted once: {s}");
+    let reference = fresh_db("memory_ref");
+    let out = run_ok(job(&prices, &holdings, &reference).args([
+        "--until-caught-up",
+        "--memory-days",
+        "0",
+    ]));
+    let r = summary_of(&out);
+    assert_eq!(r["passes"], 1, "keeping every day, one pass: {r}");
+    assert_eq!(r["ticks"], 250 * 24 + 1, "{r}");
+    assert_eq!(tables(&url), tables(&reference));
+    let ibm = query(
+        &url,
+        &format!(
+            "SELECT CAST(price AS CHAR) FROM prices WHERE ticker = 'IBM' AND as_of = '{}'",
+            days[10]
+        ),
+    );
+    assert_eq!(ibm[0][0], "99.990000");
+    // Without a stateful sink.
+    let out = run_ok(
+        stockflow()
+            .args([
+                "run",
+                "--output",
+                "json",
+                "--sink",
+                "null",
+                "--until-caught-up",
+            ])
+            .args(["--prices-topic", &prices, "--holdings-topic", &holdings])
+            .args(["--memory-days", "40"]),
+    );
+    let n = summary_of(&out);
+    assert_eq!(n["passes"], 2, "{n}");
+    assert_eq!(n["ticks"], 250 * 24 + 1, "every record counted once: {n}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("cannot restore it"),
+        "the job says why it reads the log again"
+    );
+    drop_db(&url);
+    drop_db(&reference);
+}

@@ -1,6 +1,7 @@
 //! The dataflow core alone, fed from memory: no broker, no sink I/O.
 
-use crate::memory::{initial_holdings, run, InputBatch};
+use crate::graph::Horizon;
+use crate::memory::{initial_holdings, run_source, BatchSource, InputBatch};
 use crate::Result;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -12,6 +13,9 @@ pub struct CoreBenchConfig {
     pub days: usize,
     pub workers: usize,
     pub seed: u64,
+    /// Calendar days kept in memory behind the newest day (None: every day), as the job's
+    /// `--memory-days`.
+    pub memory_days: Option<i64>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -84,68 +88,131 @@ fn mean(ds: &[Duration]) -> Duration {
     ds.iter().sum::<Duration>() / ds.len() as u32
 }
 
-/// Holdings at timestamp 0, then one trading day per timestamp, then one restated close.
-pub fn run_core_bench(universe: &Universe, cfg: &CoreBenchConfig) -> Result<CoreBenchReport> {
+/// The benchmark's input, generated as it is read (each worker makes its own pass, one day
+/// at a time): holdings at timestamp 0, then one trading day per timestamp, then one restated
+/// close of stock 0.
+struct BenchInput {
+    /// The holdings are made from it at timestamp 0 (each worker its own, then dropped).
+    universe: Arc<Universe>,
+    start: chrono::NaiveDate,
+    paths: Vec<stockflow_market::PricePath>,
+    days: Vec<chrono::NaiveDate>,
+    /// The index of the day whose close of stock 0 is restated.
+    restated: usize,
+}
+
+impl BenchInput {
+    /// Every (day, prices) in order, then the restated close (version after every tick).
+    fn days(&self) -> impl Iterator<Item = InputBatch> + '_ {
+        let mut paths = self.paths.clone();
+        let mut seq = 0i64;
+        let mut original: Option<PriceInput> = None;
+        let ticks = (self.days.len() * self.paths.len()) as i64;
+        self.days
+            .iter()
+            .enumerate()
+            .map(move |(i, d)| {
+                let prices: Vec<PriceInput> = paths
+                    .iter_mut()
+                    .enumerate()
+                    .map(|(s, path)| {
+                        seq += 1;
+                        PriceInput {
+                            stock: s as u32,
+                            date: *d,
+                            price: path.next_close(),
+                            version: (seq, 0, seq),
+                        }
+                    })
+                    .collect();
+                if i == self.restated {
+                    original = prices.first().cloned();
+                }
+                let restatement = (i + 1 == self.days.len())
+                    .then(|| original.take())
+                    .flatten()
+                    .map(|orig| PriceInput {
+                        price: orig
+                            .price
+                            .checked_add(stockflow_core::Money::from_int(1))
+                            .unwrap_or(orig.price),
+                        version: (ticks + 1, 0, ticks + 1),
+                        ..orig
+                    });
+                (prices, restatement)
+            })
+            .flat_map(|(prices, restatement)| {
+                std::iter::once(InputBatch {
+                    prices,
+                    holdings: Vec::new(),
+                })
+                .chain(restatement.map(|r| InputBatch {
+                    prices: vec![r],
+                    holdings: Vec::new(),
+                }))
+            })
+    }
+}
+
+impl BatchSource for BenchInput {
+    fn batches(&self) -> Box<dyn Iterator<Item = InputBatch> + '_> {
+        Box::new(
+            std::iter::once(InputBatch {
+                prices: Vec::new(),
+                holdings: initial_holdings(&self.universe, self.start),
+            })
+            .chain(self.days()),
+        )
+    }
+}
+
+/// Holdings at timestamp 0, then one trading day per timestamp, then one restated close: of
+/// the middle day when every day stays in memory, else of a day inside the days kept.
+pub fn run_core_bench(universe: &Arc<Universe>, cfg: &CoreBenchConfig) -> Result<CoreBenchReport> {
     let start = first_trading_day();
     let days = Calendar::new().trading_days(
         start,
         start + chrono::Duration::days(cfg.days as i64 * 2 + 30),
     );
     let days: Vec<_> = days.into_iter().take(cfg.days).collect();
-    let mut batches = vec![InputBatch {
-        prices: Vec::new(),
-        holdings: initial_holdings(universe, start),
-    }];
-    let mut paths: Vec<_> = (0..universe.stocks.len() as u32)
-        .filter_map(|s| universe.price_path(PriceModel::RandomWalk, cfg.seed, s))
-        .collect();
-    let mut seq = 0i64;
-    for d in &days {
-        let prices = paths
-            .iter_mut()
-            .enumerate()
-            .map(|(s, path)| {
-                seq += 1;
-                PriceInput {
-                    stock: s as u32,
-                    date: *d,
-                    price: path.next_close(),
-                    version: (seq, 0, seq),
-                }
-            })
-            .collect();
-        batches.push(InputBatch {
-            prices,
-            holdings: Vec::new(),
-        });
-    }
-    let ticks = days.len() * universe.stocks.len();
-    // Restate the close of stock 0 on the middle day.
-    let mid = days.len() / 2;
-    if let Some(orig) = batches.get(mid + 1).and_then(|b| b.prices.first()).cloned() {
-        batches.push(InputBatch {
-            prices: vec![PriceInput {
-                price: orig
-                    .price
-                    .checked_add(stockflow_core::Money::from_int(1))
-                    .unwrap_or(orig.price),
-                version: (seq + 1, 0, seq + 1),
-                ..orig
-            }],
-            holdings: Vec::new(),
-        });
-    }
+    let n_days = days.len();
+    let restated = match cfg.memory_days {
+        // Kept days are calendar days: a trading day 20 back is about 28 calendar days back.
+        Some(m) if m > 0 => n_days.saturating_sub(1 + (n_days / 2).min(20).min(m as usize / 2)),
+        _ => n_days / 2,
+    };
+    let input = Arc::new(BenchInput {
+        universe: Arc::clone(universe),
+        start,
+        paths: (0..universe.stocks.len() as u32)
+            .filter_map(|s| universe.price_path(PriceModel::RandomWalk, cfg.seed, s))
+            .collect(),
+        days: days.clone(),
+        restated,
+    });
+    let ticks = n_days * universe.stocks.len();
+    let restate_time = n_days as u64 + 1;
     let sink = Arc::new(Mutex::new(CountingSink {
-        restate_time: (batches.len() - 1) as u64,
+        restate_time,
         evaluations: 0,
         restate_inserted: 0,
         restate_retracted: 0,
         checksum: 0,
     }));
-    let batches = Arc::new(batches);
     let (baseline_elapsed, baseline_evaluations, baseline_checksum) =
-        plain_loop(universe, &batches[..batches.len().saturating_sub(1)]);
-    let stats = run(cfg.workers, batches, Arc::clone(&sink), true)?;
+        plain_loop(universe, input.batches().take(n_days + 1));
+    // Batch t ≥ 1 is day t − 1 (the restatement: the last day's horizon).
+    let horizon: Option<Horizon> = cfg.memory_days.filter(|&m| m > 0).map(|m| {
+        let days = Arc::new(days);
+        Arc::new(move |t: u64| {
+            let i = usize::try_from(t)
+                .ok()?
+                .checked_sub(1)?
+                .min(days.len().checked_sub(1)?);
+            Some(days[i] - chrono::Duration::days(m))
+        }) as Horizon
+    });
+    let stats = run_source(cfg.workers, input, Arc::clone(&sink), true, false, horizon)?;
     let sink = sink
         .lock()
         .map_err(|_| crate::Error::Internal("sink lock poisoned".into()))?;
@@ -180,20 +247,24 @@ pub fn run_core_bench(universe: &Universe, cfg: &CoreBenchConfig) -> Result<Core
 /// (holdings as of batch 0, which is all the benchmark's holdings). Values, completeness and
 /// the previous evaluated day's change, with the job's checked fixed-point arithmetic.
 /// Returns (time, evaluations, checksum).
-fn plain_loop(universe: &Universe, batches: &[InputBatch]) -> (Duration, u64, u64) {
+fn plain_loop(
+    universe: &Universe,
+    batches: impl Iterator<Item = InputBatch>,
+) -> (Duration, u64, u64) {
     let started = std::time::Instant::now();
     let mut held: Vec<Vec<(u32, i64)>> = vec![Vec::new(); universe.portfolios.len()];
+    let mut previous: Vec<Option<stockflow_core::Money>> = vec![None; held.len()];
+    let mut closes: Vec<Option<stockflow_core::Money>> = vec![None; universe.stocks.len()];
+    let (mut evaluations, mut checksum) = (0u64, 0u64);
     for b in batches {
         for h in &b.holdings {
             if let Some(p) = held.get_mut(h.portfolio as usize) {
                 p.push((h.stock, h.quantity));
             }
         }
-    }
-    let mut previous: Vec<Option<stockflow_core::Money>> = vec![None; held.len()];
-    let mut closes: Vec<Option<stockflow_core::Money>> = vec![None; universe.stocks.len()];
-    let (mut evaluations, mut checksum) = (0u64, 0u64);
-    for b in batches.iter().filter(|b| !b.prices.is_empty()) {
+        if b.prices.is_empty() {
+            continue;
+        }
         closes.iter_mut().for_each(|c| *c = None);
         let mut date = None;
         for p in &b.prices {

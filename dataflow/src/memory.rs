@@ -2,6 +2,7 @@
 //! (against a reference evaluator), the core benchmark, and `stockflow db rebuild` (the stored
 //! state as one batch).
 
+use crate::graph::Horizon;
 use crate::runtime::{build, Outbox};
 use crate::{Error, Result};
 use std::sync::{Arc, Mutex};
@@ -56,6 +57,19 @@ fn drain<S: Sink + ?Sized>(outbox: &Outbox, sink: &Mutex<S>) -> Result<()> {
     }
 }
 
+/// Where an in-memory run's batches come from: every worker makes its own pass over them
+/// (each feeds its round-robin share of every batch), so a source that generates its batches
+/// holds no more than one at a time per worker.
+pub trait BatchSource: Send + Sync {
+    fn batches(&self) -> Box<dyn Iterator<Item = InputBatch> + '_>;
+}
+
+impl BatchSource for Vec<InputBatch> {
+    fn batches(&self) -> Box<dyn Iterator<Item = InputBatch> + '_> {
+        Box::new(self.iter().cloned())
+    }
+}
+
 /// Runs `batches` on `workers` threads; every worker feeds a round-robin share of each batch;
 /// worker 0 hands every completed timestamp to `sink`. With `wait_each` every batch is
 /// completed before the next enters (per-batch timings). With `keep_state` the batches carry
@@ -76,24 +90,37 @@ pub fn run_with<S: Sink + 'static>(
     wait_each: bool,
     keep_state: bool,
 ) -> Result<RunStats> {
+    run_source(workers, batches, sink, wait_each, keep_state, None)
+}
+
+/// [`run_with`] over any [`BatchSource`], with the dataflow's `horizon` (batch `i` enters at
+/// timestamp `i`): what is about days before it leaves memory as the batches go by.
+pub fn run_source<S: Sink + 'static, B: BatchSource + 'static>(
+    workers: usize,
+    batches: Arc<B>,
+    sink: Arc<Mutex<S>>,
+    wait_each: bool,
+    keep_state: bool,
+    horizon: Option<Horizon>,
+) -> Result<RunStats> {
     let config = timely::Config::process(workers.max(1));
     let stats = Arc::new(Mutex::new(RunStats::default()));
     let stats_w = Arc::clone(&stats);
     let guards = timely::execute(config, move |worker| {
         let index = worker.index();
         let peers = worker.peers();
-        let mut built = build(worker, keep_state, None);
+        let mut built = build(worker, keep_state, None, horizon.clone());
         let started = Instant::now();
         let mut per_batch = Vec::new();
         let mut result = Ok(());
-        for (t, batch) in batches.iter().enumerate() {
+        for (t, batch) in batches.batches().enumerate() {
             let batch_started = Instant::now();
             let t = t as u64;
-            for p in batch.prices.iter().skip(index).step_by(peers) {
-                built.inputs.prices.insert(p.clone());
+            for p in batch.prices.into_iter().skip(index).step_by(peers) {
+                built.inputs.prices.insert(p);
             }
-            for h in batch.holdings.iter().skip(index).step_by(peers) {
-                built.inputs.holdings.insert(h.clone());
+            for h in batch.holdings.into_iter().skip(index).step_by(peers) {
+                built.inputs.holdings.insert(h);
             }
             built.inputs.advance_to(t + 1);
             if wait_each {

@@ -3,7 +3,7 @@
 //! offsets). Batches wait in an outbox that the driver (the job or the memory runner) empties;
 //! nothing here does I/O.
 
-use crate::graph::{evaluate, Row};
+use crate::graph::{evaluate, Horizon, Row};
 use crate::job::machine::StopReason;
 use chrono::NaiveDate;
 use differential_dataflow::consolidation::consolidate;
@@ -200,11 +200,13 @@ pub struct Built {
 
 /// Builds the job's dataflow on this worker. With `keep_state`, batches also carry the changes
 /// of the input state (latest closes and holding records) for a stateful sink; with a restore
-/// `window`, only days from it on are output.
+/// `window`, only days from it on are output; with a `horizon`, state about earlier days
+/// leaves memory as time moves on (`graph::Horizon`).
 pub fn build<A: Allocate>(
     worker: &mut Worker<A>,
     keep_state: bool,
     window: Option<NaiveDate>,
+    horizon: Option<Horizon>,
 ) -> Built {
     let outbox: Outbox = Rc::default();
     let outbox_op = Rc::clone(&outbox);
@@ -216,7 +218,7 @@ pub fn build<A: Allocate>(
         let (holdings_in, holdings) = scope.new_collection();
         let (seeds_in, seeds) = scope.new_collection();
         let (control_in, control) = scope.new_input::<(Control, u64)>();
-        let out = evaluate(&prices, &holdings, &seeds, window);
+        let out = evaluate(&prices, &holdings, &seeds, window, horizon);
         let mut items = out
             .rows
             .map(|(r, t, d)| {

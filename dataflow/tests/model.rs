@@ -89,6 +89,8 @@ enum Op {
         max_batch: usize,
         /// Trading days per catch-up timestamp.
         days_per_time: i64,
+        /// Calendar days the job keeps in memory (None: every day).
+        memory_days: Option<i64>,
     },
     /// The job catches up; then the broker loses its data and the first ‰ of what the log
     /// held is published again (records lost before any run read them are gone for good, so
@@ -147,6 +149,8 @@ struct World {
     refilled: bool,
     /// Trading days per catch-up timestamp of the next runs.
     days_per_time: i64,
+    /// Calendar days the next runs keep in memory.
+    memory_days: Option<i64>,
 }
 
 fn universe() -> Universe {
@@ -195,6 +199,7 @@ impl World {
             last_ok: 0,
             refilled: false,
             days_per_time: job::DAYS_PER_TIME,
+            memory_days: None,
         };
         // The initial holdings, from the first day.
         let initial: Vec<(u32, u32, i64)> =
@@ -371,8 +376,10 @@ impl World {
                 from,
                 max_batch,
                 days_per_time,
+                memory_days,
             } => {
                 self.days_per_time = *days_per_time;
+                self.memory_days = *memory_days;
                 self.run(*workers, *two_processes, *crash_at, from, *max_batch)?
             }
         }
@@ -436,6 +443,7 @@ impl World {
             source_give_up: Duration::from_secs(5),
             window: None,
             days_per_time: self.days_per_time,
+            memory_days: self.memory_days,
             settings: Vec::new(),
         }
     }
@@ -740,8 +748,8 @@ fn op_strategy() -> impl Strategy<Value = Op> {
             .prop_map(|(portfolio, stock, day, qty)| Op::Hold { portfolio, stock, day, qty }),
         1 => any::<usize>().prop_map(|partition| Op::Garbage { partition }),
         1 => any::<usize>().prop_map(|partition| Op::Marker { partition }),
-        5 => (1usize..=8, prop::bool::weighted(0.12), prop::option::weighted(0.25, 1u64..6), from_strategy(), 1usize..40, prop::sample::select(vec![1i64, 3, 7]))
-            .prop_map(|(workers, two_processes, crash_at, from, max_batch, days_per_time)| Op::Run { workers, two_processes, crash_at, from, max_batch, days_per_time }),
+        5 => (1usize..=8, prop::bool::weighted(0.12), prop::option::weighted(0.25, 1u64..6), from_strategy(), 1usize..40, prop::sample::select(vec![1i64, 3, 7]), prop::option::weighted(0.5, 1i64..20))
+            .prop_map(|(workers, two_processes, crash_at, from, max_batch, days_per_time, memory_days)| Op::Run { workers, two_processes, crash_at, from, max_batch, days_per_time, memory_days }),
         1 => (0u16..=1000, 1usize..=4).prop_map(|(keep, workers)| Op::Refill { keep, workers }),
     ]
 }
@@ -767,6 +775,7 @@ fn run_case(parts: (i32, i32), ops: &[Op], final_workers: usize) -> Result<(), T
         from: From::Resume,
         max_batch: 25,
         days_per_time: job::DAYS_PER_TIME,
+        memory_days: Some(12),
     })
 }
 

@@ -8,7 +8,8 @@ use proptest::prelude::*;
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use stockflow_core::{Issue, Money};
-use stockflow_dataflow::memory::{run, InputBatch};
+use stockflow_dataflow::graph::Horizon;
+use stockflow_dataflow::memory::{run, run_source, InputBatch};
 use stockflow_dataflow::{CollectSink, Evaluation, HoldingInput, PriceInput};
 
 fn d(y: i32, m: u32, day: u32) -> NaiveDate {
@@ -117,8 +118,125 @@ fn event_strategy() -> impl Strategy<Value = Vec<Event>> {
         })
 }
 
+/// A market over `n` trading days, one batch a day (every stock's close, some missing), and
+/// in each batch late changes about the days kept in memory: restated closes and holding
+/// changes up to `late` trading days back. Returns the batches (batch 0: the holdings at the
+/// first day) and every event in log order.
+fn windowed_market(
+    n: usize,
+    late: usize,
+    changes: &[(u8, u8, u8, u16)],
+    missing: &[(u8, u8)],
+) -> (Vec<NaiveDate>, Vec<InputBatch>, Vec<Event>) {
+    let days: Vec<NaiveDate> = (0..n as i64)
+        .map(|i| d(2001, 1, 1) + chrono::Duration::days(i + 2 * (i / 5)))
+        .collect();
+    let mut seq = 0i64;
+    let mut version = || {
+        seq += 1;
+        (seq, 0, seq)
+    };
+    let mut events = Vec::new();
+    let mut batches = vec![InputBatch::default()];
+    for p in 0..3u32 {
+        for st in 0..4u32 {
+            if (p + st) % 2 == 0 {
+                let h = HoldingInput {
+                    portfolio: p,
+                    stock: st,
+                    from: days[0],
+                    quantity: 10 + i64::from(st),
+                    version: version(),
+                };
+                events.push(Event::Holding(h.clone()));
+                batches[0].holdings.push(h);
+            }
+        }
+    }
+    for (i, day) in days.iter().enumerate() {
+        let mut b = InputBatch::default();
+        for st in 0..4u32 {
+            if missing.contains(&(i as u8, st as u8)) {
+                continue;
+            }
+            let cents = 1_000 + (i as i64 * 37 + i64::from(st) * 101) % 900;
+            b.prices.push(PriceInput {
+                stock: st,
+                date: *day,
+                price: Money::from_units(i128::from(cents) * 10_000),
+                version: version(),
+            });
+        }
+        for &(at, back, what, amount) in changes {
+            if usize::from(at) != i {
+                continue;
+            }
+            let back = usize::from(back) % (late + 1);
+            let target = days[i.saturating_sub(back)];
+            let what = u32::from(what);
+            if what < 4 {
+                b.prices.push(PriceInput {
+                    stock: what,
+                    date: target,
+                    price: Money::from_units(i128::from(amount) * 10_000 + 1),
+                    version: version(),
+                });
+            } else {
+                b.holdings.push(HoldingInput {
+                    portfolio: what % 3,
+                    stock: (what / 3) % 4,
+                    from: target,
+                    quantity: i64::from(amount % 4) * 5,
+                    version: version(),
+                });
+            }
+        }
+        events.extend(b.prices.iter().cloned().map(Event::Price));
+        events.extend(b.holdings.iter().cloned().map(Event::Holding));
+        batches.push(b);
+    }
+    (days, batches, events)
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 48, .. ProptestConfig::default() })]
+
+    /// Days leave memory behind a horizon (as the job's `--memory-days` does), and the late
+    /// changes the horizon lets through (restated closes, holding changes) still give the
+    /// reference's rows: the books keep, for each portfolio, its last value before the
+    /// horizon as the value the next day compares with.
+    #[test]
+    fn a_dataflow_that_forgets_old_days_equals_the_reference(
+        n in 40usize..90,
+        late in 0usize..8,
+        extra in 0i64..10,
+        changes in prop::collection::vec((0u8..90, any::<u8>(), 0u8..16, 1u16..3_000), 0..40),
+        missing in prop::collection::vec((0u8..90, 0u8..4), 0..12),
+        workers in 1usize..4,
+    ) {
+        let (days, batches, events) = windowed_market(n, late, &changes, &missing);
+        let expected = reference(&events);
+        // Kept: at least the `late` trading days a change reaches back (calendar days: a
+        // trading week is 7 calendar days here).
+        let memory = (late as i64 / 5 + 1) * 7 + extra;
+        let days = Arc::new(days);
+        let horizon: Horizon = Arc::new(move |t: u64| {
+            let i = usize::try_from(t).ok()?.checked_sub(1)?.min(days.len() - 1);
+            Some(days[i] - chrono::Duration::days(memory))
+        });
+        let sink = Arc::new(Mutex::new(CollectSink::default()));
+        run_source(workers, Arc::new(batches), Arc::clone(&sink), false, false, Some(horizon))
+            .unwrap_or_else(|e| panic!("dataflow failed: {e}"));
+        let sink = sink.lock().unwrap_or_else(|e| panic!("{e}"));
+        prop_assert!(sink.state.values().all(|&c| c == 1), "every row once: {:?}", sink.state);
+        prop_assert!(sink.issues.values().all(|&c| c == 1), "{:?}", sink.issues);
+        let got: (BTreeSet<Evaluation>, BTreeSet<Issue>) = (
+            sink.state.keys().cloned().collect(),
+            sink.issues.keys().cloned().collect(),
+        );
+        prop_assert_eq!(&got.0, &expected.0, "evaluations (memory {} days)", memory);
+        prop_assert_eq!(&got.1, &expected.1, "issues");
+    }
 
     #[test]
     fn dataflow_equals_reference(events in event_strategy(), cut_a in 0usize..60, cut_b in 0usize..60) {

@@ -13,13 +13,15 @@ pub async fn run(g: &Global, command: BenchCommand) -> Result<ExitCode> {
         BenchCommand::Dataflow {
             workers,
             days,
+            memory_days,
             market,
         } => {
-            let universe = super::universe(&market)?;
+            let universe = Arc::new(super::universe(&market)?);
             let cfg = stockflow_dataflow::bench::CoreBenchConfig {
                 days,
                 workers,
                 seed: 6107,
+                memory_days: (memory_days > 0).then_some(i64::from(memory_days)),
             };
             let r = tokio::task::spawn_blocking(move || {
                 stockflow_dataflow::bench::run_core_bench(&universe, &cfg)
@@ -30,6 +32,7 @@ pub async fn run(g: &Global, command: BenchCommand) -> Result<ExitCode> {
             let v = serde_json::json!({
                 "workers": workers,
                 "days": days,
+                "memory_days": memory_days,
                 "ticks": r.ticks,
                 "evaluations": r.evaluations,
                 "seconds": secs,

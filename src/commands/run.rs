@@ -275,6 +275,13 @@ fn job_config(
         source_give_up: Duration::from_secs(a.source_retry_secs),
         window: None,
         days_per_time: a.days_per_timestamp.max(1),
+        memory_days: match a.sink {
+            // JSON Lines prints every row: a re-run would print them again.
+            SinkKind::Jsonl => None,
+            SinkKind::Mysql | SinkKind::Null => {
+                (a.memory_days > 0).then_some(i64::from(a.memory_days))
+            }
+        },
         settings: cluster_settings(a),
     }
 }

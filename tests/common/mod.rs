@@ -133,6 +133,55 @@ pub fn run_ok(cmd: &mut Command) -> Output {
     out
 }
 
+/// `run_ok`, but the command must end within `limit` (killed and failed otherwise): for a run
+/// that, broken, would loop rather than fail.
+pub fn run_ok_within(cmd: &mut Command, limit: std::time::Duration) -> Output {
+    use std::io::Read;
+    let mut child = cmd
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
+    let drain = |pipe: Option<Box<dyn Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            if let Some(mut p) = pipe {
+                let _ = p.read_to_end(&mut buf);
+            }
+            buf
+        })
+    };
+    let out = drain(
+        child
+            .stdout
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
+    let err = drain(
+        child
+            .stderr
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
+    let status = wait_exit(&mut child, limit);
+    let output = Output {
+        status,
+        stdout: out
+            .join()
+            .unwrap_or_else(|_| panic!("the stdout reader panicked")),
+        stderr: err
+            .join()
+            .unwrap_or_else(|_| panic!("the stderr reader panicked")),
+    };
+    assert!(
+        output.status.success(),
+        "{cmd:?} failed: {}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
 /// The test user's password (the local stack's development default).
 pub fn mysql_password() -> String {
     std::env::var("STOCKFLOW_TEST_MYSQL_PASSWORD").unwrap_or_else(|_| "stockflow".into())

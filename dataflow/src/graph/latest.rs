@@ -7,6 +7,7 @@
 //! record.
 
 use super::pending::{route, Pending};
+use super::Horizon;
 use rustc_hash::FxHashMap as HashMap;
 use std::collections::hash_map::Entry;
 use std::hash::Hash;
@@ -22,6 +23,11 @@ pub trait Versioned: ExchangeData + Ord {
     type Key: Hash + Eq + Ord + Clone + 'static;
     fn key(&self) -> Self::Key;
     fn rank(&self) -> (Version, i128);
+    /// The day a record is about, if it may leave memory once the horizon passes it (closes;
+    /// holding records stay: every book needs them).
+    fn evictable_day(&self) -> Option<chrono::NaiveDate> {
+        None
+    }
 }
 
 impl Versioned for PriceInput {
@@ -31,6 +37,9 @@ impl Versioned for PriceInput {
     }
     fn rank(&self) -> (Version, i128) {
         (self.version, self.price.units())
+    }
+    fn evictable_day(&self) -> Option<chrono::NaiveDate> {
+        Some(self.date)
     }
 }
 
@@ -50,8 +59,18 @@ fn beats<R: Versioned>(a: &R, b: &R) -> bool {
     (a.rank(), a) > (b.rank(), b)
 }
 
-/// The latest record of every key, as a collection of changes.
-pub fn latest<G, R>(records: &Stream<G, (R, u64, isize)>, name: &str) -> Stream<G, (R, u64, isize)>
+/// Days the horizon moves between two evictions (each costs a pass over the state): as the
+/// books' (`books.rs`).
+const EVICT_STEP_DAYS: i64 = 30;
+
+/// The latest record of every key, as a collection of changes. With a `horizon`, the records
+/// about days before a completed timestamp's horizon leave memory (no record about them can
+/// enter any more).
+pub fn latest<G, R>(
+    records: &Stream<G, (R, u64, isize)>,
+    name: &str,
+    horizon: Option<Horizon>,
+) -> Stream<G, (R, u64, isize)>
 where
     G: Scope<Timestamp = u64>,
     R: Versioned,
@@ -64,6 +83,7 @@ where
             let name_owned = name_string;
             let mut pending: Pending<(R, isize), ()> = Pending::default();
             let mut state: HashMap<R::Key, R> = HashMap::default();
+            let mut evicted: Option<chrono::NaiveDate> = None;
             move |input, output| {
                 input.for_each(|cap, data| {
                     let cap = cap.retain();
@@ -110,6 +130,13 @@ where
                                 session.give((r, t, 1));
                             }
                         }
+                    }
+                    let h = horizon.as_ref().and_then(|h| h(t));
+                    if let Some(h) = h.filter(|&h| {
+                        evicted.is_none_or(|e| h >= e + chrono::Duration::days(EVICT_STEP_DAYS))
+                    }) {
+                        evicted = Some(h);
+                        state.retain(|_, r| r.evictable_day().is_none_or(|d| d >= h));
                     }
                 }
             }

@@ -27,6 +27,12 @@ use stockflow_core::{HoldingInput, Money, PortfolioId, PriceInput};
 use timely::dataflow::operators::{Concat, Inspect, Map};
 use timely::dataflow::{Scope, Stream};
 
+/// The first day the dataflow holds at a timestamp (None: every day): once a timestamp is
+/// complete, the operators forget what is about earlier days. The reading loop refuses records
+/// about them (`job::machine::horizon`), so a day that left memory is only needed again by a
+/// later pass, which restores it from the sink. Must never decrease as time moves on.
+pub type Horizon = std::sync::Arc<dyn Fn(u64) -> Option<NaiveDate> + Send + Sync>;
+
 /// What the evaluation graph produces.
 pub struct Outputs<G: Scope> {
     /// The evaluation of every portfolio-day that has one, and the portfolio-days that have
@@ -41,19 +47,24 @@ pub struct Outputs<G: Scope> {
 
 /// Builds the evaluation of every portfolio-day from the raw price and holding inputs. With
 /// a restore `window`, `seeds` carry each portfolio's last value before it (for the first
-/// day's change) and only days from the window on are output.
+/// day's change) and only days from the window on are output. With a `horizon`, state about
+/// earlier days leaves memory as time moves on.
 pub fn evaluate<G>(
     prices: &Collection<G, PriceInput>,
     holdings: &Collection<G, HoldingInput>,
     seeds: &Collection<G, (PortfolioId, NaiveDate, Money)>,
     window: Option<NaiveDate>,
+    horizon: Option<Horizon>,
 ) -> Outputs<G>
 where
     G: Scope<Timestamp = u64>,
 {
-    let closes = counted(&latest::latest(&prices.inner, "LatestClose"), "LatestClose");
+    let closes = counted(
+        &latest::latest(&prices.inner, "LatestClose", horizon.clone()),
+        "LatestClose",
+    );
     let records = counted(
-        &latest::latest(&holdings.inner, "LatestHolding"),
+        &latest::latest(&holdings.inner, "LatestHolding", None),
         "LatestHolding",
     );
     let positions = counted(&positions::positions(&records), "Positions");
@@ -64,7 +75,10 @@ where
                 .inner
                 .map(|((p, day, v), t, d)| (BookInput::Seed(p, day, v, d), t)),
         );
-    let rows = counted(&books::books(&closes, &book_inputs, window), "Books");
+    let rows = counted(
+        &books::books(&closes, &book_inputs, window, horizon),
+        "Books",
+    );
     Outputs {
         rows,
         closes: closes.as_collection(),

@@ -34,6 +34,17 @@ pub struct JobCounters {
     /// are handed over out of offset order): the next pass reads them again, and does not
     /// count them twice in `ticks`/`holdings`/`dead_letters`.
     pub read_ahead: Mutex<BTreeMap<(String, i32), std::collections::BTreeSet<i64>>>,
+    /// Per partition, the lowest offset a pass refused (a record about a day the pass did
+    /// not hold) and the earliest day refused: the next pass reads nothing past that day
+    /// until it has applied that record, so that time does not move past it again first.
+    pub refused: Mutex<BTreeMap<(String, i32), (i64, chrono::NaiveDate)>>,
+    /// Of those, the ones this pass has not read yet.
+    pub refused_left: std::sync::atomic::AtomicUsize,
+    /// This pass keeps every day until it has read the records the last one refused, then
+    /// stops (`StopReason::RefusedRead`): the next keeps `--memory-days` again.
+    pub until_refused_read: std::sync::atomic::AtomicBool,
+    /// The pass stopped for that (and not, say, caught up first).
+    pub stopped_refused_read: std::sync::atomic::AtomicBool,
     /// A cluster: when each process's last beat arrived at this process (the peer watchdog).
     pub peer_beats: Mutex<BTreeMap<usize, std::time::Instant>>,
     /// Set by a watchdog (a peer hangs, the cluster did not form): why the process stops.

@@ -72,6 +72,10 @@ pub struct MachineConfig {
     pub day_cap: i64,
     /// Trading days per catch-up timestamp.
     pub days_per_time: i64,
+    /// Calendar days the dataflow keeps in memory behind the bucket it has reached (None:
+    /// every day): a record about an earlier day ends the pass like one before the
+    /// restored window ([`horizon`]).
+    pub memory_days: Option<i64>,
 }
 
 /// Why a worker stops reading. Every kind but `CaughtUp` reaches every worker of every process.
@@ -79,6 +83,10 @@ pub struct MachineConfig {
 pub enum StopReason {
     /// Ctrl-C or SIGTERM: finish what was read, exit cleanly.
     Signal,
+    /// This pass kept every day until it read the records the pass before refused (about
+    /// days that had left memory); it has: finish what was read, and the job runs again
+    /// keeping only its memory days.
+    RefusedRead,
     /// `--until-caught-up`: this worker read its partitions to their ends at start.
     CaughtUp,
     /// A record about this day, before the restored window: finish what was read, then the
@@ -99,9 +107,10 @@ impl StopReason {
     pub(crate) fn rank(&self) -> u8 {
         match self {
             StopReason::CaughtUp => 0,
-            StopReason::Signal => 1,
-            StopReason::Rewind(_) => 2,
-            StopReason::Failed(..) => 3,
+            StopReason::RefusedRead => 1,
+            StopReason::Signal => 2,
+            StopReason::Rewind(_) => 3,
+            StopReason::Failed(..) => 4,
         }
     }
 }
@@ -160,6 +169,8 @@ struct Lane {
     applied: BTreeMap<i64, RecordMark>,
     /// The lowest offset refused in this pass: nothing at or above it is reported as read.
     refused: Option<i64>,
+    /// The earliest day of the records refused in this pass.
+    refused_day: Option<NaiveDate>,
     /// This round: (latest time a record entered at, newest log timestamp).
     round: Option<(Time, Option<i64>)>,
     /// The latest time any record of this lane entered at: a report enters no earlier, so
@@ -194,6 +205,25 @@ fn bucket_time(bucket: i64) -> Option<Time> {
         .checked_add(FIRST_ROUND)
 }
 
+/// The first day the dataflow still holds at time `t` when it keeps `memory_days` calendar
+/// days behind the first day of `t`'s catch-up bucket (None: every day). A pure function of
+/// the time, so that every worker of the process agrees on it: the books evict the days
+/// before it once `t` is complete, and the machine refuses a record entering at `t` about an
+/// earlier day (the pass ends and the job runs again with that day restored). Monotone in
+/// `t`, so that a day evicted never has to come back within a pass.
+pub fn horizon(t: Time, days_per_time: i64, memory_days: i64) -> Option<NaiveDate> {
+    let bucket = i64::try_from(t.checked_sub(FIRST_ROUND)? >> 32).ok()?;
+    if bucket == 0 {
+        // No bucket reached yet (the stored state, the holdings at start, or rounds before
+        // any keyed one).
+        return None;
+    }
+    let key = bucket
+        .checked_mul(days_per_time.max(1))?
+        .checked_sub(memory_days.max(0))?;
+    NaiveDate::from_num_days_from_ce_opt(i32::try_from(key).ok()?)
+}
+
 /// The order key (days from CE) of a day.
 pub fn day_key(day: NaiveDate) -> i64 {
     i64::from(day.num_days_from_ce())
@@ -208,6 +238,7 @@ impl Machine {
                 last: spec.last.below(spec.start),
                 applied: BTreeMap::new(),
                 refused: None,
+                refused_day: None,
                 round: None,
                 entered: 0,
                 spec,
@@ -273,6 +304,13 @@ impl Machine {
             .get(lane)
             .map(|l| l.applied.range(l.reported..).map(|(o, _)| *o).collect())
             .unwrap_or_default()
+    }
+
+    /// The lowest offset of `lane` refused in this pass, and the earliest day refused: the
+    /// next pass holds every worker of the process at that day until it has read it again.
+    pub fn refused(&self, lane: usize) -> Option<(i64, NaiveDate)> {
+        let l = self.lanes.get(lane)?;
+        l.refused.zip(l.refused_day)
     }
 
     /// Every partition read to its end at start (nothing refused).
@@ -347,13 +385,26 @@ impl Machine {
         mark: RecordMark,
     ) -> Verdict {
         let time = self.time;
-        let window = self.config.window;
+        let (window, width, memory) = (
+            self.config.window,
+            self.config.days_per_time,
+            self.config.memory_days,
+        );
         let Some(l) = self.lanes.get_mut(lane) else {
             return Verdict::Refuse;
         };
-        if let (Some(w), Some(d)) = (window, day) {
+        let at = if l.spec.input == Input::Holdings && offset < l.spec.end {
+            time.max(1)
+        } else {
+            time.max(FIRST_ROUND)
+        };
+        // The first day the dataflow holds at `at`: the restored window, or the days it
+        // keeps in memory.
+        let floor = window.max(memory.and_then(|m| horizon(at, width, m)));
+        if let (Some(w), Some(d)) = (floor, day) {
             if d < w {
                 l.refused = Some(l.refused.map_or(offset, |r| r.min(offset)));
+                l.refused_day = Some(l.refused_day.map_or(d, |r| r.min(d)));
                 let earliest = match &self.stop {
                     Some(StopReason::Rewind(r)) => (*r).min(d),
                     _ => d,
@@ -365,11 +416,6 @@ impl Machine {
                 return Verdict::Refuse;
             }
         }
-        let at = if l.spec.input == Input::Holdings && offset < l.spec.end {
-            time.max(1)
-        } else {
-            time.max(FIRST_ROUND)
-        };
         l.round = Some(match l.round {
             Some((t, newest)) => (t.max(at), newest.max(mark.timestamp_ms)),
             None => (at, mark.timestamp_ms),
@@ -458,6 +504,7 @@ mod tests {
             until_caught_up: true,
             day_cap: day_key(day(10_000)),
             days_per_time: 1,
+            memory_days: None,
         }
     }
 
@@ -524,6 +571,83 @@ mod tests {
         assert_eq!(end.reports[0].next, 11);
         assert_eq!(end.reports[0].last, Last::Record(mark(10)));
         assert!(!m.caught_up());
+    }
+
+    #[test]
+    fn the_horizon_trails_the_bucket_and_never_goes_back() {
+        assert_eq!(horizon(0, 7, 40), None);
+        assert_eq!(horizon(1, 7, 40), None);
+        // Rounds before any bucket.
+        assert_eq!(horizon(FIRST_ROUND + 5, 7, 40), None);
+        let k = day_key(day(700));
+        let b = k.div_euclid(7);
+        let t = bucket_time(b).expect("a bucket time");
+        let first = NaiveDate::from_num_days_from_ce_opt((b * 7) as i32).expect("a day");
+        assert_eq!(horizon(t, 7, 40), Some(first - chrono::Duration::days(40)));
+        // Rounds counted on after a bucket keep its horizon; the next bucket moves it on.
+        assert_eq!(horizon(t + 1000, 7, 40), horizon(t, 7, 40));
+        let next = bucket_time(b + 1).expect("a bucket time");
+        assert_eq!(
+            horizon(next, 7, 40),
+            Some(first + chrono::Duration::days(7 - 40))
+        );
+        let mut last = None;
+        for t in [0, 1, 2, 3, t - 1, t, t + 1, next - 1, next, next + 1] {
+            let h = horizon(t, 7, 40);
+            assert!(h >= last, "the horizon went back at {t}");
+            last = h;
+        }
+    }
+
+    #[test]
+    fn a_record_behind_the_days_kept_in_memory_is_refused_and_never_passed() {
+        let mut m = Machine::new(
+            MachineConfig {
+                days_per_time: 7,
+                memory_days: Some(40),
+                ..config()
+            },
+            vec![lane(Input::Prices, 0, 20), lane(Input::Holdings, 0, 0)],
+        );
+        // Time 0, then the holdings at start (none), then a keyed round at day 700's bucket.
+        m.begin_round(None, Some(0), 0);
+        m.end_round(|_| Some(0));
+        m.begin_round(None, Some(0), 0);
+        m.end_round(|_| Some(0));
+        let k = day_key(day(700));
+        let start = m.begin_round(Some(k), Some(k), 0);
+        let at = start.time;
+        let h = horizon(at, 7, 40).expect("a horizon at a bucket's time");
+        assert!(h <= day(700) - chrono::Duration::days(40));
+        assert_eq!(
+            m.record(0, 0, Some(day(700)), mark(0)),
+            Verdict::Apply { at }
+        );
+        // At the horizon: still held.
+        assert_eq!(m.record(0, 1, Some(h), mark(1)), Verdict::Apply { at });
+        // A late holding change about a day before it (a holding record's day is its start).
+        let before = h - chrono::Duration::days(1);
+        assert_eq!(m.record(0, 2, Some(before), mark(2)), Verdict::Refuse);
+        assert_eq!(m.stopped(), Some(&StopReason::Rewind(before)));
+        let end = m.end_round(|_| Some(3));
+        assert_eq!(end.reports[0].next, 2, "never past the refused record");
+        // Without memory days, the same record is applied.
+        let mut all = Machine::new(
+            MachineConfig {
+                days_per_time: 7,
+                ..config()
+            },
+            vec![lane(Input::Prices, 0, 20)],
+        );
+        all.begin_round(None, Some(0), 0);
+        all.end_round(|_| Some(0));
+        all.begin_round(None, Some(0), 0);
+        all.end_round(|_| Some(0));
+        all.begin_round(Some(k), Some(k), 0);
+        assert!(matches!(
+            all.record(0, 0, Some(before), mark(0)),
+            Verdict::Apply { .. }
+        ));
     }
 
     #[test]

@@ -30,7 +30,7 @@ pub use counters::JobCounters;
 pub use start::{plan, PartitionStart, StartPlan, StartSpec, Stored, Topics};
 
 use crate::{Error, Result};
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use stockflow_core::{Restore, Sink, StoredState};
@@ -113,10 +113,31 @@ pub struct JobConfig {
     /// During a catch-up, the records of this many trading days share one timestamp
     /// (`DAYS_PER_TIME` by default).
     pub days_per_time: i64,
+    /// Calendar days the dataflow keeps in memory behind the days it reads (None: every
+    /// day). Older days leave memory; a record about one ends the pass and the job runs
+    /// again with it restored from the sink (`machine::horizon`). Single-process jobs only:
+    /// the processes of a cluster cannot run again together.
+    pub memory_days: Option<i64>,
     /// What this process was started with (binary, market, topics, job, sink, …): the
     /// processes of a cluster compare them, with the workers and the partition plan, before
     /// reading anything (`agree`).
     pub settings: agree::Settings,
+}
+
+impl JobConfig {
+    /// The days kept in memory: `memory_days` for a single process; every day for a cluster,
+    /// whose processes cannot run a pass again together.
+    pub fn kept_days(&self) -> Option<i64> {
+        self.memory_days.filter(|_| self.cluster.processes <= 1)
+    }
+
+    /// The dataflow's horizon (`machine::horizon`), the same function the reading machine
+    /// refuses records by.
+    pub fn horizon(&self) -> Option<crate::graph::Horizon> {
+        let width = self.days_per_time;
+        self.kept_days()
+            .map(|m| Arc::new(move |t| machine::horizon(t, width, m)) as crate::graph::Horizon)
+    }
 }
 
 /// How long the processes of a cluster wait for each other's settings once connected.
@@ -389,6 +410,7 @@ pub fn run(
     let started = Instant::now();
     let watch = PartitionWatch::start(Arc::clone(&log), &config.topics, Arc::clone(&stop));
     let mut restore = request.restore;
+    let first_spec = request.spec.clone();
     let mut spec = request.spec;
     let mut reset = request.reset_offsets;
     let mut passes = 0u32;
@@ -420,8 +442,21 @@ pub fn run(
         on_plan(&plan, &state);
         config.window = state.window;
         let (restored_prices, restored_window) = (state.prices.len(), state.window);
+        // After a pass ended on records about days that had left memory, this one keeps
+        // every day until it has read them (else the merge could hand later days over first,
+        // time would move past their days again, and they would be refused anew), then stops
+        // for the next, which keeps only the memory days again.
+        let refused = counters.refused.lock().map_or(0, |m| m.len());
+        let keep_all = refused > 0 && config.kept_days().is_some();
+        counters.refused_left.store(refused, Relaxed);
+        counters.until_refused_read.store(keep_all, Relaxed);
+        counters.stopped_refused_read.store(false, Relaxed);
+        let mut pass_config = config.clone();
+        if keep_all {
+            pass_config.memory_days = None;
+        }
         let (mut report, back) = run_job(
-            config.clone(),
+            pass_config,
             Arc::clone(&log),
             plan,
             sink.take().map(|s| (s, Arc::new(state))),
@@ -441,6 +476,50 @@ pub fn run(
         report.restored_window = restored_window;
         report.elapsed = started.elapsed();
         match report.rewind {
+            Some(day)
+                if !stop.load(std::sync::atomic::Ordering::SeqCst)
+                    && !sink.as_ref().is_some_and(|s| s.is_stateful()) =>
+            {
+                // Only the days kept in memory end a pass without a stateful sink (there is no
+                // restored window): nothing can restore the day, so the log is read again from
+                // where this run started, with every day kept (the sink keeps no state: this
+                // one's output was discarded or printed).
+                tracing::warn!(
+                    %day,
+                    kept_days = ?config.memory_days,
+                    "a record is about a day that left memory, and this sink cannot restore it: \
+                     reading the log again from the start of this run, keeping every day \
+                     (a larger --memory-days avoids this)"
+                );
+                config.memory_days = None;
+                if let Ok(mut r) = counters.refused.lock() {
+                    r.clear();
+                }
+                spec = first_spec.clone();
+                reset = request.reset_offsets;
+                // The next pass reads everything this one read again: the run reports the
+                // records it read once.
+                for c in [&counters.ticks, &counters.holdings, &counters.dead_letters] {
+                    c.store(0, std::sync::atomic::Ordering::Relaxed);
+                }
+                if let Ok(mut ahead) = counters.read_ahead.lock() {
+                    ahead.clear();
+                }
+            }
+            None if keep_all
+                && counters.refused_left.load(Relaxed) == 0
+                && counters.stopped_refused_read.load(Relaxed)
+                && !stop.load(std::sync::atomic::Ordering::SeqCst) =>
+            {
+                tracing::info!(
+                    "the records about days that had left memory are read: running again \
+                     with {} days in memory",
+                    config.memory_days.unwrap_or_default()
+                );
+                restore = request.restore;
+                spec = StartSpec::Resume;
+                reset = false;
+            }
             Some(day) if !stop.load(std::sync::atomic::Ordering::SeqCst) => {
                 let from = day - chrono::Duration::days(REWIND_MARGIN_DAYS);
                 tracing::info!(

@@ -19,6 +19,7 @@ use super::start::PartitionStart;
 use super::JobConfig;
 use crate::runtime::{build, Control, ControlPlane, Outbox, WorkerInputs};
 use crate::{Error, Result};
+use chrono::NaiveDate;
 use std::cell::Cell;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
@@ -63,6 +64,9 @@ struct Lane {
     input: Input,
     /// Offsets an earlier pass of this run applied already (not counted again).
     read_before: std::collections::BTreeSet<i64>,
+    /// A record an earlier pass refused (its offset, its day): until this pass has read it,
+    /// the process reads nothing past its day (`Reader::hold_key`).
+    refused: Option<(i64, NaiveDate)>,
 }
 
 /// The worker's source and what it takes to turn records into inputs.
@@ -100,6 +104,13 @@ impl Reader {
                 .and_then(|mut m| m.remove(&(topic.to_string(), partition)))
                 .unwrap_or_default()
         };
+        let refused = |topic: &str, partition: i32| {
+            counters
+                .refused
+                .lock()
+                .ok()
+                .and_then(|mut m| m.remove(&(topic.to_string(), partition)))
+        };
         let mut reader = Reader {
             lanes: mine
                 .iter()
@@ -112,6 +123,17 @@ impl Reader {
                         Input::Holdings
                     },
                     read_before: read_before(&p.topic, p.partition),
+                    refused: refused(&p.topic, p.partition).and_then(|(o, d)| {
+                        if o >= p.start {
+                            Some((o, d))
+                        } else {
+                            // This pass starts past it (nothing to wait for).
+                            let _ = counters
+                                .refused_left
+                                .fetch_update(Relaxed, Relaxed, |v| v.checked_sub(1));
+                            None
+                        }
+                    }),
                 })
                 .collect(),
             by_partition: [Vec::new(), Vec::new()],
@@ -265,6 +287,21 @@ impl Reader {
     }
 
     /// The source's resume offset of each lane.
+    /// A record an earlier pass refused is read once its partition's reported offset passes
+    /// it; the records left to read (`JobCounters::refused_left`) count down.
+    fn passed(&mut self, end: &super::machine::RoundEnd, counters: &JobCounters) {
+        for r in &end.reports {
+            if let Some(l) = self.lanes.get_mut(r.lane) {
+                if l.refused.is_some_and(|(o, _)| r.next > o) {
+                    l.refused = None;
+                    let _ = counters
+                        .refused_left
+                        .fetch_update(Relaxed, Relaxed, |v| v.checked_sub(1));
+                }
+            }
+        }
+    }
+
     fn resume(&self, lane: usize) -> Option<i64> {
         let l = self.lanes.get(lane)?;
         self.source.as_ref()?.resume_offset(&l.topic, l.partition)
@@ -417,6 +454,7 @@ fn reading_machine(config: &JobConfig, mine: &[&PartitionStart], lanes: &[Lane])
             until_caught_up: config.until_caught_up,
             day_cap: day_cap(),
             days_per_time: config.days_per_time,
+            memory_days: config.kept_days(),
         },
         mine.iter()
             .zip(lanes)
@@ -470,7 +508,7 @@ impl<'a> WorkerJob<'a> {
         } = setup;
         let (index, peers) = (worker.index(), worker.peers());
         align.register(index);
-        let built = build(worker, config.keep_state, config.window);
+        let built = build(worker, config.keep_state, config.window, config.horizon());
         let mine: Vec<&PartitionStart> = partitions
             .iter()
             .enumerate()
@@ -568,6 +606,11 @@ impl<'a> WorkerJob<'a> {
         if let Some(reason) = self.plane.received() {
             self.machine.stop(reason);
         }
+        if self.counters.until_refused_read.load(Relaxed)
+            && self.counters.refused_left.load(Relaxed) == 0
+        {
+            self.machine.stop(StopReason::RefusedRead);
+        }
         let Some(reason) = self.machine.stopped() else {
             return true;
         };
@@ -577,6 +620,9 @@ impl<'a> WorkerJob<'a> {
             time = self.machine.time(),
             "the worker stops reading"
         );
+        if *reason == StopReason::RefusedRead {
+            self.counters.stopped_refused_read.store(true, Relaxed);
+        }
         if *reason != StopReason::CaughtUp {
             self.plane.raise(reason.clone());
         }
@@ -617,6 +663,7 @@ impl<'a> WorkerJob<'a> {
         }
         let read = self.read(worker, round.time);
         let end = self.machine.end_round(|i| self.reader.resume(i));
+        self.reader.passed(&end, self.counters);
         self.report(&end);
         if end.time != round.time {
             self.inputs.advance_to(end.time);
@@ -732,17 +779,29 @@ impl<'a> WorkerJob<'a> {
     }
 
     /// What this pass applied of its partitions beyond their committed offsets (records are
-    /// handed over out of offset order): the next pass reads them again without counting them
-    /// twice.
+    /// handed over out of offset order), and what an earlier pass did that this one did not
+    /// read again (it ended before them): the next pass reads them again without counting
+    /// them twice.
     fn keep_read_ahead(&self) {
         if let Ok(mut ahead) = self.counters.read_ahead.lock() {
             for (i, l) in self.reader.lanes.iter().enumerate() {
-                let offsets = self.machine.applied_ahead(i);
+                let mut offsets: std::collections::BTreeSet<i64> =
+                    self.machine.applied_ahead(i).into_iter().collect();
+                offsets.extend(l.read_before.iter().copied());
                 if !offsets.is_empty() {
-                    ahead.insert(
-                        (l.topic.clone(), l.partition),
-                        offsets.into_iter().collect(),
-                    );
+                    ahead.insert((l.topic.clone(), l.partition), offsets);
+                }
+            }
+        }
+        if let Ok(mut refused) = self.counters.refused.lock() {
+            for (i, l) in self.reader.lanes.iter().enumerate() {
+                let this = self.machine.refused(i);
+                let earliest = match (this, l.refused) {
+                    (Some(a), Some(b)) => Some((a.0.min(b.0), a.1.min(b.1))),
+                    (a, b) => a.or(b),
+                };
+                if let Some(r) = earliest {
+                    refused.insert((l.topic.clone(), l.partition), r);
                 }
             }
         }
