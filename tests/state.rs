@@ -197,8 +197,9 @@ fn a_correction_older_than_the_restored_window_gives_the_uninterrupted_result() 
     let out = run_ok(job(&prices, &holdings, &url).args(["--until-caught-up"]));
     let s = summary_of(&out);
     assert_eq!(
-        s["passes"], 2,
-        "re-ran with a window covering the correction: {s}"
+        s["passes"], 3,
+        "re-ran with a window covering the correction, keeping every day until it had read \
+         it, then again keeping --memory-days: {s}"
     );
     assert_eq!(s["ticks"], 1);
     // The same log in one run from nothing.

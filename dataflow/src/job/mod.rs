@@ -516,7 +516,8 @@ pub fn run(
                      with {} days in memory",
                     config.memory_days.unwrap_or_default()
                 );
-                restore = request.restore;
+                // The same window as this pass: a replay reading old days goes on reading
+                // them (restoring only the recent days again would refuse the next one).
                 spec = StartSpec::Resume;
                 reset = false;
             }
