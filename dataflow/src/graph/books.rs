@@ -654,6 +654,9 @@ where
             |_, _| {
                 let mut pending: Pending<(PriceInput, isize), BookInput> = Pending::default();
                 let mut state = Books::default();
+                // Reused from one timestamp to the next: a day's rows are megabytes, and a
+                // fresh buffer each day cost page faults (the kernel zeroing new pages).
+                let mut rows: Vec<(Row, isize)> = Vec::new();
                 move |closes_in, inputs_in, output| {
                     closes_in.for_each(|cap, data| {
                         let cap = cap.retain();
@@ -666,10 +669,10 @@ where
                     let ready = pending.ready(&[closes_in.frontier(), inputs_in.frontier()]);
                     for (cap, close_changes, inputs) in ready {
                         let t = *cap.time();
-                        let mut rows = Vec::new();
+                        rows.clear();
                         state.apply(close_changes, inputs, window, &mut rows);
                         let mut session = output.session(&cap);
-                        for (r, d) in rows {
+                        for (r, d) in rows.drain(..) {
                             session.give((r, t, d));
                         }
                         if let Some(h) = horizon.as_ref().and_then(|h| h(t)) {
