@@ -368,7 +368,7 @@ fn a_record_behind_the_days_kept_in_memory_re_runs_the_job_and_ends_with_the_uni
     );
     assert_eq!(ibm[0][0], "99.990000");
     // Without a stateful sink.
-    let out = run_ok(
+    let out = run_ok_within(
         stockflow()
             .args([
                 "run",
@@ -380,6 +380,7 @@ fn a_record_behind_the_days_kept_in_memory_re_runs_the_job_and_ends_with_the_uni
             ])
             .args(["--prices-topic", &prices, "--holdings-topic", &holdings])
             .args(["--memory-days", "40"]),
+        Duration::from_secs(120),
     );
     let n = summary_of(&out);
     assert_eq!(n["passes"], 2, "{n}");

@@ -57,16 +57,59 @@ fn drain<S: Sink + ?Sized>(outbox: &Outbox, sink: &Mutex<S>) -> Result<()> {
     }
 }
 
-/// Where an in-memory run's batches come from: every worker makes its own pass over them
-/// (each feeds its round-robin share of every batch), so a source that generates its batches
-/// holds no more than one at a time per worker.
+/// Where an in-memory run's batches come from: every worker makes its own pass over them and
+/// feeds its round-robin share of every batch (`share`), so a source that generates its
+/// batches holds no more than one at a time per worker, and one that holds them clones only
+/// each worker's share.
 pub trait BatchSource: Send + Sync {
+    /// Every batch, in order, whole.
     fn batches(&self) -> Box<dyn Iterator<Item = InputBatch> + '_>;
+
+    /// Worker `index` of `peers`' share of every batch, in order.
+    fn share(&self, index: usize, peers: usize) -> Box<dyn Iterator<Item = InputBatch> + '_> {
+        Box::new(self.batches().map(move |b| {
+            InputBatch {
+                prices: b
+                    .prices
+                    .into_iter()
+                    .skip(index)
+                    .step_by(peers.max(1))
+                    .collect(),
+                holdings: b
+                    .holdings
+                    .into_iter()
+                    .skip(index)
+                    .step_by(peers.max(1))
+                    .collect(),
+            }
+        }))
+    }
 }
 
 impl BatchSource for Vec<InputBatch> {
     fn batches(&self) -> Box<dyn Iterator<Item = InputBatch> + '_> {
         Box::new(self.iter().cloned())
+    }
+
+    fn share(&self, index: usize, peers: usize) -> Box<dyn Iterator<Item = InputBatch> + '_> {
+        Box::new(self.iter().map(move |b| {
+            InputBatch {
+                prices: b
+                    .prices
+                    .iter()
+                    .skip(index)
+                    .step_by(peers.max(1))
+                    .cloned()
+                    .collect(),
+                holdings: b
+                    .holdings
+                    .iter()
+                    .skip(index)
+                    .step_by(peers.max(1))
+                    .cloned()
+                    .collect(),
+            }
+        }))
     }
 }
 
@@ -113,13 +156,13 @@ pub fn run_source<S: Sink + 'static, B: BatchSource + 'static>(
         let started = Instant::now();
         let mut per_batch = Vec::new();
         let mut result = Ok(());
-        for (t, batch) in batches.batches().enumerate() {
+        for (t, batch) in batches.share(index, peers).enumerate() {
             let batch_started = Instant::now();
             let t = t as u64;
-            for p in batch.prices.into_iter().skip(index).step_by(peers) {
+            for p in batch.prices {
                 built.inputs.prices.insert(p);
             }
-            for h in batch.holdings.into_iter().skip(index).step_by(peers) {
+            for h in batch.holdings {
                 built.inputs.holdings.insert(h);
             }
             built.inputs.advance_to(t + 1);

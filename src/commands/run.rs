@@ -276,8 +276,11 @@ fn job_config(
         window: None,
         days_per_time: a.days_per_timestamp.max(1),
         memory_days: match a.sink {
-            // JSON Lines prints every row: a re-run would print them again.
+            // JSON Lines prints every row, and a stateless sink that publishes the portfolios'
+            // changes publishes them: a re-run from the start (what a stateless sink does for
+            // a record about a day that left memory) would print or publish them again.
             SinkKind::Jsonl => None,
+            SinkKind::Null if a.publish_portfolios.is_some() => None,
             SinkKind::Mysql | SinkKind::Null => {
                 (a.memory_days > 0).then_some(i64::from(a.memory_days))
             }

@@ -618,7 +618,8 @@ impl Books {
     fn evict(&mut self, h: NaiveDate) {
         if self
             .evicted
-            .is_some_and(|e| h < e + chrono::Duration::days(EVICT_STEP_DAYS))
+            .and_then(|e| e.checked_add_signed(chrono::Duration::days(EVICT_STEP_DAYS)))
+            .is_some_and(|next| h < next)
         {
             return;
         }

@@ -133,7 +133,10 @@ where
                     }
                     let h = horizon.as_ref().and_then(|h| h(t));
                     if let Some(h) = h.filter(|&h| {
-                        evicted.is_none_or(|e| h >= e + chrono::Duration::days(EVICT_STEP_DAYS))
+                        evicted.is_none_or(|e| {
+                            e.checked_add_signed(chrono::Duration::days(EVICT_STEP_DAYS))
+                                .is_some_and(|next| h >= next)
+                        })
                     }) {
                         evicted = Some(h);
                         state.retain(|_, r| r.evictable_day().is_none_or(|d| d >= h));

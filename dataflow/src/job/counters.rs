@@ -35,9 +35,9 @@ pub struct JobCounters {
     /// count them twice in `ticks`/`holdings`/`dead_letters`.
     pub read_ahead: Mutex<BTreeMap<(String, i32), std::collections::BTreeSet<i64>>>,
     /// Per partition, the lowest offset a pass refused (a record about a day the pass did
-    /// not hold) and the earliest day refused: the next pass reads nothing past that day
-    /// until it has applied that record, so that time does not move past it again first.
-    pub refused: Mutex<BTreeMap<(String, i32), (i64, chrono::NaiveDate)>>,
+    /// not hold): the next pass keeps every day until it has read past it
+    /// (`until_refused_read`).
+    pub refused: Mutex<BTreeMap<(String, i32), i64>>,
     /// Of those, the ones this pass has not read yet.
     pub refused_left: std::sync::atomic::AtomicUsize,
     /// This pass keeps every day until it has read the records the last one refused, then

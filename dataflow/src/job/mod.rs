@@ -30,7 +30,10 @@ pub use counters::JobCounters;
 pub use start::{plan, PartitionStart, StartPlan, StartSpec, Stored, Topics};
 
 use crate::{Error, Result};
-use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::atomic::{
+    AtomicBool,
+    Ordering::{Relaxed, SeqCst},
+};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use stockflow_core::{Restore, Sink, StoredState};
@@ -230,9 +233,7 @@ pub fn run_job(
     let (counters_w, stop_w) = (Arc::clone(&counters), Arc::clone(&stop));
     let guards = timely::execute(timely_config, move |worker| {
         let (config, log, plan) = &*shared;
-        counters_w
-            .started
-            .store(true, std::sync::atomic::Ordering::SeqCst);
+        counters_w.started.store(true, SeqCst);
         if remote_peers {
             agree::handshake(worker, config.cluster.process, &settings, HANDSHAKE_LIMIT)?;
         }
@@ -324,8 +325,8 @@ struct PartitionWatch {
 
 impl PartitionWatch {
     fn start(log: Arc<dyn Log>, topics: &Topics, stop: Arc<AtomicBool>) -> Self {
-        use std::sync::atomic::Ordering::SeqCst;
         use std::sync::mpsc::RecvTimeoutError;
+        use SeqCst;
         let grown: Arc<Mutex<Option<String>>> = Arc::default();
         let (done, done_rx) = std::sync::mpsc::channel::<()>();
         let names = [topics.prices.clone(), topics.holdings.clone()];
@@ -410,7 +411,9 @@ pub fn run(
     let started = Instant::now();
     let watch = PartitionWatch::start(Arc::clone(&log), &config.topics, Arc::clone(&stop));
     let mut restore = request.restore;
-    let first_spec = request.spec.clone();
+    // Where the first pass started each price partition: a pass without a stateful sink that
+    // must read again starts there (re-planning `--from latest` would start at the log's end).
+    let mut first_starts: Option<std::collections::BTreeMap<i32, i64>> = None;
     let mut spec = request.spec;
     let mut reset = request.reset_offsets;
     let mut passes = 0u32;
@@ -440,6 +443,15 @@ pub fn run(
             }
         };
         on_plan(&plan, &state);
+        if first_starts.is_none() {
+            first_starts = Some(
+                plan.partitions
+                    .iter()
+                    .filter(|p| p.topic == config.topics.prices)
+                    .map(|p| (p.partition, p.start))
+                    .collect(),
+            );
+        }
         config.window = state.window;
         let (restored_prices, restored_window) = (state.prices.len(), state.window);
         // After a pass ended on records about days that had left memory, this one keeps
@@ -476,10 +488,7 @@ pub fn run(
         report.restored_window = restored_window;
         report.elapsed = started.elapsed();
         match report.rewind {
-            Some(day)
-                if !stop.load(std::sync::atomic::Ordering::SeqCst)
-                    && !sink.as_ref().is_some_and(|s| s.is_stateful()) =>
-            {
+            Some(day) if !stop.load(SeqCst) && !sink.as_ref().is_some_and(|s| s.is_stateful()) => {
                 // Only the days kept in memory end a pass without a stateful sink (there is no
                 // restored window): nothing can restore the day, so the log is read again from
                 // where this run started, with every day kept (the sink keeps no state: this
@@ -495,12 +504,20 @@ pub fn run(
                 if let Ok(mut r) = counters.refused.lock() {
                     r.clear();
                 }
-                spec = first_spec.clone();
+                spec = StartSpec::Offsets(first_starts.clone().unwrap_or_default());
                 reset = request.reset_offsets;
-                // The next pass reads everything this one read again: the run reports the
-                // records it read once.
-                for c in [&counters.ticks, &counters.holdings, &counters.dead_letters] {
-                    c.store(0, std::sync::atomic::Ordering::Relaxed);
+                // The next pass reads and outputs everything this one did again: the run
+                // reports the records it read, and the rows of that pass, once.
+                for c in [
+                    &counters.ticks,
+                    &counters.holdings,
+                    &counters.dead_letters,
+                    &counters.inserted,
+                    &counters.retracted,
+                    &counters.batches,
+                    &counters.issues,
+                ] {
+                    c.store(0, Relaxed);
                 }
                 if let Ok(mut ahead) = counters.read_ahead.lock() {
                     ahead.clear();
@@ -509,7 +526,7 @@ pub fn run(
             None if keep_all
                 && counters.refused_left.load(Relaxed) == 0
                 && counters.stopped_refused_read.load(Relaxed)
-                && !stop.load(std::sync::atomic::Ordering::SeqCst) =>
+                && !stop.load(SeqCst) =>
             {
                 tracing::info!(
                     "the records about days that had left memory are read: running again \
@@ -521,7 +538,7 @@ pub fn run(
                 spec = StartSpec::Resume;
                 reset = false;
             }
-            Some(day) if !stop.load(std::sync::atomic::Ordering::SeqCst) => {
+            Some(day) if !stop.load(SeqCst) => {
                 let from = day - chrono::Duration::days(REWIND_MARGIN_DAYS);
                 tracing::info!(
                     %day,

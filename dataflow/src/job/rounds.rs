@@ -19,7 +19,6 @@ use super::start::PartitionStart;
 use super::JobConfig;
 use crate::runtime::{build, Control, ControlPlane, Outbox, WorkerInputs};
 use crate::{Error, Result};
-use chrono::NaiveDate;
 use std::cell::Cell;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
@@ -64,9 +63,8 @@ struct Lane {
     input: Input,
     /// Offsets an earlier pass of this run applied already (not counted again).
     read_before: std::collections::BTreeSet<i64>,
-    /// A record an earlier pass refused (its offset, its day): until this pass has read it,
-    /// the process reads nothing past its day (`Reader::hold_key`).
-    refused: Option<(i64, NaiveDate)>,
+    /// The offset of a record an earlier pass refused, until this pass reads past it.
+    refused: Option<i64>,
 }
 
 /// The worker's source and what it takes to turn records into inputs.
@@ -123,9 +121,9 @@ impl Reader {
                         Input::Holdings
                     },
                     read_before: read_before(&p.topic, p.partition),
-                    refused: refused(&p.topic, p.partition).and_then(|(o, d)| {
+                    refused: refused(&p.topic, p.partition).and_then(|o| {
                         if o >= p.start {
-                            Some((o, d))
+                            Some(o)
                         } else {
                             // This pass starts past it (nothing to wait for).
                             let _ = counters
@@ -286,13 +284,12 @@ impl Reader {
         }
     }
 
-    /// The source's resume offset of each lane.
     /// A record an earlier pass refused is read once its partition's reported offset passes
     /// it; the records left to read (`JobCounters::refused_left`) count down.
     fn passed(&mut self, end: &super::machine::RoundEnd, counters: &JobCounters) {
         for r in &end.reports {
             if let Some(l) = self.lanes.get_mut(r.lane) {
-                if l.refused.is_some_and(|(o, _)| r.next > o) {
+                if l.refused.is_some_and(|o| r.next > o) {
                     l.refused = None;
                     let _ = counters
                         .refused_left
@@ -302,6 +299,7 @@ impl Reader {
         }
     }
 
+    /// The source's resume offset of each lane.
     fn resume(&self, lane: usize) -> Option<i64> {
         let l = self.lanes.get(lane)?;
         self.source.as_ref()?.resume_offset(&l.topic, l.partition)
@@ -795,9 +793,9 @@ impl<'a> WorkerJob<'a> {
         }
         if let Ok(mut refused) = self.counters.refused.lock() {
             for (i, l) in self.reader.lanes.iter().enumerate() {
-                let this = self.machine.refused(i);
+                let this = self.machine.refused(i).map(|(o, _)| o);
                 let earliest = match (this, l.refused) {
-                    (Some(a), Some(b)) => Some((a.0.min(b.0), a.1.min(b.1))),
+                    (Some(a), Some(b)) => Some(a.min(b)),
                     (a, b) => a.or(b),
                 };
                 if let Some(r) = earliest {
