@@ -67,23 +67,16 @@ pub trait BatchSource: Send + Sync {
 
     /// Worker `index` of `peers`' share of every batch, in order.
     fn share(&self, index: usize, peers: usize) -> Box<dyn Iterator<Item = InputBatch> + '_> {
-        Box::new(self.batches().map(move |b| {
-            InputBatch {
-                prices: b
-                    .prices
-                    .into_iter()
-                    .skip(index)
-                    .step_by(peers.max(1))
-                    .collect(),
-                holdings: b
-                    .holdings
-                    .into_iter()
-                    .skip(index)
-                    .step_by(peers.max(1))
-                    .collect(),
-            }
+        Box::new(self.batches().map(move |b| InputBatch {
+            prices: every(b.prices.into_iter(), index, peers),
+            holdings: every(b.holdings.into_iter(), index, peers),
         }))
     }
+}
+
+/// Every `peers`-th item from `index` on (a worker's round-robin share).
+fn every<T>(items: impl Iterator<Item = T>, index: usize, peers: usize) -> Vec<T> {
+    items.skip(index).step_by(peers.max(1)).collect()
 }
 
 impl BatchSource for Vec<InputBatch> {
@@ -92,23 +85,9 @@ impl BatchSource for Vec<InputBatch> {
     }
 
     fn share(&self, index: usize, peers: usize) -> Box<dyn Iterator<Item = InputBatch> + '_> {
-        Box::new(self.iter().map(move |b| {
-            InputBatch {
-                prices: b
-                    .prices
-                    .iter()
-                    .skip(index)
-                    .step_by(peers.max(1))
-                    .cloned()
-                    .collect(),
-                holdings: b
-                    .holdings
-                    .iter()
-                    .skip(index)
-                    .step_by(peers.max(1))
-                    .cloned()
-                    .collect(),
-            }
+        Box::new(self.iter().map(move |b| InputBatch {
+            prices: every(b.prices.iter().cloned(), index, peers),
+            holdings: every(b.holdings.iter().cloned(), index, peers),
         }))
     }
 }

@@ -94,21 +94,15 @@ impl Reader {
     /// The reader of `mine`, with what an earlier pass of this run read of them beyond their
     /// committed offsets.
     fn new(config: &JobConfig, mine: &[&PartitionStart], counters: &JobCounters) -> Self {
-        let read_before = |topic: &str, partition: i32| {
-            counters
-                .read_ahead
-                .lock()
+        /// What an earlier pass left for this partition in one of the counters' maps.
+        fn take<V>(
+            map: &std::sync::Mutex<std::collections::BTreeMap<(String, i32), V>>,
+            p: &PartitionStart,
+        ) -> Option<V> {
+            map.lock()
                 .ok()
-                .and_then(|mut m| m.remove(&(topic.to_string(), partition)))
-                .unwrap_or_default()
-        };
-        let refused = |topic: &str, partition: i32| {
-            counters
-                .refused
-                .lock()
-                .ok()
-                .and_then(|mut m| m.remove(&(topic.to_string(), partition)))
-        };
+                .and_then(|mut m| m.remove(&(p.topic.clone(), p.partition)))
+        }
         let mut reader = Reader {
             lanes: mine
                 .iter()
@@ -120,8 +114,8 @@ impl Reader {
                     } else {
                         Input::Holdings
                     },
-                    read_before: read_before(&p.topic, p.partition),
-                    refused: refused(&p.topic, p.partition).and_then(|o| {
+                    read_before: take(&counters.read_ahead, p).unwrap_or_default(),
+                    refused: take(&counters.refused, p).and_then(|o| {
                         if o >= p.start {
                             Some(o)
                         } else {
