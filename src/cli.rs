@@ -174,8 +174,9 @@ pub struct RunArgs {
     /// Calendar days of history the job keeps in memory behind the days it reads (0: all of
     /// them). Older days leave memory, so a job's memory does not grow with its history; a
     /// record about an older day makes the job re-run with that day restored from MySQL (with
-    /// `--sink null`, from the log's start), so results never depend on N. A single process
-    /// only: a cluster keeps every day; `--sink jsonl` keeps every day.
+    /// `--sink null`, by reading the log again from where the run started, keeping every day),
+    /// so results never depend on N. A single process only: a cluster, `--sink jsonl` and
+    /// `--sink null --publish-portfolios` keep every day.
     #[arg(long, env = "STOCKFLOW_MEMORY_DAYS", default_value_t = 92,
           value_parser = memory_days)]
     pub memory_days: u32,
