@@ -124,6 +124,11 @@ pub fn run_ok(cmd: &mut Command) -> Output {
     let out = cmd
         .output()
         .unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
+    succeeded(cmd, out)
+}
+
+/// `out`, if `cmd` exited 0; else fails with what it printed.
+fn succeeded(cmd: &Command, out: Output) -> Output {
     assert!(
         out.status.success(),
         "{cmd:?} failed: {}\n{}",
@@ -136,13 +141,9 @@ pub fn run_ok(cmd: &mut Command) -> Output {
 /// `run_ok`, but the command must end within `limit` (killed and failed otherwise): for a run
 /// that, broken, would loop rather than fail.
 pub fn run_ok_within(cmd: &mut Command, limit: std::time::Duration) -> Output {
-    use std::io::Read;
-    let mut child = cmd
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
-    let drain = |pipe: Option<Box<dyn Read + Send>>| {
+    fn drain(
+        pipe: Option<impl std::io::Read + Send + 'static>,
+    ) -> std::thread::JoinHandle<Vec<u8>> {
         std::thread::spawn(move || {
             let mut buf = Vec::new();
             if let Some(mut p) = pipe {
@@ -150,36 +151,24 @@ pub fn run_ok_within(cmd: &mut Command, limit: std::time::Duration) -> Output {
             }
             buf
         })
-    };
-    let out = drain(
-        child
-            .stdout
-            .take()
-            .map(|p| Box::new(p) as Box<dyn Read + Send>),
-    );
-    let err = drain(
-        child
-            .stderr
-            .take()
-            .map(|p| Box::new(p) as Box<dyn Read + Send>),
-    );
+    }
+    let mut child = cmd
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
+    let (out, err) = (drain(child.stdout.take()), drain(child.stderr.take()));
     let status = wait_exit(&mut child, limit);
+    let read = |h: std::thread::JoinHandle<Vec<u8>>| {
+        h.join()
+            .unwrap_or_else(|_| panic!("a reader of {cmd:?}'s output panicked"))
+    };
     let output = Output {
         status,
-        stdout: out
-            .join()
-            .unwrap_or_else(|_| panic!("the stdout reader panicked")),
-        stderr: err
-            .join()
-            .unwrap_or_else(|_| panic!("the stderr reader panicked")),
+        stdout: read(out),
+        stderr: read(err),
     };
-    assert!(
-        output.status.success(),
-        "{cmd:?} failed: {}\n{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    output
+    succeeded(cmd, output)
 }
 
 /// The test user's password (the local stack's development default).
