@@ -539,7 +539,7 @@ pub enum TopicsCommand {
 #[derive(Debug, Subcommand)]
 pub enum BenchCommand {
     /// The dataflow core alone, fed from memory (no broker): ticks/s, early vs late day cost,
-    /// one restatement, peak memory.
+    /// one close restated 21 times (median, fastest, slowest), peak memory.
     Dataflow {
         #[arg(short = 'w', long, default_value_t = 1)]
         workers: usize,

@@ -27,10 +27,15 @@ pub struct CoreBenchReport {
     pub early_day: Duration,
     /// Mean wall time of a trading day among the last ten.
     pub late_day: Duration,
-    /// A close restated in the middle of history: wall time and rows retracted/inserted.
+    /// One close restated in the middle of history, [`RESTATEMENTS`] times in a row (each at
+    /// its own timestamp): the median wall time, the fastest and the slowest.
     pub restatement: Duration,
-    pub restatement_retracted: u64,
-    pub restatement_inserted: u64,
+    pub restatement_min: Duration,
+    pub restatement_max: Duration,
+    /// Rows retracted and inserted by each restatement: (the fewest, the most) over all of
+    /// them (the same close restated again moves the same rows).
+    pub restatement_retracted: (u64, u64),
+    pub restatement_inserted: (u64, u64),
     /// Mean wall time of a trading day in each tenth of the history, first to last.
     pub day_cost_by_decile: Vec<Duration>,
     /// The same days evaluated by a plain, non-incremental loop (values, completeness,
@@ -43,12 +48,16 @@ pub struct CoreBenchReport {
     pub baseline_checksum: u64,
 }
 
-/// Counts rows, separately for the timestamp of the restatement.
+/// How many times the bench restates its close, each at its own timestamp: one sample of a
+/// millisecond is at the mercy of the machine; the median of many is not.
+pub const RESTATEMENTS: usize = 21;
+
+/// Counts rows, separately for the timestamps of the restatements (from `restate_time` on).
 struct CountingSink {
     restate_time: u64,
     evaluations: u64,
-    restate_inserted: u64,
-    restate_retracted: u64,
+    /// Per restatement timestamp: (inserted, retracted).
+    restated: std::collections::BTreeMap<u64, (u64, u64)>,
     checksum: u64,
 }
 
@@ -59,8 +68,9 @@ fn row_sum(e: &stockflow_core::Evaluation) -> u64 {
 
 impl Sink for CountingSink {
     fn apply(&mut self, batch: &Batch) -> stockflow_core::Result<()> {
+        let restating = batch.time >= self.restate_time;
         for (e, d) in &batch.evaluations {
-            if batch.time != self.restate_time {
+            if !restating {
                 let v = row_sum(e).wrapping_mul(*d as u64);
                 self.checksum = self.checksum.wrapping_add(v);
             }
@@ -69,9 +79,10 @@ impl Sink for CountingSink {
             } else {
                 (0, d.unsigned_abs() as u64)
             };
-            if batch.time == self.restate_time {
-                self.restate_inserted += ins;
-                self.restate_retracted += ret;
+            if restating {
+                let counts = self.restated.entry(batch.time).or_default();
+                counts.0 += ins;
+                counts.1 += ret;
             } else {
                 self.evaluations += ins;
                 self.evaluations -= ret.min(self.evaluations);
@@ -89,8 +100,8 @@ fn mean(ds: &[Duration]) -> Duration {
 }
 
 /// The benchmark's input, generated as it is read (each worker makes its own pass, one day
-/// at a time): holdings at timestamp 0, then one trading day per timestamp, then one restated
-/// close of stock 0.
+/// at a time): holdings at timestamp 0, then one trading day per timestamp, then the close of
+/// stock 0 on one day restated [`RESTATEMENTS`] times, each at its own timestamp.
 struct BenchInput {
     /// The holdings are made from it at timestamp 0 (each worker its own, then dropped).
     universe: Arc<Universe>,
@@ -102,7 +113,8 @@ struct BenchInput {
 }
 
 impl BenchInput {
-    /// Every (day, prices) in order, then the restated close (version after every tick).
+    /// Every (day, prices) in order, then the restated closes (one more unit each time,
+    /// versions after every tick).
     fn days(&self) -> impl Iterator<Item = InputBatch> + '_ {
         let mut paths = self.paths.clone();
         let mut seq = 0i64;
@@ -128,25 +140,30 @@ impl BenchInput {
                 if i == self.restated {
                     original = prices.first().cloned();
                 }
-                let restatement = (i + 1 == self.days.len())
+                let restatements: Vec<PriceInput> = (i + 1 == self.days.len())
                     .then(|| original.take())
                     .flatten()
-                    .map(|orig| PriceInput {
-                        price: orig
-                            .price
-                            .checked_add(stockflow_core::Money::from_int(1))
-                            .unwrap_or(orig.price),
-                        version: (ticks + 1, 0, ticks + 1),
-                        ..orig
-                    });
-                (prices, restatement)
+                    .map(|orig| {
+                        (1..=RESTATEMENTS as i64)
+                            .map(|k| PriceInput {
+                                price: orig
+                                    .price
+                                    .checked_add(stockflow_core::Money::from_int(k))
+                                    .unwrap_or(orig.price),
+                                version: (ticks + k, 0, ticks + k),
+                                ..orig.clone()
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                (prices, restatements)
             })
-            .flat_map(|(prices, restatement)| {
+            .flat_map(|(prices, restatements)| {
                 std::iter::once(InputBatch {
                     prices,
                     holdings: Vec::new(),
                 })
-                .chain(restatement.map(|r| InputBatch {
+                .chain(restatements.into_iter().map(|r| InputBatch {
                     prices: vec![r],
                     holdings: Vec::new(),
                 }))
@@ -166,8 +183,9 @@ impl BatchSource for BenchInput {
     }
 }
 
-/// Holdings at timestamp 0, then one trading day per timestamp, then one restated close: of
-/// the middle day when every day stays in memory, else of a day inside the days kept.
+/// Holdings at timestamp 0, then one trading day per timestamp, then one close restated
+/// [`RESTATEMENTS`] times: of the middle day when every day stays in memory, else of a day
+/// inside the days kept.
 pub fn run_core_bench(universe: &Arc<Universe>, cfg: &CoreBenchConfig) -> Result<CoreBenchReport> {
     let start = first_trading_day();
     let days = Calendar::new().trading_days(
@@ -195,13 +213,12 @@ pub fn run_core_bench(universe: &Arc<Universe>, cfg: &CoreBenchConfig) -> Result
     let sink = Arc::new(Mutex::new(CountingSink {
         restate_time,
         evaluations: 0,
-        restate_inserted: 0,
-        restate_retracted: 0,
+        restated: std::collections::BTreeMap::new(),
         checksum: 0,
     }));
     let (baseline_elapsed, baseline_evaluations, baseline_checksum) =
         plain_loop(universe, input.batches().take(n_days + 1));
-    // Batch t ≥ 1 is day t − 1 (the restatement: the last day's horizon).
+    // Batch t ≥ 1 is day t − 1 (the restatements: the last day's horizon).
     let horizon: Option<Horizon> = cfg.memory_days.filter(|&m| m > 0).map(|m| {
         let days = Arc::new(days);
         Arc::new(move |t: u64| {
@@ -216,26 +233,36 @@ pub fn run_core_bench(universe: &Arc<Universe>, cfg: &CoreBenchConfig) -> Result
     let sink = sink
         .lock()
         .map_err(|_| crate::Error::Internal("sink lock poisoned".into()))?;
-    let per_day = &stats.per_batch;
-    let n = per_day.len();
-    let early = per_day.get(2..12.min(n.saturating_sub(1))).unwrap_or(&[]);
-    let late = per_day
-        .get(n.saturating_sub(11)..n.saturating_sub(1))
-        .unwrap_or(&[]);
+    // Batch 0 (the holdings), the days, then the restatements.
+    let n = stats.per_batch.len().saturating_sub(RESTATEMENTS);
+    let (per_day, restating) = stats.per_batch.split_at(n);
+    let early = per_day.get(2..12.min(n)).unwrap_or(&[]);
+    let late = per_day.get(n.saturating_sub(10)..).unwrap_or(&[]);
+    let mut restating = restating.to_vec();
+    restating.sort_unstable();
+    let counts = |f: fn(&(u64, u64)) -> u64| {
+        let all = sink.restated.values().map(f);
+        (all.clone().min().unwrap_or(0), all.max().unwrap_or(0))
+    };
     Ok(CoreBenchReport {
         ticks,
         evaluations: sink.evaluations,
         elapsed: stats.elapsed,
         early_day: mean(early),
         late_day: mean(late),
-        restatement: per_day.last().copied().unwrap_or_default(),
+        restatement: restating
+            .get(restating.len() / 2)
+            .copied()
+            .unwrap_or_default(),
+        restatement_min: restating.first().copied().unwrap_or_default(),
+        restatement_max: restating.last().copied().unwrap_or_default(),
         day_cost_by_decile: {
-            let days_only = per_day.get(1..n.saturating_sub(1)).unwrap_or(&[]);
+            let days_only = per_day.get(1..).unwrap_or(&[]);
             let k = days_only.len().div_ceil(10).max(1);
             days_only.chunks(k).map(mean).collect()
         },
-        restatement_retracted: sink.restate_retracted,
-        restatement_inserted: sink.restate_inserted,
+        restatement_retracted: counts(|c| c.1),
+        restatement_inserted: counts(|c| c.0),
         baseline_elapsed,
         baseline_evaluations,
         checksum: sink.checksum,

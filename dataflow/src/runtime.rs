@@ -267,6 +267,10 @@ pub fn build<A: Allocate>(
                 }
             },
         );
+        // The probe passes a time once every worker has handed over its part of it (its
+        // rows sorted and consolidated): a timestamp's cost includes its own batch's
+        // assembly, not the one before it.
+        let parts = parts.probe_with(&probe);
         let mut joining: BTreeMap<u64, Vec<Part>> = BTreeMap::new();
         let mut offsets: BTreeMap<(String, i32), Progress> = BTreeMap::new();
         parts.sink(
@@ -292,8 +296,6 @@ pub fn build<A: Allocate>(
                 }
             },
         );
-        out.rows.probe_with(&probe);
-        control.probe_with(&probe);
         WorkerInputs {
             prices: prices_in,
             holdings: holdings_in,
