@@ -29,15 +29,23 @@ impl Position {
     }
 }
 
-/// A (portfolio, stock)'s latest records, (from, quantity) sorted, with counts: nearly
-/// always one, kept inline (no allocation per position).
-type Records = smallvec::SmallVec<[((NaiveDate, i64), isize); 1]>;
+/// A portfolio's latest records, (stock, from, quantity) sorted, with counts: one vector per
+/// portfolio (no hash table entry per (portfolio, stock), a third of the memory of one for
+/// 600,000 positions); a (portfolio, stock)'s records are a range of it.
+type Records = Vec<((u32, NaiveDate, i64), isize)>;
 
-fn positions_of(p: u32, s: u32, records: &Records) -> Vec<Position> {
+/// The range of a portfolio's records about stock `s`.
+fn range_of(records: &Records, s: u32) -> std::ops::Range<usize> {
+    let lo = records.partition_point(|((x, _, _), _)| *x < s);
+    let hi = lo + records[lo..].partition_point(|((x, _, _), _)| *x == s);
+    lo..hi
+}
+
+fn positions_of(p: u32, s: u32, records: &[((u32, NaiveDate, i64), isize)]) -> Vec<Position> {
     let recs: Vec<(NaiveDate, i64)> = records
         .iter()
         .filter(|(_, c)| *c > 0)
-        .map(|(r, _)| *r)
+        .map(|((_, from, quantity), _)| (*from, *quantity))
         .collect();
     intervals(&recs)
         .into_iter()
@@ -99,7 +107,7 @@ where
         "Positions",
         |_, _| {
             let mut pending: Pending<(HoldingInput, isize), ()> = Pending::default();
-            let mut state: HashMap<(u32, u32), Records> = HashMap::default();
+            let mut state: HashMap<u32, Records> = HashMap::default();
             move |input, output| {
                 input.for_each(|cap, data| {
                     let cap = cap.retain();
@@ -116,19 +124,31 @@ where
                         .chunk_by(|a, b| (a.0.portfolio, a.0.stock) == (b.0.portfolio, b.0.stock))
                     {
                         let (p, s) = (changes[0].0.portfolio, changes[0].0.stock);
-                        let records = state.entry((p, s)).or_default();
-                        let old = positions_of(p, s, records);
+                        let records = state.entry(p).or_default();
+                        let old = positions_of(p, s, &records[range_of(records, s)]);
                         for (h, d) in changes {
-                            let k = (h.from, h.quantity);
+                            let k = (s, h.from, h.quantity);
                             match records.binary_search_by_key(&k, |(r, _)| *r) {
                                 Ok(i) => records[i].1 += d,
                                 Err(i) => records.insert(i, (k, *d)),
                             }
                         }
-                        records.retain(|(_, c)| *c != 0);
-                        let new = positions_of(p, s, records);
+                        let range = range_of(records, s);
+                        if records[range.clone()].iter().any(|(_, c)| *c == 0) {
+                            let mut i = range.start;
+                            let mut end = range.end;
+                            while i < end {
+                                if records[i].1 == 0 {
+                                    records.remove(i);
+                                    end -= 1;
+                                } else {
+                                    i += 1;
+                                }
+                            }
+                        }
+                        let new = positions_of(p, s, &records[range_of(records, s)]);
                         if records.is_empty() {
-                            state.remove(&(p, s));
+                            state.remove(&p);
                         }
                         for (pos, d) in changes_between(old, new) {
                             session.give((pos, t, d));
@@ -152,6 +172,36 @@ mod tests {
             to: None,
             quantity,
         }
+    }
+
+    #[test]
+    fn a_stocks_records_are_its_range_of_the_portfolios() {
+        let d = |day| NaiveDate::from_ymd_opt(2001, 1, day).expect("a valid date");
+        let records: Records = vec![
+            ((1, d(1), 5), 1),
+            ((2, d(1), 3), 1),
+            ((2, d(4), 0), 1),
+            ((2, d(9), 7), 0),
+            ((4, d(2), 1), 1),
+        ];
+        assert_eq!(range_of(&records, 0), 0..0);
+        assert_eq!(range_of(&records, 1), 0..1);
+        assert_eq!(range_of(&records, 2), 1..4);
+        assert_eq!(range_of(&records, 3), 4..4);
+        assert_eq!(range_of(&records, 4), 4..5);
+        assert_eq!(range_of(&records, 5), 5..5);
+        // Stock 2: 3 from day 1, closed on day 4; the record with count 0 is not there.
+        let got = positions_of(1, 2, &records[range_of(&records, 2)]);
+        assert_eq!(
+            got,
+            vec![Position {
+                portfolio: 1,
+                stock: 2,
+                from: d(1),
+                to: Some(d(4)),
+                quantity: 3,
+            }]
+        );
     }
 
     #[test]
