@@ -80,26 +80,3 @@ pub fn write_stdout(bytes: &[u8]) -> anyhow::Result<()> {
         other => Ok(other?),
     }
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn codes_follow_the_fault_found_in_the_chain() {
-        let e = anyhow::Error::from(stockflow_core::Error::transient("broker down"))
-            .context("running the job");
-        assert_eq!(fault_of(&e).map(code), Some(EXTERNAL));
-        let e = anyhow::Error::from(stockflow_sinks::Error::OtherJob {
-            database: "db".into(),
-            owner: "a".into(),
-            job: "b".into(),
-        });
-        assert_eq!(fault_of(&e).map(code), Some(USER));
-        let e = anyhow::Error::from(stockflow_dataflow::Error::Internal("bug".into()));
-        assert_eq!(fault_of(&e).map(code), Some(INTERNAL));
-        let e = anyhow::Error::from(UserError("--processes > 1 needs --hostfile".into()));
-        assert_eq!(fault_of(&e).map(code), Some(USER));
-        assert_eq!(fault_of(&anyhow::anyhow!("who knows")), None);
-    }
-}
