@@ -234,14 +234,16 @@ pub fn run_core_bench(universe: &Arc<Universe>, cfg: &CoreBenchConfig) -> Result
         .lock()
         .map_err(|_| crate::Error::Internal("sink lock poisoned".into()))?;
     // Batch 0 (the holdings), the days, then the restatements.
-    let n = stats.per_batch.len().saturating_sub(RESTATEMENTS);
+    let n = (n_days + 1).min(stats.per_batch.len());
     let (per_day, restating) = stats.per_batch.split_at(n);
     let early = per_day.get(2..12.min(n)).unwrap_or(&[]);
     let late = per_day.get(n.saturating_sub(10)..).unwrap_or(&[]);
     let mut restating = restating.to_vec();
     restating.sort_unstable();
+    // (fewest, most) over every restatement: one that moved nothing counts as 0.
     let counts = |f: fn(&(u64, u64)) -> u64| {
-        let all = sink.restated.values().map(f);
+        let all = (restate_time..restate_time + RESTATEMENTS as u64)
+            .map(|t| sink.restated.get(&t).map_or(0, f));
         (all.clone().min().unwrap_or(0), all.max().unwrap_or(0))
     };
     Ok(CoreBenchReport {

@@ -66,12 +66,15 @@ try {
   const whole = await page.textContent('#window');
   await page.check('#log');
   await page.waitForFunction(() => document.getElementById('window').textContent.includes('log scale'));
+  // The window's text before the drag: read after it, it may already be the zoomed one (the
+  // page updates it on mouseup), and the wait below would wait for a second change.
+  const unzoomed = await page.textContent('#window');
   const box = await page.locator('#chart').boundingBox();
   await page.mouse.move(box.x + box.width * 0.45, box.y + box.height / 2);
   await page.mouse.down();
   await page.mouse.move(box.x + box.width * 0.75, box.y + box.height / 2, { steps: 5 });
   await page.mouse.up();
-  await page.waitForFunction((w) => { const t = document.getElementById('window').textContent; return t !== w && !t.startsWith(w.split(' · ')[0]); }, await page.textContent('#window'));
+  await page.waitForFunction((w) => { const t = document.getElementById('window').textContent; return t !== w && !t.startsWith(w.split(' · ')[0]); }, unzoomed);
   const zoomed = await page.textContent('#window');
   say({ step: 'portfolio', report: await page.textContent('#report'), whole, zoomed, latest: await page.textContent('#latest-value') });
   await shot('portfolio.png');

@@ -7,12 +7,12 @@
 //! record.
 //!
 //! The winners are kept by group (a holding record's portfolio, a close's day), each group's
-//! in a vector sorted by key: the record itself is the entry (no key stored beside it, no hash
-//! table of every key with its empty buckets), about half the memory of a map by key for
-//! 600,000 holding records. A group is small (a portfolio's records, a day's closes), so
-//! finding a key is a binary search in it.
+//! sorted by key (`sorted.rs`: a vector while small, where the record itself is the entry, no
+//! key stored beside it and no hash table of every key with its empty buckets; a B-tree once
+//! the group is large): about half the memory of a map by key for 600,000 holding records.
 
 use super::pending::{route, Pending};
+use super::sorted::Sorted;
 use super::Horizon;
 use rustc_hash::FxHashMap as HashMap;
 use std::hash::Hash;
@@ -98,7 +98,7 @@ where
         |_, _| {
             let name_owned = name_string;
             let mut pending: Pending<(R, isize), ()> = Pending::default();
-            let mut state: HashMap<R::Group, Vec<R>> = HashMap::default();
+            let mut state: HashMap<R::Group, Sorted<R::Key, R>> = HashMap::default();
             let mut evicted: Option<chrono::NaiveDate> = None;
             move |input, output| {
                 input.for_each(|cap, data| {
@@ -138,16 +138,17 @@ where
                         while let Some(r) =
                             next.take().or_else(|| rest.next_if(|x| x.group() == group))
                         {
-                            match kept.binary_search_by(|x| x.key().cmp(&r.key())) {
-                                Ok(i) => {
-                                    if beats(&r, &kept[i]) {
-                                        let old = std::mem::replace(&mut kept[i], r.clone());
+                            let k = r.key();
+                            match kept.get_mut(&k, R::key) {
+                                Some(x) => {
+                                    if beats(&r, x) {
+                                        let old = std::mem::replace(x, r.clone());
                                         session.give((old, t, -1));
                                         session.give((r, t, 1));
                                     }
                                 }
-                                Err(i) => {
-                                    kept.insert(i, r.clone());
+                                None => {
+                                    kept.insert(k, r.clone(), R::key);
                                     session.give((r, t, 1));
                                 }
                             }

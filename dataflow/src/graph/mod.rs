@@ -18,6 +18,7 @@ mod books;
 mod latest;
 mod pending;
 mod positions;
+mod sorted;
 
 use books::BookInput;
 pub use books::Row;

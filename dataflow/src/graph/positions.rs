@@ -2,6 +2,7 @@
 //! record holds until the next one; quantity 0 closes the position.
 
 use super::pending::{route, Pending};
+use super::sorted::Sorted;
 use crate::eval::intervals;
 use chrono::NaiveDate;
 use rustc_hash::FxHashMap as HashMap;
@@ -29,21 +30,31 @@ impl Position {
     }
 }
 
-/// A portfolio's latest records, (stock, from, quantity) sorted, with counts: one vector per
-/// portfolio (no hash table entry per (portfolio, stock), a third of the memory of one for
-/// 600,000 positions); a (portfolio, stock)'s records are a range of it.
-type Records = Vec<((u32, NaiveDate, i64), isize)>;
+/// A record of a portfolio: (stock, from, quantity).
+type Key = (u32, NaiveDate, i64);
+/// A record and its count.
+type Entry = (Key, isize);
 
-/// The range of a portfolio's records about stock `s`.
-fn range_of(records: &Records, s: u32) -> std::ops::Range<usize> {
-    let lo = records.partition_point(|((x, _, _), _)| *x < s);
-    let hi = lo + records[lo..].partition_point(|((x, _, _), _)| *x == s);
-    lo..hi
+/// A portfolio's latest records, (stock, from, quantity) sorted, with counts: one group per
+/// portfolio (no hash table entry per (portfolio, stock), a third of the memory of one for
+/// 600,000 positions; `sorted.rs`); a (portfolio, stock)'s records are a range of it.
+type Records = Sorted<Key, Entry>;
+
+fn key(e: &Entry) -> Key {
+    e.0
 }
 
-fn positions_of(p: u32, s: u32, records: &[((u32, NaiveDate, i64), isize)]) -> Vec<Position> {
+/// A portfolio's records about stock `s`, in order.
+fn records_of(records: &Records, s: u32) -> impl Iterator<Item = &Entry> {
+    records.range(
+        &(s, NaiveDate::MIN, i64::MIN),
+        &(s, NaiveDate::MAX, i64::MAX),
+        key,
+    )
+}
+
+fn positions_of<'a>(p: u32, s: u32, records: impl Iterator<Item = &'a Entry>) -> Vec<Position> {
     let recs: Vec<(NaiveDate, i64)> = records
-        .iter()
         .filter(|(_, c)| *c > 0)
         .map(|((_, from, quantity), _)| (*from, *quantity))
         .collect();
@@ -125,28 +136,22 @@ where
                     {
                         let (p, s) = (changes[0].0.portfolio, changes[0].0.stock);
                         let records = state.entry(p).or_default();
-                        let old = positions_of(p, s, &records[range_of(records, s)]);
+                        let old = positions_of(p, s, records_of(records, s));
                         for (h, d) in changes {
                             let k = (s, h.from, h.quantity);
-                            match records.binary_search_by_key(&k, |(r, _)| *r) {
-                                Ok(i) => records[i].1 += d,
-                                Err(i) => records.insert(i, (k, *d)),
+                            match records.get_mut(&k, key) {
+                                Some(e) => e.1 += d,
+                                None => records.insert(k, (k, *d), key),
                             }
                         }
-                        let range = range_of(records, s);
-                        if records[range.clone()].iter().any(|(_, c)| *c == 0) {
-                            let mut i = range.start;
-                            let mut end = range.end;
-                            while i < end {
-                                if records[i].1 == 0 {
-                                    records.remove(i);
-                                    end -= 1;
-                                } else {
-                                    i += 1;
-                                }
-                            }
+                        let gone: Vec<Key> = records_of(records, s)
+                            .filter(|(_, c)| *c == 0)
+                            .map(|(k, _)| *k)
+                            .collect();
+                        for k in &gone {
+                            records.remove(k, key);
                         }
-                        let new = positions_of(p, s, &records[range_of(records, s)]);
+                        let new = positions_of(p, s, records_of(records, s));
                         if records.is_empty() {
                             state.remove(&p);
                         }
@@ -177,21 +182,25 @@ mod tests {
     #[test]
     fn a_stocks_records_are_its_range_of_the_portfolios() {
         let d = |day| NaiveDate::from_ymd_opt(2001, 1, day).expect("a valid date");
-        let records: Records = vec![
-            ((1, d(1), 5), 1),
-            ((2, d(1), 3), 1),
-            ((2, d(4), 0), 1),
-            ((2, d(9), 7), 0),
+        let mut records: Records = Sorted::default();
+        for e in [
             ((4, d(2), 1), 1),
-        ];
-        assert_eq!(range_of(&records, 0), 0..0);
-        assert_eq!(range_of(&records, 1), 0..1);
-        assert_eq!(range_of(&records, 2), 1..4);
-        assert_eq!(range_of(&records, 3), 4..4);
-        assert_eq!(range_of(&records, 4), 4..5);
-        assert_eq!(range_of(&records, 5), 5..5);
+            ((2, d(9), 7), 0),
+            ((1, d(1), 5), 1),
+            ((2, d(4), 0), 1),
+            ((2, d(1), 3), 1),
+        ] {
+            records.insert(e.0, e, key);
+        }
+        let stocks = |s| records_of(&records, s).map(|e| e.0).collect::<Vec<_>>();
+        assert_eq!(stocks(0), vec![]);
+        assert_eq!(stocks(1), vec![(1, d(1), 5)]);
+        assert_eq!(stocks(2), vec![(2, d(1), 3), (2, d(4), 0), (2, d(9), 7)]);
+        assert_eq!(stocks(3), vec![]);
+        assert_eq!(stocks(4), vec![(4, d(2), 1)]);
+        assert_eq!(stocks(5), vec![]);
         // Stock 2: 3 from day 1, closed on day 4; the record with count 0 is not there.
-        let got = positions_of(1, 2, &records[range_of(&records, 2)]);
+        let got = positions_of(1, 2, records_of(&records, 2));
         assert_eq!(
             got,
             vec![Position {
