@@ -96,7 +96,7 @@ impl BatchSource for Vec<InputBatch> {
 /// worker 0 hands every completed timestamp to `sink`. With `wait_each` every batch is
 /// completed before the next enters (per-batch timings). With `keep_state` the batches carry
 /// the input state's changes.
-pub fn run<S: Sink + Send + 'static>(
+pub fn run<S: Sink + 'static>(
     workers: usize,
     batches: Arc<Vec<InputBatch>>,
     sink: Arc<Mutex<S>>,
@@ -105,7 +105,7 @@ pub fn run<S: Sink + Send + 'static>(
     run_with(workers, batches, sink, wait_each, false)
 }
 
-pub fn run_with<S: Sink + Send + 'static>(
+pub fn run_with<S: Sink + 'static>(
     workers: usize,
     batches: Arc<Vec<InputBatch>>,
     sink: Arc<Mutex<S>>,
@@ -117,7 +117,7 @@ pub fn run_with<S: Sink + Send + 'static>(
 
 /// [`run_with`] over any [`BatchSource`], with the dataflow's `horizon` (batch `i` enters at
 /// timestamp `i`): what is about days before it leaves memory as the batches go by.
-pub fn run_source<S: Sink + Send + 'static, B: BatchSource + 'static>(
+pub fn run_source<S: Sink + 'static, B: BatchSource + 'static>(
     workers: usize,
     batches: Arc<B>,
     sink: Arc<Mutex<S>>,
@@ -133,7 +133,7 @@ pub fn run_source<S: Sink + Send + 'static, B: BatchSource + 'static>(
 fn run_objects(
     workers: usize,
     batches: Arc<dyn BatchSource>,
-    sink: Arc<Mutex<dyn Sink + Send>>,
+    sink: Arc<Mutex<dyn Sink>>,
     wait_each: bool,
     keep_state: bool,
     horizon: Option<Horizon>,

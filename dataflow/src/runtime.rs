@@ -268,8 +268,8 @@ pub fn build<A: Allocate>(
             },
         );
         // The probe passes a time once every worker has handed over its part of it (its
-        // rows sorted and consolidated): a timestamp's cost includes its own batch's
-        // assembly, not the one before it.
+        // rows sorted and consolidated): a timestamp's cost includes its own parts, not the
+        // previous timestamp's (worker 0 joins the parts after the exchange, beyond it).
         let parts = parts.probe_with(&probe);
         let mut joining: BTreeMap<u64, Vec<Part>> = BTreeMap::new();
         let mut offsets: BTreeMap<(String, i32), Progress> = BTreeMap::new();

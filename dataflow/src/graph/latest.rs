@@ -26,7 +26,7 @@ use timely::ExchangeData;
 /// A record with a key and a rank: the highest rank of a key wins.
 pub trait Versioned: ExchangeData + Ord {
     type Key: Hash + Eq + Ord + Clone + 'static;
-    /// The records kept together (one vector sorted by key).
+    /// The records kept together, sorted by key (`sorted.rs`).
     type Group: Hash + Eq + Ord + Copy + 'static;
     fn key(&self) -> Self::Key;
     fn group(&self) -> Self::Group;
