@@ -345,14 +345,19 @@ impl Log for KafkaLog {
             // Fair fetches during a catch-up: tansu 0.6.0 fills a fetch response (at most
             // 5 MiB) from the first partitions of the request, so with librdkafka's defaults a
             // 4-partition backlog came partition by partition and the merge waited 5 s for the
-            // last ones. Smaller responses and a partition leaving the fetch once 200,000 of
-            // its records are queued bring every partition within a second (raw consume of a
-            // 500,000-record topic 48.5k/s, 50.5k before; the job 13.4 s, 16.5 s; peak RSS
-            // 0.5 GB, 1.4 GB). At 50,000 the job, which reads the partitions in day order,
-            // often found the partition it waited for out of the fetch: the spec catch-up with
-            // --sink null took 4.4 s, 3.6 s at 200,000 (raw consume 3.4 s), peak RSS the same.
-            // Apache Kafka fills responses fairly; these settings do no harm.
-            .set("queued.min.messages", "200000")
+            // last ones. Smaller responses, and a partition leaving the fetch once 20,000 of
+            // its records are queued, let the others in.
+            //
+            // A partition that left the fetch comes back `fetch.queue.backoff.ms` after its
+            // queue drained below that, 1 s by librdkafka's default, so a shallow queue used to
+            // wait (raw consume of a 500,000-record topic at 10,000 records: 40.8k rec/s,
+            // 48.1k at 200,000). Back in 5 ms, a 20,000-record queue reads as fast as a
+            // 200,000-record one and holds a tenth of the records: librdkafka keeps about 430
+            // bytes a record queued, so the deep queue held the whole of a 500,000-record
+            // catch-up (docs/benchmarks.md). Apache Kafka fills responses fairly; these
+            // settings do no harm there.
+            .set("queued.min.messages", "20000")
+            .set("fetch.queue.backoff.ms", "5")
             .set("fetch.max.bytes", "2097152");
         for (k, v) in &self.config.properties {
             c.set(k, v);
