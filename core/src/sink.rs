@@ -20,6 +20,13 @@ pub trait Sink: Send {
         false
     }
 
+    /// Whether batches read during a catch-up are worth gathering into fewer, larger applies
+    /// (a transactional sink: fewer, larger transactions). A sink that only drops or counts
+    /// its batches says no: each is applied alone, and nothing is held to be merged.
+    fn gathers(&self) -> bool {
+        true
+    }
+
     /// Applies one completed timestamp, atomically for a transactional sink.
     fn apply(&mut self, batch: &Batch) -> Result<()>;
 
@@ -41,6 +48,9 @@ impl<S: Sink + ?Sized> Sink for Box<S> {
     }
     fn is_stateful(&self) -> bool {
         (**self).is_stateful()
+    }
+    fn gathers(&self) -> bool {
+        (**self).gathers()
     }
     fn apply(&mut self, batch: &Batch) -> Result<()> {
         (**self).apply(batch)

@@ -61,11 +61,16 @@ impl<W: Write + Send> Sink for JsonLinesSink<W> {
     }
 }
 
-/// Counts and drops everything (benchmarks).
+/// Drops everything (benchmarks): the job's counters still count what it produced.
 #[derive(Debug, Default)]
 pub struct NullSink;
 
 impl Sink for NullSink {
+    /// Nothing to gather for: a catch-up's batches are not held and merged.
+    fn gathers(&self) -> bool {
+        false
+    }
+
     fn apply(&mut self, _batch: &Batch) -> Result<()> {
         Ok(())
     }

@@ -124,7 +124,8 @@ fn gather(first: Batch, rx: &Receiver<Batch>, rows_max: usize) -> Gathered {
 }
 
 /// Starts the commit thread with a queue of `depth` batches. A gathering thread in front of
-/// it builds the next transaction while the current one commits. The thread gives the sink
+/// it builds the next transaction (of up to `rows_max` rows, for a sink that
+/// [gathers](Sink::gathers)) while the current one commits. The thread gives the sink
 /// back when the queue closes (or the sink fails).
 pub fn start(
     sink: Box<dyn Sink>,
@@ -132,6 +133,9 @@ pub fn start(
     rows_max: usize,
     counters: Arc<JobCounters>,
 ) -> std::io::Result<(Outlet, JoinHandle<Box<dyn Sink>>)> {
+    // A sink that gathers nothing (`--sink null`) gets each batch alone: a catch-up's
+    // transaction of `rows_max` rows is neither held nor merged for it.
+    let rows_max = if sink.gathers() { rows_max } else { 0 };
     let (tx, rx): (SyncSender<Batch>, Receiver<Batch>) = sync_channel(depth.max(1));
     // One transaction waits while the previous one commits.
     let (gathered_tx, gathered_rx) = sync_channel::<Gathered>(1);
@@ -239,6 +243,63 @@ mod tests {
             catching_up,
             ..Batch::default()
         }
+    }
+
+    /// Records the timestamps of each apply.
+    struct Applies {
+        gathers: bool,
+        seen: Arc<Mutex<Vec<Vec<u64>>>>,
+    }
+
+    impl Sink for Applies {
+        fn gathers(&self) -> bool {
+            self.gathers
+        }
+        fn apply(&mut self, batch: &Batch) -> stockflow_core::Result<()> {
+            let mut times: Vec<u64> = batch
+                .dead_letters
+                .iter()
+                .map(|d| d.position.offset as u64 / 1_000_000)
+                .collect();
+            times.dedup();
+            self.seen.lock().expect("not poisoned").push(times);
+            Ok(())
+        }
+    }
+
+    /// The timestamps of each apply when eight catch-up batches of 10 rows each are offered
+    /// at once (the queue holds them all before the threads see the first).
+    fn applies(gathers: bool) -> Vec<Vec<u64>> {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let sink = Applies {
+            gathers,
+            seen: Arc::clone(&seen),
+        };
+        let (outlet, handle) = start(Box::new(sink), 16, 1_000, Arc::default()).expect("threads");
+        for t in 1..=8 {
+            assert!(outlet.offer(batch(t, 10, true)).is_none(), "queued");
+        }
+        drop(outlet);
+        handle.join().expect("the commit thread ran");
+        let seen = seen.lock().expect("not poisoned").clone();
+        seen
+    }
+
+    #[test]
+    fn a_sink_that_gathers_gets_a_catch_up_merged_and_one_that_does_not_gets_each_batch() {
+        let merged = applies(true);
+        assert_eq!(
+            merged.concat(),
+            (1..=8).collect::<Vec<u64>>(),
+            "every batch applied once, in order"
+        );
+        assert!(merged.len() < 8, "gathered: {merged:?}");
+        let alone = applies(false);
+        assert_eq!(
+            alone,
+            (1..=8).map(|t| vec![t]).collect::<Vec<_>>(),
+            "each batch alone"
+        );
     }
 
     #[test]
