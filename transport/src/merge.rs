@@ -22,6 +22,9 @@ use std::time::{Duration, Instant};
 /// At most this many records are kept per partition, whatever the lookahead.
 pub const MAX_WINDOW: usize = 50_000;
 
+/// A lane short this many patiences in a row expires even while nothing is at hand.
+const EMPTY_PATIENCE: u32 = 6;
+
 /// One partition's pending records and what is known of the rest.
 #[derive(Debug)]
 struct Lane<M> {
@@ -35,9 +38,14 @@ struct Lane<M> {
     horizon: Option<i64>,
     /// The key of the last record handed over.
     last_key: Option<i64>,
-    /// Since when it has kept the merge waiting.
+    /// Since when it has been short (a backlog, not read far enough).
     blocked: Option<Instant>,
-    /// Its wait outlasted the patience and was reported.
+    /// Since when it has been short while records were at hand (keeping them waiting).
+    waited: Option<Instant>,
+    /// Its wait outlasted the patience: the others are read ahead of it until it is read far
+    /// enough.
+    expired: bool,
+    /// That was reported.
     warned: bool,
     /// The most a record came behind the horizon (how out of order the partition is).
     disorder: i64,
@@ -89,6 +97,8 @@ impl<M> Merge<M> {
                     horizon: None,
                     last_key: None,
                     blocked: None,
+                    waited: None,
+                    expired: false,
                     warned: false,
                     disorder: 0,
                 })
@@ -167,15 +177,26 @@ impl<M> Merge<M> {
         l.fetched < l.backlog_end
     }
 
-    fn expired(&self, l: &Lane<M>, now: Instant) -> bool {
-        l.blocked
-            .is_some_and(|since| now.saturating_duration_since(since) >= self.patience)
+    /// Whether `lane` has waited too long: it kept records at hand waiting for the patience,
+    /// or it has been short for `EMPTY_PATIENCE` patiences whatever was at hand (a partition
+    /// that never delivers holds no one back for good, whichever worker reads it).
+    fn expired(&self, l: &Lane<M>, now: Instant, at_hand: bool) -> bool {
+        let outlasted = |since: Option<Instant>, limit: Duration| {
+            since.is_some_and(|s| now.saturating_duration_since(s) >= limit)
+        };
+        l.expired
+            || (at_hand && outlasted(l.waited, self.patience))
+            || outlasted(l.blocked, self.patience.saturating_mul(EMPTY_PATIENCE))
+    }
+
+    fn at_hand(&self) -> bool {
+        self.lanes.iter().any(|l| !l.window.is_empty())
     }
 
     /// Per lane: (the smallest key it may still hand over, whether its earliest record may go
     /// now); None for a lane with nothing pending.
-    fn bound(&self, l: &Lane<M>, now: Instant) -> Option<(i64, bool)> {
-        let waiting = Self::backlog(l) && !self.expired(l, now);
+    fn bound(&self, l: &Lane<M>, now: Instant, at_hand: bool) -> Option<(i64, bool)> {
+        let waiting = Self::backlog(l) && !self.expired(l, now, at_hand);
         match l.window.first_key_value() {
             Some((&(head, _), _)) => {
                 let ready = !waiting || self.ahead(l) || l.window.len() >= MAX_WINDOW;
@@ -200,27 +221,33 @@ impl<M> Merge<M> {
     /// What to do next, at time `now`.
     pub fn next(&mut self, now: Instant) -> Step {
         // Track who keeps the merge waiting, and report each wait that outlasts the patience
-        // once. A short lane keeps the merge waiting only while records are at hand: at a
-        // start against a broker that answers its first fetches slowly (tansu 0.6.0 took 3 to
-        // 5 s on a 500,000-record topic), every lane is empty for seconds, which is no lane's
-        // lag; its wait starts when the first records come. Once a wait has outlasted the
-        // patience it lasts until the lane is read far enough.
-        let at_hand = self.lanes.iter().any(|l| !l.window.is_empty());
+        // once. A short lane keeps the merge waiting while records are at hand: at a start
+        // against a broker that answers its first fetches slowly (tansu 0.6.0 took 3 to 5 s on
+        // a 500,000-record topic), every lane is empty for seconds, which is no lane's lag, so
+        // that wait starts when the first records come. A lane short for `EMPTY_PATIENCE`
+        // patiences expires all the same. Once expired, a lane stays so until it is read far
+        // enough.
+        let at_hand = self.at_hand();
         for i in 0..self.lanes.len() {
             let l = &self.lanes[i];
             let short = Self::backlog(l) && !(self.ahead(l) || l.window.len() >= MAX_WINDOW);
-            let expired = self.expired(l, now);
-            let l = &mut self.lanes[i];
             if !short {
+                let l = &mut self.lanes[i];
                 l.blocked = None;
+                l.waited = None;
+                l.expired = false;
                 l.warned = false;
                 continue;
             }
-            if !at_hand && !expired {
-                l.blocked = None;
-                continue;
-            }
+            let expired = self.expired(l, now, at_hand);
+            let l = &mut self.lanes[i];
             l.blocked.get_or_insert(now);
+            if at_hand {
+                l.waited.get_or_insert(now);
+            } else {
+                l.waited = None;
+            }
+            l.expired = expired;
             if expired && !l.warned {
                 l.warned = true;
                 self.warnings.push(i);
@@ -230,7 +257,7 @@ impl<M> Merge<M> {
             .lanes
             .iter()
             .enumerate()
-            .filter_map(|(i, l)| self.bound(l, now).map(|(k, ready)| (k, !ready, i)))
+            .filter_map(|(i, l)| self.bound(l, now, at_hand).map(|(k, ready)| (k, !ready, i)))
             .min();
         match pick {
             None => Step::Empty,
@@ -287,9 +314,10 @@ impl<M> Merge<M> {
     /// The smallest key this merge may still hand over, as far as it knows (a lower bound while
     /// a lane with a backlog is not read far enough); None when nothing is pending.
     pub fn next_key(&self, now: Instant) -> Option<i64> {
+        let at_hand = self.at_hand();
         self.lanes
             .iter()
-            .filter_map(|l| self.bound(l, now).map(|(k, _)| k))
+            .filter_map(|l| self.bound(l, now, at_hand).map(|(k, _)| k))
             .min()
             .map(|k| if k == UNORDERED { i64::MIN } else { k })
     }
@@ -426,7 +454,7 @@ mod tests {
         assert!(m.take_warnings().is_empty(), "late by half the patience");
         assert_eq!(m.next(first + PATIENCE), Step::Take(0));
         assert_eq!(m.take_warnings(), [1]);
-        // Once warned, read ahead of until it is read far enough, even with nothing at hand.
+        // Once warned, read ahead of it until it is read far enough, even with nothing at hand.
         m.pop(0).expect("a record");
         m.pop(0).expect("a record");
         m.pop(0).expect("a record");
@@ -440,6 +468,23 @@ mod tests {
         }
         assert_eq!(m.next(first + PATIENCE * 2), Step::Take(0));
         assert!(m.take_warnings().is_empty(), "the same wait, warned once");
+    }
+
+    #[test]
+    fn a_lane_that_never_delivers_expires_even_with_nothing_at_hand() {
+        // Another worker's merge waits on this one's next key: a partition that never
+        // delivers must not hold it back for good.
+        let mut m: Merge<()> = Merge::new(&[(0, 10)], 2, PATIENCE);
+        let t0 = Instant::now();
+        assert_eq!(m.next(t0), Step::Wait(0));
+        let nearly = t0 + PATIENCE * (super::EMPTY_PATIENCE - 1);
+        assert_eq!(m.next(nearly), Step::Wait(0));
+        assert_eq!(m.next_key(nearly), Some(i64::MIN), "still waited for");
+        assert!(m.take_warnings().is_empty());
+        let late = t0 + PATIENCE * super::EMPTY_PATIENCE;
+        assert_eq!(m.next(late), Step::Empty);
+        assert_eq!(m.next_key(late), None, "no longer holds anyone back");
+        assert_eq!(m.take_warnings(), [0]);
     }
 
     #[test]
