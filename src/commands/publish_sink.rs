@@ -54,6 +54,13 @@ impl Sink for PublishingSink {
         self.inner.is_stateful()
     }
 
+    /// Gathers whatever the inner sink does: a catch-up's gathered batches are consolidated
+    /// once, so a row one timestamp wrote and a later one corrected is neither stored nor
+    /// published.
+    fn gathers(&self) -> bool {
+        true
+    }
+
     fn apply(&mut self, batch: &Batch) -> Result<()> {
         if !batch.evaluations.is_empty() {
             // No lease here: epoch 0, and the batch's timestamp as the commit.
