@@ -22,7 +22,8 @@ use std::time::{Duration, Instant};
 /// At most this many records are kept per partition, whatever the lookahead.
 pub const MAX_WINDOW: usize = 50_000;
 
-/// A lane short this many patiences in a row expires even while nothing is at hand.
+/// A lane short this many patiences in a row expires, even while nothing is at hand or while
+/// it delivers (a partition that never delivers, or trickles).
 const EMPTY_PATIENCE: u32 = 6;
 
 /// One partition's pending records and what is known of the rest.
@@ -40,7 +41,8 @@ struct Lane<M> {
     last_key: Option<i64>,
     /// Since when it has been short (a backlog, not read far enough).
     blocked: Option<Instant>,
-    /// Since when it has been short while records were at hand (keeping them waiting).
+    /// Since when it has been short while records were at hand, without delivering (keeping
+    /// them waiting).
     waited: Option<Instant>,
     /// Its wait outlasted the patience: the others are read ahead of it until it is read far
     /// enough.
@@ -153,6 +155,10 @@ impl<M> Merge<M> {
         }
         l.fetched = l.fetched.max(offset.saturating_add(1));
         l.window.insert((key.unwrap_or(UNORDERED), offset), record);
+        // A lane that delivers keeps no one waiting: its wait starts again. One that fills its
+        // lookahead slowly but steadily is not late; `EMPTY_PATIENCE` still bounds how long it
+        // may stay short.
+        l.waited = None;
     }
 
     /// Whether `lane` should be fetched from now (without waiting): it is not yet read far
@@ -177,9 +183,10 @@ impl<M> Merge<M> {
         l.fetched < l.backlog_end
     }
 
-    /// Whether `lane` has waited too long: it kept records at hand waiting for the patience,
-    /// or it has been short for `EMPTY_PATIENCE` patiences whatever was at hand (a partition
-    /// that never delivers holds no one back for good, whichever worker reads it).
+    /// Whether `lane` has waited too long: it kept records at hand waiting for the patience
+    /// without delivering, or it has been short for `EMPTY_PATIENCE` patiences whatever was at
+    /// hand (a partition that never delivers holds no one back for good, whichever worker
+    /// reads it).
     fn expired(&self, l: &Lane<M>, now: Instant, at_hand: bool) -> bool {
         let outlasted = |since: Option<Instant>, limit: Duration| {
             since.is_some_and(|s| now.saturating_duration_since(s) >= limit)
@@ -485,6 +492,26 @@ mod tests {
         assert_eq!(m.next(late), Step::Empty);
         assert_eq!(m.next_key(late), None, "no longer holds anyone back");
         assert_eq!(m.take_warnings(), [0]);
+    }
+
+    #[test]
+    fn a_lane_that_delivers_is_not_late_however_long_it_fills() {
+        let mut m: Merge<()> = Merge::new(&[(0, 1_000), (0, 1_000)], 100, PATIENCE);
+        let t0 = Instant::now();
+        m.insert(0, Some(1), 0, ());
+        m.insert(0, Some(200), 1, ());
+        // Lane 1 delivers a day every patience ÷ 2, far from read 100 days ahead.
+        let mut now = t0;
+        for k in 1..(2 * super::EMPTY_PATIENCE as i64 - 1) {
+            m.insert(1, Some(k), k, ());
+            now = t0 + PATIENCE / 2 * k as u32;
+            assert_eq!(m.next(now), Step::Wait(1), "still filling at {k}");
+        }
+        assert!(m.take_warnings().is_empty(), "it delivered");
+        // Short for EMPTY_PATIENCE patiences: read ahead of, delivering or not.
+        now = t0 + PATIENCE * super::EMPTY_PATIENCE;
+        assert_eq!(m.next(now), Step::Take(0));
+        assert_eq!(m.take_warnings(), [1]);
     }
 
     #[test]
