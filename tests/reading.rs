@@ -329,8 +329,10 @@ fn a_live_cluster_with_more_workers_than_partitions_and_a_far_future_tick_commit
 #[test]
 fn a_record_behind_the_days_kept_in_memory_re_runs_the_job_and_ends_with_the_uninterrupted_tables()
 {
-    let (prices, holdings) = market_topics("memory", (2, 2), "2003-01-01", "250", "5");
-    let days = trading_days("2003-01-01", "2003-12-31");
+    // Longer than the merge's lookahead (a year) and the 40 days kept, so that day 10's
+    // correction, last in its partition, comes after far later days were handed over.
+    let (prices, holdings) = market_topics("memory", (2, 2), "2003-01-01", "400", "5");
+    let days = trading_days("2003-01-01", "2004-12-31");
     let correction = format!(
         r#"{{"TICK":"IBM","PRICE":"99.99","TS":"{}","EXCHANGE":"SE1"}}"#,
         days[10]
@@ -348,7 +350,7 @@ fn a_record_behind_the_days_kept_in_memory_re_runs_the_job_and_ends_with_the_uni
         "the correction, far behind the days kept, re-ran the job (keeping every day until \
          it read it), then again with 40 days: {s}"
     );
-    assert_eq!(s["ticks"], 250 * 24 + 1, "every record counted once: {s}");
+    assert_eq!(s["ticks"], 400 * 24 + 1, "every record counted once: {s}");
     let reference = fresh_db("memory_ref");
     let out = run_ok(job(&prices, &holdings, &reference).args([
         "--until-caught-up",
@@ -357,7 +359,7 @@ fn a_record_behind_the_days_kept_in_memory_re_runs_the_job_and_ends_with_the_uni
     ]));
     let r = summary_of(&out);
     assert_eq!(r["passes"], 1, "keeping every day, one pass: {r}");
-    assert_eq!(r["ticks"], 250 * 24 + 1, "{r}");
+    assert_eq!(r["ticks"], 400 * 24 + 1, "{r}");
     assert_eq!(tables(&url), tables(&reference));
     let ibm = query(
         &url,
@@ -384,7 +386,7 @@ fn a_record_behind_the_days_kept_in_memory_re_runs_the_job_and_ends_with_the_uni
     );
     let n = summary_of(&out);
     assert_eq!(n["passes"], 2, "{n}");
-    assert_eq!(n["ticks"], 250 * 24 + 1, "every record counted once: {n}");
+    assert_eq!(n["ticks"], 400 * 24 + 1, "every record counted once: {n}");
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("cannot restore it"),
         "the job says why it reads the log again"

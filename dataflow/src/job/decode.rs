@@ -81,9 +81,6 @@ fn reject(r: &RecordRef<'_>, code: &str, reason: &str) -> Decoded {
     ))
 }
 
-/// The order in which a worker's source merges its partitions: price records by trading day
-/// (so that a catch-up reads every partition's day D before any partition's day D+1, as a live
-/// run receives them), everything else first (holdings, records that will be rejected).
 /// How far out of day order the job expects one partition's closes to be, in calendar days (the
 /// order key's unit): a partition is read this far past a close before the close is handed
 /// over, during a catch-up. Two exchanges writing side by side interleave their producers'
@@ -91,14 +88,17 @@ fn reject(r: &RecordRef<'_>, code: &str, reason: &str) -> Decoded {
 /// 294 days (two productions of the same 2,500), 175 days (the spec market since 2000). It
 /// starts at a year: started lower, it grew only once records came later than it, and the days
 /// they belonged to had been evaluated incomplete and were corrected (a 2,500-day catch-up of
-/// `synthetic:200:2000:10:50:1` peaked at 265–281 MiB correcting, 146–159 MiB at a year). The
-/// memory it costs is that many days of closes per partition, at most `merge::MAX_WINDOW`
+/// `synthetic:200:2000:10:50:1` peaked at 265–281 MiB correcting, 146–159 MiB at a year). A
+/// partition that delivers while it fills is not late (`merge`). The memory it costs is that many days of closes per partition, at most `merge::MAX_WINDOW`
 /// records.
 pub const DAY_LOOKAHEAD: Lookahead = Lookahead {
     initial: 366,
     max: 366,
 };
 
+/// The order in which a worker's source merges its partitions: price records by trading day
+/// (so that a catch-up reads every partition's day D before any partition's day D+1, as a live
+/// run receives them), everything else first (holdings, records that will be rejected).
 pub fn trading_day_order(prices_topic: &str) -> OrderKey {
     let topic = prices_topic.to_string();
     Box::new(move |r: &RecordRef<'_>| {
