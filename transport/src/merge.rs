@@ -501,15 +501,14 @@ mod tests {
         m.insert(0, Some(1), 0, ());
         m.insert(0, Some(200), 1, ());
         // Lane 1 delivers a day every patience ÷ 2, far from read 100 days ahead.
-        let mut now = t0;
         for k in 1..(2 * super::EMPTY_PATIENCE as i64 - 1) {
             m.insert(1, Some(k), k, ());
-            now = t0 + PATIENCE / 2 * k as u32;
+            let now = t0 + PATIENCE / 2 * k as u32;
             assert_eq!(m.next(now), Step::Wait(1), "still filling at {k}");
         }
         assert!(m.take_warnings().is_empty(), "it delivered");
         // Short for EMPTY_PATIENCE patiences: read ahead of, delivering or not.
-        now = t0 + PATIENCE * super::EMPTY_PATIENCE;
+        let now = t0 + PATIENCE * super::EMPTY_PATIENCE;
         assert_eq!(m.next(now), Step::Take(0));
         assert_eq!(m.take_warnings(), [1]);
     }
