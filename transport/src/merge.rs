@@ -6,10 +6,11 @@
 //! the other at moments, leave every partition with day d+2 of one exchange before day d of the
 //! other. Merging partition heads alone then hands over d+2 while d is still half-read, and the
 //! job evaluates day d with half its closes (corrected one round later: every row written twice
-//! and an `incomplete` row written and deleted). So each partition keeps a small window of
-//! fetched records sorted by key, and during a catch-up its earliest record is handed over only
-//! once the partition has been read `lookahead` keys past it (or its backlog is read, or the
-//! window is full, or it has kept everyone waiting for `patience`).
+//! and an `incomplete` row written and deleted). So each partition keeps a window of fetched
+//! records sorted by key, and during a catch-up its earliest record is handed over only once
+//! the partition has been read `lookahead` keys past it (or its backlog is read, or the window
+//! is full, or it has kept records at hand waiting for `patience` without delivering, or it has
+//! been short for `EMPTY_PATIENCE` patiences).
 //!
 //! Records leave a partition out of offset order, so the position a reader may resume from is
 //! the lowest offset still in the window ([`Merge::resume`]): a restart re-reads the few
@@ -24,7 +25,7 @@ pub const MAX_WINDOW: usize = 50_000;
 
 /// A lane short this many patiences in a row expires, even while nothing is at hand or while
 /// it delivers (a partition that never delivers, or trickles).
-const EMPTY_PATIENCE: u32 = 6;
+pub const EMPTY_PATIENCE: u32 = 6;
 
 /// One partition's pending records and what is known of the rest.
 #[derive(Debug)]
@@ -87,7 +88,8 @@ const UNORDERED: i64 = i64::MIN;
 impl<M> Merge<M> {
     /// `lanes`: per lane, (first offset to read, log end at start). `lookahead`: how far past a
     /// record's key a lane with a backlog is read before the record is handed over (0: merge
-    /// the heads only). `patience`: the longest a lane may keep the others waiting in a row.
+    /// the heads only). `patience`: the longest a lane may keep records at hand waiting without
+    /// delivering (and `EMPTY_PATIENCE` of them the longest it may stay short at all).
     pub fn new(lanes: &[(i64, i64)], lookahead: i64, patience: Duration) -> Self {
         Merge {
             lanes: lanes
@@ -507,9 +509,13 @@ mod tests {
             assert_eq!(m.next(now), Step::Wait(1), "still filling at {k}");
         }
         assert!(m.take_warnings().is_empty(), "it delivered");
-        // Short for EMPTY_PATIENCE patiences: read ahead of, delivering or not.
-        let now = t0 + PATIENCE * super::EMPTY_PATIENCE;
-        assert_eq!(m.next(now), Step::Take(0));
+        // Short for EMPTY_PATIENCE patiences since the first look (t0 + patience ÷ 2): read
+        // ahead of, delivering or not.
+        let bound = t0 + PATIENCE / 2 + PATIENCE * super::EMPTY_PATIENCE;
+        m.insert(1, Some(11), 11, ());
+        assert_eq!(m.next(bound - Duration::from_millis(1)), Step::Wait(1));
+        assert!(m.take_warnings().is_empty(), "it delivered just now");
+        assert_eq!(m.next(bound), Step::Take(0));
         assert_eq!(m.take_warnings(), [1]);
     }
 
