@@ -47,9 +47,10 @@ pub trait Lanes: Send {
     }
 }
 
-/// How long the merge waits, in a row, for a partition with a backlog that is not read far
-/// enough before it reads the others ahead of it (with a warning): alignment must never stall
-/// the job.
+/// How long the merge waits for a partition with a backlog that is not read far enough and
+/// delivers nothing while other records wait, before it reads the others ahead of it (with a
+/// warning); it waits `merge::EMPTY_PATIENCE` times this for one that stays short whatever it
+/// delivers: alignment must never stall the job.
 pub const PATIENCE: Duration = Duration::from_secs(5);
 /// The longest one call waits for such a partition before it returns what it has.
 const CALL_WAIT: Duration = Duration::from_millis(50);
@@ -124,9 +125,11 @@ impl<L: Lanes> MergedSource<L> {
             tracing::warn!(
                 topic,
                 partition,
-                "the log sent too little of this partition for {PATIENCE:?} though it has a \
-                 backlog; reading the others ahead of it (days may be evaluated incomplete first \
-                 and corrected when its records come)"
+                "the log sent too little of this partition though it has a backlog (nothing \
+                 for {PATIENCE:?} while other records waited, or not read far enough in {:?}); \
+                 reading the others ahead of it (days may be evaluated incomplete first and \
+                 corrected when its records come)",
+                PATIENCE.saturating_mul(crate::merge::EMPTY_PATIENCE)
             );
         }
     }
