@@ -322,7 +322,7 @@ fn a_live_cluster_with_more_workers_than_partitions_and_a_far_future_tick_commit
 }
 
 /// Days behind `--memory-days` leave the job's memory; a record about one (here a correction
-/// of day 10, at the end of a 250-day backlog) ends the pass, and the job runs again with the
+/// of day 10, at the end of a 400-day backlog) ends the pass, and the job runs again with the
 /// state from before that day restored from MySQL. The records are read and counted once,
 /// and the tables are those of a job that kept every day. With `--sink null` (nothing to
 /// restore from) the job reads the log again from its start, keeping every day.

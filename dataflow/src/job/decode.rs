@@ -89,8 +89,10 @@ fn reject(r: &RecordRef<'_>, code: &str, reason: &str) -> Decoded {
 /// starts at a year: started lower, it grew only once records came later than it, and the days
 /// they belonged to had been evaluated incomplete and were corrected (a 2,500-day catch-up of
 /// `synthetic:200:2000:10:50:1` peaked at 265–281 MiB correcting, 146–159 MiB at a year). A
-/// partition that delivers while it fills is not late (`merge`). The memory it costs is that many days of closes per partition, at most `merge::MAX_WINDOW`
-/// records.
+/// partition that delivers while it fills is not late (`merge`). The memory it costs is that
+/// many days of closes per partition, at most `merge::MAX_WINDOW` records: past about 200
+/// closes a trading day in one partition (50,000 ÷ 252), the window, not the year, bounds how
+/// far ahead a partition is read (2,000 stocks on 4 partitions: about 100 trading days).
 pub const DAY_LOOKAHEAD: Lookahead = Lookahead {
     initial: 366,
     max: 366,
