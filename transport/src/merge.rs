@@ -45,11 +45,9 @@ struct Lane<M> {
     /// Since when it has been short while records were at hand, without delivering (keeping
     /// them waiting).
     waited: Option<Instant>,
-    /// Its wait outlasted the patience: the others are read ahead of it until it is read far
-    /// enough.
+    /// Its wait outlasted the patience (reported once, when it did): the others are read
+    /// ahead of it until it is read far enough.
     expired: bool,
-    /// That was reported.
-    warned: bool,
     /// The most a record came behind the horizon (how out of order the partition is).
     disorder: i64,
 }
@@ -103,7 +101,6 @@ impl<M> Merge<M> {
                     blocked: None,
                     waited: None,
                     expired: false,
-                    warned: false,
                     disorder: 0,
                 })
                 .collect(),
@@ -245,7 +242,6 @@ impl<M> Merge<M> {
                 l.blocked = None;
                 l.waited = None;
                 l.expired = false;
-                l.warned = false;
                 continue;
             }
             let expired = self.expired(l, now, at_hand);
@@ -256,11 +252,10 @@ impl<M> Merge<M> {
             } else {
                 l.waited = None;
             }
-            l.expired = expired;
-            if expired && !l.warned {
-                l.warned = true;
+            if expired && !l.expired {
                 self.warnings.push(i);
             }
+            l.expired = expired;
         }
         let pick = self
             .lanes
