@@ -54,9 +54,9 @@ impl Sink for PublishingSink {
         self.inner.is_stateful()
     }
 
-    /// Gathers whatever the inner sink does: a catch-up's gathered batches are consolidated
-    /// once, so a row one timestamp wrote and a later one corrected is neither stored nor
-    /// published.
+    /// Gathers, whatever the inner sink (`--sink null` too): a catch-up's gathered batches
+    /// are consolidated once, so a row one timestamp wrote and a later one corrected is
+    /// neither stored nor published.
     fn gathers(&self) -> bool {
         true
     }
