@@ -90,3 +90,114 @@ fn out_of_order_partitions_come_out_in_key_order_and_resume_skips_nothing() {
     sorted.sort();
     assert_eq!(keys, sorted, "handed over out of key order");
 }
+
+/// More records a partition than the source keeps taken out of librdkafka
+/// (`stockflow_kafka::source::LOCAL_RECORDS`), read in small polls that refuse a record now and
+/// then: every record comes out once, with its key and payload, in key order, and each
+/// partition ends at its log end.
+#[test]
+fn partitions_longer_than_the_local_buffer_come_out_whole_and_in_key_order() {
+    let per_partition = stockflow_kafka::LOCAL_RECORDS as i64 * 2 + 517;
+    let topic = common::fresh_topic("merge-long", 2);
+    let log = common::log();
+    let producer = log.producer().unwrap_or_else(|e| panic!("{e}"));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap_or_else(|e| panic!("{e}"));
+    // Keys "even" and "odd" in turns (they land on two partitions, or one: either way every
+    // record must come out); every tenth pair of each is swapped, so the merge sorts.
+    let order = |i: i64| match i % 20 {
+        10 => i + 1,
+        11 => i - 1,
+        _ => i,
+    };
+    let mut sent: Vec<(String, i64)> = Vec::new();
+    for i in 0..per_partition {
+        for key in ["even", "odd"] {
+            sent.push((key.to_string(), order(i)));
+        }
+    }
+    rt.block_on(async {
+        for chunk in sent.chunks(5_000) {
+            let sends = chunk.iter().map(|(key, k)| {
+                let payload = format!("{k}:{key}");
+                let producer = &producer;
+                let topic = &topic;
+                async move {
+                    producer
+                        .send(topic, key.as_bytes(), payload.as_bytes())
+                        .await
+                        .unwrap_or_else(|e| panic!("{e}"))
+                }
+            });
+            futures::future::join_all(sends).await;
+        }
+    });
+    let marks = log.watermarks(&topic).unwrap_or_else(|e| panic!("{e}"));
+    let total: i64 = marks.iter().map(|w| w.high - w.low).sum();
+    assert_eq!(total, per_partition * 2, "the log holds what was sent");
+    let start: Vec<Position> = marks
+        .iter()
+        .map(|w| Position {
+            topic: topic.clone(),
+            partition: w.partition,
+            offset: w.low,
+        })
+        .collect();
+    let mut source = log.open_source(&start).unwrap_or_else(|e| panic!("{e}"));
+    source.order_by(
+        Box::new(|r| {
+            let p = std::str::from_utf8(r.payload?).ok()?;
+            p.split(':').next()?.parse().ok()
+        }),
+        Lookahead { initial: 2, max: 2 },
+    );
+    let mut got: Vec<(String, i64)> = Vec::new();
+    let mut offsets: BTreeMap<i32, BTreeSet<i64>> = BTreeMap::new();
+    let mut refused = 0u32;
+    let mut seen = 0u64;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while (got.len() as i64) < total {
+        assert!(Instant::now() < deadline, "read {} of {total}", got.len());
+        source
+            .poll_batch(3_001, Duration::from_millis(100), &mut |r| {
+                seen += 1;
+                if seen % 4_999 == 0 {
+                    refused += 1;
+                    return stockflow_transport::Take::Refuse;
+                }
+                let payload = std::str::from_utf8(r.payload.expect("a payload")).expect("utf-8");
+                let (k, key) = payload.split_once(':').expect("key:name");
+                assert_eq!(r.key, Some(key.as_bytes()), "the key at {}", r.offset);
+                assert!(r.timestamp_ms.is_some(), "a log time at {}", r.offset);
+                assert!(
+                    offsets.entry(r.partition).or_default().insert(r.offset),
+                    "offset {} of partition {} handed over twice",
+                    r.offset,
+                    r.partition
+                );
+                got.push((key.to_string(), k.parse().expect("a number")));
+                stockflow_transport::Take::Next
+            })
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+    assert!(refused > 0, "the test refused records");
+    let keys: Vec<i64> = got.iter().map(|(_, k)| *k).collect();
+    assert!(
+        keys.windows(2).all(|w| w[0] <= w[1]),
+        "handed over out of key order"
+    );
+    let mut want = sent;
+    want.sort();
+    got.sort();
+    assert_eq!(got, want, "every record once, with its key and payload");
+    for w in &marks {
+        assert_eq!(
+            source.resume_offset(&topic, w.partition),
+            Some(w.high),
+            "partition {} ends at its log end",
+            w.partition
+        );
+    }
+}

@@ -45,7 +45,16 @@ pub trait Lanes: Send {
     fn shared(&mut self, _found: &mut dyn FnMut(usize, Self::Msg)) -> Result<()> {
         Ok(())
     }
+
+    /// Takes in what the client has already fetched for every lane, as far as the backend
+    /// keeps it better than its client does (the Kafka backend: compact records instead of
+    /// librdkafka's queued ops). Called at every poll and every `FILL_EVERY` records; an
+    /// error it meets comes out of `fetch` after the lane's records.
+    fn fill(&mut self) {}
 }
+
+/// How many records a poll hands over between two `Lanes::fill`.
+const FILL_EVERY: usize = 1024;
 
 /// How long the merge waits for a partition with a backlog that is not read far enough and
 /// delivers nothing while other records wait, before it reads the others ahead of it (with a
@@ -162,6 +171,7 @@ impl<L: Lanes> LogSource for MergedSource<L> {
         for (lane, m) in found {
             self.admit(lane, m);
         }
+        self.lanes.fill();
         let n_lanes = self.lanes.count();
         let mut n = 0;
         let mut waited = Duration::ZERO;
@@ -187,6 +197,9 @@ impl<L: Lanes> LogSource for MergedSource<L> {
                     match on_record(view) {
                         Take::Next => {
                             n += 1;
+                            if n % FILL_EVERY == 0 {
+                                self.lanes.fill();
+                            }
                             continue;
                         }
                         Take::Last => {
@@ -211,6 +224,7 @@ impl<L: Lanes> LogSource for MergedSource<L> {
                 Step::Empty => break,
             };
             let t0 = Instant::now();
+            self.lanes.fill();
             self.fetch_into(wait_on, STEP.min(wait.max(Duration::from_millis(1))))?;
             waited += t0.elapsed();
         }

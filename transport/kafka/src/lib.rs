@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 mod source;
-pub use source::KafkaSource;
+pub use source::{KafkaRecord, KafkaSource, LOCAL_RECORDS};
 use stockflow_transport::{
     Error, ErrorKind, Log, LogProducer, LogSource, Position, Result, Retention, SendFuture,
     TopicRetention, TopicSpec, TopicState, Watermarks,
@@ -342,23 +342,28 @@ impl Log for KafkaLog {
         let mut c = self.config.client_config();
         // Tuning, which --kafka-property may change.
         c.set("fetch.wait.max.ms", FETCH_WAIT_MS)
-            // Fair fetches during a catch-up: tansu 0.6.0 fills a fetch response (at most
-            // 5 MiB) from the first partitions of the request, so with librdkafka's defaults a
+            // Fair fetches during a catch-up: tansu 0.6.0 fills a fetch response from the first
+            // partitions of the request (whole stored batches, whatever
+            // `max.partition.fetch.bytes` says), so with librdkafka's defaults (50 MiB) a
             // 4-partition backlog came partition by partition and the merge waited 5 s for the
-            // last ones. Smaller responses, and a partition leaving the fetch once 20,000 of
-            // its records are queued, let the others in.
+            // last ones. 1 MiB responses let the others in.
             //
-            // A partition that left the fetch comes back `fetch.queue.backoff.ms` after its
-            // queue drained below that, 1 s by librdkafka's default, so a shallow queue used to
-            // wait (raw consume of a 500,000-record topic at 10,000 records: 40.8k rec/s,
-            // 48.1k at 200,000). Back in 5 ms, a 20,000-record queue reads as fast as a
-            // 200,000-record one and holds a tenth of the records: librdkafka keeps about 430
-            // bytes a record queued, so the deep queue held the whole of a 500,000-record
-            // catch-up (docs/benchmarks.md). Apache Kafka fills responses fairly; these
-            // settings do no harm there.
-            .set("queued.min.messages", "20000")
+            // librdkafka keeps a queued record as an op of about 430 bytes, and each response's
+            // buffer until the last record of it is freed. So the source takes records out of
+            // its queues as they come (up to `source::LOCAL_RECORDS` a partition, compact), and
+            // librdkafka fetches for a partition only while its queue is empty
+            // (`queued.min.messages` 1): it holds at most one response a partition. 2 MiB
+            // responses carried up to 27,000 records of one partition (13 MB of ops); 512 KiB
+            // ones cost tansu 15-25 % more CPU a catch-up (docs/benchmarks.md).
+            //
+            // A partition whose queue drained comes back into the fetch after
+            // `fetch.queue.backoff.ms`, 1 s by librdkafka's default: 5 ms here (at 1 s, a raw
+            // consume of a 500,000-record topic with 10,000 records queued a partition read
+            // 40.8k rec/s against 48.1k with 200,000). Apache Kafka fills responses fairly;
+            // these settings do no harm there.
+            .set("queued.min.messages", "1")
             .set("fetch.queue.backoff.ms", "5")
-            .set("fetch.max.bytes", "2097152");
+            .set("fetch.max.bytes", "1048576");
         for (k, v) in &self.config.properties {
             c.set(k, v);
         }

@@ -11,19 +11,96 @@
 //! A partition's end is reported (`enable.partition.eof`) with the consumer's position there,
 //! which is past records the broker holds but never hands over (transaction markers): a
 //! partition ending in one is caught up all the same.
+//!
+//! Why records are taken out of librdkafka early ([`KafkaLanes`]'s `fill`): librdkafka keeps
+//! a queued record as an op of about 430 bytes, and keeps each fetch response's buffer until
+//! the last of its records is freed; a record here ([`KafkaRecord`]) is its bytes and 64. So
+//! librdkafka queues at most one response a partition (`queued.min.messages` 1, set in
+//! `open_source`), and each partition's records wait here, up to [`LOCAL_RECORDS`], for the
+//! merge. On a 500,000-record catch-up librdkafka's queues held 30 MB of ops and 17 MB of
+//! response buffers at the peak (docs/benchmarks.md).
 
 use crate::map_error;
 use crate::SourceContext;
 use rdkafka::consumer::base_consumer::PartitionQueue;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
-use rdkafka::message::{Message, OwnedMessage};
+use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::Offset;
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use stockflow_transport::reader::{Fetched, Lanes, MergedSource};
 use stockflow_transport::RecordRef;
-use stockflow_transport::Result;
+use stockflow_transport::{Error, Result};
+
+/// The most records a partition keeps fetched out of librdkafka and not yet taken by the merge.
+/// Past it librdkafka queues one more fetch response for the partition and then stops fetching
+/// it until the merge takes some (about 6 MB for four partitions at the job's ~70-byte
+/// records; a partition is read at about 12,000 records a second in a catch-up, so this is
+/// close to a second of reading, against the 30 ms of a fetch).
+pub const LOCAL_RECORDS: usize = 10_000;
+
+/// A fetched record, compact: the topic and partition are its lane's, the key and payload
+/// share one allocation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KafkaRecord {
+    offset: i64,
+    timestamp_ms: Option<i64>,
+    /// The key's length at the start of `bytes`, if the record has a key.
+    key_len: Option<usize>,
+    /// Whether the record has a payload (the rest of `bytes`).
+    has_payload: bool,
+    bytes: Box<[u8]>,
+}
+
+impl KafkaRecord {
+    fn new(
+        offset: i64,
+        timestamp_ms: Option<i64>,
+        key: Option<&[u8]>,
+        payload: Option<&[u8]>,
+    ) -> Self {
+        let k = key.unwrap_or_default();
+        let p = payload.unwrap_or_default();
+        let mut bytes = Vec::with_capacity(k.len().saturating_add(p.len()));
+        bytes.extend_from_slice(k);
+        bytes.extend_from_slice(p);
+        KafkaRecord {
+            offset,
+            timestamp_ms,
+            key_len: key.map(<[u8]>::len),
+            has_payload: payload.is_some(),
+            bytes: bytes.into_boxed_slice(),
+        }
+    }
+
+    fn of(m: &BorrowedMessage<'_>) -> Self {
+        Self::new(m.offset(), m.timestamp().to_millis(), m.key(), m.payload())
+    }
+
+    fn key(&self) -> Option<&[u8]> {
+        self.key_len.and_then(|n| self.bytes.get(..n))
+    }
+
+    fn payload(&self) -> Option<&[u8]> {
+        if !self.has_payload {
+            return None;
+        }
+        self.bytes.get(self.key_len.unwrap_or(0)..)
+    }
+
+    fn view<'a>(&'a self, topic: &'a str, partition: i32) -> RecordRef<'a> {
+        RecordRef {
+            topic,
+            partition,
+            offset: self.offset,
+            key: self.key(),
+            payload: self.payload(),
+            timestamp_ms: self.timestamp_ms,
+        }
+    }
+}
 
 /// One assigned partition.
 pub(crate) struct Lane {
@@ -45,8 +122,14 @@ pub struct KafkaLanes {
     end_pending: Vec<bool>,
     /// Per lane: when its position was last asked for.
     asked: Vec<Option<Instant>>,
-    /// Per lane: the offset after the last record handed over, or the start.
+    /// Per lane: the offset after the last record taken from librdkafka, or the start.
     next: Vec<i64>,
+    /// Per lane: records taken from librdkafka, not yet by the merge (at most
+    /// `LOCAL_RECORDS`, unless the merge asks for more).
+    local: Vec<VecDeque<KafkaRecord>>,
+    /// Per lane: an error librdkafka reported after the records in `local`, handed over
+    /// after them.
+    failed: Vec<Option<Error>>,
 }
 
 /// How often a lane whose end was reported asks for its position while librdkafka does not
@@ -72,21 +155,12 @@ pub(crate) fn source(
             next: (0..lanes.len())
                 .map(|i| start.get(i).copied().unwrap_or(0))
                 .collect(),
+            local: (0..lanes.len()).map(|_| VecDeque::new()).collect(),
+            failed: (0..lanes.len()).map(|_| None).collect(),
             lanes,
         },
         start,
     )
-}
-
-fn record_of<M: Message>(m: &M) -> RecordRef<'_> {
-    RecordRef {
-        topic: m.topic(),
-        partition: m.partition(),
-        offset: m.offset(),
-        key: m.key(),
-        payload: m.payload(),
-        timestamp_ms: m.timestamp().to_millis(),
-    }
 }
 
 impl KafkaLanes {
@@ -118,8 +192,42 @@ impl Drop for KafkaLanes {
 }
 
 impl KafkaLanes {
+    /// `lane`'s next record from librdkafka, waiting up to `wait`: None when nothing came or
+    /// its end was reported (then `end_pending`).
+    fn poll_lane(&mut self, lane: usize, wait: Duration) -> Result<Option<KafkaRecord>> {
+        let Some(l) = self.lanes.get(lane) else {
+            return Ok(None);
+        };
+        match l.queue.poll(wait) {
+            None => Ok(None),
+            Some(Ok(m)) => {
+                let r = KafkaRecord::of(&m);
+                if let Some(p) = self.end_pending.get_mut(lane) {
+                    *p = false;
+                }
+                if let Some(n) = self.next.get_mut(lane) {
+                    *n = (*n).max(r.offset.saturating_add(1));
+                }
+                Ok(Some(r))
+            }
+            Some(Err(KafkaError::PartitionEOF(_))) => {
+                if let Some(p) = self.end_pending.get_mut(lane) {
+                    *p = true;
+                }
+                if let Some(a) = self.asked.get_mut(lane) {
+                    *a = None;
+                }
+                Ok(None)
+            }
+            Some(Err(e)) => Err(map_error(
+                format!("reading {}/{}", l.topic, l.partition),
+                &e,
+            )),
+        }
+    }
+
     /// After an end was reported for `lane`: the end with the position there, once known.
-    fn end_of(&mut self, lane: usize) -> Fetched<OwnedMessage> {
+    fn end_of(&mut self, lane: usize) -> Fetched<KafkaRecord> {
         if !self.end_pending.get(lane).copied().unwrap_or(false) {
             return Fetched::Nothing;
         }
@@ -156,7 +264,7 @@ impl KafkaLanes {
 }
 
 impl Lanes for KafkaLanes {
-    type Msg = OwnedMessage;
+    type Msg = KafkaRecord;
 
     fn count(&self) -> usize {
         self.lanes.len()
@@ -172,45 +280,59 @@ impl Lanes for KafkaLanes {
         self.lanes.get(lane).map_or(0, |l| l.backlog_end)
     }
 
-    fn view<'a>(&'a self, _lane: usize, m: &'a OwnedMessage) -> RecordRef<'a> {
-        record_of(m)
+    fn view<'a>(&'a self, lane: usize, m: &'a KafkaRecord) -> RecordRef<'a> {
+        let (topic, partition) = self.name(lane);
+        m.view(topic, partition)
     }
 
-    fn fetch(&mut self, lane: usize, wait: Duration) -> Result<Fetched<OwnedMessage>> {
-        let Some(l) = self.lanes.get(lane) else {
-            return Ok(Fetched::Nothing);
-        };
-        match l.queue.poll(wait) {
+    fn fetch(&mut self, lane: usize, wait: Duration) -> Result<Fetched<KafkaRecord>> {
+        if let Some(r) = self.local.get_mut(lane).and_then(VecDeque::pop_front) {
+            return Ok(Fetched::Record(r));
+        }
+        if let Some(e) = self.failed.get_mut(lane).and_then(Option::take) {
+            return Err(e);
+        }
+        match self.poll_lane(lane, wait)? {
+            Some(r) => Ok(Fetched::Record(r)),
             None => Ok(self.end_of(lane)),
-            Some(Ok(m)) => {
-                if let Some(p) = self.end_pending.get_mut(lane) {
-                    *p = false;
+        }
+    }
+
+    /// Takes what librdkafka has queued for each partition, up to `LOCAL_RECORDS` a
+    /// partition, so that it fetches the next response while the merge works.
+    fn fill(&mut self) {
+        for lane in 0..self.lanes.len() {
+            loop {
+                let room = self
+                    .local
+                    .get(lane)
+                    .is_some_and(|q| q.len() < LOCAL_RECORDS);
+                let failed = self.failed.get(lane).is_some_and(Option::is_some);
+                if !room || failed {
+                    break;
                 }
-                if let Some(n) = self.next.get_mut(lane) {
-                    *n = (*n).max(m.offset().saturating_add(1));
+                match self.poll_lane(lane, Duration::ZERO) {
+                    Ok(Some(r)) => {
+                        if let Some(q) = self.local.get_mut(lane) {
+                            q.push_back(r);
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(e) => {
+                        if let Some(f) = self.failed.get_mut(lane) {
+                            *f = Some(e);
+                        }
+                        break;
+                    }
                 }
-                Ok(Fetched::Record(m.detach()))
             }
-            Some(Err(KafkaError::PartitionEOF(_))) => {
-                if let Some(p) = self.end_pending.get_mut(lane) {
-                    *p = true;
-                }
-                if let Some(a) = self.asked.get_mut(lane) {
-                    *a = None;
-                }
-                Ok(self.end_of(lane))
-            }
-            Some(Err(e)) => Err(map_error(
-                format!("reading {}/{}", l.topic, l.partition),
-                &e,
-            )),
         }
     }
 
     /// Serves the consumer's events: errors that concern no partition come out here, and
     /// records fetched before a partition's queue was split off (handed over too, never
     /// dropped).
-    fn shared(&mut self, found: &mut dyn FnMut(usize, OwnedMessage)) -> Result<()> {
+    fn shared(&mut self, found: &mut dyn FnMut(usize, KafkaRecord)) -> Result<()> {
         let Some(consumer) = self.consumer.as_ref() else {
             return Ok(());
         };
@@ -243,7 +365,7 @@ impl Lanes for KafkaLanes {
                     if let Some(n) = self.next.get_mut(i) {
                         *n = (*n).max(m.offset().saturating_add(1));
                     }
-                    found(i, m.detach())
+                    found(i, KafkaRecord::of(&m))
                 }
                 None => tracing::warn!(
                     topic = m.topic(),
@@ -253,5 +375,50 @@ impl Lanes for KafkaLanes {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::KafkaRecord;
+    use proptest::prelude::*;
+
+    #[test]
+    fn absent_and_empty_keys_and_payloads_stay_apart() {
+        type Bytes<'a> = Option<&'a [u8]>;
+        let cases: [(Bytes, Bytes); 6] = [
+            (Some(b"SE1"), Some(br#"{"close":1}"#)),
+            (None, Some(b"x")),
+            (Some(b""), Some(b"x")),
+            (Some(b"k"), None),
+            (Some(b"k"), Some(b"")),
+            (None, None),
+        ];
+        for (key, payload) in cases {
+            let r = KafkaRecord::new(7, Some(1_700_000_000_000), key, payload);
+            let v = r.view("t", 3);
+            assert_eq!((v.key, v.payload), (key, payload), "{key:?} {payload:?}");
+            assert_eq!((v.topic, v.partition, v.offset), ("t", 3, 7));
+            assert_eq!(v.timestamp_ms, Some(1_700_000_000_000));
+        }
+        let r = KafkaRecord::new(0, None, None, None);
+        assert_eq!(r.view("t", 0).timestamp_ms, None, "no log time stays none");
+    }
+
+    proptest! {
+        #[test]
+        fn a_record_reads_back_what_it_was_made_of(
+            offset in any::<i64>(),
+            ts in proptest::option::of(any::<i64>()),
+            key in proptest::option::of(proptest::collection::vec(any::<u8>(), 0..40)),
+            payload in proptest::option::of(proptest::collection::vec(any::<u8>(), 0..200)),
+        ) {
+            let r = KafkaRecord::new(offset, ts, key.as_deref(), payload.as_deref());
+            let v = r.view("topic", 1);
+            prop_assert_eq!(v.offset, offset);
+            prop_assert_eq!(v.timestamp_ms, ts);
+            prop_assert_eq!(v.key, key.as_deref());
+            prop_assert_eq!(v.payload, payload.as_deref());
+        }
     }
 }
