@@ -48,8 +48,8 @@ pub trait Lanes: Send {
 
     /// Takes in what the client has already fetched for every lane, as far as the backend
     /// keeps it better than its client does (the Kafka backend: compact records instead of
-    /// librdkafka's queued ops). Called at every poll and every `FILL_EVERY` records; an
-    /// error it meets comes out of `fetch` after the lane's records.
+    /// librdkafka's queued ops). Called at every poll, every `FILL_EVERY` records and before
+    /// each wait on a lane; an error it meets comes out of `fetch` after the lane's records.
     fn fill(&mut self) {}
 }
 

@@ -351,17 +351,20 @@ impl Log for KafkaLog {
             // librdkafka keeps a queued record as an op of about 430 bytes, and each response's
             // buffer until the last record of it is freed. So the source takes records out of
             // its queues as they come (up to `source::LOCAL_RECORDS` a partition, compact), and
-            // librdkafka fetches for a partition only while its queue is empty
-            // (`queued.min.messages` 1): it holds at most one response a partition. 2 MiB
-            // responses carried up to 27,000 records of one partition (13 MB of ops); 512 KiB
-            // ones cost tansu 15-25 % more CPU a catch-up (docs/benchmarks.md).
+            // librdkafka leaves a partition out of the fetch while 1,000 of its records wait:
+            // it holds at most those and one response a partition. 2 MiB responses carried up
+            // to 27,333 records of one partition (about 12 MB of ops); with 512 KiB ones tansu
+            // spent 6-18 % more CPU on a catch-up. At 1 record (a partition left out of the
+            // fetch as soon as anything waits) the next fetch skipped a partition that had
+            // just received records, and the live publish-to-commit p99 went from 66 to
+            // 93-122 ms (docs/benchmarks.md).
             //
             // A partition whose queue drained comes back into the fetch after
             // `fetch.queue.backoff.ms`, 1 s by librdkafka's default: 5 ms here (at 1 s, a raw
             // consume of a 500,000-record topic with 10,000 records queued a partition read
             // 40.8k rec/s against 48.1k with 200,000). Apache Kafka fills responses fairly;
-            // these settings do no harm there.
-            .set("queued.min.messages", "1")
+            // there smaller responses only cost more requests.
+            .set("queued.min.messages", "1000")
             .set("fetch.queue.backoff.ms", "5")
             .set("fetch.max.bytes", "1048576");
         for (k, v) in &self.config.properties {

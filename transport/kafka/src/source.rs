@@ -15,10 +15,10 @@
 //! Why records are taken out of librdkafka early ([`KafkaLanes`]'s `fill`): librdkafka keeps
 //! a queued record as an op of about 430 bytes, and keeps each fetch response's buffer until
 //! the last of its records is freed; a record here ([`KafkaRecord`]) is its bytes and 64. So
-//! librdkafka queues at most one response a partition (`queued.min.messages` 1, set in
-//! `open_source`), and each partition's records wait here, up to [`LOCAL_RECORDS`], for the
-//! merge. On a 500,000-record catch-up librdkafka's queues held 30 MB of ops and 17 MB of
-//! response buffers at the peak (docs/benchmarks.md).
+//! librdkafka queues at most 1,000 records and one response a partition
+//! (`queued.min.messages`, set in `open_source`), and each partition's records wait here, up
+//! to [`LOCAL_RECORDS`], for the merge. On a 500,000-record catch-up librdkafka's queues held
+//! 33 MB of ops and 17 MB of response buffers at the peak before (docs/benchmarks.md).
 
 use crate::map_error;
 use crate::SourceContext;
@@ -35,10 +35,11 @@ use stockflow_transport::RecordRef;
 use stockflow_transport::{Error, Result};
 
 /// The most records a partition keeps fetched out of librdkafka and not yet taken by the merge.
-/// Past it librdkafka queues one more fetch response for the partition and then stops fetching
-/// it until the merge takes some (about 6 MB for four partitions at the job's ~70-byte
-/// records; a partition is read at about 12,000 records a second in a catch-up, so this is
-/// close to a second of reading, against the 30 ms of a fetch).
+/// Past it librdkafka's queue for the partition fills (to `queued.min.messages` and one fetch
+/// response) and then it stops fetching the partition until the merge takes some. About 1.8 MB
+/// a partition at the job's ~70-byte records, with the deque's spare room; a partition is read
+/// at about 12,000 records a second in a catch-up, so this is close to a second of reading,
+/// against the 30 ms of a fetch.
 pub const LOCAL_RECORDS: usize = 10_000;
 
 /// A fetched record, compact: the topic and partition are its lane's, the key and payload
@@ -124,8 +125,8 @@ pub struct KafkaLanes {
     asked: Vec<Option<Instant>>,
     /// Per lane: the offset after the last record taken from librdkafka, or the start.
     next: Vec<i64>,
-    /// Per lane: records taken from librdkafka, not yet by the merge (at most
-    /// `LOCAL_RECORDS`, unless the merge asks for more).
+    /// Per lane: records taken from librdkafka, not yet by the merge (at most `LOCAL_RECORDS`;
+    /// `fetch` takes from librdkafka directly once it is empty).
     local: Vec<VecDeque<KafkaRecord>>,
     /// Per lane: an error librdkafka reported after the records in `local`, handed over
     /// after them.
