@@ -9,7 +9,31 @@ mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
-use stockflow_transport::{Log, Lookahead, Position};
+use stockflow_transport::{Log, LogSource, Lookahead, Position, Watermarks};
+
+/// A restart from each partition's resume offset must not skip a record not handed over yet
+/// (`handed`: the offsets handed over, by partition).
+fn assert_resume_skips_nothing(
+    source: &dyn LogSource,
+    topic: &str,
+    marks: &[Watermarks],
+    handed: &BTreeMap<i32, BTreeSet<i64>>,
+) {
+    for w in marks {
+        let resume = source
+            .resume_offset(topic, w.partition)
+            .unwrap_or_else(|| panic!("no resume offset for partition {}", w.partition));
+        let done = handed.get(&w.partition);
+        let first_missing = (w.low..w.high)
+            .find(|o| !done.is_some_and(|d| d.contains(o)))
+            .unwrap_or(w.high);
+        assert!(
+            resume <= first_missing,
+            "partition {}: resume {resume} skips offset {first_missing}",
+            w.partition
+        );
+    }
+}
 
 #[test]
 fn out_of_order_partitions_come_out_in_key_order_and_resume_skips_nothing() {
@@ -70,20 +94,7 @@ fn out_of_order_partitions_come_out_in_key_order_and_resume_skips_nothing() {
                 stockflow_transport::Take::Next
             })
             .unwrap_or_else(|e| panic!("{e}"));
-        for w in &marks {
-            let resume = source
-                .resume_offset(&topic, w.partition)
-                .unwrap_or_else(|| panic!("no resume offset for partition {}", w.partition));
-            let done = handed.get(&w.partition);
-            let first_missing = (w.low..w.high)
-                .find(|o| !done.is_some_and(|d| d.contains(o)))
-                .unwrap_or(w.high);
-            assert!(
-                resume <= first_missing,
-                "partition {}: resume {resume} skips offset {first_missing}",
-                w.partition
-            );
-        }
+        assert_resume_skips_nothing(source.as_ref(), &topic, &marks, &handed);
     }
     assert_eq!(keys.len() as i64, total);
     let mut sorted = keys.clone();
@@ -181,22 +192,8 @@ fn partitions_longer_than_the_local_buffer_come_out_whole_and_in_key_order() {
                 stockflow_transport::Take::Next
             })
             .unwrap_or_else(|e| panic!("{e}"));
-        // A restart from the resume offset must not skip a record not handed over yet, though
-        // the source has taken records out of librdkafka ahead of the merge.
-        for w in &marks {
-            let resume = source
-                .resume_offset(&topic, w.partition)
-                .unwrap_or_else(|| panic!("no resume offset for partition {}", w.partition));
-            let done = offsets.get(&w.partition);
-            let first_missing = (w.low..w.high)
-                .find(|o| !done.is_some_and(|d| d.contains(o)))
-                .unwrap_or(w.high);
-            assert!(
-                resume <= first_missing,
-                "partition {}: resume {resume} skips offset {first_missing}",
-                w.partition
-            );
-        }
+        // Though the source has taken records out of librdkafka ahead of the merge.
+        assert_resume_skips_nothing(source.as_ref(), &topic, &marks, &offsets);
     }
     assert!(refused > 0, "the test refused records");
     let keys: Vec<i64> = got.iter().map(|(_, k)| *k).collect();
