@@ -11,6 +11,18 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 use stockflow_transport::{Log, LogSource, Lookahead, Position, Watermarks};
 
+/// Every partition of `topic` from its first record.
+fn log_start(topic: &str, marks: &[Watermarks]) -> Vec<Position> {
+    marks
+        .iter()
+        .map(|w| Position {
+            topic: topic.to_string(),
+            partition: w.partition,
+            offset: w.low,
+        })
+        .collect()
+}
+
 /// A restart from each partition's resume offset must not skip a record not handed over yet
 /// (`handed`: the offsets handed over, by partition).
 fn assert_resume_skips_nothing(
@@ -64,14 +76,7 @@ fn out_of_order_partitions_come_out_in_key_order_and_resume_skips_nothing() {
         }
     });
     let marks = log.watermarks(&topic).unwrap_or_else(|e| panic!("{e}"));
-    let start: Vec<Position> = marks
-        .iter()
-        .map(|w| Position {
-            topic: topic.clone(),
-            partition: w.partition,
-            offset: w.low,
-        })
-        .collect();
+    let start = log_start(&topic, &marks);
     let total: i64 = marks.iter().map(|w| w.high - w.low).sum();
     let mut source = log.open_source(&start).unwrap_or_else(|e| panic!("{e}"));
     source.order_by(
@@ -148,14 +153,7 @@ fn partitions_longer_than_the_local_buffer_come_out_whole_and_in_key_order() {
     let marks = log.watermarks(&topic).unwrap_or_else(|e| panic!("{e}"));
     let total: i64 = marks.iter().map(|w| w.high - w.low).sum();
     assert_eq!(total, per_partition * 2, "the log holds what was sent");
-    let start: Vec<Position> = marks
-        .iter()
-        .map(|w| Position {
-            topic: topic.clone(),
-            partition: w.partition,
-            offset: w.low,
-        })
-        .collect();
+    let start = log_start(&topic, &marks);
     let mut source = log.open_source(&start).unwrap_or_else(|e| panic!("{e}"));
     source.order_by(
         Box::new(|r| {
