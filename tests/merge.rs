@@ -58,10 +58,7 @@ fn out_of_order_partitions_come_out_in_key_order_and_resume_skips_nothing() {
     let payloads: Vec<String> = days.iter().map(|d| d.to_string()).collect();
     let log = common::log();
     let producer = log.producer().unwrap_or_else(|e| panic!("{e}"));
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap_or_else(|e| panic!("{e}"));
+    let rt = common::runtime();
     rt.block_on(async {
         // Key by key in turns, each write acknowledged before the next: the log order is this.
         for pair in payloads.chunks(2) {
@@ -117,10 +114,7 @@ fn partitions_longer_than_the_local_buffer_come_out_whole_and_in_key_order() {
     let topic = common::fresh_topic("merge-long", 2);
     let log = common::log();
     let producer = log.producer().unwrap_or_else(|e| panic!("{e}"));
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap_or_else(|e| panic!("{e}"));
+    let rt = common::runtime();
     // Keys "even" and "odd" in turns (they land on two partitions, or one: either way every
     // record must come out); every tenth pair of each is swapped, so the merge sorts.
     let order = |i: i64| match i % 20 {

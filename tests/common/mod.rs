@@ -284,12 +284,17 @@ pub fn backfill_with(mut stockflow: Command, topic: &str, from: &str, days: &str
     ]));
 }
 
-/// Produces payloads byte for byte (bad input included) to `topic` under `key`, in order.
-pub fn produce_raw<P: AsRef<[u8]>>(topic: &str, key: &str, payloads: &[P]) {
-    let rt = tokio::runtime::Builder::new_current_thread()
+/// A current-thread runtime for a test's producer.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .unwrap_or_else(|e| panic!("{e}"));
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Produces payloads byte for byte (bad input included) to `topic` under `key`, in order.
+pub fn produce_raw<P: AsRef<[u8]>>(topic: &str, key: &str, payloads: &[P]) {
+    let rt = runtime();
     let producer = log().producer().unwrap_or_else(|e| panic!("{e}"));
     rt.block_on(async {
         for p in payloads {
