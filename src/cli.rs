@@ -550,6 +550,11 @@ pub enum BenchCommand {
         /// kept).
         #[arg(long, default_value_t = 92, value_parser = memory_days)]
         memory_days: u32,
+        /// Trading days unfinished at a time, as the job's rounds in flight (1: every day
+        /// completes, on every worker, before the next enters). The restatements always
+        /// enter one at a time, into an idle dataflow.
+        #[arg(long, default_value_t = stockflow_dataflow::job::machine::MAX_ROUNDS_IN_FLIGHT, value_parser = in_flight)]
+        in_flight: usize,
         #[command(flatten)]
         market: MarketArgs,
     },
@@ -594,6 +599,14 @@ fn parse_key_value(s: &str) -> Result<(String, String), String> {
 
 /// `--memory-days`: 0 (every day), or at least 40 (a month of restored window and a catch-up
 /// bucket behind the newest day: fewer would re-run the job on ordinary late records).
+fn in_flight(v: &str) -> Result<usize, String> {
+    match v.parse::<usize>() {
+        Ok(n @ 1..=64) => Ok(n),
+        Ok(n) => Err(format!("{n} is out of range: 1 to 64 days in flight")),
+        Err(e) => Err(format!("{e}")),
+    }
+}
+
 fn memory_days(v: &str) -> Result<u32, String> {
     let n: u32 = v.parse().map_err(|e| format!("{e}"))?;
     if n != 0 && n < 40 {

@@ -8,6 +8,7 @@ use crate::{Error, Result};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use stockflow_core::{HoldingInput, PriceInput, Sink};
+use timely::dataflow::ProbeHandle;
 
 /// A universe's initial holdings as dataflow input, all from `from` (version 0).
 pub fn initial_holdings(
@@ -42,8 +43,68 @@ pub struct InputBatch {
 pub struct RunStats {
     /// Wall time from the first batch to the last timestamp's completion.
     pub elapsed: Duration,
-    /// Wall time of each batch, from its input to its completion (when `wait_each` is set).
+    /// What each batch cost (when paced by a [`Pace::Window`]): the wall time from its input,
+    /// or from the previous batch's completion if that came later, to its own completion.
+    /// With one timestamp in flight that is its latency; with more, its share of the run.
     pub per_batch: Vec<Duration>,
+}
+
+/// How the in-memory runner feeds its batches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pace {
+    /// Every batch enters without waiting for the dataflow (no per-batch timings).
+    Free,
+    /// At most `in_flight` timestamps unfinished at a time, as the job runs (its
+    /// [`MAX_ROUNDS_IN_FLIGHT`](crate::job::machine::MAX_ROUNDS_IN_FLIGHT)), and the batches
+    /// from index `alone_from` on each alone, into an idle dataflow (their latency).
+    Window { in_flight: usize, alone_from: usize },
+}
+
+impl Pace {
+    /// One batch at a time, each completed before the next enters.
+    pub const ONE_AT_A_TIME: Pace = Pace::Window {
+        in_flight: 1,
+        alone_from: 0,
+    };
+
+    /// The timestamps before which every one must be complete before batch `t` enters.
+    fn complete_before(self, t: u64) -> Option<u64> {
+        match self {
+            Pace::Free => None,
+            Pace::Window {
+                in_flight,
+                alone_from,
+            } => {
+                let alone = usize::try_from(t).map_or(true, |t| t >= alone_from);
+                let ahead = if alone { 1 } else { in_flight.max(1) as u64 };
+                Some((t + 1).saturating_sub(ahead))
+            }
+        }
+    }
+}
+
+/// When each batch entered and when the probe showed it complete.
+#[derive(Default)]
+struct Timings {
+    fed: Vec<Instant>,
+    per_batch: Vec<Duration>,
+    last_done: Option<Instant>,
+}
+
+impl Timings {
+    /// Records the batches the probe now shows complete (called after every step).
+    fn observe(&mut self, probe: &ProbeHandle<u64>) {
+        while let Some(&fed) = self.fed.get(self.per_batch.len()) {
+            let t = self.per_batch.len() as u64;
+            if probe.less_than(&(t + 1)) {
+                return;
+            }
+            let now = Instant::now();
+            let from = self.last_done.map_or(fed, |l| l.max(fed));
+            self.per_batch.push(now.saturating_duration_since(from));
+            self.last_done = Some(now);
+        }
+    }
 }
 
 fn drain<S: Sink + ?Sized>(outbox: &Outbox, sink: &Mutex<S>) -> Result<()> {
@@ -112,7 +173,12 @@ pub fn run_with<S: Sink + 'static>(
     wait_each: bool,
     keep_state: bool,
 ) -> Result<RunStats> {
-    run_source(workers, batches, sink, wait_each, keep_state, None)
+    let pace = if wait_each {
+        Pace::ONE_AT_A_TIME
+    } else {
+        Pace::Free
+    };
+    run_source(workers, batches, sink, pace, keep_state, None)
 }
 
 /// [`run_with`] over any [`BatchSource`], with the dataflow's `horizon` (batch `i` enters at
@@ -121,11 +187,11 @@ pub fn run_source<S: Sink + 'static, B: BatchSource + 'static>(
     workers: usize,
     batches: Arc<B>,
     sink: Arc<Mutex<S>>,
-    wait_each: bool,
+    pace: Pace,
     keep_state: bool,
     horizon: Option<Horizon>,
 ) -> Result<RunStats> {
-    run_objects(workers, batches, sink, wait_each, keep_state, horizon)
+    run_objects(workers, batches, sink, pace, keep_state, horizon)
 }
 
 /// The run itself, on trait objects: compiled once, in this crate (the timely dataflow it
@@ -134,7 +200,7 @@ fn run_objects(
     workers: usize,
     batches: Arc<dyn BatchSource>,
     sink: Arc<Mutex<dyn Sink>>,
-    wait_each: bool,
+    pace: Pace,
     keep_state: bool,
     horizon: Option<Horizon>,
 ) -> Result<RunStats> {
@@ -146,11 +212,22 @@ fn run_objects(
         let peers = worker.peers();
         let mut built = build(worker, keep_state, None, horizon.clone());
         let started = Instant::now();
-        let mut per_batch = Vec::new();
+        let mut timings = Timings::default();
         let mut result = Ok(());
+        let mut fed = 0u64;
         for (t, batch) in batches.share(index, peers).enumerate() {
-            let batch_started = Instant::now();
             let t = t as u64;
+            if let Some(before) = pace.complete_before(t) {
+                let probe = &built.probe;
+                worker.step_while(|| {
+                    timings.observe(probe);
+                    probe.less_than(&before)
+                });
+                if result.is_ok() {
+                    result = drain(&built.outbox, &sink);
+                }
+            }
+            timings.fed.push(Instant::now());
             for p in batch.prices {
                 built.inputs.prices.insert(p);
             }
@@ -158,16 +235,20 @@ fn run_objects(
                 built.inputs.holdings.insert(h);
             }
             built.inputs.advance_to(t + 1);
-            if wait_each {
-                let probe = &built.probe;
-                worker.step_while(|| probe.less_than(&(t + 1)));
-                per_batch.push(batch_started.elapsed());
-            } else {
+            fed = t + 1;
+            if pace == Pace::Free {
                 worker.step();
+                if result.is_ok() {
+                    result = drain(&built.outbox, &sink);
+                }
             }
-            if result.is_ok() {
-                result = drain(&built.outbox, &sink);
-            }
+        }
+        if pace != Pace::Free {
+            let probe = &built.probe;
+            worker.step_while(|| {
+                timings.observe(probe);
+                probe.less_than(&fed)
+            });
         }
         drop(built.inputs);
         built.stop.close();
@@ -182,7 +263,7 @@ fn run_objects(
         if index == 0 {
             if let Ok(mut s) = stats_w.lock() {
                 s.elapsed = started.elapsed();
-                s.per_batch = per_batch;
+                s.per_batch = timings.per_batch;
             }
         }
         result

@@ -9,7 +9,7 @@ use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use stockflow_core::{Issue, Money};
 use stockflow_dataflow::graph::Horizon;
-use stockflow_dataflow::memory::{run, run_source, InputBatch};
+use stockflow_dataflow::memory::{run, run_source, InputBatch, Pace};
 use stockflow_dataflow::{CollectSink, Evaluation, HoldingInput, PriceInput};
 
 fn d(y: i32, m: u32, day: u32) -> NaiveDate {
@@ -225,7 +225,7 @@ proptest! {
             Some(days[i] - chrono::Duration::days(memory))
         });
         let sink = Arc::new(Mutex::new(CollectSink::default()));
-        run_source(workers, Arc::new(batches), Arc::clone(&sink), false, false, Some(horizon))
+        run_source(workers, Arc::new(batches), Arc::clone(&sink), Pace::Free, false, Some(horizon))
             .unwrap_or_else(|e| panic!("dataflow failed: {e}"));
         let sink = sink.lock().unwrap_or_else(|e| panic!("{e}"));
         prop_assert!(sink.state.values().all(|&c| c == 1), "every row once: {:?}", sink.state);

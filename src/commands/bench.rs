@@ -14,6 +14,7 @@ pub async fn run(g: &Global, command: BenchCommand) -> Result<ExitCode> {
             workers,
             days,
             memory_days,
+            in_flight,
             market,
         } => {
             let universe = Arc::new(super::universe(&market)?);
@@ -22,6 +23,7 @@ pub async fn run(g: &Global, command: BenchCommand) -> Result<ExitCode> {
                 workers,
                 seed: 6107,
                 memory_days: (memory_days > 0).then_some(i64::from(memory_days)),
+                in_flight,
             };
             let r = tokio::task::spawn_blocking(move || {
                 stockflow_dataflow::bench::run_core_bench(&universe, &cfg)
@@ -33,6 +35,7 @@ pub async fn run(g: &Global, command: BenchCommand) -> Result<ExitCode> {
                 "workers": workers,
                 "days": days,
                 "memory_days": memory_days,
+                "in_flight": in_flight,
                 "ticks": r.ticks,
                 "evaluations": r.evaluations,
                 "seconds": secs,
