@@ -44,8 +44,6 @@ pub enum Control {
 
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 enum SinkItem {
-    Evaluation(Evaluation, isize),
-    Issue(Issue, isize),
     Price(PriceInput, isize),
     Holding(HoldingInput, isize),
     Control(Control),
@@ -219,18 +217,11 @@ pub fn build<A: Allocate>(
         let (seeds_in, seeds) = scope.new_collection();
         let (control_in, control) = scope.new_input::<(Control, u64)>();
         let out = evaluate(&prices, &holdings, &seeds, window, horizon);
-        let mut items = out
-            .rows
-            .map(|(r, t, d)| {
-                let item = match r {
-                    Row::Evaluation(e) => SinkItem::Evaluation(e, d),
-                    Row::Issue(i) => SinkItem::Issue(i, d),
-                };
-                (item, t)
-            })
-            .concat(&control.map(|(c, t)| (SinkItem::Control(c), t)));
+        // Rows go to the parts as they come (no copy into another enum on the way); the
+        // offsets, dead letters and state changes beside them.
+        let mut others = control.map(|(c, t)| (SinkItem::Control(c), t));
         if keep_state {
-            items = items
+            others = others
                 .concat(&out.closes.inner.map(|(p, t, d)| (SinkItem::Price(p, d), t)))
                 .concat(
                     &out.records
@@ -240,33 +231,53 @@ pub fn build<A: Allocate>(
         }
         // Each worker assembles its own part of every completed timestamp (its rows sorted
         // and consolidated, on its own thread); worker 0 only joins the parts.
-        let mut pending: BTreeMap<u64, (Capability<u64>, Vec<SinkItem>)> = BTreeMap::new();
-        let parts = items.unary_frontier::<CapacityContainerBuilder<Vec<(Part, u64)>>, _, _, _>(
-            Pipeline,
-            "BatchParts",
-            |_, _| {
-                move |input, output| {
-                    input.for_each(|cap, data| {
-                        for (item, t) in data.drain(..) {
-                            pending
-                                .entry(t)
-                                .or_insert_with(|| (cap.delayed(&t), Vec::new()))
-                                .1
-                                .push(item);
+        let mut pending: BTreeMap<u64, (Capability<u64>, Part)> = BTreeMap::new();
+        // The last part's sizes: the next one's vectors start at them (a day's rows are
+        // megabytes; grown by doubling they were copied and faulted in several times).
+        let mut sizes = PartSizes::default();
+        let parts = out
+            .rows
+            .binary_frontier::<_, CapacityContainerBuilder<Vec<(Part, u64)>>, _, _, _, _>(
+                &others,
+                Pipeline,
+                Pipeline,
+                "BatchParts",
+                |_, _| {
+                    move |rows_in, others_in, output| {
+                        rows_in.for_each(|cap, data| {
+                            for (row, t, d) in data.drain(..) {
+                                let (_, part) = pending
+                                    .entry(t)
+                                    .or_insert_with(|| (cap.delayed(&t), Part::sized(&sizes)));
+                                match row {
+                                    Row::Evaluation(e) => part.evaluations.push((e, d)),
+                                    Row::Issue(i) => part.issues.push((i, d)),
+                                }
+                            }
+                        });
+                        others_in.for_each(|cap, data| {
+                            for (item, t) in data.drain(..) {
+                                pending
+                                    .entry(t)
+                                    .or_insert_with(|| (cap.delayed(&t), Part::sized(&sizes)))
+                                    .1
+                                    .push(item);
+                            }
+                        });
+                        let (rows_f, others_f) = (rows_in.frontier(), others_in.frontier());
+                        while let Some(entry) = pending.first_entry() {
+                            let t = *entry.key();
+                            if rows_f.less_equal(&t) || others_f.less_equal(&t) {
+                                break;
+                            }
+                            let (cap, mut part) = entry.remove();
+                            part.consolidate();
+                            sizes = part.sizes();
+                            output.session(&cap).give((part, t));
                         }
-                    });
-                    let frontier = input.frontier().frontier();
-                    while let Some(entry) = pending.first_entry() {
-                        let t = *entry.key();
-                        if frontier.less_equal(&t) {
-                            break;
-                        }
-                        let (cap, items) = entry.remove();
-                        output.session(&cap).give((Part::of(items), t));
                     }
-                }
-            },
-        );
+                },
+            );
         // The probe passes a time once every worker has handed over its part of it (its
         // rows sorted and consolidated): a timestamp's cost includes its own parts, not the
         // previous timestamp's (worker 0 joins the parts after the exchange, beyond it).
@@ -365,33 +376,66 @@ struct Part {
     catching_up: bool,
 }
 
+/// How many rows and state changes a part held (what the next one is sized for).
+#[derive(Debug, Clone, Copy, Default)]
+struct PartSizes {
+    evaluations: usize,
+    issues: usize,
+    prices: usize,
+    holdings: usize,
+}
+
 impl Part {
-    fn of(items: Vec<SinkItem>) -> Part {
-        let mut part = Part::default();
-        for item in items {
-            match item {
-                SinkItem::Evaluation(e, d) => part.evaluations.push((e, d)),
-                SinkItem::Issue(i, d) => part.issues.push((i, d)),
-                SinkItem::Price(p, d) => part.prices.push((p, d)),
-                SinkItem::Holding(h, d) => part.holdings.push((h, d)),
-                SinkItem::Control(Control::Offset {
-                    progress,
-                    newest_ms,
-                    backlog,
-                }) => {
-                    part.newest_record_ms = part.newest_record_ms.max(newest_ms);
-                    part.catching_up |= backlog;
-                    part.offsets.push(progress);
-                }
-                SinkItem::Control(Control::DeadLetter(dl)) => part.dead_letters.push(dl),
-            }
+    fn sized(sizes: &PartSizes) -> Part {
+        Part {
+            evaluations: Vec::with_capacity(sizes.evaluations),
+            issues: Vec::with_capacity(sizes.issues),
+            prices: Vec::with_capacity(sizes.prices),
+            holdings: Vec::with_capacity(sizes.holdings),
+            ..Part::default()
         }
-        consolidate(&mut part.evaluations);
-        consolidate(&mut part.issues);
-        consolidate(&mut part.prices);
-        consolidate(&mut part.holdings);
-        part
     }
+
+    fn sizes(&self) -> PartSizes {
+        PartSizes {
+            evaluations: self.evaluations.len(),
+            issues: self.issues.len(),
+            prices: self.prices.len(),
+            holdings: self.holdings.len(),
+        }
+    }
+
+    fn push(&mut self, item: SinkItem) {
+        match item {
+            SinkItem::Price(p, d) => self.prices.push((p, d)),
+            SinkItem::Holding(h, d) => self.holdings.push((h, d)),
+            SinkItem::Control(Control::Offset {
+                progress,
+                newest_ms,
+                backlog,
+            }) => {
+                self.newest_record_ms = self.newest_record_ms.max(newest_ms);
+                self.catching_up |= backlog;
+                self.offsets.push(progress);
+            }
+            SinkItem::Control(Control::DeadLetter(dl)) => self.dead_letters.push(dl),
+        }
+    }
+
+    fn consolidate(&mut self) {
+        consolidate(&mut self.evaluations);
+        consolidate(&mut self.issues);
+        consolidate(&mut self.prices);
+        consolidate(&mut self.holdings);
+    }
+}
+
+/// `into` extended with `from`, the larger vector kept (no copy of it).
+fn join<T>(into: &mut Vec<T>, mut from: Vec<T>) {
+    if from.len() > into.len() {
+        std::mem::swap(into, &mut from);
+    }
+    into.append(&mut from);
 }
 
 /// One completed timestamp's parts as a batch; `offsets` keeps every partition's progress.
@@ -403,11 +447,11 @@ fn assemble(t: u64, parts: Vec<Part>, offsets: &mut BTreeMap<(String, i32), Prog
         ..Batch::default()
     };
     for part in parts {
-        batch.evaluations.extend(part.evaluations);
-        batch.issues.extend(part.issues);
-        batch.prices.extend(part.prices);
-        batch.holdings.extend(part.holdings);
-        batch.dead_letters.extend(part.dead_letters);
+        join(&mut batch.evaluations, part.evaluations);
+        join(&mut batch.issues, part.issues);
+        join(&mut batch.prices, part.prices);
+        join(&mut batch.holdings, part.holdings);
+        join(&mut batch.dead_letters, part.dead_letters);
         batch.newest_record_ms = batch.newest_record_ms.max(part.newest_record_ms);
         batch.catching_up |= part.catching_up;
         for p in part.offsets {
