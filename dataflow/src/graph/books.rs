@@ -155,6 +155,95 @@ struct Book {
     days: Vec<Day>,
     /// Values before a restore window, sorted by date.
     seeds: Vec<(NaiveDate, Money)>,
+    /// Its open positions in [`Books::flat`], for the days they alone price (None: it has
+    /// none, or one whose quantity × count leaves an i64).
+    flat: Option<FlatRange>,
+}
+
+/// An open position (no end date) of count 1, as a new day's pass reads it.
+#[derive(Debug, Clone, Copy)]
+struct FlatPosition {
+    quantity: i64,
+    stock: u32,
+}
+
+/// Where a book's open positions are in [`Books::flat`], and from which day they are exactly
+/// the positions covering a day: every open one has begun and every closed one has ended.
+#[derive(Debug, Clone, Copy)]
+struct FlatRange {
+    at: u32,
+    len: u32,
+    from: NaiveDate,
+}
+
+impl FlatRange {
+    fn slice<'a>(&self, flat: &'a [FlatPosition]) -> Option<&'a [FlatPosition]> {
+        let at = self.at as usize;
+        flat.get(at..at + self.len as usize)
+    }
+}
+
+/// Appends a book's open positions to `flat`: None (and `flat` as it was) when a count is
+/// not 1 (a record present twice: the full pass counts it) or there are more than a u32
+/// holds.
+fn flatten(positions: &[(Position, isize)], flat: &mut Vec<FlatPosition>) -> Option<FlatRange> {
+    let at = flat.len();
+    let mut from = NaiveDate::MIN;
+    for (pos, count) in positions {
+        if *count <= 0 {
+            continue;
+        }
+        if *count != 1 {
+            flat.truncate(at);
+            return None;
+        }
+        match pos.to {
+            Some(to) => from = from.max(to),
+            None => {
+                from = from.max(pos.from);
+                flat.push(FlatPosition {
+                    quantity: pos.quantity,
+                    stock: pos.stock,
+                });
+            }
+        }
+    }
+    let range = u32::try_from(at)
+        .ok()
+        .zip(u32::try_from(flat.len() - at).ok())
+        .map(|(at, len)| FlatRange { at, len, from });
+    if range.is_none() {
+        flat.truncate(at);
+    }
+    range
+}
+
+/// [`tally`] of a day on which `positions` (a [`flatten`]ed book's) are exactly the ones
+/// covering it: one pass over contiguous memory. A close is below 2^63 and a quantity too,
+/// so a product is below 2^126 and only the sum can overflow (checked, as in `tally`).
+fn tally_flat(positions: &[FlatPosition], closes: Option<&DayCloses>) -> (i64, i64, Option<Money>) {
+    let held = positions.len() as i64;
+    let Some(day) = closes else {
+        return (held, 0, Some(Money::ZERO));
+    };
+    let mut priced = 0i64;
+    let mut sum = Some(0i128);
+    for pos in positions {
+        let Some(&price) = day.prices.get(pos.stock as usize) else {
+            continue;
+        };
+        if price == NONE {
+            continue;
+        }
+        priced += 1;
+        sum = sum.and_then(|acc| {
+            if price == HUGE {
+                return None;
+            }
+            acc.checked_add(i128::from(price).wrapping_mul(i128::from(pos.quantity)))
+        });
+    }
+    (held, priced, sum.map(Money::from_units))
 }
 
 /// A day computed from the closes: (held, priced, Σ quantity × close; None if it overflows).
@@ -337,6 +426,7 @@ impl Scratch {
 fn evaluate_days(
     p: u32,
     book: &mut Book,
+    flat: &[FlatPosition],
     closes: &Closes,
     window: Option<NaiveDate>,
     scratch: &mut Scratch,
@@ -345,7 +435,14 @@ fn evaluate_days(
     let mut at = 0;
     while let Some(&d) = scratch.work.get(at) {
         at += 1;
-        let (held, priced, sum) = tally(&book.positions, closes.days.get(&d), d);
+        let fast = book
+            .flat
+            .filter(|f| d >= f.from)
+            .and_then(|f| f.slice(flat));
+        let (held, priced, sum) = match fast {
+            Some(positions) => tally_flat(positions, closes.days.get(&d)),
+            None => tally(&book.positions, closes.days.get(&d), d),
+        };
         let old = book.day(d).copied();
         let old_value = old.and_then(|x| x.valued.then_some(x.sum));
         let old_row = old.and_then(|x| {
@@ -490,6 +587,12 @@ struct Books {
     scratch: Scratch,
     /// The horizon of the last eviction: days before it have left memory.
     evicted: Option<NaiveDate>,
+    /// Every book's open positions, one book after the other (`Book::flat`): a new day reads
+    /// them in one sweep, where each book's own vector was a cache miss.
+    flat: Vec<FlatPosition>,
+    /// Entries of `flat` no book points at any more (a book whose positions changed moved
+    /// its own to the end); compacted once they are half.
+    flat_garbage: usize,
 }
 
 /// Days the horizon moves between two evictions: each costs a pass over every book, moving
@@ -514,6 +617,8 @@ impl Books {
             holders,
             scratch,
             evicted: _,
+            flat,
+            flat_garbage,
         } = self;
         // 1. The closes: retractions first (a replaced close is −old, +new at one time).
         close_changes.sort_by_key(|(_, d)| *d);
@@ -558,6 +663,12 @@ impl Books {
             scratch.before.clear();
             scratch.work.clear();
             apply_inputs(book, own, closes, &new_days, scratch);
+            if own.iter().any(|i| matches!(i, BookInput::Position(..))) {
+                if let Some(old) = book.flat.take() {
+                    *flat_garbage += old.len as usize;
+                }
+                book.flat = flatten(&book.positions, flat);
+            }
             for input in own {
                 if let BookInput::Position(pos, diff) = input {
                     // Sorted: a binary search finds it.
@@ -582,7 +693,7 @@ impl Books {
                 scratch.work.sort_unstable();
                 scratch.work.dedup();
             }
-            evaluate_days(p, book, closes, window, scratch, out);
+            evaluate_days(p, book, flat, closes, window, scratch, out);
         };
         // 4. Each portfolio, in id order: its inputs, then every day to evaluate again, in
         //    date order. With new days every book; else only those with inputs or a
@@ -609,6 +720,29 @@ impl Books {
                 _ => {}
             }
         }
+        if *flat_garbage > 0 && *flat_garbage * 2 >= flat.len() {
+            self.compact_flat();
+        }
+    }
+
+    /// Rewrites `flat` without its garbage, the books in id order (the order a day visits
+    /// them).
+    fn compact_flat(&mut self) {
+        let mut fresh = Vec::with_capacity(self.flat.len() - self.flat_garbage);
+        for &p in &self.owned {
+            let Some(book) = self.books.get_mut(p as usize) else {
+                continue;
+            };
+            // Within u32: `fresh` is no longer than `flat`, whose offsets were (else the
+            // book falls back to its full pass).
+            book.flat = book.flat.and_then(|f| {
+                let at = u32::try_from(fresh.len()).ok()?;
+                fresh.extend_from_slice(f.slice(&self.flat)?);
+                Some(FlatRange { at, ..f })
+            });
+        }
+        self.flat = fresh;
+        self.flat_garbage = 0;
     }
 }
 
@@ -683,4 +817,152 @@ where
                 }
             },
         )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn day(n: u8) -> NaiveDate {
+        NaiveDate::from_ymd_opt(2001, 1, 1).expect("a valid date")
+            + chrono::Duration::days(i64::from(n))
+    }
+
+    /// A position: stock, from, length in days (None: open), quantity, count.
+    fn position() -> impl Strategy<Value = (Position, isize)> {
+        (
+            0u32..6,
+            0u8..20,
+            proptest::option::weighted(0.3, 1u8..20),
+            prop_oneof![
+                -1_000_000i64..1_000_000,
+                Just(i64::MAX),
+                Just(i64::MIN + 1),
+            ],
+            prop_oneof![8 => Just(1isize), 1 => Just(0isize), 1 => Just(2isize), 1 => Just(-1isize)],
+        )
+            .prop_map(|(stock, from, len, quantity, count)| {
+                let pos = Position {
+                    portfolio: 7,
+                    stock,
+                    from: day(from),
+                    to: len.map(|l| day(from.saturating_add(l))),
+                    quantity,
+                };
+                (pos, count)
+            })
+    }
+
+    /// A day's closes by stock (fewer stocks than positions use: some unpriced).
+    fn closes() -> impl Strategy<Value = Option<DayCloses>> {
+        proptest::option::weighted(
+            0.9,
+            proptest::collection::vec(
+                prop_oneof![
+                    6 => 1i64..1_000_000_000_000_000,
+                    1 => Just(NONE),
+                    1 => Just(HUGE),
+                    1 => Just(i64::MAX - 1),
+                ],
+                0..6,
+            ),
+        )
+        .prop_map(|prices| {
+            prices.map(|prices| DayCloses {
+                count: prices.iter().filter(|&&p| p != NONE).count() as u32,
+                prices,
+            })
+        })
+    }
+
+    proptest! {
+        /// On every day from its range's start, the flat pass over a book's open positions
+        /// gives what the full pass over all of them gives (held, priced, the checked sum),
+        /// and a book it cannot take (a count not 1) is refused with `flat` untouched.
+        #[test]
+        fn the_flat_pass_equals_the_full_pass(
+            positions in proptest::collection::vec(position(), 0..12),
+            closes in closes(),
+            offset in 0u8..30,
+        ) {
+            let mut flat = vec![FlatPosition { quantity: 3, stock: 9 }];
+            let range = flatten(&positions, &mut flat);
+            let refused = positions.iter().any(|(_, c)| *c > 0 && *c != 1);
+            prop_assert_eq!(range.is_none(), refused);
+            let Some(range) = range else {
+                prop_assert_eq!(flat.len(), 1, "a refused book leaves nothing behind");
+                return Ok(());
+            };
+            prop_assert_eq!(range.at, 1);
+            let d = if range.from == NaiveDate::MIN { day(offset) } else {
+                range.from + chrono::Duration::days(i64::from(offset))
+            };
+            let slice = range.slice(&flat).expect("the range is inside flat");
+            prop_assert_eq!(
+                tally_flat(slice, closes.as_ref()),
+                tally(&positions, closes.as_ref(), d),
+                "day {}", d
+            );
+        }
+    }
+
+    #[test]
+    fn compacting_keeps_every_books_positions() {
+        let open = |stock, quantity| {
+            (
+                Position {
+                    portfolio: 0,
+                    stock,
+                    from: day(0),
+                    to: None,
+                    quantity,
+                },
+                1isize,
+            )
+        };
+        let mut books = Books::default();
+        for p in 0..4u32 {
+            let mut book = Book {
+                positions: vec![open(p, i64::from(p) + 1), open(p + 10, 5)],
+                ..Book::default()
+            };
+            book.flat = flatten(&book.positions, &mut books.flat);
+            books.books.push(book);
+            books.owned.push(p);
+        }
+        // Book 1's positions change twice: its old entries become garbage.
+        for q in [7, 8] {
+            let book = &mut books.books[1];
+            books.flat_garbage += book.flat.take().map_or(0, |f| f.len as usize);
+            book.positions.push(open(20, q));
+            book.flat = flatten(&book.positions, &mut books.flat);
+        }
+        let before: Vec<Vec<(u32, i64)>> = books
+            .books
+            .iter()
+            .map(|b| {
+                let f = b
+                    .flat
+                    .expect("flattened")
+                    .slice(&books.flat)
+                    .expect("in range");
+                f.iter().map(|x| (x.stock, x.quantity)).collect()
+            })
+            .collect();
+        assert_eq!(books.flat.len(), 8 + 3 + 4);
+        books.compact_flat();
+        assert_eq!(books.flat.len(), 2 + 4 + 2 + 2, "the garbage is gone");
+        assert_eq!(books.flat_garbage, 0);
+        for (b, want) in books.books.iter().zip(&before) {
+            let f = b
+                .flat
+                .expect("still flattened")
+                .slice(&books.flat)
+                .expect("in range");
+            let got: Vec<(u32, i64)> = f.iter().map(|x| (x.stock, x.quantity)).collect();
+            assert_eq!(&got, want);
+        }
+        assert_eq!(before[1], vec![(1, 2), (11, 5), (20, 7), (20, 8)]);
+    }
 }
