@@ -492,7 +492,8 @@ fn evaluate_days(
             (Ok(i), false) => {
                 book.days.remove(i);
             }
-            (Err(i), true) => book.days.insert(
+            (Err(i), true) => insert_day(
+                &mut book.days,
                 i,
                 Day {
                     sum: sum.unwrap_or(Money::ZERO),
@@ -518,6 +519,16 @@ fn evaluate_days(
             }
         }
     }
+}
+
+/// Inserts a day, growing the vector by a quarter when full (not doubling it): a book holds
+/// the days in memory and a few weeks more, and doubling left a third of 20,000 books' day
+/// vectors unused (80 MB in the 2,000 × 20,000 bench).
+fn insert_day(days: &mut Vec<Day>, i: usize, day: Day) {
+    if days.len() == days.capacity() {
+        days.reserve_exact((days.len() / 4).max(8));
+    }
+    days.insert(i, day);
 }
 
 /// Applies a portfolio's position and seed changes; adds the days they touch to
@@ -722,6 +733,9 @@ impl Books {
         }
         if *flat_garbage > 0 && *flat_garbage * 2 >= flat.len() {
             self.compact_flat();
+        } else if flat.capacity() > flat.len() + flat.len() / 4 + 4096 {
+            // Grown by doubling (all the holdings at once): the slack back.
+            flat.shrink_to(flat.len() + flat.len() / 8);
         }
     }
 
