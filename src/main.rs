@@ -30,9 +30,24 @@ fn init_logging(format: LogFormat) {
     }
 }
 
+/// No transparent huge pages for this process (Linux): the job's buffers come and go every
+/// timestamp, and mimalloc asks for huge pages on its arenas, so the kernel zeroed 2 MiB at a
+/// fault again and again. Off, the in-memory bench ran 12 % faster with one worker and 25 %
+/// with two (docs/benchmarks.md); databases (Redis, MongoDB) advise the same for latency.
+#[cfg(target_os = "linux")]
+fn disable_transparent_huge_pages() {
+    if let Err(e) = nix::sys::prctl::set_thp_disable(true) {
+        tracing::debug!(error = %e, "transparent huge pages stay as the system sets them");
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn disable_transparent_huge_pages() {}
+
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     init_logging(cli.global.log_format);
+    disable_transparent_huge_pages();
     stockflow_dataflow::panics::install_hook();
     quiet_on_closed_stdout();
     match run(cli) {
