@@ -236,11 +236,13 @@ fn run_objects(
             }
             built.inputs.advance_to(t + 1);
             fed = t + 1;
-            if pace == Pace::Free {
-                worker.step();
-                if result.is_ok() {
-                    result = drain(&built.outbox, &sink);
-                }
+            // One step after every batch, as the job steps after every round: the dataflow
+            // starts on it at once (without it, a window of days waited for the last one and
+            // went through the operators together).
+            worker.step();
+            timings.observe(&built.probe);
+            if result.is_ok() {
+                result = drain(&built.outbox, &sink);
             }
         }
         if pace != Pace::Free {
