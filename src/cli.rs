@@ -597,8 +597,7 @@ fn parse_key_value(s: &str) -> Result<(String, String), String> {
         .ok_or_else(|| format!("expected KEY=VALUE, got {s:?}"))
 }
 
-/// `--memory-days`: 0 (every day), or at least 40 (a month of restored window and a catch-up
-/// bucket behind the newest day: fewer would re-run the job on ordinary late records).
+/// `bench dataflow --in-flight`: 1 to 64 days unfinished at a time.
 fn in_flight(v: &str) -> Result<usize, String> {
     match v.parse::<usize>() {
         Ok(n @ 1..=64) => Ok(n),
@@ -607,6 +606,8 @@ fn in_flight(v: &str) -> Result<usize, String> {
     }
 }
 
+/// `--memory-days`: 0 (every day), or at least 40 (a month of restored window and a catch-up
+/// bucket behind the newest day: fewer would re-run the job on ordinary late records).
 fn memory_days(v: &str) -> Result<u32, String> {
     let n: u32 = v.parse().map_err(|e| format!("{e}"))?;
     if n != 0 && n < 40 {

@@ -32,7 +32,7 @@ fn init_logging(format: LogFormat) {
 
 /// No transparent huge pages for this process (Linux): the job's buffers come and go every
 /// timestamp, and mimalloc asks for huge pages on its arenas, so the kernel zeroed 2 MiB at a
-/// fault again and again. Off, the in-memory bench ran 12 % faster with one worker and 25 %
+/// fault again and again. Off, the in-memory bench ran 12 % faster with one worker and 25-35 %
 /// with two (docs/benchmarks.md); databases (Redis, MongoDB) advise the same for latency.
 #[cfg(target_os = "linux")]
 fn disable_transparent_huge_pages() {

@@ -254,8 +254,9 @@ pub fn run_core_bench(universe: &Arc<Universe>, cfg: &CoreBenchConfig) -> Result
     // Batch 0 (the holdings), the days, then the restatements.
     let n = (n_days + 1).min(stats.per_batch.len());
     let (per_day, restating) = stats.per_batch.split_at(n);
-    // Days 1 to `in_flight` entered with the holdings in flight and complete in a burst
-    // after them; the first day that entered alone is 1 + in_flight (2 one at a time).
+    // Days 1 to `in_flight` − 1 enter with the holdings in flight and complete in a burst
+    // after them, and day `in_flight` waits for them: the early days start one after it
+    // (day 2 one at a time, as before days were in flight).
     let first = 1 + cfg.in_flight.max(1);
     let early = per_day
         .get(first..(first + EDGE_DAYS).min(n))

@@ -240,7 +240,9 @@ fn run_objects(
             // starts on it at once (without it, a window of days waited for the last one and
             // went through the operators together).
             worker.step();
-            timings.observe(&built.probe);
+            if pace != Pace::Free {
+                timings.observe(&built.probe);
+            }
             if result.is_ok() {
                 result = drain(&built.outbox, &sink);
             }
@@ -279,4 +281,30 @@ fn run_objects(
         .map_err(|_| Error::Internal("stats lock poisoned".into()))?
         .clone();
     Ok(stats)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_window_lets_so_many_timestamps_be_unfinished_and_the_tail_enter_alone() {
+        let pace = Pace::Window {
+            in_flight: 4,
+            alone_from: 10,
+        };
+        // Batch t enters once every timestamp below the returned one is complete.
+        let before: Vec<u64> = (0..13).filter_map(|t| pace.complete_before(t)).collect();
+        assert_eq!(before, vec![0, 0, 0, 0, 1, 2, 3, 4, 5, 6, 10, 11, 12]);
+        let one = Pace::ONE_AT_A_TIME;
+        assert_eq!(one.complete_before(0), Some(0));
+        assert_eq!(one.complete_before(7), Some(7));
+        assert_eq!(Pace::Free.complete_before(7), None);
+        // A window of 0 is taken as 1, never as "wait for the future".
+        let zero = Pace::Window {
+            in_flight: 0,
+            alone_from: usize::MAX,
+        };
+        assert_eq!(zero.complete_before(3), Some(3));
+    }
 }

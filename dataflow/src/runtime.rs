@@ -248,10 +248,14 @@ pub fn build<A: Allocate>(
                             for (row, t, d) in data.drain(..) {
                                 let (_, part) = pending
                                     .entry(t)
-                                    .or_insert_with(|| (cap.delayed(&t), Part::sized(&sizes)));
+                                    .or_insert_with(|| (cap.delayed(&t), Part::default()));
                                 match row {
-                                    Row::Evaluation(e) => part.evaluations.push((e, d)),
-                                    Row::Issue(i) => part.issues.push((i, d)),
+                                    Row::Evaluation(e) => {
+                                        push_sized(&mut part.evaluations, (e, d), sizes.evaluations)
+                                    }
+                                    Row::Issue(i) => {
+                                        push_sized(&mut part.issues, (i, d), sizes.issues)
+                                    }
                                 }
                             }
                         });
@@ -259,9 +263,9 @@ pub fn build<A: Allocate>(
                             for (item, t) in data.drain(..) {
                                 pending
                                     .entry(t)
-                                    .or_insert_with(|| (cap.delayed(&t), Part::sized(&sizes)))
+                                    .or_insert_with(|| (cap.delayed(&t), Part::default()))
                                     .1
-                                    .push(item);
+                                    .push(item, &sizes);
                             }
                         });
                         let (rows_f, others_f) = (rows_in.frontier(), others_in.frontier());
@@ -271,8 +275,9 @@ pub fn build<A: Allocate>(
                                 break;
                             }
                             let (cap, mut part) = entry.remove();
-                            part.consolidate();
+                            // As many as came (a day of retractions consolidates to fewer).
                             sizes = part.sizes();
+                            part.consolidate();
                             output.session(&cap).give((part, t));
                         }
                     }
@@ -385,17 +390,16 @@ struct PartSizes {
     holdings: usize,
 }
 
-impl Part {
-    fn sized(sizes: &PartSizes) -> Part {
-        Part {
-            evaluations: Vec::with_capacity(sizes.evaluations),
-            issues: Vec::with_capacity(sizes.issues),
-            prices: Vec::with_capacity(sizes.prices),
-            holdings: Vec::with_capacity(sizes.holdings),
-            ..Part::default()
-        }
+/// Pushes onto `v`, which is first given room for `hint` items (the last part's count of that
+/// kind): only the vectors a timestamp uses are sized, once.
+fn push_sized<T>(v: &mut Vec<T>, item: T, hint: usize) {
+    if v.capacity() == 0 {
+        v.reserve(hint);
     }
+    v.push(item);
+}
 
+impl Part {
     fn sizes(&self) -> PartSizes {
         PartSizes {
             evaluations: self.evaluations.len(),
@@ -405,10 +409,10 @@ impl Part {
         }
     }
 
-    fn push(&mut self, item: SinkItem) {
+    fn push(&mut self, item: SinkItem, sizes: &PartSizes) {
         match item {
-            SinkItem::Price(p, d) => self.prices.push((p, d)),
-            SinkItem::Holding(h, d) => self.holdings.push((h, d)),
+            SinkItem::Price(p, d) => push_sized(&mut self.prices, (p, d), sizes.prices),
+            SinkItem::Holding(h, d) => push_sized(&mut self.holdings, (h, d), sizes.holdings),
             SinkItem::Control(Control::Offset {
                 progress,
                 newest_ms,

@@ -155,8 +155,9 @@ struct Book {
     days: VecDeque<Day>,
     /// Values before a restore window, sorted by date.
     seeds: Vec<(NaiveDate, Money)>,
-    /// Its open positions in [`Books::flat`], for the days they alone price (None: it has
-    /// none, or one whose quantity × count leaves an i64).
+    /// Its open positions in [`Books::flat`], for the days they alone cover (None: never
+    /// flattened, a position with a count other than 1, or more than a u32 indexes; then
+    /// every day takes the full pass over `positions`).
     flat: Option<FlatRange>,
 }
 
@@ -744,7 +745,7 @@ impl Books {
     /// Rewrites `flat` without its garbage, the books in id order (the order a day visits
     /// them).
     fn compact_flat(&mut self) {
-        let mut fresh = Vec::with_capacity(self.flat.len() - self.flat_garbage);
+        let mut fresh = Vec::with_capacity(self.flat.len().saturating_sub(self.flat_garbage));
         for &p in &self.owned {
             let Some(book) = self.books.get_mut(p as usize) else {
                 continue;

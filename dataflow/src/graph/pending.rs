@@ -151,7 +151,8 @@ mod tests {
             let all = chunks.into_vec();
             assert_eq!(all, (0..n).collect::<Vec<_>>(), "n = {n}");
             if n > CHUNK {
-                assert_eq!(all.capacity(), n, "more than a chunk: exactly sized");
+                // Doubling would have reached 16,384 for 12,305.
+                assert!(all.capacity() <= n + n / 8, "n = {n}: sized to its updates");
             }
         }
     }
