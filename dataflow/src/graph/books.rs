@@ -524,9 +524,9 @@ fn evaluate_days(
     }
 }
 
-/// Inserts a day, growing the vector by a quarter when full (not doubling it): a book holds
-/// the days in memory and a few weeks more, and doubling left a third of 20,000 books' day
-/// vectors unused (80 MB in the 2,000 × 20,000 bench).
+/// Inserts a day, growing the deque by a quarter when full (not doubling it): a book holds
+/// the days in memory and a few weeks more, and doubling left a third of 20,000 books' days
+/// unused (80 MB in the 2,000 × 20,000 bench).
 fn insert_day(days: &mut VecDeque<Day>, i: usize, day: Day) {
     if days.len() == days.capacity() {
         days.reserve_exact((days.len() / 4).max(8));
@@ -609,9 +609,9 @@ struct Books {
     flat_garbage: usize,
 }
 
-/// Days the horizon moves between two evictions: each costs a pass over every book, moving
-/// the days it keeps, so memory holds up to `--memory-days` + 30 days and a day is moved about
-/// `--memory-days` / 30 times (at 7, the 2,000 × 20,000 bench spent 2–3 ms a day on it).
+/// Days the horizon moves between two evictions: each costs a pass over every book (a binary
+/// search and the days it forgets, from the front of the deque), so memory holds up to
+/// `--memory-days` + 30 days.
 const EVICT_STEP_DAYS: i64 = 30;
 
 impl Books {
