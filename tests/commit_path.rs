@@ -332,7 +332,7 @@ mod bounds {
         evaluations.sort();
         let batch = Batch {
             time: 2,
-            evaluations,
+            evaluations: evaluations.into(),
             prices: vec![
                 (
                     PriceInput {

@@ -14,8 +14,9 @@ use std::collections::BTreeMap;
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Batch {
     pub time: u64,
-    /// Evaluation rows sorted by row: +1 insert, −1 retract.
-    pub evaluations: Vec<(Evaluation, isize)>,
+    /// Evaluation rows, +1 insert, −1 retract: in the parts the workers handed over, each
+    /// sorted by row (a portfolio's rows are all in one part).
+    pub evaluations: Rows<(Evaluation, isize)>,
     /// Portfolio-days that could not be evaluated (incomplete, overflow): +1 / −1.
     pub issues: Vec<(Issue, isize)>,
     /// Changes of the job's input state: the latest close of each (stock, day) …
@@ -87,10 +88,11 @@ impl Batch {
             return batches.into_iter().next().unwrap_or_default();
         }
         let mut out = Batch::default();
+        let mut evaluations = Vec::new();
         let mut offsets: BTreeMap<(String, i32), Progress> = BTreeMap::new();
         for b in batches {
             out.time = out.time.max(b.time);
-            out.evaluations.extend(b.evaluations);
+            evaluations.extend(b.evaluations);
             out.issues.extend(b.issues);
             out.prices.extend(b.prices);
             out.holdings.extend(b.holdings);
@@ -101,12 +103,105 @@ impl Batch {
             out.newest_record_ms = out.newest_record_ms.max(b.newest_record_ms);
             out.catching_up = b.catching_up;
         }
-        consolidate(&mut out.evaluations);
+        consolidate(&mut evaluations);
+        out.evaluations = Rows::from(evaluations);
         consolidate(&mut out.issues);
         consolidate(&mut out.prices);
         consolidate(&mut out.holdings);
         out.offsets = offsets.into_values().collect();
         out
+    }
+}
+
+/// A batch's rows of one kind as the workers handed them over: one vector per worker's part,
+/// never joined into one (that copied every row once more, on the one worker that joins,
+/// while the others waited for it). Equal to another when the rows are, in order, however
+/// they are split into parts.
+#[derive(Debug, Clone)]
+pub struct Rows<T> {
+    parts: Vec<Vec<T>>,
+}
+
+impl<T> Default for Rows<T> {
+    fn default() -> Self {
+        Rows { parts: Vec::new() }
+    }
+}
+
+impl<T> Rows<T> {
+    pub fn len(&self) -> usize {
+        self.parts.iter().map(Vec::len).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.parts.iter().all(Vec::is_empty)
+    }
+
+    /// Every row, part after part.
+    pub fn iter(&self) -> std::iter::Flatten<std::slice::Iter<'_, Vec<T>>> {
+        self.parts.iter().flatten()
+    }
+
+    /// Adds a part after the others (an empty one is not kept).
+    pub fn push_part(&mut self, part: Vec<T>) {
+        if !part.is_empty() {
+            self.parts.push(part);
+        }
+    }
+
+    /// The parts, in order.
+    pub fn parts(&self) -> &[Vec<T>] {
+        &self.parts
+    }
+
+    /// Every row in one vector (no copy when there is one part).
+    pub fn into_vec(mut self) -> Vec<T> {
+        if self.parts.len() <= 1 {
+            return self.parts.pop().unwrap_or_default();
+        }
+        let mut out = Vec::with_capacity(self.len());
+        for part in self.parts {
+            out.extend(part);
+        }
+        out
+    }
+}
+
+impl<T> From<Vec<T>> for Rows<T> {
+    fn from(part: Vec<T>) -> Self {
+        let mut rows = Rows::default();
+        rows.push_part(part);
+        rows
+    }
+}
+
+impl<T> FromIterator<T> for Rows<T> {
+    fn from_iter<I: IntoIterator<Item = T>>(iter: I) -> Self {
+        Rows::from(iter.into_iter().collect::<Vec<T>>())
+    }
+}
+
+impl<T: PartialEq> PartialEq for Rows<T> {
+    fn eq(&self, other: &Self) -> bool {
+        self.len() == other.len() && self.iter().eq(other.iter())
+    }
+}
+
+impl<T: Eq> Eq for Rows<T> {}
+
+impl<'a, T> IntoIterator for &'a Rows<T> {
+    type Item = &'a T;
+    type IntoIter = std::iter::Flatten<std::slice::Iter<'a, Vec<T>>>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.iter()
+    }
+}
+
+impl<T> IntoIterator for Rows<T> {
+    type Item = T;
+    type IntoIter = std::iter::Flatten<std::vec::IntoIter<Vec<T>>>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.parts.into_iter().flatten()
     }
 }
 
@@ -242,6 +337,29 @@ mod tests {
         assert_eq!(first.rows(), 1);
         first.absorb(Batch::default());
         assert_eq!(first.issues, vec![(issue(2, 2, 3), 1)]);
+    }
+
+    #[test]
+    fn rows_are_their_parts_in_order_however_split() {
+        let mut split: Rows<(u32, isize)> = Rows::default();
+        split.push_part(vec![(1, 1), (2, -1)]);
+        split.push_part(Vec::new());
+        split.push_part(vec![(3, 1)]);
+        // The empty part is not kept.
+        assert_eq!(split.parts().len(), 2);
+        assert_eq!(split.len(), 3);
+        assert!(!split.is_empty());
+        let whole = Rows::from(vec![(1, 1), (2, -1), (3, 1)]);
+        assert_eq!(split, whole);
+        assert_ne!(split, Rows::from(vec![(1, 1), (3, 1), (2, -1)]));
+        assert_ne!(split, Rows::from(vec![(1, 1), (2, -1)]));
+        assert_eq!(split.iter().map(|r| r.0).collect::<Vec<_>>(), vec![1, 2, 3]);
+        assert_eq!(split.clone().into_vec(), vec![(1, 1), (2, -1), (3, 1)]);
+        assert_eq!(split.into_iter().count(), 3);
+        let none: Rows<(u32, isize)> = Rows::from(Vec::new());
+        assert!(none.is_empty());
+        assert_eq!(none.len(), 0);
+        assert!(none.into_vec().is_empty());
     }
 
     #[test]

@@ -15,7 +15,7 @@ pub mod money;
 pub mod sink;
 pub mod types;
 
-pub use batch::{Batch, Restore, Seed, StoredState};
+pub use batch::{Batch, Restore, Rows, Seed, StoredState};
 pub use error::{backoff, Error, Fault, Result};
 pub use money::{Fixed6, Money, Percent};
 pub use sink::{CollectSink, Sink};

@@ -451,7 +451,7 @@ fn assemble(t: u64, parts: Vec<Part>, offsets: &mut BTreeMap<(String, i32), Prog
         ..Batch::default()
     };
     for part in parts {
-        join(&mut batch.evaluations, part.evaluations);
+        batch.evaluations.push_part(part.evaluations);
         join(&mut batch.issues, part.issues);
         join(&mut batch.prices, part.prices);
         join(&mut batch.holdings, part.holdings);

@@ -70,7 +70,7 @@ mod tests {
         };
         // Consolidated batches sort by row: a lowered value's insertion sorts first.
         let batch = Batch {
-            evaluations: vec![(row(90), 1), (row(100), -1)],
+            evaluations: vec![(row(90), 1), (row(100), -1)].into(),
             ..Batch::default()
         };
         let order: Vec<isize> = publication_order(&batch).iter().map(|(_, d)| *d).collect();

@@ -179,7 +179,7 @@ pub fn rebuild(
             if !diffs.is_empty() && !commit.replay {
                 diffs.sort();
                 let batch = Batch {
-                    evaluations: diffs,
+                    evaluations: diffs.into(),
                     ..Batch::default()
                 };
                 let entry = statements::JournalEntry {

@@ -131,18 +131,18 @@ fn deletes(table: &str, key_cols: &[&str], keys: Vec<Vec<Value>>) -> Vec<Stateme
 
 /// What consolidated diffs do to a keyed table: the rows to upsert (inserted), and the keys
 /// to delete (retracted and not inserted again in the same batch).
-pub fn plan_rows<T, K: Eq + Hash + Ord + Clone>(
-    diffs: &[(T, isize)],
+pub fn plan_rows<'a, T: 'a, K: Eq + Hash + Ord + Clone>(
+    diffs: impl IntoIterator<Item = &'a (T, isize)> + Copy,
     key: impl Fn(&T) -> K,
-) -> (Vec<&T>, Vec<K>) {
+) -> (Vec<&'a T>, Vec<K>) {
     let inserts: Vec<&T> = diffs
-        .iter()
+        .into_iter()
         .filter(|(_, d)| *d > 0)
         .map(|(r, _)| r)
         .collect();
     let inserted: HashSet<K> = inserts.iter().map(|r| key(r)).collect();
     let mut removed: Vec<K> = diffs
-        .iter()
+        .into_iter()
         .filter(|(_, d)| *d < 0)
         .map(|(r, _)| key(r))
         .filter(|k| !inserted.contains(k))
@@ -669,7 +669,7 @@ mod tests {
     fn the_journal_marks_restated_days_keeps_the_latest_and_never_splits_a_pair() {
         let mut evaluations = vec![(e(0, 3, 100), -1), (e(0, 3, 120), 1), (e(0, 4, 50), 1)];
         let batch = Batch {
-            evaluations: evaluations.clone(),
+            evaluations: evaluations.clone().into(),
             ..Batch::default()
         };
         let j = journal_diffs(&batch);
@@ -688,7 +688,7 @@ mod tests {
             evaluations.push((e(p, 5, 11), 1));
         }
         let batch = Batch {
-            evaluations,
+            evaluations: evaluations.into(),
             ..Batch::default()
         };
         let j = journal_diffs(&batch);
@@ -702,7 +702,7 @@ mod tests {
             evaluations.push((e(p, 5, 11), 1));
         }
         let batch = Batch {
-            evaluations,
+            evaluations: evaluations.into(),
             ..Batch::default()
         };
         let j = journal_diffs(&batch);
@@ -714,7 +714,7 @@ mod tests {
     #[test]
     fn a_pruning_commit_prunes_the_journal_to_its_bounds_and_others_do_not() {
         let batch = Batch {
-            evaluations: vec![(e(0, 3, 100), 1)],
+            evaluations: vec![(e(0, 3, 100), 1)].into(),
             ..Batch::default()
         };
         let j = journal_diffs(&batch);
@@ -842,7 +842,7 @@ mod tests {
         let day = chrono::NaiveDate::from_ymd_opt(2000, 1, 3).unwrap_or_default();
         let batch = Batch {
             time: 5,
-            evaluations: vec![(e(0, 3, 1), 1), (e(1, 3, 2), -1)],
+            evaluations: vec![(e(0, 3, 1), 1), (e(1, 3, 2), -1)].into(),
             prices: vec![(
                 PriceInput {
                     stock: 0,
