@@ -555,6 +555,11 @@ pub enum BenchCommand {
         /// enter one at a time, into an idle dataflow.
         #[arg(long, default_value_t = stockflow_dataflow::job::machine::MAX_ROUNDS_IN_FLIGHT, value_parser = in_flight)]
         in_flight: usize,
+        /// Measure scaling instead: this many rounds of one worker against `-w` workers, run
+        /// alternately in this process (the first run of a round alternates too); prints each
+        /// round's ticks/s and ratio, and the median ratio (0: one run at `-w`).
+        #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=100))]
+        scaling_rounds: u32,
         #[command(flatten)]
         market: MarketArgs,
     },

@@ -15,9 +15,26 @@ pub async fn run(g: &Global, command: BenchCommand) -> Result<ExitCode> {
             days,
             memory_days,
             in_flight,
+            scaling_rounds,
             market,
         } => {
             let universe = Arc::new(super::universe(&market)?);
+            if scaling_rounds > 0 {
+                let v = scaling(
+                    &universe,
+                    workers,
+                    days,
+                    memory_days,
+                    in_flight,
+                    scaling_rounds,
+                )
+                .await?;
+                match g.output {
+                    Output::Json => println!("{v}"),
+                    Output::Text => println!("{}", serde_json::to_string_pretty(&v)?),
+                }
+                return Ok(ExitCode::SUCCESS);
+            }
             let cfg = stockflow_dataflow::bench::CoreBenchConfig {
                 days,
                 workers,
@@ -214,6 +231,80 @@ async fn producers(
 }
 
 /// Peak resident memory of this process (Linux VmHWM), in MiB.
+/// `bench dataflow --scaling-rounds`: one worker against `workers`, alternated in one process
+/// (the machine's noise comes in waves of seconds: a ratio of runs minutes apart measured the
+/// machine as much as the code), each round's ratio and their median.
+async fn scaling(
+    universe: &Arc<stockflow_market::Universe>,
+    workers: usize,
+    days: usize,
+    memory_days: u32,
+    in_flight: usize,
+    rounds: u32,
+) -> Result<serde_json::Value> {
+    anyhow::ensure!(
+        workers >= 2,
+        "--scaling-rounds compares one worker with -w workers: give -w 2 or more"
+    );
+    let mut out = Vec::new();
+    let mut ratios = Vec::new();
+    let mut same_rows = true;
+    for round in 0..rounds {
+        // Which runs first alternates: a wave of noise favours neither.
+        let order = if round % 2 == 0 {
+            [1, workers]
+        } else {
+            [workers, 1]
+        };
+        let mut ticks_per_second = [0.0f64; 2];
+        for w in order {
+            let cfg = stockflow_dataflow::bench::CoreBenchConfig {
+                days,
+                workers: w,
+                seed: 6107,
+                memory_days: (memory_days > 0).then_some(i64::from(memory_days)),
+                in_flight,
+            };
+            let u = Arc::clone(universe);
+            let r = tokio::task::spawn_blocking(move || {
+                stockflow_dataflow::bench::run_core_bench(&u, &cfg)
+            })
+            .await??;
+            same_rows &=
+                r.checksum == r.baseline_checksum && r.evaluations == r.baseline_evaluations;
+            ticks_per_second[usize::from(w != 1)] =
+                r.ticks as f64 / r.elapsed.as_secs_f64().max(1e-9);
+        }
+        let ratio = ticks_per_second[1] / ticks_per_second[0].max(1e-9);
+        tracing::info!(
+            round,
+            one = ticks_per_second[0].round(),
+            many = ticks_per_second[1].round(),
+            ratio,
+            "scaling round"
+        );
+        ratios.push(ratio);
+        out.push(serde_json::json!({
+            "ticks_per_second_1": ticks_per_second[0],
+            "ticks_per_second_w": ticks_per_second[1],
+            "ratio": ratio,
+        }));
+    }
+    let mut sorted = ratios.clone();
+    sorted.sort_by(f64::total_cmp);
+    Ok(serde_json::json!({
+        "workers": workers,
+        "days": days,
+        "memory_days": memory_days,
+        "in_flight": in_flight,
+        "rounds": out,
+        "median_ratio": sorted.get(sorted.len() / 2),
+        "min_ratio": sorted.first(),
+        "max_ratio": sorted.last(),
+        "same_rows_as_baseline": same_rows,
+    }))
+}
+
 pub fn peak_rss_mib() -> Option<f64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
