@@ -1,7 +1,7 @@
 //! The dataflow core alone, fed from memory: no broker, no sink I/O.
 
 use crate::graph::Horizon;
-use crate::memory::{initial_holdings, run_source, BatchSource, InputBatch, Pace};
+use crate::memory::{holdings_of, run_source, BatchSource, InputBatch, Pace};
 use crate::Result;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -126,48 +126,62 @@ struct BenchInput {
 
 impl BenchInput {
     /// Every (day, prices) in order, then the restated closes (one more unit each time,
-    /// versions after every tick).
-    fn days(&self) -> impl Iterator<Item = InputBatch> + '_ {
-        let mut paths = self.paths.clone();
-        let mut seq = 0i64;
+    /// versions after every tick): of worker `index` of `peers`, the `peers`-th prices from
+    /// its index on (the restatements, of stock 0, all worker 0's; the others get empty
+    /// batches at their timestamps). Each worker advances only its own stocks' price paths.
+    fn days(&self, index: usize, peers: usize) -> impl Iterator<Item = InputBatch> + '_ {
+        let peers = peers.max(1);
+        let mut paths: Vec<(usize, stockflow_market::PricePath)> = self
+            .paths
+            .iter()
+            .cloned()
+            .enumerate()
+            .skip(index)
+            .step_by(peers)
+            .collect();
         let mut original: Option<PriceInput> = None;
-        let ticks = (self.days.len() * self.paths.len()) as i64;
+        let n = self.paths.len();
+        let ticks = (self.days.len() * n) as i64;
         self.days
             .iter()
             .enumerate()
             .map(move |(i, d)| {
                 let prices: Vec<PriceInput> = paths
                     .iter_mut()
-                    .enumerate()
                     .map(|(s, path)| {
-                        seq += 1;
+                        // The tick's place in the whole input, as when one worker fed it all.
+                        let seq = (i * n + *s + 1) as i64;
                         PriceInput {
-                            stock: s as u32,
+                            stock: *s as u32,
                             date: *d,
                             price: path.next_close(),
                             version: (seq, 0, seq),
                         }
                     })
                     .collect();
-                if i == self.restated {
+                if i == self.restated && index == 0 {
                     original = prices.first().cloned();
                 }
-                let restatements: Vec<PriceInput> = (i + 1 == self.days.len())
-                    .then(|| original.take())
-                    .flatten()
-                    .map(|orig| {
-                        (1..=RESTATEMENTS as i64)
-                            .map(|k| PriceInput {
-                                price: orig
-                                    .price
-                                    .checked_add(stockflow_core::Money::from_int(k))
-                                    .unwrap_or(orig.price),
-                                version: (ticks + k, 0, ticks + k),
-                                ..orig.clone()
-                            })
-                            .collect()
-                    })
-                    .unwrap_or_default();
+                // After the last day, one batch per restatement (empty on other workers).
+                let restatements: Vec<Vec<PriceInput>> = if i + 1 == self.days.len() {
+                    let orig = original.take();
+                    (1..=RESTATEMENTS as i64)
+                        .map(|k| {
+                            orig.iter()
+                                .map(|orig| PriceInput {
+                                    price: orig
+                                        .price
+                                        .checked_add(stockflow_core::Money::from_int(k))
+                                        .unwrap_or(orig.price),
+                                    version: (ticks + k, 0, ticks + k),
+                                    ..orig.clone()
+                                })
+                                .collect()
+                        })
+                        .collect()
+                } else {
+                    Vec::new()
+                };
                 (prices, restatements)
             })
             .flat_map(|(prices, restatements)| {
@@ -175,8 +189,8 @@ impl BenchInput {
                     prices,
                     holdings: Vec::new(),
                 })
-                .chain(restatements.into_iter().map(|r| InputBatch {
-                    prices: vec![r],
+                .chain(restatements.into_iter().map(|prices| InputBatch {
+                    prices,
                     holdings: Vec::new(),
                 }))
             })
@@ -185,12 +199,22 @@ impl BenchInput {
 
 impl BatchSource for BenchInput {
     fn batches(&self) -> Box<dyn Iterator<Item = InputBatch> + '_> {
+        self.share(0, 1)
+    }
+
+    /// Each worker makes only its own share (the holdings and closes it feeds): made whole
+    /// and then split, every worker made all of them, the same work on each.
+    fn share(&self, index: usize, peers: usize) -> Box<dyn Iterator<Item = InputBatch> + '_> {
+        let holdings = holdings_of(&self.universe, self.start)
+            .skip(index)
+            .step_by(peers.max(1))
+            .collect();
         Box::new(
             std::iter::once(InputBatch {
                 prices: Vec::new(),
-                holdings: initial_holdings(&self.universe, self.start),
+                holdings,
             })
-            .chain(self.days()),
+            .chain(self.days(index, peers)),
         )
     }
 }

@@ -15,11 +15,19 @@ pub fn initial_holdings(
     universe: &stockflow_market::Universe,
     from: chrono::NaiveDate,
 ) -> Vec<HoldingInput> {
+    holdings_of(universe, from).collect()
+}
+
+/// [`initial_holdings`] one at a time (a worker that feeds every n-th one makes only those).
+pub fn holdings_of(
+    universe: &stockflow_market::Universe,
+    from: chrono::NaiveDate,
+) -> impl Iterator<Item = HoldingInput> + '_ {
     universe
         .portfolios
         .iter()
         .enumerate()
-        .flat_map(|(p, def)| {
+        .flat_map(move |(p, def)| {
             def.holdings.iter().map(move |(s, q)| HoldingInput {
                 portfolio: p as u32,
                 stock: *s,
@@ -28,7 +36,6 @@ pub fn initial_holdings(
                 version: (0, 0, 0),
             })
         })
-        .collect()
 }
 
 /// The input of one timestamp.
