@@ -90,18 +90,28 @@ struct Closes {
 }
 
 impl Closes {
-    /// Sets a close; whether the day is new to the store.
-    fn set(&mut self, stock: u32, date: NaiveDate, price: Money) -> bool {
-        let new = !self.days.contains_key(&date);
-        let day = self.days.entry(date).or_default();
-        let i = stock as usize;
-        if day.prices.len() <= i {
-            day.prices.resize(i + 1, NONE);
+    /// Sets closes of one day; whether the day is new to the store (one lookup of the day
+    /// for all of them: every worker sets every close, 2,000 a day in the bench).
+    fn set_day<'a>(
+        &mut self,
+        date: NaiveDate,
+        closes: impl IntoIterator<Item = &'a PriceInput>,
+    ) -> bool {
+        let mut new = false;
+        let day = self.days.entry(date).or_insert_with(|| {
+            new = true;
+            DayCloses::default()
+        });
+        for c in closes {
+            let i = c.stock as usize;
+            if day.prices.len() <= i {
+                day.prices.resize(i + 1, NONE);
+            }
+            if day.prices[i] == NONE {
+                day.count += 1;
+            }
+            day.prices[i] = units(c.price);
         }
-        if day.prices[i] == NONE {
-            day.count += 1;
-        }
-        day.prices[i] = units(price);
         new
     }
 
@@ -634,23 +644,27 @@ impl Books {
             flat,
             flat_garbage,
         } = self;
-        // 1. The closes: retractions first (a replaced close is −old, +new at one time).
+        // 1. The closes: retractions first (a replaced close is −old, +new at one time), then
+        //    the insertions a day at a time. A close of a day the store held before this
+        //    timestamp is a restatement (or a late close): the days it touches are evaluated
+        //    again.
         close_changes.sort_by_key(|(_, d)| *d);
         let mut new_days: Vec<NaiveDate> = Vec::new();
         let mut restated: Vec<(u32, NaiveDate)> = Vec::new();
-        for (c, diff) in &close_changes {
-            let known = new_days.binary_search(&c.date).is_err();
-            if *diff < 0 {
-                closes.unset(c.stock, c.date, c.price);
-                if known {
-                    restated.push((c.stock, c.date));
-                }
-            } else if closes.set(c.stock, c.date, c.price) {
-                if let Err(i) = new_days.binary_search(&c.date) {
-                    new_days.insert(i, c.date);
+        let inserts = close_changes.partition_point(|(_, d)| *d < 0);
+        for (c, _) in &close_changes[..inserts] {
+            closes.unset(c.stock, c.date, c.price);
+            restated.push((c.stock, c.date));
+        }
+        for run in close_changes[inserts..].chunk_by(|a, b| a.0.date == b.0.date) {
+            let date = run[0].0.date;
+            let known = new_days.binary_search(&date).is_err();
+            if closes.set_day(date, run.iter().map(|(c, _)| c)) {
+                if let Err(i) = new_days.binary_search(&date) {
+                    new_days.insert(i, date);
                 }
             } else if known {
-                restated.push((c.stock, c.date));
+                restated.extend(run.iter().map(|(c, _)| (c.stock, date)));
             }
         }
         // 2. Inputs grouped by portfolio (portfolio order).

@@ -80,17 +80,28 @@ impl<A, B> Pending<A, B> {
             .or_insert_with(|| (cap.delayed(&t), Chunks::default(), Chunks::default()))
     }
 
-    /// Records of the first input, each with its own time.
+    /// Records of the first input, each with its own time (one slot lookup per run of
+    /// records of one time, not per record: a message's records nearly always share it).
     pub fn first(&mut self, cap: &Capability<u64>, data: impl IntoIterator<Item = (A, u64)>) {
-        for (a, t) in data {
-            self.slot(cap, t).1.push(a);
+        let mut data = data.into_iter().peekable();
+        while let Some((a, t)) = data.next() {
+            let chunks = &mut self.slot(cap, t).1;
+            chunks.push(a);
+            while let Some((a, _)) = data.next_if(|(_, u)| *u == t) {
+                chunks.push(a);
+            }
         }
     }
 
-    /// Records of the second input, each with its own time.
+    /// Records of the second input, each with its own time (as [`Pending::first`]).
     pub fn second(&mut self, cap: &Capability<u64>, data: impl IntoIterator<Item = (B, u64)>) {
-        for (b, t) in data {
-            self.slot(cap, t).2.push(b);
+        let mut data = data.into_iter().peekable();
+        while let Some((b, t)) = data.next() {
+            let chunks = &mut self.slot(cap, t).2;
+            chunks.push(b);
+            while let Some((b, _)) = data.next_if(|(_, u)| *u == t) {
+                chunks.push(b);
+            }
         }
     }
 
