@@ -114,8 +114,9 @@ impl Batch {
 }
 
 /// A batch's rows of one kind as the workers handed them over: one vector per worker's part,
-/// never joined into one (that copied every row once more, on the one worker that joins,
-/// while the others waited for it). Equal to another when the rows are, in order, however
+/// not joined into one on worker 0 (that copied every row once more, on the one worker that
+/// joined, while the others waited for it; a sink that gathers batches, as `Batch::merged`
+/// does, makes one part of them). Equal to another when the rows are, in order, however
 /// they are split into parts.
 #[derive(Debug, Clone)]
 pub struct Rows<T> {

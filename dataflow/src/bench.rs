@@ -134,10 +134,10 @@ impl BenchInput {
         let mut paths: Vec<(usize, stockflow_market::PricePath)> = self
             .paths
             .iter()
-            .cloned()
             .enumerate()
             .skip(index)
             .step_by(peers)
+            .map(|(s, path)| (s, path.clone()))
             .collect();
         let mut original: Option<PriceInput> = None;
         let n = self.paths.len();
@@ -202,8 +202,10 @@ impl BatchSource for BenchInput {
         self.share(0, 1)
     }
 
-    /// Each worker makes only its own share (the holdings and closes it feeds): made whole
-    /// and then split, every worker made all of them, the same work on each.
+    /// Each worker makes only its own share of the closes (its stocks' price paths alone
+    /// advance) and keeps only its own holdings (each made, a plain struct, but only its own
+    /// collected): made whole and then split, every worker made and held all of them, the
+    /// same work on each.
     fn share(&self, index: usize, peers: usize) -> Box<dyn Iterator<Item = InputBatch> + '_> {
         let holdings = holdings_of(&self.universe, self.start)
             .skip(index)
@@ -372,4 +374,74 @@ fn plain_loop(
         }
     }
     (started.elapsed(), evaluations, checksum)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use stockflow_market::SyntheticSpec;
+
+    #[test]
+    fn each_workers_own_input_is_its_share_of_the_whole() {
+        let universe = Arc::new(Universe::synthetic(SyntheticSpec {
+            stocks: 7,
+            portfolios: 5,
+            min_holdings: 1,
+            max_holdings: 4,
+            seed: 11,
+        }));
+        let start = first_trading_day();
+        let days: Vec<_> = Calendar::new()
+            .trading_days(start, start + chrono::Duration::days(20))
+            .into_iter()
+            .take(6)
+            .collect();
+        let restated_day = days[2];
+        let input = BenchInput {
+            universe: Arc::clone(&universe),
+            start,
+            paths: (0..7)
+                .filter_map(|s| universe.price_path(PriceModel::RandomWalk, 3, s))
+                .collect(),
+            days,
+            restated: 2,
+        };
+        let whole: Vec<InputBatch> = input.batches().collect();
+        // The holdings, six days, then the restatements: stock 0 of the third day, one more
+        // unit each time, versions after every tick.
+        assert_eq!(whole.len(), 1 + 6 + RESTATEMENTS);
+        assert_eq!(whole[1].prices.len(), 7);
+        assert_eq!(whole[6].prices[6].version, (42, 0, 42));
+        let original = whole[3].prices[0].clone();
+        for (k, batch) in whole[7..].iter().enumerate() {
+            let k = k as i64 + 1;
+            assert_eq!(batch.prices.len(), 1, "restatement {k}");
+            let r = &batch.prices[0];
+            assert_eq!((r.stock, r.date), (0, restated_day));
+            assert_eq!(r.version, (42 + k, 0, 42 + k));
+            assert_eq!(
+                r.price,
+                original
+                    .price
+                    .checked_add(stockflow_core::Money::from_int(k))
+                    .expect("a small price plus a few units")
+            );
+        }
+        // Made by each worker alone, its share equals the whole split by position (the
+        // default share), batch for batch.
+        for peers in 1..=3 {
+            for index in 0..peers {
+                let own: Vec<InputBatch> = input.share(index, peers).collect();
+                let split: Vec<InputBatch> = whole.share(index, peers).collect();
+                assert_eq!(own.len(), split.len(), "worker {index} of {peers}");
+                for (t, (a, b)) in own.iter().zip(&split).enumerate() {
+                    assert_eq!(a.prices, b.prices, "batch {t}, worker {index} of {peers}");
+                    assert_eq!(
+                        a.holdings, b.holdings,
+                        "batch {t}, worker {index} of {peers}"
+                    );
+                }
+            }
+        }
+    }
 }

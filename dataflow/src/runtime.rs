@@ -230,7 +230,7 @@ pub fn build<A: Allocate>(
                 );
         }
         // Each worker assembles its own part of every completed timestamp (its rows sorted
-        // and consolidated, on its own thread); worker 0 only joins the parts.
+        // and consolidated, on its own thread); worker 0 only gathers the parts.
         let mut pending: BTreeMap<u64, (Capability<u64>, Part)> = BTreeMap::new();
         // The last part's sizes: the next one's vectors start at them (a day's rows are
         // megabytes; grown by doubling they were copied and faulted in several times).
@@ -285,7 +285,7 @@ pub fn build<A: Allocate>(
             );
         // The probe passes a time once every worker has handed over its part of it (its
         // rows sorted and consolidated): a timestamp's cost includes its own parts, not the
-        // previous timestamp's (worker 0 joins the parts after the exchange, beyond it).
+        // previous timestamp's (worker 0 gathers the parts after the exchange, beyond it).
         let parts = parts.probe_with(&probe);
         let mut joining: BTreeMap<u64, Vec<Part>> = BTreeMap::new();
         let mut offsets: BTreeMap<(String, i32), Progress> = BTreeMap::new();

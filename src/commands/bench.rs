@@ -18,6 +18,10 @@ pub async fn run(g: &Global, command: BenchCommand) -> Result<ExitCode> {
             scaling_rounds,
             market,
         } => {
+            anyhow::ensure!(
+                scaling_rounds == 0 || workers >= 2,
+                "--scaling-rounds compares one worker with -w workers: give -w 2 or more"
+            );
             let universe = Arc::new(super::universe(&market)?);
             if scaling_rounds > 0 {
                 let v = scaling(
@@ -230,7 +234,6 @@ async fn producers(
     Ok(ExitCode::SUCCESS)
 }
 
-/// Peak resident memory of this process (Linux VmHWM), in MiB.
 /// `bench dataflow --scaling-rounds`: one worker against `workers`, alternated in one process
 /// (the machine's noise comes in waves of seconds: a ratio of runs minutes apart measured the
 /// machine as much as the code), each round's ratio and their median.
@@ -242,10 +245,6 @@ async fn scaling(
     in_flight: usize,
     rounds: u32,
 ) -> Result<serde_json::Value> {
-    anyhow::ensure!(
-        workers >= 2,
-        "--scaling-rounds compares one worker with -w workers: give -w 2 or more"
-    );
     let mut out = Vec::new();
     let mut ratios = Vec::new();
     let mut same_rows = true;
@@ -270,8 +269,11 @@ async fn scaling(
                 stockflow_dataflow::bench::run_core_bench(&u, &cfg)
             })
             .await??;
-            same_rows &=
-                r.checksum == r.baseline_checksum && r.evaluations == r.baseline_evaluations;
+            // The plain loop's rows, and every restatement moving the same rows.
+            same_rows &= r.checksum == r.baseline_checksum
+                && r.evaluations == r.baseline_evaluations
+                && r.restatement_retracted.0 == r.restatement_retracted.1
+                && r.restatement_inserted.0 == r.restatement_inserted.1;
             ticks_per_second[usize::from(w != 1)] =
                 r.ticks as f64 / r.elapsed.as_secs_f64().max(1e-9);
         }
@@ -292,19 +294,27 @@ async fn scaling(
     }
     let mut sorted = ratios.clone();
     sorted.sort_by(f64::total_cmp);
+    // The middle one, or the mean of the middle two.
+    let n = sorted.len();
+    let median = match n {
+        0 => None,
+        _ if n % 2 == 1 => sorted.get(n / 2).copied(),
+        _ => Some((sorted[n / 2 - 1] + sorted[n / 2]) / 2.0),
+    };
     Ok(serde_json::json!({
         "workers": workers,
         "days": days,
         "memory_days": memory_days,
         "in_flight": in_flight,
         "rounds": out,
-        "median_ratio": sorted.get(sorted.len() / 2),
+        "median_ratio": median,
         "min_ratio": sorted.first(),
         "max_ratio": sorted.last(),
         "same_rows_as_baseline": same_rows,
     }))
 }
 
+/// Peak resident memory of this process (Linux VmHWM), in MiB.
 pub fn peak_rss_mib() -> Option<f64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
