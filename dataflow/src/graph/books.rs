@@ -602,8 +602,12 @@ fn apply_inputs(
 #[derive(Default)]
 struct Books {
     closes: Closes,
-    /// By portfolio id (ids are dense; a worker's own ones are a share of them).
+    /// This worker's books, one after the other (`slots` says whose): by portfolio id, a
+    /// worker's share of the ids left every other book a gap, and a day's sweep read all of
+    /// them (with two workers, twice the memory each of them used).
     books: Vec<Book>,
+    /// By portfolio id: its book's index in `books`, plus one (0: none yet).
+    slots: Vec<u32>,
     /// The ids of this worker's books that hold something, ascending.
     owned: Vec<u32>,
     /// Stock → the portfolios (of this worker) that had a position in it at some time.
@@ -617,6 +621,27 @@ struct Books {
     /// Entries of `flat` no book points at any more (a book whose positions changed moved
     /// its own to the end); compacted once they are half.
     flat_garbage: usize,
+}
+
+/// The index in `books` of portfolio `p`'s book, given one at the end if it has none yet.
+fn slot(slots: &mut Vec<u32>, books: &mut Vec<Book>, p: u32) -> usize {
+    let i = p as usize;
+    if slots.len() <= i {
+        slots.resize(i + 1, 0);
+    }
+    if let Some(s) = slots[i].checked_sub(1) {
+        return s as usize;
+    }
+    books.push(Book::default());
+    // Within u32: a worker holds fewer books than there are portfolio ids.
+    slots[i] = u32::try_from(books.len()).unwrap_or(u32::MAX);
+    books.len() - 1
+}
+
+/// Portfolio `p`'s book, if it has one.
+fn book_of<'a>(slots: &[u32], books: &'a mut [Book], p: u32) -> Option<&'a mut Book> {
+    let s = slots.get(p as usize)?.checked_sub(1)?;
+    books.get_mut(s as usize)
 }
 
 /// Days the horizon moves between two evictions: each costs a pass over every book (a binary
@@ -637,6 +662,7 @@ impl Books {
         let Books {
             closes,
             books,
+            slots,
             owned,
             holders,
             scratch,
@@ -734,10 +760,7 @@ impl Books {
         visit.sort_unstable();
         visit.dedup();
         for p in visit {
-            let i = p as usize;
-            if books.len() <= i {
-                books.resize_with(i + 1, Book::default);
-            }
+            let i = slot(slots, books, p);
             visit_one(p, &mut books[i]);
             let held = !books[i].is_empty();
             match (owned.binary_search(&p), held) {
@@ -761,7 +784,7 @@ impl Books {
     fn compact_flat(&mut self) {
         let mut fresh = Vec::with_capacity(self.flat.len().saturating_sub(self.flat_garbage));
         for &p in &self.owned {
-            let Some(book) = self.books.get_mut(p as usize) else {
+            let Some(book) = book_of(&self.slots, &mut self.books, p) else {
                 continue;
             };
             // Within u32: `fresh` is no longer than `flat`, whose offsets were (else the
@@ -791,7 +814,7 @@ impl Books {
         self.evicted = Some(h);
         self.closes.evict(h);
         for &p in &self.owned {
-            if let Some(book) = self.books.get_mut(p as usize) {
+            if let Some(book) = book_of(&self.slots, &mut self.books, p) {
                 book.evict(h);
             }
         }
@@ -959,7 +982,8 @@ mod tests {
                 ..Book::default()
             };
             book.flat = flatten(&book.positions, &mut books.flat);
-            books.books.push(book);
+            let s = slot(&mut books.slots, &mut books.books, p);
+            books.books[s] = book;
             books.owned.push(p);
         }
         // Book 1's positions change twice: its old entries become garbage.
