@@ -125,6 +125,19 @@ fn drain<S: Sink + ?Sized>(outbox: &Outbox, sink: &Mutex<S>) -> Result<()> {
     }
 }
 
+/// Steps the worker while `waiting` says so, parking it (up to a millisecond) whenever it has
+/// nothing to do, as the job's loop does: a worker that spun while it waited for the others
+/// held its core, and any other thread (the kernel's among them) then took one from a worker
+/// that had work, which all the others then waited for.
+fn wait_for<A: timely::communication::Allocate>(
+    worker: &mut timely::worker::Worker<A>,
+    mut waiting: impl FnMut() -> bool,
+) {
+    while waiting() {
+        worker.step_or_park(Some(Duration::from_millis(1)));
+    }
+}
+
 /// Where an in-memory run's batches come from: every worker makes its own pass over them and
 /// feeds its round-robin share of every batch (`share`), so a source that generates its
 /// batches holds no more than one at a time per worker, and one that holds them clones only
@@ -226,7 +239,7 @@ fn run_objects(
             let t = t as u64;
             if let Some(before) = pace.complete_before(t) {
                 let probe = &built.probe;
-                worker.step_while(|| {
+                wait_for(worker, || {
                     timings.observe(probe);
                     probe.less_than(&before)
                 });
@@ -256,7 +269,7 @@ fn run_objects(
         }
         if pace != Pace::Free {
             let probe = &built.probe;
-            worker.step_while(|| {
+            wait_for(worker, || {
                 timings.observe(probe);
                 probe.less_than(&fed)
             });
