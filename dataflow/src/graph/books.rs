@@ -166,8 +166,8 @@ struct Book {
     /// Values before a restore window, sorted by date.
     seeds: Vec<(NaiveDate, Money)>,
     /// Its open positions in [`Books::flat`], for the days they alone cover (None: never
-    /// flattened, a position with a count other than 1, or more than a u32 indexes; then
-    /// every day takes the full pass over `positions`).
+    /// flattened, a position with a count other than 1, an open quantity beyond an i32, or
+    /// more than a u32 indexes; then every day takes the full pass over `positions`).
     flat: Option<FlatRange>,
 }
 
@@ -237,8 +237,9 @@ fn flatten(positions: &[(Position, isize)], flat: &mut Vec<FlatPosition>) -> Opt
 }
 
 /// [`tally`] of a day on which `positions` (a [`flatten`]ed book's) are exactly the ones
-/// covering it: one pass over contiguous memory. A close is below 2^63 and a quantity too,
-/// so a product is below 2^126 and only the sum can overflow (checked, as in `tally`).
+/// covering it: one pass over contiguous memory. A close is below 2^63 and a flat quantity
+/// below 2^31, so a product is below 2^94 and only the sum can overflow (checked, as in
+/// `tally`).
 fn tally_flat(positions: &[FlatPosition], closes: Option<&DayCloses>) -> (i64, i64, Option<Money>) {
     let held = positions.len() as i64;
     let Some(day) = closes else {
@@ -609,12 +610,13 @@ fn apply_inputs(
 #[derive(Default)]
 struct Books {
     closes: Closes,
-    /// This worker's books, one after the other (`slots` says whose): by portfolio id, a
-    /// worker's share of the ids left every other book a gap, and a day's sweep read all of
-    /// them (with two workers, twice the memory each of them used).
+    /// This worker's books, one after the other, in the order they first came (`slots` says
+    /// whose; a load of the holdings, the bench's among them, comes in id order, the order of
+    /// the visits). Indexed by portfolio id instead, a worker's share of the hashed ids left
+    /// a gap at every other book, and a day's sweep read the gaps too.
     books: Vec<Book>,
     /// By portfolio id: its book's index in `books`, plus one (0: none yet).
-    slots: Vec<u32>,
+    slots: Vec<usize>,
     /// The ids of this worker's books that hold something, ascending.
     owned: Vec<u32>,
     /// Stock → the portfolios (of this worker) that had a position in it at some time.
@@ -636,13 +638,13 @@ const TOUCH_AHEAD: usize = 16;
 /// Reads the last day of each of these portfolios' books, together: each is at an unrelated
 /// address, a cache miss (about 180 ns on the machine measured), which a book's pass waited
 /// for on its own; read together, the misses overlap, and the passes find them in cache.
-fn touch(portfolios: &[u32], slots: &[u32], books: &[Book]) {
+fn touch(portfolios: &[u32], slots: &[usize], books: &[Book]) {
     let mut seen = 0i32;
     for &p in portfolios {
         let book = slots
             .get(p as usize)
             .and_then(|s| s.checked_sub(1))
-            .and_then(|s| books.get(s as usize));
+            .and_then(|s| books.get(s));
         if let Some(day) = book.and_then(|b| b.days.back()) {
             seen ^= i32::from(day.valued);
         }
@@ -651,24 +653,23 @@ fn touch(portfolios: &[u32], slots: &[u32], books: &[Book]) {
 }
 
 /// The index in `books` of portfolio `p`'s book, given one at the end if it has none yet.
-fn slot(slots: &mut Vec<u32>, books: &mut Vec<Book>, p: u32) -> usize {
+fn slot(slots: &mut Vec<usize>, books: &mut Vec<Book>, p: u32) -> usize {
     let i = p as usize;
     if slots.len() <= i {
         slots.resize(i + 1, 0);
     }
     if let Some(s) = slots[i].checked_sub(1) {
-        return s as usize;
+        return s;
     }
     books.push(Book::default());
-    // Within u32: a worker holds fewer books than there are portfolio ids.
-    slots[i] = u32::try_from(books.len()).unwrap_or(u32::MAX);
+    slots[i] = books.len();
     books.len() - 1
 }
 
 /// Portfolio `p`'s book, if it has one.
-fn book_of<'a>(slots: &[u32], books: &'a mut [Book], p: u32) -> Option<&'a mut Book> {
+fn book_of<'a>(slots: &[usize], books: &'a mut [Book], p: u32) -> Option<&'a mut Book> {
     let s = slots.get(p as usize)?.checked_sub(1)?;
-    books.get_mut(s as usize)
+    books.get_mut(s)
 }
 
 /// Days the horizon moves between two evictions: each costs a pass over every book (a binary
@@ -922,9 +923,14 @@ mod tests {
             0u8..20,
             proptest::option::weighted(0.3, 1u8..20),
             prop_oneof![
-                -1_000_000i64..1_000_000,
-                Just(i64::MAX),
-                Just(i64::MIN + 1),
+                8 => -1_000_000i64..1_000_000,
+                1 => Just(i64::MAX),
+                1 => Just(i64::MIN + 1),
+                // An i32's edges, in and out (a flat quantity is an i32).
+                1 => Just(i64::from(i32::MAX)),
+                1 => Just(i64::from(i32::MAX) + 1),
+                1 => Just(i64::from(i32::MIN)),
+                1 => Just(i64::from(i32::MIN) - 1),
             ],
             prop_oneof![8 => Just(1isize), 1 => Just(0isize), 1 => Just(2isize), 1 => Just(-1isize)],
         )
@@ -1012,8 +1018,10 @@ mod tests {
                 1isize,
             )
         };
+        // The books come out of id order (their slots are not their ids), and every one is
+        // found through its slot.
         let mut books = Books::default();
-        for p in 0..4u32 {
+        for p in [2u32, 0, 3, 1] {
             let mut book = Book {
                 positions: vec![open(p, i64::from(p) + 1), open(p + 10, 5)],
                 ..Book::default()
@@ -1023,38 +1031,40 @@ mod tests {
             books.books[s] = book;
             books.owned.push(p);
         }
+        books.owned.sort_unstable();
         // Book 1's positions change twice: its old entries become garbage.
         for q in [7, 8] {
-            let book = &mut books.books[1];
+            let book = book_of(&books.slots, &mut books.books, 1).expect("book 1 has a slot");
             books.flat_garbage += book.flat.take().map_or(0, |f| f.len as usize);
             book.positions.push(open(20, q));
             book.flat = flatten(&book.positions, &mut books.flat);
         }
-        let before: Vec<Vec<(u32, i64)>> = books
-            .books
-            .iter()
-            .map(|b| {
-                let f = b
-                    .flat
-                    .expect("flattened")
-                    .slice(&books.flat)
-                    .expect("in range");
-                f.iter().map(|x| (x.stock, i64::from(x.quantity))).collect()
-            })
-            .collect();
+        let positions_of = |books: &mut Books, p: u32| -> Vec<(u32, i64)> {
+            let flat = std::mem::take(&mut books.flat);
+            let book = book_of(&books.slots, &mut books.books, p).expect("a slot");
+            let f = book
+                .flat
+                .expect("flattened")
+                .slice(&flat)
+                .expect("in range");
+            let got = f.iter().map(|x| (x.stock, i64::from(x.quantity))).collect();
+            books.flat = flat;
+            got
+        };
+        let before: Vec<Vec<(u32, i64)>> = (0..4).map(|p| positions_of(&mut books, p)).collect();
         assert_eq!(books.flat.len(), 8 + 3 + 4);
         books.compact_flat();
         assert_eq!(books.flat.len(), 2 + 4 + 2 + 2, "the garbage is gone");
         assert_eq!(books.flat_garbage, 0);
-        for (b, want) in books.books.iter().zip(&before) {
-            let f = b
-                .flat
-                .expect("still flattened")
-                .slice(&books.flat)
-                .expect("in range");
-            let got: Vec<(u32, i64)> = f.iter().map(|x| (x.stock, i64::from(x.quantity))).collect();
-            assert_eq!(&got, want);
+        for (p, want) in (0..4).zip(&before) {
+            assert_eq!(&positions_of(&mut books, p), want, "book {p}");
+            assert_eq!(want[0], (p, i64::from(p) + 1), "book {p}'s own positions");
         }
         assert_eq!(before[1], vec![(1, 2), (11, 5), (20, 7), (20, 8)]);
+        // In the compacted array the books follow in id order, the order of a day's visits.
+        assert_eq!(
+            books.flat.iter().map(|x| x.stock).collect::<Vec<_>>(),
+            vec![0, 10, 1, 11, 20, 20, 2, 12, 3, 13]
+        );
     }
 }
