@@ -787,23 +787,29 @@ impl Books {
         }
         visit.sort_unstable();
         visit.dedup();
+        // The books that hold something after this timestamp: the visited ones that do, and
+        // the others as they were, merged in id order (both lists are sorted: a binary search
+        // of `owned` for every visited book was 15 % of this function's time).
+        let mut still: Vec<u32> = Vec::with_capacity(owned.len() + visit.len());
+        let mut others = owned.iter().copied().peekable();
         let mut touched = 0;
         for (j, &p) in visit.iter().enumerate() {
             if j >= touched {
                 touched = j + TOUCH_AHEAD;
                 touch(visit.get(j..touched).unwrap_or(&visit[j..]), slots, books);
             }
+            while let Some(o) = others.next_if(|&o| o < p) {
+                still.push(o);
+            }
+            others.next_if_eq(&p);
             let i = slot(slots, books, p);
             visit_one(p, &mut books[i]);
-            let held = !books[i].is_empty();
-            match (owned.binary_search(&p), held) {
-                (Err(at), true) => owned.insert(at, p),
-                (Ok(at), false) => {
-                    owned.remove(at);
-                }
-                _ => {}
+            if !books[i].is_empty() {
+                still.push(p);
             }
         }
+        still.extend(others);
+        *owned = still;
         if *flat_garbage > 0 && *flat_garbage * 2 >= flat.len() {
             self.compact_flat();
         } else if flat.capacity() > flat.len() + flat.len() / 4 + 4096 {
