@@ -80,27 +80,30 @@ impl<A, B> Pending<A, B> {
             .or_insert_with(|| (cap.delayed(&t), Chunks::default(), Chunks::default()))
     }
 
-    /// Records of the first input, each with its own time (one slot lookup per run of
-    /// records of one time, not per record: a message's records nearly always share it).
+    /// Records of the first input, each with its own time.
     pub fn first(&mut self, cap: &Capability<u64>, data: impl IntoIterator<Item = (A, u64)>) {
-        let mut data = data.into_iter().peekable();
-        while let Some((a, t)) = data.next() {
-            let chunks = &mut self.slot(cap, t).1;
-            chunks.push(a);
-            while let Some((a, _)) = data.next_if(|(_, u)| *u == t) {
-                chunks.push(a);
-            }
-        }
+        self.push(cap, data, |slot| &mut slot.1);
     }
 
-    /// Records of the second input, each with its own time (as [`Pending::first`]).
+    /// Records of the second input, each with its own time.
     pub fn second(&mut self, cap: &Capability<u64>, data: impl IntoIterator<Item = (B, u64)>) {
+        self.push(cap, data, |slot| &mut slot.2);
+    }
+
+    /// Records into the chunks `input` picks of their time's slot: one slot lookup per run
+    /// of records of one time, not per record (a message's records nearly always share it).
+    fn push<T>(
+        &mut self,
+        cap: &Capability<u64>,
+        data: impl IntoIterator<Item = (T, u64)>,
+        input: impl Fn(&mut Slot<A, B>) -> &mut Chunks<T>,
+    ) {
         let mut data = data.into_iter().peekable();
-        while let Some((b, t)) = data.next() {
-            let chunks = &mut self.slot(cap, t).2;
-            chunks.push(b);
-            while let Some((b, _)) = data.next_if(|(_, u)| *u == t) {
-                chunks.push(b);
+        while let Some((x, t)) = data.next() {
+            let chunks = input(self.slot(cap, t));
+            chunks.push(x);
+            while let Some((x, _)) = data.next_if(|(_, u)| *u == t) {
+                chunks.push(x);
             }
         }
     }
