@@ -23,22 +23,6 @@ pub async fn run(g: &Global, command: BenchCommand) -> Result<ExitCode> {
                 "--scaling-rounds compares one worker with -w workers: give -w 2 or more"
             );
             let universe = Arc::new(super::universe(&market)?);
-            if scaling_rounds > 0 {
-                let v = scaling(
-                    &universe,
-                    workers,
-                    days,
-                    memory_days,
-                    in_flight,
-                    scaling_rounds,
-                )
-                .await?;
-                match g.output {
-                    Output::Json => println!("{v}"),
-                    Output::Text => println!("{}", serde_json::to_string_pretty(&v)?),
-                }
-                return Ok(ExitCode::SUCCESS);
-            }
             let cfg = stockflow_dataflow::bench::CoreBenchConfig {
                 days,
                 workers,
@@ -46,6 +30,14 @@ pub async fn run(g: &Global, command: BenchCommand) -> Result<ExitCode> {
                 memory_days: (memory_days > 0).then_some(i64::from(memory_days)),
                 in_flight,
             };
+            if scaling_rounds > 0 {
+                let v = scaling(&universe, &cfg, memory_days, scaling_rounds).await?;
+                match g.output {
+                    Output::Json => println!("{v}"),
+                    Output::Text => println!("{}", serde_json::to_string_pretty(&v)?),
+                }
+                return Ok(ExitCode::SUCCESS);
+            }
             let r = tokio::task::spawn_blocking(move || {
                 stockflow_dataflow::bench::run_core_bench(&universe, &cfg)
             })
@@ -234,17 +226,16 @@ async fn producers(
     Ok(ExitCode::SUCCESS)
 }
 
-/// `bench dataflow --scaling-rounds`: one worker against `workers`, alternated in one process
-/// (the machine's noise comes in waves of seconds: a ratio of runs minutes apart measured the
-/// machine as much as the code), each round's ratio and their median.
+/// `bench dataflow --scaling-rounds`: one worker against `base.workers`, alternated in one
+/// process (the machine's noise comes in waves of seconds: a ratio of runs minutes apart
+/// measured the machine as much as the code), each round's ratio and their median.
 async fn scaling(
     universe: &Arc<stockflow_market::Universe>,
-    workers: usize,
-    days: usize,
+    base: &stockflow_dataflow::bench::CoreBenchConfig,
     memory_days: u32,
-    in_flight: usize,
     rounds: u32,
 ) -> Result<serde_json::Value> {
+    let workers = base.workers;
     let mut out = Vec::new();
     let mut ratios = Vec::new();
     let mut same_rows = true;
@@ -258,11 +249,8 @@ async fn scaling(
         let mut ticks_per_second = [0.0f64; 2];
         for w in order {
             let cfg = stockflow_dataflow::bench::CoreBenchConfig {
-                days,
                 workers: w,
-                seed: 6107,
-                memory_days: (memory_days > 0).then_some(i64::from(memory_days)),
-                in_flight,
+                ..base.clone()
             };
             let u = Arc::clone(universe);
             let r = tokio::task::spawn_blocking(move || {
@@ -303,9 +291,9 @@ async fn scaling(
     };
     Ok(serde_json::json!({
         "workers": workers,
-        "days": days,
+        "days": base.days,
         "memory_days": memory_days,
-        "in_flight": in_flight,
+        "in_flight": base.in_flight,
         "rounds": out,
         "median_ratio": median,
         "min_ratio": sorted.first(),

@@ -641,10 +641,7 @@ const TOUCH_AHEAD: usize = 16;
 fn touch(portfolios: &[u32], slots: &[usize], books: &[Book]) {
     let mut seen = 0i32;
     for &p in portfolios {
-        let book = slots
-            .get(p as usize)
-            .and_then(|s| s.checked_sub(1))
-            .and_then(|s| books.get(s));
+        let book = index_of(slots, p).and_then(|s| books.get(s));
         if let Some(day) = book.and_then(|b| b.days.back()) {
             seen ^= i32::from(day.valued);
         }
@@ -658,7 +655,7 @@ fn slot(slots: &mut Vec<usize>, books: &mut Vec<Book>, p: u32) -> usize {
     if slots.len() <= i {
         slots.resize(i + 1, 0);
     }
-    if let Some(s) = slots[i].checked_sub(1) {
+    if let Some(s) = index_of(slots, p) {
         return s;
     }
     books.push(Book::default());
@@ -666,10 +663,14 @@ fn slot(slots: &mut Vec<usize>, books: &mut Vec<Book>, p: u32) -> usize {
     books.len() - 1
 }
 
+/// Where portfolio `p`'s book is in `books`, if it has one.
+fn index_of(slots: &[usize], p: u32) -> Option<usize> {
+    slots.get(p as usize)?.checked_sub(1)
+}
+
 /// Portfolio `p`'s book, if it has one.
 fn book_of<'a>(slots: &[usize], books: &'a mut [Book], p: u32) -> Option<&'a mut Book> {
-    let s = slots.get(p as usize)?.checked_sub(1)?;
-    books.get_mut(s)
+    books.get_mut(index_of(slots, p)?)
 }
 
 /// Days the horizon moves between two evictions: each costs a pass over every book (a binary
@@ -796,7 +797,7 @@ impl Books {
         for (j, &p) in visit.iter().enumerate() {
             if j >= touched {
                 touched = j + TOUCH_AHEAD;
-                touch(visit.get(j..touched).unwrap_or(&visit[j..]), slots, books);
+                touch(&visit[j..touched.min(visit.len())], slots, books);
             }
             while let Some(o) = others.next_if(|&o| o < p) {
                 still.push(o);
