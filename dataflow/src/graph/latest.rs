@@ -31,6 +31,11 @@ pub trait Versioned: ExchangeData + Ord {
     fn key(&self) -> Self::Key;
     fn group(&self) -> Self::Group;
     fn rank(&self) -> (Version, i128);
+    /// The worker a record goes to (`route`): by its key unless the records of a group
+    /// belong together downstream.
+    fn shard(&self) -> u64 {
+        route(&self.key())
+    }
     /// The day a record is about, if it may leave memory once the horizon passes it (closes;
     /// holding records stay: every book needs them).
     fn evictable_day(&self) -> Option<chrono::NaiveDate> {
@@ -67,6 +72,13 @@ impl Versioned for HoldingInput {
     fn rank(&self) -> (Version, i128) {
         (self.version, i128::from(self.quantity))
     }
+    /// By portfolio, as the positions and the books are routed: a holding record stays on
+    /// one worker from here to its book, so with several workers the later exchanges move
+    /// nothing between them and their inputs come in this operator's order (already
+    /// sorted), not interleaved from every worker.
+    fn shard(&self) -> u64 {
+        route(&self.portfolio)
+    }
 }
 
 /// Whether `a` beats `b`: the higher rank, then the greater record (a total order, so the
@@ -93,7 +105,7 @@ where
 {
     let name_string = name.to_string();
     records.unary_frontier::<CapacityContainerBuilder<Vec<(R, u64, isize)>>, _, _, _>(
-        Exchange::new(|(r, _, _): &(R, u64, isize)| route(&r.key())),
+        Exchange::new(|(r, _, _): &(R, u64, isize)| r.shard()),
         name,
         |_, _| {
             let name_owned = name_string;

@@ -114,7 +114,9 @@ where
     G: Scope<Timestamp = u64>,
 {
     records.unary_frontier::<CapacityContainerBuilder<Vec<(Position, u64, isize)>>, _, _, _>(
-        Exchange::new(|(h, _, _): &(HoldingInput, u64, isize)| route(&(h.portfolio, h.stock))),
+        // By portfolio, as the latest holding records (`latest.rs`) and the books are: the
+        // records come from this worker's own latest operator, in its order.
+        Exchange::new(|(h, _, _): &(HoldingInput, u64, isize)| route(&h.portfolio)),
         "Positions",
         |_, _| {
             let mut pending: Pending<(HoldingInput, isize), ()> = Pending::default();
