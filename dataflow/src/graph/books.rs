@@ -21,7 +21,7 @@
 //! A day is evaluated from scratch (checked arithmetic over the positions covering it), so
 //! what a book stores per day is small: its sum, its counts, and what it showed.
 
-use super::pending::{route, Pending};
+use super::pending::Pending;
 use super::positions::Position;
 use super::Horizon;
 use crate::eval::{evaluation, valid_value};
@@ -30,7 +30,7 @@ use rustc_hash::FxHashMap as HashMap;
 use std::collections::{BTreeMap, VecDeque};
 use stockflow_core::{Evaluation, Issue, IssueKind, Money, PriceInput};
 use timely::container::CapacityContainerBuilder;
-use timely::dataflow::channels::pact::{Exchange, Pipeline};
+use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::{Broadcast, Operator};
 use timely::dataflow::{Scope, Stream};
 
@@ -862,7 +862,8 @@ impl Books {
 }
 
 /// The books of all portfolios: evaluation and issue changes. `closes` are the latest closes'
-/// changes (broadcast to every worker here); `inputs` the positions and seeds. With a
+/// changes (broadcast to every worker here); `inputs` the positions and seeds, each on its
+/// portfolio's worker (`by_portfolio`). With a
 /// `horizon`, the days before a completed timestamp's horizon leave memory.
 pub fn books<G>(
     closes: &Stream<G, (PriceInput, u64, isize)>,
@@ -878,7 +879,8 @@ where
         .binary_frontier::<_, CapacityContainerBuilder<Vec<(Row, u64, isize)>>, _, _, _, _>(
             inputs,
             Pipeline,
-            Exchange::new(|(b, _): &(BookInput, u64)| route(&b.portfolio())),
+            // Each input is on its portfolio's worker already (`by_portfolio`).
+            Pipeline,
             "Books",
             |_, _| {
                 let mut pending: Pending<(PriceInput, isize), BookInput> = Pending::default();

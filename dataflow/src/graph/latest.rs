@@ -11,7 +11,7 @@
 //! key stored beside it and no hash table of every key with its empty buckets; a B-tree once
 //! the group is large): about half the memory of a map by key for 600,000 holding records.
 
-use super::pending::{route, Pending};
+use super::pending::{by_portfolio, route, Pending};
 use super::sorted::Sorted;
 use super::Horizon;
 use rustc_hash::FxHashMap as HashMap;
@@ -72,12 +72,12 @@ impl Versioned for HoldingInput {
     fn rank(&self) -> (Version, i128) {
         (self.version, i128::from(self.quantity))
     }
-    /// By portfolio, as the positions and the books are routed: a holding record stays on
-    /// one worker from here to its book, so with several workers the later exchanges move
-    /// nothing between them and their inputs come in this operator's order (already
-    /// sorted), not interleaved from every worker.
+    /// By portfolio (`by_portfolio`): a holding record stays on this worker from here to its
+    /// book (the positions and the books take their inputs pipelined), so with several
+    /// workers the records cross between workers once, and the later operators get them in
+    /// this operator's (sorted) order.
     fn shard(&self) -> u64 {
-        route(&self.portfolio)
+        by_portfolio(self.portfolio)
     }
 }
 

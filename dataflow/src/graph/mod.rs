@@ -25,7 +25,7 @@ pub use books::Row;
 use chrono::NaiveDate;
 use differential_dataflow::{AsCollection, Collection};
 use stockflow_core::{HoldingInput, Money, PortfolioId, PriceInput};
-use timely::dataflow::operators::{Concat, Inspect, Map};
+use timely::dataflow::operators::{Concat, Exchange, Inspect, Map};
 use timely::dataflow::{Scope, Stream};
 
 /// The first day the dataflow holds at a timestamp (None: every day): once a timestamp is
@@ -69,11 +69,14 @@ where
         "LatestHolding",
     );
     let positions = counted(&positions::positions(&records), "Positions");
+    // Each on its portfolio's worker: the positions are already (`by_portfolio` in `latest`),
+    // the seeds go there.
     let book_inputs = positions
         .map(|(p, t, d)| (BookInput::Position(p, d), t))
         .concat(
             &seeds
                 .inner
+                .exchange(|((p, _, _), _, _)| pending::by_portfolio(*p))
                 .map(|((p, day, v), t, d)| (BookInput::Seed(p, day, v, d), t)),
         );
     let rows = counted(

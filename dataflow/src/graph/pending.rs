@@ -126,6 +126,13 @@ impl<A, B> Pending<A, B> {
     }
 }
 
+/// The worker of everything about portfolio `p` (its holding records from the latest
+/// operator on, its positions, its seeds, its book): exchanged once, by this, and pipelined
+/// after.
+pub fn by_portfolio(p: u32) -> u64 {
+    route(&p)
+}
+
 /// A fast, stable hash for exchanging records between workers (FNV-1a over the key's Hash,
 /// a whole integer per step: the keys are a few integers and dates, three steps for a
 /// holding's key where bytes took twelve; timely hashes only with more than one worker).

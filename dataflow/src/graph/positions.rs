@@ -1,14 +1,14 @@
 //! Each (portfolio, stock)'s latest holding records become quantity intervals [from, to): a
 //! record holds until the next one; quantity 0 closes the position.
 
-use super::pending::{route, Pending};
+use super::pending::Pending;
 use super::sorted::Sorted;
 use crate::eval::intervals;
 use chrono::NaiveDate;
 use rustc_hash::FxHashMap as HashMap;
 use stockflow_core::HoldingInput;
 use timely::container::CapacityContainerBuilder;
-use timely::dataflow::channels::pact::Exchange;
+use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::Operator;
 use timely::dataflow::{Scope, Stream};
 
@@ -114,9 +114,9 @@ where
     G: Scope<Timestamp = u64>,
 {
     records.unary_frontier::<CapacityContainerBuilder<Vec<(Position, u64, isize)>>, _, _, _>(
-        // By portfolio, as the latest holding records (`latest.rs`) and the books are: the
-        // records come from this worker's own latest operator, in its order.
-        Exchange::new(|(h, _, _): &(HoldingInput, u64, isize)| route(&h.portfolio)),
+        // Pipelined: the latest operator already put every holding record on its portfolio's
+        // worker (`by_portfolio`), where its positions and book are.
+        Pipeline,
         "Positions",
         |_, _| {
             let mut pending: Pending<(HoldingInput, isize), ()> = Pending::default();
