@@ -12,6 +12,7 @@
 //! the group is large): about half the memory of a map by key for 600,000 holding records.
 
 use super::pending::{by_portfolio, route, Pending};
+use super::pieces::sort_pieces;
 use super::sorted::Sorted;
 use super::Horizon;
 use rustc_hash::FxHashMap as HashMap;
@@ -120,10 +121,12 @@ where
                 for (cap, updates, _) in pending.ready(&[input.frontier()]) {
                     let t = *cap.time();
                     let mut session = output.session(&cap);
-                    // Per key, the winner of this timestamp's records (sorted in place by
-                    // group and key, the winner first: no second map of the timestamp's
-                    // keys), then against the kept one.
-                    let mut updates: Vec<R> = updates
+                    // Per key, the winner of this timestamp's records (sorted by group and
+                    // key, the winner first: no second map of the timestamp's keys), then
+                    // against the kept one. The order is total (the records themselves break
+                    // ties), as `sort_pieces` needs: from several workers the records come
+                    // as each one's sorted pieces, merged in linear time.
+                    let updates: Vec<R> = updates
                         .into_iter()
                         .filter_map(|(r, d)| {
                             if d <= 0 {
@@ -136,7 +139,7 @@ where
                             Some(r)
                         })
                         .collect();
-                    updates.sort_unstable_by(|a, b| {
+                    let mut updates = sort_pieces(updates, |a, b| {
                         (a.group(), a.key())
                             .cmp(&(b.group(), b.key()))
                             .then_with(|| (b.rank(), b).cmp(&(a.rank(), a)))

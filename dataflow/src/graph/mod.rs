@@ -17,6 +17,7 @@
 mod books;
 mod latest;
 mod pending;
+mod pieces;
 mod positions;
 mod sorted;
 
