@@ -863,8 +863,8 @@ impl Books {
 
 /// The books of all portfolios: evaluation and issue changes. `closes` are the latest closes'
 /// changes (broadcast to every worker here); `inputs` the positions and seeds, each on its
-/// portfolio's worker (`by_portfolio`). With a
-/// `horizon`, the days before a completed timestamp's horizon leave memory.
+/// portfolio's worker (`by_portfolio`). With a `horizon`, the days before a completed
+/// timestamp's horizon leave memory.
 pub fn books<G>(
     closes: &Stream<G, (PriceInput, u64, isize)>,
     inputs: &Stream<G, (BookInput, u64)>,

@@ -4,9 +4,11 @@
 //! Three keyed operators, each applying a timestamp's changes at once when its inputs'
 //! frontiers have passed it (`pending`):
 //!
-//! 1. `latest` (by record key): the latest version of each close and holding record;
-//! 2. `positions` (by portfolio and stock): holding records → quantity intervals;
-//! 3. `books` (closes broadcast to every worker, positions and seeds by portfolio): each
+//! 1. `latest` (closes by record key, holding records by portfolio): the latest version of
+//!    each close and holding record;
+//! 2. `positions` (pipelined: its input is on its portfolio's worker): holding records →
+//!    quantity intervals;
+//! 3. `books` (closes broadcast to every worker, positions pipelined, seeds by portfolio): each
 //!    worker keeps every close in dense arrays by stock and evaluates its own portfolios from
 //!    them; a new day costs a pass over each portfolio's positions, a restated close or a
 //!    changed position the days it touches.

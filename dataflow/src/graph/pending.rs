@@ -134,8 +134,8 @@ pub fn by_portfolio(p: u32) -> u64 {
 }
 
 /// A fast, stable hash for exchanging records between workers (FNV-1a over the key's Hash,
-/// a whole integer per step: the keys are a few integers and dates, three steps for a
-/// holding's key where bytes took twelve; timely hashes only with more than one worker).
+/// a whole integer per step: the keys are a few integers and dates, two steps for a close's
+/// key where bytes took eight; timely hashes only with more than one worker).
 pub fn route<K: Hash>(key: &K) -> u64 {
     struct Fnv(u64);
     impl Fnv {
@@ -185,8 +185,8 @@ mod tests {
 
     #[test]
     fn routes_spread_keys_evenly_over_workers() {
-        // A portfolio's id, (portfolio, stock), and a close's (stock, date), as the operators
-        // route them: each of 2, 3 and 4 workers gets its share within 5 %.
+        // A portfolio's id and a close's (stock, date), as the operators route them, and a
+        // pair of integers: each of 2, 3 and 4 workers gets its share within 5 %.
         let day = |i: i64| {
             chrono::NaiveDate::from_ymd_opt(2001, 1, 1).expect("a date") + chrono::Duration::days(i)
         };

@@ -18,30 +18,56 @@ const MAX_CHAINS: usize = 8;
 /// few sequences cut into messages.
 const MIN_PIECE: usize = 16;
 
+/// Ascending pieces, [start, end) ranges of the input, chained into sorted sequences.
+type Chains = Vec<Vec<(usize, usize)>>;
+
+/// How to sort an input.
+#[derive(Debug, PartialEq, Eq)]
+enum Plan {
+    /// It is sorted already.
+    Sorted,
+    /// It is not a few sorted sequences cut into pieces: sort it.
+    Sort,
+    /// Merge these sequences.
+    Merge(Chains),
+}
+
 /// `v` sorted by `cmp`, which must be a total order (no two records equal unless they are
-/// the same): then the result is `v.sort_unstable_by(cmp)`'s, whatever the input's order.
-pub fn sort_pieces<T: Clone>(mut v: Vec<T>, cmp: impl Fn(&T, &T) -> Ordering) -> Vec<T> {
-    // The ascending pieces: [start, end) ranges.
+/// the same): then the result is `v.sort_unstable_by(cmp)`'s, whatever the input's order. In
+/// place, besides an index a record while merging.
+pub fn sort_pieces<T>(mut v: Vec<T>, cmp: impl Fn(&T, &T) -> Ordering) -> Vec<T> {
+    match plan(&v, &cmp) {
+        Plan::Sorted => {}
+        Plan::Sort => v.sort_unstable_by(cmp),
+        Plan::Merge(chains) => {
+            let order = merged_order(&v, &chains, &cmp);
+            permute(&mut v, order);
+        }
+    }
+    v
+}
+
+fn plan<T>(v: &[T], cmp: &impl Fn(&T, &T) -> Ordering) -> Plan {
+    // The ascending pieces; too many (too short) and it is no use going on.
     let mut pieces: Vec<(usize, usize)> = Vec::new();
     let mut start = 0;
     for (i, pair) in v.windows(2).enumerate() {
         if cmp(&pair[0], &pair[1]) == Ordering::Greater {
             pieces.push((start, i + 1));
             start = i + 1;
+            if pieces.len().saturating_mul(MIN_PIECE) > v.len() {
+                return Plan::Sort;
+            }
         }
     }
     if pieces.is_empty() {
-        return v;
+        return Plan::Sorted;
     }
     pieces.push((start, v.len()));
-    if pieces.len().saturating_mul(MIN_PIECE) > v.len() {
-        v.sort_unstable_by(cmp);
-        return v;
-    }
     // Each piece after the chain that ends latest not after the piece's first record: a
     // piece continues its own worker's sequence.
-    let mut chains: Vec<Vec<(usize, usize)>> = Vec::new();
-    for &(s, e) in &pieces {
+    let mut chains: Chains = Vec::new();
+    for (s, e) in pieces {
         let first = &v[s];
         let best = chains
             .iter()
@@ -54,47 +80,53 @@ pub fn sort_pieces<T: Clone>(mut v: Vec<T>, cmp: impl Fn(&T, &T) -> Ordering) ->
             .map(|(c, _)| c);
         match best {
             Some(c) => chains[c].push((s, e)),
-            None => {
-                if chains.len() == MAX_CHAINS {
-                    v.sort_unstable_by(cmp);
-                    return v;
-                }
-                chains.push(vec![(s, e)]);
-            }
+            None if chains.len() == MAX_CHAINS => return Plan::Sort,
+            None => chains.push(vec![(s, e)]),
         }
     }
-    merge(&v, &chains, &cmp)
+    Plan::Merge(chains)
 }
 
-/// The chains' records merged in `cmp` order (each chain sorted).
-fn merge<T: Clone>(
-    v: &[T],
-    chains: &[Vec<(usize, usize)>],
-    cmp: &impl Fn(&T, &T) -> Ordering,
-) -> Vec<T> {
-    // Per chain: its records in order, as an iterator over its pieces.
+/// The chains' records merged in `cmp` order (each chain sorted), as indices into `v`.
+fn merged_order<T>(v: &[T], chains: &Chains, cmp: &impl Fn(&T, &T) -> Ordering) -> Vec<usize> {
     let mut heads: Vec<_> = chains
         .iter()
-        .map(|chain| chain.iter().flat_map(|&(s, e)| v[s..e].iter()).peekable())
+        .map(|chain| chain.iter().flat_map(|&(s, e)| s..e).peekable())
         .collect();
-    let mut out = Vec::with_capacity(v.len());
+    let mut order = Vec::with_capacity(v.len());
     loop {
-        let mut least: Option<(usize, &T)> = None;
+        let mut least: Option<(usize, usize)> = None;
         for (c, head) in heads.iter_mut().enumerate() {
-            if let Some(&x) = head.peek() {
-                if least.is_none_or(|(_, l)| cmp(x, l) == Ordering::Less) {
-                    least = Some((c, x));
+            if let Some(&i) = head.peek() {
+                if least.is_none_or(|(_, l)| cmp(&v[i], &v[l]) == Ordering::Less) {
+                    least = Some((c, i));
                 }
             }
         }
-        let Some((c, _)) = least else {
+        let Some((c, i)) = least else {
             break;
         };
-        if let Some(x) = heads[c].next() {
-            out.push(x.clone());
+        heads[c].next();
+        order.push(i);
+    }
+    order
+}
+
+/// Puts `v[order[j]]` at `j` for every `j`, in place: each cycle of the permutation by swaps
+/// (`order` is a permutation of `0..v.len()`; it is used up as the marks of what is placed).
+fn permute<T>(v: &mut [T], mut order: Vec<usize>) {
+    const PLACED: usize = usize::MAX;
+    for i in 0..order.len() {
+        let mut j = i;
+        loop {
+            let k = std::mem::replace(&mut order[j], PLACED);
+            if k == PLACED || k == i {
+                break;
+            }
+            v.swap(j, k);
+            j = k;
         }
     }
-    out
 }
 
 #[cfg(test)]
@@ -107,8 +139,6 @@ mod tests {
         v
     }
 
-    /// `workers` sorted sequences of distinct records, cut into messages of `size` and
-    /// interleaved in a random order that keeps each sequence's own order.
     /// A small deterministic generator (xorshift): the seed is in every failure's message.
     struct Gen(u64);
     impl Gen {
@@ -157,9 +187,54 @@ mod tests {
         }
     }
 
+    /// The merge is what runs on interleaved sequences (a sort would give the same result, so
+    /// the results alone cannot tell), and the sort where the input is not a few of them.
+    #[test]
+    fn interleaved_sequences_are_merged_and_disorder_is_sorted() {
+        let cmp = |a: &(u32, u32), b: &(u32, u32)| a.cmp(b);
+        for seed in 0..5 {
+            let v = interleaved(2, 2_000, 170, seed);
+            // Two sequences, and a few more chains where a message happened to continue the
+            // other worker's (its first record after that one's last).
+            match plan(&v, &cmp) {
+                Plan::Merge(chains) => assert!(
+                    (2..=MAX_CHAINS).contains(&chains.len()),
+                    "seed {seed}: {} chains",
+                    chains.len()
+                ),
+                other => panic!("seed {seed}: two workers' messages planned as {other:?}"),
+            }
+            assert_eq!(plan(&sorted(v.clone()), &cmp), Plan::Sorted, "seed {seed}");
+            let mut shuffled = v;
+            let mut g = Gen(seed | 1);
+            for i in (1..shuffled.len()).rev() {
+                shuffled.swap(i, g.below(i + 1));
+            }
+            assert_eq!(plan(&shuffled, &cmp), Plan::Sort, "seed {seed}");
+            let nine = interleaved(9, 500, 20, seed);
+            assert_eq!(plan(&nine, &cmp), Plan::Sort, "seed {seed}: nine sequences");
+        }
+    }
+
+    #[test]
+    fn a_permutation_puts_every_record_in_its_place() {
+        for n in 0..9 {
+            // Every rotation and the reversal of 0..n, as orders.
+            let mut orders: Vec<Vec<usize>> = (0..n.max(1))
+                .map(|r| (0..n).map(|j| (j + r) % n.max(1)).collect())
+                .collect();
+            orders.push((0..n).rev().collect());
+            for order in orders {
+                let mut v: Vec<usize> = (0..n).map(|x| x * 10).collect();
+                permute(&mut v, order.clone());
+                let want: Vec<usize> = order.iter().map(|&k| k * 10).collect();
+                assert_eq!(v, want, "order {order:?}");
+            }
+        }
+    }
+
     proptest! {
-        // Any input, however ordered: the sort's result (pieces of every length, many chains,
-        // the fallbacks).
+        // Any input, however ordered: the sort's result (mostly the fallback to the sort).
         #[test]
         fn any_records_come_out_as_the_sort_puts_them(
             v in proptest::collection::vec((0u32..50, 0u32..50), 0..600),
